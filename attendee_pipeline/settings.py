@@ -1,0 +1,77 @@
+"""Process-wide settings read from environment variables, each documented once here.
+
+Every setting the project reads from the environment is defined in this module with its
+default; README.md's "Settings" table is generated from the same names. Secrets (provider keys,
+database passwords) are never defaults here: the catalog names the environment variables that
+hold them and they are read only when a connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: name -> (default, description). The single place settings are documented.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "ATTENDEE_PIPELINE_DATA_DIR": (
+        "./.data",
+        "Folder for the embedded defaults: platform SQLite database, raw extracts, Dagster home.",
+    ),
+    "ATTENDEE_PIPELINE_CATALOG": (
+        "<package>/catalog/demo_catalog.yaml",
+        "Path of the event catalog YAML file.",
+    ),
+    "ATTENDEE_PIPELINE_DB_URL": (
+        "sqlite:///<data dir>/platform.sqlite3",
+        "SQLAlchemy URL of the platform database (PostgreSQL in production: "
+        "postgresql+psycopg2://user:pass@host/db).",
+    ),
+    "ATTENDEE_PIPELINE_SANDBOX_URL": (
+        "http://127.0.0.1:8765",
+        "Base URL of the sandbox attendee API; the demo catalog's URLs use it.",
+    ),
+}
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("ATTENDEE_PIPELINE_DATA_DIR", "./.data")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def catalog_path() -> Path:
+    value = os.environ.get("ATTENDEE_PIPELINE_CATALOG")
+    if value:
+        return Path(value).resolve()
+    return PACKAGE_DIR / "catalog" / "demo_catalog.yaml"
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{data_dir() / 'platform.sqlite3'}"
+
+
+def db_url_is_from_env() -> bool:
+    return bool(os.environ.get("ATTENDEE_PIPELINE_DB_URL"))
+
+
+def db_url() -> str:
+    return os.environ.get("ATTENDEE_PIPELINE_DB_URL") or default_db_url()
+
+
+def raw_extract_dir() -> Path:
+    path = data_dir() / "raw"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class MassRemovalDefaults:
+    max_share: float = 0.10
+    min_count: int = 25
+
+
+#: Run tag that releases a publish held by the mass-removal guard.
+ALLOW_MASS_REMOVAL_TAG = "attendee_pipeline/allow_mass_removal"
