@@ -1,0 +1,133 @@
+"""Loading the catalog YAML: ``${VAR:-default}`` expansion for non-secret strings, validation,
+and errors that name the event and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from attendee_pipeline.catalog.models import Catalog
+
+_VAR_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+class CatalogError(ValueError):
+    """The catalog is invalid. ``problems`` lists one human-readable line per problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid event catalog {source}:\n  - " + "\n  - ".join(problems))
+
+
+def _expand(value: Any, where: str, problems: list[str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append(f"{where}: environment variable {name} is not set and has no default")
+            return ""
+
+        return _VAR_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}", problems) for k, v in value.items()}
+    return value
+
+
+def _event_label(raw_events: Any, index: int) -> str:
+    try:
+        entry = raw_events[index]
+        if isinstance(entry, dict) and entry.get("id"):
+            return f"event {entry['id']!r}"
+    except (IndexError, TypeError, KeyError):
+        pass
+    return f"event #{index + 1}"
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            # pydantic puts the discriminator tag / union member name in loc; keep real keys only
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
+    """Validate already-parsed YAML data and return the catalog, or raise CatalogError."""
+    problems: list[str] = []
+    if data is None:
+        data = {"events": []}
+    if not isinstance(data, dict):
+        raise CatalogError(source, ["the top level must be a mapping with an 'events' list"])
+    raw_events = data.get("events")
+    if isinstance(raw_events, list):
+        expanded = []
+        for i, entry in enumerate(raw_events):
+            expanded.append(_expand(entry, _event_label(raw_events, i), problems))
+        data = {**data, "events": expanded}
+    try:
+        catalog = Catalog.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
+                label = _event_label(raw_events, loc[1])
+                key = _loc_text(_drop_union_tags(loc[2:]))
+                problems.append(f"{label}: {key or '(entry)'}: {_msg(err)}")
+            else:
+                problems.append(f"{_loc_text(loc) or '(top level)'}: {_msg(err)}")
+    else:
+        seen: set[str] = set()
+        for event in catalog.events:
+            if event.id in seen:
+                problems.append(f"event {event.id!r}: id: duplicate event id")
+            seen.add(event.id)
+    if problems:
+        raise CatalogError(source, problems)
+    return catalog
+
+
+_UNION_TAGS = {"rest_api", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
+
+
+def _drop_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    kept = tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
+    if kept[:2] == ("mapping", "fields"):  # the mapping is written flat in YAML
+        kept = ("mapping",) + kept[2:]
+    return kept
+
+
+def _msg(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Load and validate the catalog file (default: settings.catalog_path())."""
+    from attendee_pipeline import settings
+
+    file = Path(path) if path else settings.catalog_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CatalogError(str(file), ["file not found (set ATTENDEE_PIPELINE_CATALOG)"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(str(file), [f"not valid YAML: {exc}"]) from None
+    return parse_catalog(data, str(file))

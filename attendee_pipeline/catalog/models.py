@@ -1,0 +1,335 @@
+"""Schema of the event catalog (config as code): events, sources, field mappings, policies.
+
+Everything a data engineer writes to add an event is described here as pydantic models with
+``extra="forbid"`` so a typo is an error, not a silently ignored key. Secrets never appear as
+values: connection settings name the environment variables that hold them (``*_env`` keys).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from attendee_pipeline.sync.model import MAPPABLE_FIELDS, REQUIRED_FIELDS
+
+EVENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an environment variable name (secrets are given as the NAME of "
+            "an environment variable, e.g. MY_EVENT_API_KEY, never as the value)"
+        )
+    return value
+
+
+EnvName = Annotated[str, Field(description="Name of an environment variable holding a secret")]
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class NoAuth(_Strict):
+    type: Literal["none"] = "none"
+
+
+class BasicAuth(_Strict):
+    """HTTP basic auth: username (plain or from env) and password from an env var."""
+
+    type: Literal["basic"]
+    username: str | None = None
+    username_env: EnvName | None = None
+    password_env: EnvName
+
+    _check_env = field_validator("username_env", "password_env")(
+        lambda v: v if v is None else _env_name(v)
+    )
+
+    @model_validator(mode="after")
+    def _one_username(self) -> "BasicAuth":
+        if (self.username is None) == (self.username_env is None):
+            raise ValueError("give exactly one of 'username' or 'username_env'")
+        return self
+
+
+class HeaderAuth(_Strict):
+    """Secrets sent as request headers: header name -> environment variable name."""
+
+    type: Literal["header"]
+    headers: dict[str, EnvName] = Field(min_length=1)
+
+    @field_validator("headers")
+    @classmethod
+    def _envs(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k: _env_name(e) for k, e in v.items()}
+
+
+class QueryAuth(_Strict):
+    """Secrets sent as query parameters (e.g. ``username`` + ``secret_key``): param -> env var."""
+
+    type: Literal["query"]
+    params: dict[str, EnvName] = Field(min_length=1)
+
+    @field_validator("params")
+    @classmethod
+    def _envs(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k: _env_name(e) for k, e in v.items()}
+
+
+Auth = Annotated[NoAuth | BasicAuth | HeaderAuth | QueryAuth, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- pagination
+
+
+class SinglePage(_Strict):
+    """All records in one call (seed 000's default)."""
+
+    style: Literal["none"] = "none"
+
+
+class PageNumberPagination(_Strict):
+    style: Literal["page"]
+    page_param: str = "page"
+    size_param: str | None = "per_page"
+    size: int = Field(default=1000, ge=1, le=100_000)
+    first_page: int = 1
+
+
+class OffsetPagination(_Strict):
+    style: Literal["offset"]
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    size: int = Field(default=1000, ge=1, le=100_000)
+
+
+class CursorPagination(_Strict):
+    """The response carries the next cursor at ``cursor_path``; absent/empty means done."""
+
+    style: Literal["cursor"]
+    cursor_param: str = "cursor"
+    cursor_path: str = "next_cursor"
+    size_param: str | None = "limit"
+    size: int = Field(default=1000, ge=1, le=100_000)
+
+
+class LinkHeaderPagination(_Strict):
+    """RFC 8288 ``Link: <...>; rel="next"`` headers."""
+
+    style: Literal["link"]
+    size_param: str | None = "per_page"
+    size: int = Field(default=1000, ge=1, le=100_000)
+
+
+Pagination = Annotated[
+    SinglePage | PageNumberPagination | OffsetPagination | CursorPagination | LinkHeaderPagination,
+    Field(discriminator="style"),
+]
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class RestApiSource(_Strict):
+    """Seed 000: pull the attendee list from a customer's HTTP API."""
+
+    kind: Literal["rest_api"]
+    url: str
+    auth: Auth = Field(default_factory=NoAuth)
+    pagination: Pagination = Field(default_factory=SinglePage)
+    #: Dotted path of the record list in the response body; empty means the body is the list.
+    record_path: str = ""
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Extra non-secret query parameters sent with every request.
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v
+
+
+Source = Annotated[RestApiSource, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+class FieldMapping(_Strict):
+    """Platform field -> provider field (dotted path into the record).
+
+    ``email``, ``first_name`` and ``last_name`` are required. ``groups`` may point at a list of
+    names, a list of objects (``groups_name_key``) or a delimited string (``groups_separator``).
+    ``custom_fields`` maps a platform custom-field name to a provider field.
+    """
+
+    fields: dict[str, str]
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+    groups_separator: str = ","
+    groups_name_key: str = "name"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        # YAML writes the mapping flat: platform_field: provider_field, plus the options above.
+        if isinstance(data, dict) and "fields" not in data:
+            options = {"custom_fields", "groups_separator", "groups_name_key"}
+            fields = {k: v for k, v in data.items() if k not in options}
+            rest = {k: v for k, v in data.items() if k in options}
+            return {"fields": fields, **rest}
+        return data
+
+    @field_validator("fields")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(MAPPABLE_FIELDS) - {"custom_fields"})
+        if unknown:
+            raise ValueError(
+                f"unknown platform field(s) {', '.join(unknown)}; known: {', '.join(MAPPABLE_FIELDS)}"
+            )
+        missing = [f for f in REQUIRED_FIELDS if f not in v]
+        if missing:
+            raise ValueError(f"required field(s) not mapped: {', '.join(missing)}")
+        for key, path in v.items():
+            if not isinstance(path, str) or not path.strip():
+                raise ValueError(f"{key}: the provider field name must be a non-empty string")
+        return v
+
+
+class DeleteFlag(_Strict):
+    """Seed 000: removed attendees carry a delete flag in exactly one field."""
+
+    field: str
+    #: Values meaning "removed" (compared as lower-cased text: true, 1, yes, deleted, ...).
+    values: list[Any] = Field(default_factory=lambda: [True, "true", "1", "yes"], min_length=1)
+
+    def normalized_values(self) -> frozenset[str]:
+        return frozenset(str(v).strip().lower() for v in self.values)
+
+
+# --------------------------------------------------------------------------- sync policy
+
+
+class ApplyPolicy(_Strict):
+    """What the one apply engine does with each kind of record (see sync.policy)."""
+
+    new: Literal["create", "skip"] = "create"
+    existing: Literal["overwrite", "update_provided", "keep"] = "overwrite"
+    flagged: Literal["remove", "ignore"] = "remove"
+    missing: Literal["keep", "remove"] = "keep"
+
+
+class AutoSync(_Strict):
+    """Automatic sync (seed 000): every hour or every day until an end date (final sync)."""
+
+    interval: Literal["off", "hourly", "daily"] = "off"
+    #: First automatic sync (default: now); ISO date-time in the event's timezone.
+    start: dt.datetime | None = None
+    #: Final automatic sync; default the event's end.
+    until: dt.datetime | None = None
+
+
+class MassRemovalGuard(_Strict):
+    max_share: float = Field(default=0.10, ge=0, le=1)
+    min_count: int = Field(default=25, ge=0)
+
+
+class SyncPolicy(_Strict):
+    apply: ApplyPolicy = Field(default_factory=ApplyPolicy)
+    auto: AutoSync = Field(default_factory=AutoSync)
+    mass_removal: MassRemovalGuard = Field(default_factory=MassRemovalGuard)
+
+
+class EventSettings(_Strict):
+    send_invites: bool = False
+    send_cancellation_email: bool = False
+
+
+# --------------------------------------------------------------------------- event
+
+
+class EventEntry(_Strict):
+    id: str
+    name: str = Field(min_length=1)
+    timezone: str = "UTC"
+    start: dt.datetime
+    end: dt.datetime
+    source: Source
+    mapping: FieldMapping
+    delete_flag: DeleteFlag | None = None
+    sync: SyncPolicy = Field(default_factory=SyncPolicy)
+    settings: EventSettings = Field(default_factory=EventSettings)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not EVENT_ID_RE.match(v):
+            raise ValueError(
+                "must be 1-63 characters of lower-case letters, digits, '-' or '_', "
+                "starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r} (use an IANA name like Europe/Amsterdam)")
+        return v
+
+    @model_validator(mode="after")
+    def _dates(self) -> "EventEntry":
+        if self.local(self.end) < self.local(self.start):
+            raise ValueError("end: the event ends before it starts")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def local(self, value: dt.datetime) -> dt.datetime:
+        """A catalog date-time as an aware datetime (naive values are in the event's timezone)."""
+        return value.replace(tzinfo=self.tz) if value.tzinfo is None else value
+
+    @property
+    def start_at(self) -> dt.datetime:
+        return self.local(self.start)
+
+    @property
+    def end_at(self) -> dt.datetime:
+        return self.local(self.end)
+
+    @property
+    def auto_until(self) -> dt.datetime:
+        return self.local(self.sync.auto.until) if self.sync.auto.until else self.end_at
+
+    @property
+    def auto_start(self) -> dt.datetime | None:
+        return self.local(self.sync.auto.start) if self.sync.auto.start else None
+
+
+class Catalog(_Strict):
+    events: list[EventEntry] = Field(default_factory=list)
+
+    def by_id(self) -> dict[str, EventEntry]:
+        return {e.id: e for e in self.events}
+
+    def get(self, event_id: str) -> EventEntry:
+        try:
+            return self.by_id()[event_id]
+        except KeyError:
+            raise KeyError(f"event {event_id!r} is not in the catalog") from None

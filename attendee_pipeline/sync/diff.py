@@ -1,0 +1,283 @@
+"""The diff half of the one apply engine: row hashes and the change set of an event.
+
+:func:`compute_changes` compares an attendee frame (what the provider sent, see
+:mod:`attendee_pipeline.sync.model`) with what the platform database publishes for the event
+and, under an ``ApplyPolicy`` (decision rules in :mod:`attendee_pipeline.sync.policy`), returns a
+:class:`ChangeSet`: the rows to write (added / restored / updated / removed) and a count for every
+outcome. Content is compared through a stable 64-bit :func:`row_hash` stored with each published
+row, so an unchanged re-sync writes nothing. Everything is vectorised (key lookup through a pandas
+index, masks, no per-row Python) and pure: no Dagster, no database, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.util import hash_array
+
+from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS
+from attendee_pipeline.sync.policy import (
+    ADDED,
+    COUNT_KEYS,
+    REMOVED,
+    RESTORED,
+    STATE_ACTIVE,
+    STATE_NEW,
+    STATE_REMOVED,
+    UNCHANGED,
+    UPDATED,
+    WRITE_CHANGES,
+    Verdict,
+    decide,
+    mass_removal_verdict,
+    merge_provided,
+    merges_provided,
+    missing_outcome,
+)
+
+__all__ = [
+    "CHANGE_COLUMNS",
+    "PUBLISHED_COLUMNS",
+    "ChangeSet",
+    "Verdict",
+    "compute_changes",
+    "empty_published",
+    "mass_removal_verdict",
+    "row_hash",
+]
+
+#: Columns of ``ChangeSet.frame``: the attendee frame plus what the publish step needs.
+#: ``attendee_id`` is the platform row id (NA for added rows); ``row_hash`` the content hash the
+#: row has after the publish; ``previous_hash`` the published hash the diff saw (NA when added),
+#: which the publish step uses to detect that the list changed in between.
+CHANGE_COLUMNS: tuple[str, ...] = (*FRAME_COLUMNS, "change", "attendee_id", "row_hash", "previous_hash")
+
+#: Columns of the ``published`` frame (plus CONTENT_COLUMNS for update_provided).
+PUBLISHED_COLUMNS: tuple[str, ...] = ("attendee_id", "attendee_key", "row_hash", "status")
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def _column_hash(values: np.ndarray) -> np.ndarray:
+    try:
+        return hash_array(values, categorize=True)
+    except TypeError:  # a non-text value (an int id, say): hash its text form
+        return hash_array(np.array([v if isinstance(v, str) else str(v) for v in values], dtype=object))
+
+
+def row_hash(frame: pd.DataFrame) -> pd.Series:
+    """A stable signed 64-bit hash of each row's :data:`CONTENT_COLUMNS` (same index as ``frame``).
+
+    Stable across processes and runs (pandas' keyed SipHash of the UTF-8 text, combined FNV-style
+    in a fixed column order). None, NaN and pd.NA all count as "null", and a null hashes unlike
+    any text, the empty string and "None" included (a per-row null bitmap is part of the hash).
+    """
+    n = len(frame)
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    nulls = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for bit, column in enumerate(CONTENT_COLUMNS):
+            values = frame[column].to_numpy(dtype=object)
+            isnull = pd.isna(values)
+            if isnull.any():
+                nulls |= isnull.astype(np.uint64) << np.uint64(bit)
+                if isnull.all():
+                    h *= _FNV_PRIME
+                    continue
+                values = values.copy()
+                values[isnull] = ""
+            h = (h ^ _column_hash(values)) * _FNV_PRIME
+        h = (h ^ hash_array(nulls)) * _FNV_PRIME
+    return pd.Series(h.view(np.int64), index=frame.index, name="row_hash")
+
+
+# --------------------------------------------------------------------------- change set
+
+
+@dataclass
+class ChangeSet:
+    """What applying an attendee frame under a policy does to an event's published list.
+
+    ``frame`` holds only the rows to write (``change`` in added / restored / updated / removed;
+    columns :data:`CHANGE_COLUMNS`); ``counts`` has every outcome of :data:`policy.COUNT_KEYS`
+    as an int; ``published_active`` is how many attendees were active before.
+    """
+
+    frame: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+    published_active: int = 0
+
+    def of(self, *changes: str) -> pd.DataFrame:
+        """The rows of the given change types."""
+        return self.frame[self.frame["change"].isin(changes)]
+
+    @property
+    def writes(self) -> int:
+        """How many attendee rows the publish writes (0: an unchanged re-sync)."""
+        return len(self.frame)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.writes == 0
+
+    def verdict(self, max_share: float, min_count: int) -> Verdict:
+        """The mass-removal guard's verdict on this change set."""
+        return mass_removal_verdict(self.counts.get(REMOVED, 0), self.published_active, max_share, min_count)
+
+    def summary(self) -> str:
+        """One line for logs and ledger messages (counts only, never attendee data)."""
+        c = self.counts
+        parts = [f"added {c.get(ADDED, 0) + c.get(RESTORED, 0)}"]
+        if c.get(RESTORED, 0):
+            parts[0] += f" (incl. {c[RESTORED]} restored)"
+        for key in COUNT_KEYS[2:]:
+            if c.get(key, 0) or key in (UPDATED, REMOVED, UNCHANGED):
+                parts.append(f"{key.replace('_', ' ')} {c.get(key, 0)}")
+        return ", ".join(parts)
+
+
+def empty_published(with_content: bool = False) -> pd.DataFrame:
+    """A ``published`` frame for an event with nothing published yet."""
+    data: dict[str, pd.Series] = {
+        "attendee_id": pd.Series(dtype="int64"),
+        "attendee_key": pd.Series(dtype=object),
+        "row_hash": pd.Series(dtype="int64"),
+        "status": pd.Series(dtype=object),
+    }
+    if with_content:
+        data.update({c: pd.Series(dtype=object) for c in CONTENT_COLUMNS})
+    return pd.DataFrame(data)
+
+
+def _check_incoming(incoming: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in FRAME_COLUMNS if c not in incoming.columns]
+    if missing:
+        raise ValueError(f"incoming is not an attendee frame: missing column(s) {', '.join(missing)}")
+    frame = incoming.reset_index(drop=True)
+    keys = frame["attendee_key"]
+    if keys.isna().any():
+        raise ValueError(f"{int(keys.isna().sum())} incoming record(s) have no attendee_key")
+    if not pd.Index(keys).is_unique:
+        dupes = int(keys.duplicated().sum())
+        raise ValueError(f"{dupes} duplicate attendee_key(s) in incoming; quarantine duplicates first")
+    return frame
+
+
+def _check_published(published: pd.DataFrame | None, need_content: bool) -> pd.DataFrame:
+    if published is None or (published.empty and not set(PUBLISHED_COLUMNS) <= set(published.columns)):
+        return empty_published(need_content)
+    missing = [c for c in PUBLISHED_COLUMNS if c not in published.columns]
+    if need_content:
+        missing += [c for c in CONTENT_COLUMNS if c not in published.columns]
+    if missing:
+        hint = " (load it with with_content=True for update_provided)" if need_content else ""
+        raise ValueError(f"published frame lacks column(s) {', '.join(missing)}{hint}")
+    return published.reset_index(drop=True)
+
+
+def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, policy: Any) -> ChangeSet:
+    """Diff ``incoming`` (an attendee frame, unique keys) against ``published`` under ``policy``.
+
+    ``published`` has one row per attendee the platform ever had for the event: ``attendee_id``,
+    ``attendee_key``, ``row_hash``, ``status`` ('active' / 'removed'), and the CONTENT_COLUMNS
+    when ``policy.existing == 'update_provided'``. See :mod:`attendee_pipeline.sync.policy` for
+    what each outcome means.
+    """
+    provided_only = merges_provided(policy)
+    inc = _check_incoming(incoming)
+    pub = _check_published(published, provided_only)
+    n = len(inc)
+
+    pub_ids = pub["attendee_id"].to_numpy(dtype=np.int64)
+    pub_hash = pub["row_hash"].to_numpy(dtype=np.int64)
+    pub_active = (pub["status"] == "active").to_numpy()
+    pub_index = pd.Index(pub["attendee_key"])
+    if not pub_index.is_unique:
+        raise ValueError("published frame has duplicate attendee_keys")
+    pos = pub_index.get_indexer(inc["attendee_key"]) if len(pub) else np.full(n, -1)
+    known = pos >= 0
+    at = np.where(known, pos, 0)  # safe gather index; masked by `known`
+
+    state = np.full(n, STATE_NEW, dtype=np.int8)
+    if len(pub):
+        state[known] = np.where(pub_active[at[known]], STATE_ACTIVE, STATE_REMOVED)
+    flagged = inc["flagged"].fillna(False).astype(bool).to_numpy()
+
+    new_hash = row_hash(inc).to_numpy().copy()
+    prev_hash = pub_hash[at] if len(pub) else np.zeros(n, dtype=np.int64)
+    ids_all = pub_ids[at] if len(pub) else np.zeros(n, dtype=np.int64)
+    same = known & (new_hash == prev_hash)
+
+    merged: dict[str, np.ndarray] = {}
+    targets = np.empty(0, dtype=np.intp)
+    if provided_only and len(pub):
+        # merge rows whose content differs (or that come back): provided fields win
+        targets = np.flatnonzero(known & ~flagged & (~same | (state == STATE_REMOVED)))
+        if len(targets):
+            mine = inc.loc[targets, list(CONTENT_COLUMNS)]
+            theirs = pub.loc[pos[targets], list(CONTENT_COLUMNS)].set_axis(mine.index)
+            frame = pd.DataFrame({c: merge_provided(mine[c], theirs[c], c) for c in CONTENT_COLUMNS})
+            merged = {c: frame[c].to_numpy(dtype=object) for c in CONTENT_COLUMNS}
+            new_hash[targets] = row_hash(frame).to_numpy()
+            same = known & (new_hash == prev_hash)
+
+    change = decide(flagged, state, same, policy)
+
+    counts = {k: 0 for k in COUNT_KEYS}
+    changes = pd.Series(change, dtype=object)
+    counts.update({str(k): int(v) for k, v in changes.value_counts().items()})
+
+    # published, active, and absent from the extract
+    present = np.zeros(len(pub), dtype=bool)
+    present[pos[known]] = True
+    missing = np.flatnonzero(~present & pub_active)
+    outcome = missing_outcome(policy)
+    counts[outcome] += len(missing)
+    if outcome != REMOVED:
+        missing = missing[:0]
+
+    # the change frame, column by column (numpy concatenation; no per-row work)
+    write = np.flatnonzero(changes.isin(WRITE_CHANGES).to_numpy())
+    m = len(missing)
+    kinds = change[write]
+    columns: dict[str, Any] = {}
+    for c in FRAME_COLUMNS:
+        if c == "source_row":
+            head = inc[c].to_numpy(dtype=np.int64)[write]
+            columns[c] = _nullable(
+                np.concatenate([head, np.zeros(m, np.int64)]), np.arange(len(write) + m) >= len(write)
+            )
+            continue
+        if c == "flagged":
+            columns[c] = np.concatenate([flagged[write], np.zeros(m, dtype=bool)])
+            continue
+        values = inc[c].to_numpy(dtype=object)
+        if c in merged:
+            values = values.copy()
+            values[targets] = merged[c]
+        if c == "attendee_key" or (c in CONTENT_COLUMNS and c in pub.columns):
+            tail = pub[c].to_numpy(dtype=object)[missing]
+        else:
+            tail = np.full(m, None, dtype=object)
+        columns[c] = np.concatenate([values[write], tail])
+    unknown = np.concatenate([~known[write], np.zeros(m, dtype=bool)])
+    columns["change"] = np.concatenate([kinds, np.full(m, REMOVED, dtype=object)])
+    columns["attendee_id"] = _nullable(np.concatenate([ids_all[write], pub_ids[missing]]), unknown)
+    # a removed row keeps its published content and hash
+    after = np.where(kinds == REMOVED, prev_hash[write], new_hash[write]).astype(np.int64)
+    columns["row_hash"] = np.concatenate([after, pub_hash[missing]])
+    columns["previous_hash"] = _nullable(np.concatenate([prev_hash[write], pub_hash[missing]]), unknown)
+    frame = pd.DataFrame(columns, columns=list(CHANGE_COLUMNS))
+    return ChangeSet(frame=frame, counts=counts, published_active=int(pub_active.sum()))
+
+
+def _nullable(values: np.ndarray, mask: np.ndarray) -> pd.arrays.IntegerArray:
+    """An Int64 array of ``values`` with NA where ``mask`` is True."""
+    return pd.arrays.IntegerArray(values.astype(np.int64, copy=False), mask.astype(bool, copy=False))

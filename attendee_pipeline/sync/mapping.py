@@ -1,0 +1,241 @@
+"""Field mapping: provider records (dicts from a raw extract) -> an attendee frame.
+
+A catalog ``mapping`` names the provider field (a dotted path) for each platform field. This
+module turns records into the frame described in :mod:`attendee_pipeline.sync.model`, one column
+at a time (fast: a list comprehension per field, no per-row pandas). Records whose values have an
+impossible shape (a list where text is expected, a record that is not an object) are not mapped;
+they become *mapping rejects* naming the record and the field. Content rules (required fields,
+e-mail syntax, duplicates, badge kind) live in :mod:`attendee_pipeline.sync.schemas`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from attendee_pipeline.sync.model import (
+    FRAME_COLUMNS,
+    PROFILE_FIELDS,
+    attendee_key,
+    canonical_custom_fields,
+    canonical_groups,
+)
+
+_MISSING = object()
+
+
+@dataclass
+class MappingReject:
+    source_row: int
+    source_record_id: str | None
+    field: str
+    reason: str
+
+
+@dataclass
+class MappingResult:
+    frame: pd.DataFrame
+    rejects: list[MappingReject] = field(default_factory=list)
+
+
+def getter(path: str) -> Callable[[Any], Any]:
+    """A function returning the value at a dotted path of a record (``_MISSING`` if absent)."""
+    if "." not in path:
+
+        def get_flat(record: Any) -> Any:
+            return record.get(path, _MISSING)
+
+        return get_flat
+    parts = path.split(".")
+
+    def get_nested(record: Any) -> Any:
+        value = record
+        for part in parts:
+            if isinstance(value, dict):
+                value = value.get(part, _MISSING)
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return _MISSING
+            if value is _MISSING:
+                return _MISSING
+        return value
+
+    return get_nested
+
+
+class _BadValue(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value is _MISSING:
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise _BadValue(f"expected text, got {type(value).__name__}")
+
+
+def _groups(value: Any, separator: str, name_key: str) -> str:
+    if value is None or value is _MISSING:
+        return canonical_groups([])  # type: ignore[return-value]
+    if isinstance(value, str):
+        return canonical_groups(value.split(separator))  # type: ignore[return-value]
+    if isinstance(value, list):
+        names = []
+        for item in value:
+            if isinstance(item, dict):
+                item = item.get(name_key)
+            if item is not None and not isinstance(item, (str, int, float)):
+                raise _BadValue(f"group names must be text, got {type(item).__name__}")
+            names.append(item)
+        return canonical_groups(names)  # type: ignore[return-value]
+    raise _BadValue(f"expected a list of group names or a delimited string, got {type(value).__name__}")
+
+
+def _column(records: list[Any], get: Callable[[Any], Any], flat_key: str | None) -> list[Any]:
+    if flat_key is not None:
+        return [r.get(flat_key) for r in records]
+    return [get(r) for r in records]
+
+
+def map_records(
+    records: Iterable[Any],
+    mapping: Any,
+    delete_flag: Any | None = None,
+    first_row: int = 0,
+) -> MappingResult:
+    """Map provider records onto an attendee frame.
+
+    ``mapping`` is a catalog ``FieldMapping``; ``delete_flag`` a catalog ``DeleteFlag`` or None;
+    ``first_row`` the position of the first record in the whole extract (for chunked mapping).
+    Every record yields either one frame row or one reject: nothing is dropped silently. The work
+    is done column by column (one list comprehension per mapped field) for speed.
+    """
+    all_records = list(records)
+    rows = range(first_row, first_row + len(all_records))
+    rejects: list[MappingReject] = []
+    bad: dict[int, MappingReject] = {}
+    objects = [i for i, r in enumerate(all_records) if isinstance(r, dict)]
+    if len(objects) != len(all_records):
+        for i, r in enumerate(all_records):
+            if not isinstance(r, dict):
+                bad[i] = MappingReject(rows[i], None, "(record)", f"expected an object, got {type(r).__name__}")
+        recs = [all_records[i] for i in objects]
+        positions = objects
+    else:
+        recs = all_records
+        positions = list(range(len(all_records)))
+    n = len(recs)
+    fields: dict[str, str] = dict(mapping.fields)
+
+    def values_of(path: str) -> list[Any]:
+        return _column(recs, getter(path), None if "." in path else path)
+
+    def texts(path: str, field_name: str) -> list[Any]:
+        raw = values_of(path)
+        out: list[Any] = [
+            (v.strip() or None) if type(v) is str else (None if v is None else v) for v in raw
+        ]
+        for i, v in enumerate(out):
+            if v is not None and type(v) is not str:
+                if v is _MISSING:
+                    out[i] = None
+                    continue
+                try:
+                    out[i] = _text(v)
+                except _BadValue as exc:
+                    out[i] = None
+                    bad.setdefault(positions[i], MappingReject(rows[positions[i]], None, field_name, exc.reason))
+        return out
+
+    columns: dict[str, Any] = {}
+    record_ids = texts(fields["source_record_id"], "source_record_id") if "source_record_id" in fields else None
+    for name in PROFILE_FIELDS:
+        if name in fields:
+            columns[name] = texts(fields[name], name)
+
+    groups: list[Any] | None = None
+    if "groups" in fields:
+        cache: dict[Any, str] = {}
+        groups = []
+        for i, v in enumerate(values_of(fields["groups"])):
+            try:
+                cache_key = tuple(v) if type(v) is list and all(type(x) is str for x in v) else None
+                if cache_key is not None and cache_key in cache:
+                    groups.append(cache[cache_key])
+                    continue
+                text = _groups(v, mapping.groups_separator, mapping.groups_name_key)
+                if cache_key is not None:
+                    cache[cache_key] = text
+                groups.append(text)
+            except _BadValue as exc:
+                groups.append(None)
+                bad.setdefault(positions[i], MappingReject(rows[positions[i]], None, "groups", exc.reason))
+
+    custom: list[Any] | None = None
+    if mapping.custom_fields:
+        names = list(mapping.custom_fields)
+        custom_cols = [texts(mapping.custom_fields[k], f"custom_fields.{k}") for k in names]
+        custom = [canonical_custom_fields(dict(zip(names, vals))) for vals in zip(*custom_cols)]
+
+    if delete_flag is not None:
+        flag_values = delete_flag.normalized_values()
+        flag_cache: dict[Any, bool] = {}
+        flagged = []
+        for v in values_of(delete_flag.field):
+            if v is None or v is _MISSING:
+                flagged.append(False)
+                continue
+            try:
+                hit = flag_cache[v]
+            except (KeyError, TypeError):
+                hit = str(v).strip().lower() in flag_values
+                try:
+                    flag_cache[v] = hit
+                except TypeError:
+                    pass
+            flagged.append(hit)
+    else:
+        flagged = [False] * n
+
+    email = columns.get("email", [None] * n)
+    data: dict[str, Any] = {
+        "attendee_key": [attendee_key(e) if e is not None else None for e in email],
+        "source_row": np.asarray([rows[p] for p in positions], dtype="int64"),
+        "source_record_id": record_ids if record_ids is not None else np.full(n, None, dtype=object),
+    }
+    for name in PROFILE_FIELDS:
+        data[name] = columns[name] if name in columns else np.full(n, None, dtype=object)
+    data["custom_fields"] = custom if custom is not None else np.full(n, None, dtype=object)
+    data["groups"] = groups if groups is not None else np.full(n, None, dtype=object)
+    data["flagged"] = np.asarray(flagged, dtype=bool)
+    frame = pd.DataFrame(data, columns=list(FRAME_COLUMNS))
+    if bad:
+        bad_positions = sorted(bad)
+        index_of = {p: i for i, p in enumerate(positions)}
+        drop = [index_of[p] for p in bad_positions if p in index_of]
+        for p in bad_positions:
+            reject = bad[p]
+            if p in index_of and record_ids is not None:
+                reject.source_record_id = record_ids[index_of[p]]
+            rejects.append(reject)
+        frame = frame.drop(index=drop).reset_index(drop=True)
+    return MappingResult(frame=frame, rejects=rejects)
+
+
+def empty_frame() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in FRAME_COLUMNS})
+    frame["source_row"] = frame["source_row"].astype("int64")
+    frame["flagged"] = frame["flagged"].astype(bool)
+    return frame

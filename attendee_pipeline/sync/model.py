@@ -1,0 +1,107 @@
+"""The platform's attendee model: field names, the columns of an attendee frame, key rules.
+
+An *attendee frame* is the pandas DataFrame every source is mapped into and every later step
+(validation, diff, publish) consumes. Its columns are fixed here and nowhere else:
+
+* ``attendee_key`` -- the stable key of an attendee within an event: the e-mail address,
+  stripped and lower-cased.
+* ``source_row`` -- 0-based position of the record in the raw extract (for error messages).
+* ``source_record_id`` -- the provider's own id for the record, when it has one.
+* one column per name in :data:`PROFILE_FIELDS` (strings or None; None means "not provided").
+* ``custom_fields`` -- canonical JSON object text (sorted keys) or None.
+* ``groups`` -- canonical JSON array text (sorted, unique names) or None when not provided.
+* ``flagged`` -- bool, the provider's delete flag is set on the record.
+
+Field names follow seed 000 (pull) and seed 001 (push feed) so that every source fits:
+``titles`` is seed 000's "Title(s)" and seed 001's ``prefix``; ``job_title`` is seed 000's
+"Job title" and seed 001's ``title``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+#: Required profile fields (seed 000: email, first name and last name are required).
+REQUIRED_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name")
+
+#: Every profile field the platform stores, in display order.
+PROFILE_FIELDS: tuple[str, ...] = (
+    "email",
+    "first_name",
+    "name_infix",
+    "last_name",
+    "titles",
+    "job_title",
+    "department",
+    "company",
+    "phone",
+    "mobile_phone",
+    "website",
+    "facebook",
+    "twitter",
+    "linkedin",
+    "instagram",
+    "city",
+    "state",
+    "country",
+    "assistant_name",
+    "assistant_phone",
+    "assistant_email",
+    "motto",
+    "biography",
+    "third_party_id",
+    "badge_url",
+)
+
+#: Columns whose values make up an attendee's published content (what the diff compares).
+CONTENT_COLUMNS: tuple[str, ...] = PROFILE_FIELDS + ("custom_fields", "groups", "source_record_id")
+
+#: All columns of an attendee frame, in order.
+FRAME_COLUMNS: tuple[str, ...] = (
+    "attendee_key",
+    "source_row",
+    "source_record_id",
+    *PROFILE_FIELDS,
+    "custom_fields",
+    "groups",
+    "flagged",
+)
+
+#: Fields a field mapping may name (everything but the derived key).
+MAPPABLE_FIELDS: tuple[str, ...] = PROFILE_FIELDS + ("groups", "custom_fields", "source_record_id")
+
+#: File extensions a digital badge URL may point at (seed 000: JPG, PNG or PDF).
+BADGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".pdf")
+
+
+def attendee_key(email: Any) -> str | None:
+    """The stable per-event key for an e-mail address, or None when there is none."""
+    if email is None:
+        return None
+    text = str(email).strip().lower()
+    return text or None
+
+
+def canonical_groups(names: Iterable[Any] | None) -> str | None:
+    """Canonical JSON text for a group list: stripped, de-duplicated, sorted; None stays None."""
+    if names is None:
+        return None
+    cleaned = sorted({str(n).strip() for n in names if n is not None and str(n).strip()})
+    return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_custom_fields(values: dict[str, Any] | None) -> str | None:
+    """Canonical JSON text for custom fields (sorted keys, values as text); None stays None."""
+    if values is None:
+        return None
+    cleaned = {str(k): (None if v is None else str(v)) for k, v in values.items()}
+    return json.dumps(cleaned, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def parse_groups(text: str | None) -> list[str]:
+    return [] if not text else json.loads(text)
+
+
+def parse_custom_fields(text: str | None) -> dict[str, Any]:
+    return {} if not text else json.loads(text)

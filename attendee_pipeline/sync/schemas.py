@@ -1,0 +1,126 @@
+"""Validation schemas for attendee frames (pandera) and the quarantine that applies them.
+
+:class:`AttendeeFrameSchema` states what a publishable attendee frame is: a key and an e-mail
+of valid syntax on every row, first and last name on every row that is not delete-flagged, one
+record per e-mail per event, and a badge URL (if any) that points at a JPG, PNG or PDF.
+:func:`quarantine` runs it lazily and splits a frame into the rows that pass and one reject row
+per failed (record, field) with a readable reason -- bad rows are kept aside, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+#: Pragmatic e-mail syntax: one @, a dotted domain, no spaces or angle brackets.
+EMAIL_PATTERN = r"^[^@\s<>,;\"']+@[^@\s<>,;\"'.]+(\.[^@\s<>,;\"'.]+)+$"
+#: A badge URL must be http(s) and its path must end in .jpg/.jpeg/.png/.pdf (query allowed).
+BADGE_PATTERN = r"(?i)^https?://[^\s/?#]+/[^\s?#]*\.(jpe?g|png|pdf)(\?[^\s#]*)?(#\S*)?$"
+
+#: check name -> (field, reason) used to word reject reasons.
+REASONS: dict[str, tuple[str, str]] = {
+    "email_present": ("email", "e-mail address is missing"),
+    "email_syntax": ("email", "not a valid e-mail address"),
+    "first_name_present": ("first_name", "first name is missing"),
+    "last_name_present": ("last_name", "last name is missing"),
+    "badge_url_kind": ("badge_url", "badge must be an http(s) URL of a JPG, PNG or PDF"),
+    "email_unique": ("email", "duplicate e-mail in this extract (the first record is kept)"),
+}
+
+
+class AttendeeFrameSchema(pa.DataFrameModel):
+    """A publishable attendee frame (see attendee_pipeline.sync.model for the columns)."""
+
+    attendee_key: Series[str] = pa.Field(nullable=True)
+    source_row: Series[int]
+    email: Series[str] = pa.Field(nullable=True)
+    first_name: Series[str] = pa.Field(nullable=True)
+    last_name: Series[str] = pa.Field(nullable=True)
+    badge_url: Series[str] = pa.Field(nullable=True)
+    flagged: Series[bool]
+
+    class Config:
+        strict = False
+        coerce = False
+
+    @pa.dataframe_check(name="email_present", element_wise=False)
+    def _email_present(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["email"].notna()
+
+    @pa.dataframe_check(name="email_syntax")
+    def _email_syntax(cls, df: pd.DataFrame) -> Series[bool]:
+        email = df["email"]
+        return email.isna() | email.astype("string").str.match(EMAIL_PATTERN, na=False).astype(bool)
+
+    @pa.dataframe_check(name="email_unique")
+    def _email_unique(cls, df: pd.DataFrame) -> Series[bool]:
+        key = df["attendee_key"]
+        return key.isna() | ~key.duplicated(keep="first")
+
+    @pa.dataframe_check(name="first_name_present")
+    def _first_name(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["flagged"] | df["first_name"].notna()
+
+    @pa.dataframe_check(name="last_name_present")
+    def _last_name(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["flagged"] | df["last_name"].notna()
+
+    @pa.dataframe_check(name="badge_url_kind")
+    def _badge(cls, df: pd.DataFrame) -> Series[bool]:
+        badge = df["badge_url"]
+        return badge.isna() | badge.astype("string").str.match(BADGE_PATTERN, na=False).astype(bool)
+
+
+class FrameShapeError(ValueError):
+    """The frame itself is wrong (a missing column, a wrong dtype): a bug or a bad mapping."""
+
+
+@dataclass
+class QuarantineResult:
+    valid: pd.DataFrame
+    rejects: pd.DataFrame  # columns: source_row, source_record_id, field, reason
+    failure_counts: dict[str, int]
+
+
+REJECT_COLUMNS = ["source_row", "source_record_id", "field", "reason"]
+
+
+def failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Run the schema lazily; return pandera's failure cases, or None when the frame passes."""
+    try:
+        AttendeeFrameSchema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return exc.failure_cases
+    return None
+
+
+def quarantine(frame: pd.DataFrame) -> QuarantineResult:
+    """Split ``frame`` into valid rows and reject rows (one per failed record and field)."""
+    cases = failure_cases(frame)
+    if cases is None or cases.empty:
+        return QuarantineResult(frame, pd.DataFrame(columns=REJECT_COLUMNS), {})
+    row_cases = cases[cases["index"].notna()]
+    frame_cases = cases[cases["index"].isna()]
+    if not frame_cases.empty:
+        problems = "; ".join(
+            f"{r.column or '(frame)'}: {r.check} ({r.failure_case})"
+            for r in frame_cases.itertuples()
+        )
+        raise FrameShapeError(f"attendee frame does not have the platform shape: {problems}")
+
+    reasons = []
+    for case in row_cases.itertuples():
+        check = str(case.check)
+        field, reason = REASONS.get(check, (str(case.column or "(record)"), check))
+        reasons.append((case.index, field, reason))
+    detail = pd.DataFrame(reasons, columns=["index", "field", "reason"]).drop_duplicates()
+    bad_index = pd.Index(detail["index"].unique())
+    valid = frame.drop(index=bad_index)
+    bad = frame.loc[bad_index, ["source_row", "source_record_id"]]
+    rejects = detail.merge(bad, left_on="index", right_index=True)[REJECT_COLUMNS]
+    rejects = rejects.sort_values(["source_row", "field"]).reset_index(drop=True)
+    counts = {str(k): int(v) for k, v in detail["field"].value_counts().items()}
+    return QuarantineResult(valid, rejects, counts)
