@@ -1,0 +1,505 @@
+"""The declarative REST connector (seed 000): pull an event's attendee list from a provider API
+described by a catalog ``RestApiSource`` and store it as a raw, replayable extract.
+
+What belongs here: applying the source's auth (basic, headers, query parameters -- values from
+environment variables), walking its pagination (none, page number, offset, cursor, Link header),
+taking the records at ``record_path``, and the on-disk format of a raw extract: the exact response
+bytes of every page (``page-000001.json``, ...) plus ``manifest.json``, written to a temporary
+folder and renamed into place only when complete. :func:`iter_extract_records` and
+:func:`read_manifest` replay a stored extract without the network. Plain Python, no Dagster
+imports; secrets never reach logs, error messages or the manifest, and no attendee data is logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+
+from attendee_pipeline.catalog.models import (
+    BasicAuth,
+    CursorPagination,
+    HeaderAuth,
+    LinkHeaderPagination,
+    NoAuth,
+    OffsetPagination,
+    PageNumberPagination,
+    QueryAuth,
+    RestApiSource,
+    SinglePage,
+)
+from attendee_pipeline.connectors.http import (
+    MissingSecretError,
+    RetryStats,
+    make_session,
+    redact,
+    resolve_secret,
+)
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+PAGE_NAME = "page-{:06d}.json"
+EXTRACT_FORMAT = "rest_pages/1"
+
+#: Called after every stored page with (pages so far, records so far).
+Progress = Callable[[int, int], None]
+
+
+class ExtractError(RuntimeError):
+    """An extract failed; the message names the event, the page and the problem."""
+
+    def __init__(self, event_id: str, page: int | None, problem: str, *, status: int | None = None) -> None:
+        self.event_id = event_id
+        self.page = page
+        self.problem = problem
+        self.status = status
+        where = f" at page {page}" if page is not None else ""
+        super().__init__(f"extract of event {event_id!r} failed{where}: {problem}")
+
+
+@dataclass
+class ExtractManifest:
+    """What an extract fetched; stored as ``manifest.json`` beside the pages. No secrets."""
+
+    event_id: str
+    source_kind: str
+    url: str
+    pagination: str
+    record_path: str
+    pages: int
+    records: int
+    requests: int
+    retries: int
+    started_at: str
+    finished_at: str
+    duration_seconds: float
+    #: Records in each stored page, in order (lets a reader skip pages).
+    page_records: list[int] = field(default_factory=list)
+    format: str = EXTRACT_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExtractManifest":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def page_files(self) -> list[str]:
+        return [PAGE_NAME.format(n) for n in range(1, self.pages + 1)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _at_path(body: Any, path: str) -> Any:
+    """The value at a dotted path (list indices allowed); raises KeyError naming the missing part."""
+    if not path:
+        return body
+    value = body
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(part)
+    return value
+
+
+def _records_at(body: Any, path: str) -> list[Any]:
+    """The record list at ``path``; raises ValueError with a clear description otherwise."""
+    try:
+        value = _at_path(body, path)
+    except KeyError as exc:
+        raise ValueError(f"record path {path!r} not found in the response (no {exc.args[0]!r})") from None
+    if not isinstance(value, list):
+        where = f"record path {path!r}" if path else "the response body (record_path is empty)"
+        raise ValueError(f"{where} is a JSON {_json_kind(value)}, not a list")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "null" if value is None else type(value).__name__
+
+
+def _strip_url(url: str, drop_params: set[str]) -> str:
+    """``url`` without user info and without the query parameters named in ``drop_params``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in drop_params]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _Auth:
+    """Resolved credentials for one extract (never logged, never stored)."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    basic: tuple[str, str] | None = None
+    env_names: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # never show values
+        return f"_Auth(env_names={self.env_names!r})"
+
+
+def _resolve_auth(auth: Any) -> _Auth:
+    if isinstance(auth, NoAuth):
+        return _Auth()
+    if isinstance(auth, BasicAuth):
+        names = [n for n in (auth.username_env, auth.password_env) if n]
+        username = auth.username if auth.username is not None else resolve_secret(auth.username_env or "")
+        return _Auth(basic=(username, resolve_secret(auth.password_env)), env_names=names)
+    if isinstance(auth, HeaderAuth):
+        return _Auth(
+            headers={h: resolve_secret(env) for h, env in auth.headers.items()},
+            env_names=list(auth.headers.values()),
+        )
+    if isinstance(auth, QueryAuth):
+        return _Auth(
+            params={p: resolve_secret(env) for p, env in auth.params.items()},
+            env_names=list(auth.params.values()),
+        )
+    raise TypeError(f"unsupported auth {type(auth).__name__}")
+
+
+def _secret_param_names(source: RestApiSource) -> set[str]:
+    return set(source.auth.params) if isinstance(source.auth, QueryAuth) else set()
+
+
+# --------------------------------------------------------------------------- extractor
+
+
+class RestExtractor:
+    """Fetches a ``RestApiSource`` page by page into a raw extract folder.
+
+    ``max_retries`` / ``backoff_factor`` / ``backoff_max`` drive the HTTP retry policy (429 with
+    Retry-After, 5xx, connection errors) and the re-fetch of a page whose body is not valid JSON.
+    Only the current page is held in memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        backoff_max: float = 60.0,
+        retry_after_max: float = 300.0,
+        max_pages: int = 1_000_000,
+    ) -> None:
+        self.max_retries = max_retries
+        self.backoff_factor = backoff_factor
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self.max_pages = max_pages
+
+    # ----------------------------------------------------------------- public
+
+    def extract(
+        self,
+        source: RestApiSource,
+        event_id: str,
+        dest_dir: Path,
+        progress: Progress | None = None,
+    ) -> ExtractManifest:
+        """Fetch every page of ``source`` into ``dest_dir`` (created; must not hold files yet)."""
+        dest_dir = Path(dest_dir)
+        if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
+            raise ExtractError(event_id, None, f"destination {dest_dir} already exists and is not empty")
+        try:
+            auth = _resolve_auth(source.auth)
+        except MissingSecretError as exc:
+            raise ExtractError(event_id, None, str(exc)) from None
+
+        secret_params = _secret_param_names(source)
+        safe_url = _strip_url(source.url, secret_params)
+        dest_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest_dir.parent / f".{dest_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        stats = RetryStats()
+        session = make_session(
+            max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            backoff_max=self.backoff_max,
+            retry_after_max=self.retry_after_max,
+            stats=stats,
+        )
+        run = _Run(self, source, event_id, auth, session, stats, tmp, progress)
+        started_at, started = _now(), time.monotonic()
+        log.info("extract %s: fetching %s (pagination %s)", event_id, safe_url, source.pagination.style)
+        try:
+            run.walk()
+            manifest = ExtractManifest(
+                event_id=event_id,
+                source_kind=source.kind,
+                url=safe_url,
+                pagination=source.pagination.style,
+                record_path=source.record_path,
+                pages=run.pages,
+                records=run.records,
+                requests=run.calls + stats.retries,
+                retries=stats.retries + run.body_retries,
+                started_at=started_at,
+                finished_at=_now(),
+                duration_seconds=round(time.monotonic() - started, 3),
+                page_records=run.page_records,
+            )
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+            if dest_dir.exists():
+                dest_dir.rmdir()  # empty (checked above)
+            os.replace(tmp, dest_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            session.close()
+        log.info(
+            "extract %s: %d record(s) in %d page(s), %d request(s), %d retr%s, %.2fs",
+            event_id,
+            manifest.records,
+            manifest.pages,
+            manifest.requests,
+            manifest.retries,
+            "y" if manifest.retries == 1 else "ies",
+            manifest.duration_seconds,
+        )
+        return manifest
+
+
+class _Run:
+    """State of one extract: the pagination walk, counters and the page files."""
+
+    def __init__(
+        self,
+        extractor: RestExtractor,
+        source: RestApiSource,
+        event_id: str,
+        auth: _Auth,
+        session: requests.Session,
+        stats: RetryStats,
+        folder: Path,
+        progress: Progress | None,
+    ) -> None:
+        self.x = extractor
+        self.source = source
+        self.event_id = event_id
+        self.auth = auth
+        self.session = session
+        self.stats = stats
+        self.folder = folder
+        self.progress = progress
+        self.pages = 0
+        self.records = 0
+        self.calls = 0
+        self.body_retries = 0
+        self.page_records: list[int] = []
+        self.secret_params = _secret_param_names(source)
+
+    def error(self, page: int | None, problem: str, status: int | None = None) -> ExtractError:
+        return ExtractError(self.event_id, page, redact(problem), status=status)
+
+    # ----------------------------------------------------------------- walk
+
+    def walk(self) -> None:
+        pag = self.source.pagination
+        base = dict(self.source.params)
+        url = self.source.url
+        if isinstance(pag, SinglePage):
+            self.fetch(url, base)
+        elif isinstance(pag, PageNumberPagination):
+            number = pag.first_page
+            sized = pag.size_param is not None
+            while True:
+                params = {**base, pag.page_param: str(number)}
+                if pag.size_param:
+                    params[pag.size_param] = str(pag.size)
+                count, _, _ = self.fetch(url, params)
+                if count == 0 or (sized and count < pag.size):
+                    break
+                number += 1
+        elif isinstance(pag, OffsetPagination):
+            offset = 0
+            while True:
+                params = {**base, pag.offset_param: str(offset), pag.limit_param: str(pag.size)}
+                count, _, _ = self.fetch(url, params)
+                if count == 0 or count < pag.size:
+                    break
+                offset += count
+        elif isinstance(pag, CursorPagination):
+            cursor: str | None = None
+            seen: set[str] = set()
+            while True:
+                params = dict(base)
+                if pag.size_param:
+                    params[pag.size_param] = str(pag.size)
+                if cursor is not None:
+                    params[pag.cursor_param] = cursor
+                _, body, _ = self.fetch(url, params)
+                try:
+                    value = _at_path(body, pag.cursor_path)
+                except KeyError:
+                    value = None
+                if value is None or value == "" or value is False:
+                    break
+                if isinstance(value, (dict, list)):
+                    kind = _json_kind(value)
+                    raise self.error(self.pages, f"cursor at {pag.cursor_path!r} is a JSON {kind}")
+                cursor = str(value)
+                if cursor in seen:
+                    raise self.error(self.pages, "the provider returned a cursor it returned before (loop)")
+                seen.add(cursor)
+        elif isinstance(pag, LinkHeaderPagination):
+            params = dict(base)
+            if pag.size_param:
+                params[pag.size_param] = str(pag.size)
+            next_url: str | None = url
+            visited: set[str] = set()
+            while next_url is not None:
+                _, _, response = self.fetch(next_url, params)
+                link = response.links.get("next", {}).get("url")
+                if not link:
+                    break
+                # Follow the link as given, minus any secret parameters (we add our own).
+                next_url = _strip_url(urljoin(response.url, link), self.secret_params)
+                if next_url in visited:
+                    raise self.error(self.pages, "the Link header points back to a page already fetched")
+                visited.add(next_url)
+                params = {}
+        else:  # pragma: no cover - the catalog schema admits nothing else
+            raise TypeError(f"unsupported pagination {type(pag).__name__}")
+
+    # ----------------------------------------------------------------- one page
+
+    def fetch(self, url: str, params: dict[str, str]) -> tuple[int, Any, requests.Response]:
+        """GET one page, store its bytes, count its records; returns (count, body, response)."""
+        page = self.pages + 1
+        if page > self.x.max_pages:
+            raise self.error(page, f"more than {self.x.max_pages} pages; stopping (pagination loop?)")
+        attempt = 0
+        while True:
+            response = self.get(page, url, params)
+            content = response.content
+            try:
+                body = json.loads(content)
+            except ValueError as exc:
+                if attempt < self.x.max_retries:
+                    attempt += 1
+                    self.body_retries += 1
+                    self.sleep_backoff(attempt)
+                    continue
+                raise self.error(
+                    page,
+                    f"the response is not valid JSON after {attempt} retr{'y' if attempt == 1 else 'ies'} "
+                    f"({type(exc).__name__}: {_short(str(exc))})",
+                ) from None
+            break
+        try:
+            records = _records_at(body, self.source.record_path)
+        except ValueError as exc:
+            raise self.error(page, str(exc)) from None
+        (self.folder / PAGE_NAME.format(page)).write_bytes(content)
+        self.pages = page
+        self.records += len(records)
+        self.page_records.append(len(records))
+        log.debug("extract %s: page %d stored, %d record(s)", self.event_id, page, len(records))
+        if self.progress is not None:
+            self.progress(self.pages, self.records)
+        return len(records), body, response
+
+    def sleep_backoff(self, attempt: int) -> None:
+        delay = min(self.x.backoff_max, self.x.backoff_factor * (2 ** (attempt - 1)))
+        if delay > 0:
+            time.sleep(delay)
+
+    def get(self, page: int, url: str, params: dict[str, str]) -> requests.Response:
+        all_params = {**params, **self.auth.params}
+        before = self.stats.retries
+        try:
+            self.calls += 1
+            response = self.session.get(
+                url,
+                params=all_params or None,
+                headers=self.auth.headers or None,
+                auth=self.auth.basic,
+                timeout=self.source.timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            retried = self.stats.retries - before
+            raise self.error(
+                page,
+                f"request failed after {retried} retr{'y' if retried == 1 else 'ies'}: "
+                f"{type(exc).__name__}: {_short(str(exc))}",
+            ) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        retried = self.stats.retries - before
+        if status in (401, 403):
+            if self.auth.env_names:
+                hint = f"check the environment variable(s) {', '.join(self.auth.env_names)}"
+            else:
+                hint = "the source has no auth configured in the catalog"
+            word = "authentication failed" if status == 401 else "access denied"
+            raise self.error(page, f"{word} - {hint} (HTTP {status})", status=status)
+        if status == 404 and self.pages > 0:
+            problem = f"page {page} disappeared during pagination (HTTP 404 after {self.pages} page(s))"
+            raise self.error(page, problem, status)
+        if status == 404:
+            raise self.error(page, "HTTP 404 - check the source URL", status)
+        if status in (429, 500, 502, 503, 504):
+            tries = f"{retried} retr{'y' if retried == 1 else 'ies'}"
+            raise self.error(page, f"HTTP {status} after {tries}", status)
+        raise self.error(page, f"HTTP {status}", status)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def read_manifest(extract_dir: Path) -> ExtractManifest:
+    """The manifest of a complete extract; raises FileNotFoundError when there is none."""
+    path = Path(extract_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{extract_dir} is not a complete raw extract (no {MANIFEST_NAME})")
+    return ExtractManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def iter_extract_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a stored extract in order, page by page (no network)."""
+    extract_dir = Path(extract_dir)
+    manifest = read_manifest(extract_dir)
+    for number, name in enumerate(manifest.page_files(), start=1):
+        body = json.loads((extract_dir / name).read_bytes())
+        try:
+            records = _records_at(body, manifest.record_path)
+        except ValueError as exc:
+            raise ExtractError(manifest.event_id, number, f"stored page {name}: {exc}") from None
+        yield from records
