@@ -1,0 +1,146 @@
+"""Engines for the platform database and its migrations.
+
+:func:`make_engine` returns a SQLAlchemy engine for a URL: SQLite gets WAL journal mode, foreign
+keys, a busy timeout, its folder created, and explicit ``BEGIN`` statements (so a transaction is
+a real transaction and :func:`write_transaction` can take the write lock up front with ``BEGIN
+IMMEDIATE``); PostgreSQL gets a plain engine with batched ``executemany``. :func:`upgrade` runs
+the alembic migrations to head with a configuration built in code, under a lock (PostgreSQL
+advisory lock / SQLite write lock) so concurrent processes can call it; :func:`ensure_schema` does
+that once per URL and process. Making an engine never migrates by itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: Key of the PostgreSQL advisory lock held while migrating.
+MIGRATION_LOCK_KEY = 0x61707069  # "appi"
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_ready: set[str] = set()
+_ready_lock = threading.Lock()
+_head: list[str] = []
+
+
+def _url(url: str | sa.URL) -> sa.URL:
+    return sa.engine.make_url(url) if isinstance(url, str) else url
+
+
+def is_sqlite(bind: sa.Engine | sa.Connection) -> bool:
+    return bind.dialect.name == "sqlite"
+
+
+def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-untyped-def]
+    """An engine for the platform database at ``url`` (does not migrate; see ensure_schema)."""
+    parsed = _url(url)
+    if parsed.get_backend_name() != "sqlite":
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+            kwargs.setdefault("executemany_mode", "values_plus_batch")
+            kwargs.setdefault("executemany_batch_page_size", 500)
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(parsed, **kwargs)
+
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+    engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # let SQLAlchemy's begin() emit BEGIN (pysqlite's implicit transactions skip DDL/reads)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection):  # type: ignore[no-untyped-def]
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in a transaction that will write: on SQLite it takes the write lock at BEGIN
+    (``BEGIN IMMEDIATE``), so a read-then-write transaction never fails half-way on a busy lock.
+    Commits on success, rolls back on any exception."""
+    with engine.connect() as conn:
+        if is_sqlite(conn):
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+def alembic_config() -> Config:
+    """The alembic configuration of the platform database, built in code."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    if not _head:
+        _head.append(ScriptDirectory.from_config(alembic_config()).get_current_head() or "")
+    return _head[0]
+
+
+def current_revision(bind: sa.Engine | sa.Connection) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    if isinstance(bind, sa.Engine):
+        with bind.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    return MigrationContext.configure(bind).get_current_revision()
+
+
+def upgrade(url_or_engine: str | sa.URL | sa.Engine) -> None:
+    """Run the platform database migrations up to head (``alembic upgrade head``)."""
+    engine = url_or_engine if isinstance(url_or_engine, sa.Engine) else make_engine(url_or_engine)
+    try:
+        with write_transaction(engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        if engine is not url_or_engine:
+            engine.dispose()
+
+
+def ensure_schema(url: str | sa.URL) -> None:
+    """Migrate the database at ``url`` to head unless this process already saw it there.
+
+    Cheap when already at head (one query, then cached per URL for the process lifetime).
+    """
+    key = _url(url).render_as_string(hide_password=False)
+    if key in _ready:
+        return
+    with _ready_lock:
+        if key in _ready:
+            return
+        engine = make_engine(url)
+        try:
+            if current_revision(engine) != head_revision():
+                upgrade(engine)
+        finally:
+            engine.dispose()
+        _ready.add(key)

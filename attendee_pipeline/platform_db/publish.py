@@ -1,0 +1,727 @@
+"""Writing to and reading from the platform database: events, published attendees, groups,
+memberships, the sync ledger and rejected records.
+
+:func:`publish_changes` applies a :class:`~attendee_pipeline.sync.diff.ChangeSet` in ONE
+transaction (bulk statements: sqlite3 executemany / PostgreSQL COPY; unchanged attendees are
+never written) after checking that the rows it touches are still as the diff saw them, so two
+overlapping runs can never publish a stale diff. :func:`load_published` reads the frame the
+diff compares against. :func:`upsert_events` mirrors the catalog into ``events``;
+:func:`record_rejects` and :func:`record_ledger` keep quarantined records and held / dry-run
+syncs. The read helpers at the bottom serve tests and the CLI. No Dagster imports, no attendee
+data in log lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import itertools
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from attendee_pipeline.platform_db.engine import write_transaction
+from attendee_pipeline.platform_db.tables import (
+    ACTIVE,
+    ATTENDEE_CONTENT_COLUMNS,
+    REMOVED,
+    attendees,
+    events,
+    groups,
+    memberships,
+    rejected_records,
+    sync_ledger,
+)
+from attendee_pipeline.sync.diff import ChangeSet, empty_published
+from attendee_pipeline.sync.model import CONTENT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+#: Ids / keys per ``IN (...)`` list (well under SQLite's 32,766 variable limit).
+IN_CHUNK = 5_000
+
+#: First key of the PostgreSQL advisory lock that serialises publishes of one event.
+PUBLISH_LOCK_NAMESPACE = 0x61707075  # "appu"
+
+
+class StalePublishError(RuntimeError):
+    """The published list changed between the diff and the publish (another run published)."""
+
+
+@dataclass
+class PublishResult:
+    """What one publish wrote (all ints but ``event_id``)."""
+
+    event_id: str
+    added: int = 0
+    restored: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    groups_created: int = 0
+    memberships_written: int = 0
+    memberships_deleted: int = 0
+    rows_written: int = 0
+    active: int = 0
+    ledger_id: int = 0
+    seconds: float = 0.0
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table, conflict: list[str]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return pg_dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
+    if conn.dialect.name == "sqlite":
+        return sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
+    raise NotImplementedError(f"unsupported database dialect {conn.dialect.name!r}")
+
+
+def _column_values(frame: pd.DataFrame, column: str, integer: bool = False) -> list[Any]:
+    """A frame column as a list of plain Python values with None for every kind of null."""
+    values = frame[column].to_numpy(dtype=object)
+    nulls = pd.isna(values)
+    if nulls.any():
+        values = values.copy()
+        values[nulls] = None
+    if integer:
+        return [None if v is None else int(v) for v in values]
+    return values.tolist()
+
+
+def _records(
+    frame: pd.DataFrame, columns: dict[str, str], integers: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Rows of ``frame`` as dicts ``{param: value}`` for ``columns = {param: frame column}``."""
+    ints = set(integers)
+    lists = [_column_values(frame, source, source in ints) for source in columns.values()]
+    names = list(columns)
+    return [dict(zip(names, row)) for row in zip(*lists)]
+
+
+# --------------------------------------------------------------------------- bulk statements
+#
+# SQLAlchemy's executemany processes every parameter of every row in Python, which costs more
+# than the database work in a 100k-row publish. These helpers take column-wise data, run each
+# column's bind processor (so stored values are exactly what SQLAlchemy would store) and hand the
+# rows to the driver's fastest path: sqlite3's executemany (a C loop over one prepared
+# statement) and PostgreSQL's COPY (updates: COPY into a temporary table, then one UPDATE ...
+# FROM). Other drivers get SQLAlchemy's plain executemany.
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\\N"
+
+
+def _fast_path(conn: sa.Connection) -> str | None:
+    if conn.dialect.name == "sqlite" and conn.dialect.driver == "pysqlite":
+        return "sqlite"
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        return "copy"
+    return None
+
+
+def _processed(conn: sa.Connection, column: sa.Column, values: list[Any]) -> list[Any]:
+    process = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    return values if process is None else [process(v) for v in values]
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return _COPY_NULL
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_column(values: list[Any]) -> list[str]:
+    try:  # the common case: text or None
+        return [_COPY_NULL if v is None else v.translate(_COPY_ESCAPES) for v in values]
+    except AttributeError:
+        return [_copy_text(v) for v in values]
+
+
+def _copy(conn: sa.Connection, target: str, columns: list[list[Any]], constants: list[Any]) -> None:
+    """COPY rows into ``target``: ``columns`` holds one list per column, ``constants`` one value
+    per trailing column that is the same in every row."""
+    texts = [_copy_column(values) for values in columns]
+    suffix = "".join("\t" + _copy_text(v) for v in constants) + "\n"
+    buffer = io.StringIO()
+    if len(texts) == 1:
+        buffer.writelines(v + suffix for v in texts[0])
+    else:
+        buffer.writelines("\t".join(row) + suffix for row in zip(*texts))
+    buffer.seek(0)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {target} FROM STDIN", buffer, size=1 << 20)
+    finally:
+        cursor.close()
+
+
+def _bulk_insert(
+    conn: sa.Connection, table: sa.Table, data: dict[str, list[Any]], constants: dict[str, Any]
+) -> int:
+    """INSERT one row per position of the ``data`` lists, ``constants`` in every row."""
+    n = len(next(iter(data.values())))
+    if n == 0:
+        return 0
+    path = _fast_path(conn)
+    if path is None:
+        conn.execute(table.insert(), [dict(zip(data, values), **constants) for values in zip(*data.values())])
+        return n
+    prep = conn.dialect.identifier_preparer
+    names = [*data, *constants]
+    target = f"{prep.format_table(table)} ({', '.join(prep.quote(c) for c in names)})"
+    columns = [_processed(conn, table.c[k], v) for k, v in data.items()]
+    fixed = [_processed(conn, table.c[k], [v])[0] for k, v in constants.items()]
+    if path == "sqlite":
+        rows = [(*row, *fixed) for row in zip(*columns)] if fixed else list(zip(*columns))
+        conn.exec_driver_sql(f"INSERT INTO {target} VALUES ({', '.join('?' * len(names))})", rows)
+    else:
+        _copy(conn, target, columns, fixed)
+    return n
+
+
+_tmp_names = itertools.count()
+
+
+def _bulk_update(
+    conn: sa.Connection,
+    table: sa.Table,
+    ids: list[int],
+    data: dict[str, list[Any]],
+    constants: dict[str, Any],
+) -> int:
+    """UPDATE the rows ``id = ids[i]`` with ``data[col][i]`` and ``constants``."""
+    n = len(ids)
+    if n == 0:
+        return 0
+    if not data:  # constants only: a few UPDATE ... WHERE id IN (...)
+        for chunk in _chunks(ids):
+            conn.execute(table.update().where(table.c.id.in_(chunk)).values(constants))
+        return n
+    path = _fast_path(conn)
+    if path == "copy":
+        prep = conn.dialect.identifier_preparer
+        tmp = f"_ap_update_{next(_tmp_names)}"
+        names = ["id", *data]
+        ddl = ", ".join(f"{prep.quote(c)} {table.c[c].type.compile(dialect=conn.dialect)}" for c in names)
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {tmp} ({ddl}) ON COMMIT DROP")
+        columns = [[str(i) for i in ids]] + [_processed(conn, table.c[k], v) for k, v in data.items()]
+        _copy(conn, f"{tmp} ({', '.join(prep.quote(c) for c in names)})", columns, [])
+        source = sa.table(tmp, *(sa.column(c) for c in names))
+        conn.execute(
+            table.update()
+            .where(table.c.id == source.c.id)
+            .values({**{c: source.c[c] for c in data}, **constants})
+        )
+        conn.exec_driver_sql(f"DROP TABLE {tmp}")
+        return n
+    if path == "sqlite":
+        prep = conn.dialect.identifier_preparer
+        names = [*data, *constants]
+        columns = [_processed(conn, table.c[k], v) for k, v in data.items()]
+        fixed = [_processed(conn, table.c[k], [v])[0] for k, v in constants.items()]
+        rows = [(*row, *fixed, i) for row, i in zip(zip(*columns), ids)]
+        sets = ", ".join(f"{prep.quote(c)} = ?" for c in names)
+        conn.exec_driver_sql(f"UPDATE {prep.format_table(table)} SET {sets} WHERE id = ?", rows)
+        return n
+    stmt = (
+        table.update()
+        .where(table.c.id == sa.bindparam("b_id"))
+        .values({**{c: sa.bindparam(f"b_{c}") for c in data}, **constants})
+    )
+    rows = [
+        {"b_id": i, **{f"b_{c}": v for c, v in zip(data, values)}}
+        for i, values in zip(ids, zip(*data.values()))
+    ]
+    conn.execute(stmt, rows)
+    return n
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _event_values(event: Any) -> dict[str, Any]:
+    return {
+        "name": event.name,
+        "timezone": event.timezone,
+        "starts_at": event.start_at,
+        "ends_at": event.end_at,
+        "source_kind": event.source.kind,
+        "in_catalog": True,
+        "removed_from_catalog_at": None,
+    }
+
+
+def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any]) -> dict[str, int]:
+    """Mirror the catalog into ``events``: insert new events, update changed ones, and mark the
+    ones no longer in the catalog (``in_catalog = false``, ``removed_from_catalog_at``); never
+    deletes. Writes nothing when nothing changed. Returns counts (added, updated, marked_removed).
+    """
+    now = _utcnow()
+    wanted = {e.id: _event_values(e) for e in catalog_events}
+    counts = {"added": 0, "updated": 0, "marked_removed": 0}
+    with write_transaction(engine) as conn:
+        current = {row["id"]: dict(row) for row in conn.execute(sa.select(events)).mappings()}
+        inserts, updates = [], []
+        for event_id, values in wanted.items():
+            row = current.get(event_id)
+            if row is None:
+                inserts.append({"id": event_id, **values, "created_at": now, "updated_at": now})
+            elif any(row[k] != v for k, v in values.items()):
+                updates.append({"b_id": event_id, **{f"b_{k}": v for k, v in values.items()}})
+        gone = [eid for eid, row in current.items() if eid not in wanted and row["in_catalog"]]
+        if inserts:  # ON CONFLICT DO NOTHING: a publish may have created a minimal row meanwhile
+            conn.execute(_insert_ignore(conn, events, ["id"]), inserts)
+        if updates:
+            stmt = (
+                events.update()
+                .where(events.c.id == sa.bindparam("b_id"))
+                .values(
+                    {**{k: sa.bindparam(f"b_{k}") for k in wanted[updates[0]["b_id"]]}, "updated_at": now}
+                )
+            )
+            conn.execute(stmt, updates)
+        if gone:
+            conn.execute(
+                events.update()
+                .where(events.c.id.in_(gone))
+                .values(in_catalog=False, removed_from_catalog_at=now, updated_at=now)
+            )
+        counts.update(added=len(inserts), updated=len(updates), marked_removed=len(gone))
+    return counts
+
+
+def _ensure_event(conn: sa.Connection, event_id: str, source_kind: str | None, now: dt.datetime) -> None:
+    """A minimal ``events`` row when the catalog sensor has not upserted the event yet."""
+    stmt = _insert_ignore(conn, events, ["id"]).values(
+        id=event_id,
+        name=event_id,
+        timezone="UTC",
+        source_kind=source_kind,
+        in_catalog=True,
+        created_at=now,
+        updated_at=now,
+    )
+    conn.execute(stmt)
+
+
+# --------------------------------------------------------------------------- published list
+
+
+def load_published(
+    conn_or_engine: sa.Engine | sa.Connection, event_id: str, with_content: bool = False
+) -> pd.DataFrame:
+    """The frame ``sync.diff.compute_changes`` compares against: every attendee the event ever
+    had (active and removed) as ``attendee_id, attendee_key, row_hash, status`` (+ the
+    CONTENT_COLUMNS when ``with_content``)."""
+    if isinstance(conn_or_engine, sa.Engine):
+        with conn_or_engine.connect() as conn:
+            return load_published(conn, event_id, with_content)
+    conn = conn_or_engine
+    columns = [
+        attendees.c.id.label("attendee_id"),
+        attendees.c.attendee_key,
+        attendees.c.row_hash,
+        attendees.c.status,
+    ]
+    if with_content:
+        columns += [attendees.c[name] for name in CONTENT_COLUMNS]
+    names = [c.name for c in columns]
+    rows = conn.execute(sa.select(*columns).where(attendees.c.event_id == event_id)).all()
+    if not rows:
+        return empty_published(with_content)
+    frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
+    return frame.astype({"attendee_id": "int64", "row_hash": "int64"})
+
+
+def _lock_event(conn: sa.Connection, event_id: str) -> None:
+    """Serialise publishes of one event (PostgreSQL; SQLite's BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:event_id))"),
+            {"ns": PUBLISH_LOCK_NAMESPACE, "event_id": event_id},
+        )
+
+
+def _verify_unchanged_since_diff(
+    conn: sa.Connection, event_id: str, frame: pd.DataFrame
+) -> dict[int, str | None]:
+    """Raise StalePublishError unless every row the change set touches is as the diff saw it:
+    updated / removed rows active with the hash the diff saw, restored rows removed, added keys
+    not published. Returns the published ``groups`` text of the touched rows (by id)."""
+    if frame.empty:
+        return {}
+    known = frame[frame["attendee_id"].notna()]
+    new_keys = frame.loc[frame["attendee_id"].isna(), "attendee_key"].tolist()
+    expected_status = np.where(known["change"].to_numpy() == "restored", REMOVED, ACTIVE)
+    expected = dict(
+        zip(
+            known["attendee_id"].astype("int64").tolist(),
+            zip(known["previous_hash"].astype("int64").tolist(), expected_status.tolist()),
+        )
+    )
+    c = attendees.c
+    columns = (c.id, c.attendee_key, c.row_hash, c.status, c.groups)
+    if len(expected) + len(new_keys) > IN_CHUNK:  # cheaper to read the event's rows once
+        rows = conn.execute(sa.select(*columns).where(c.event_id == event_id)).all()
+        published_keys = {row[1] for row in rows}
+        stale = any(key in published_keys for key in new_keys)
+        rows = [row for row in rows if row[0] in expected]
+    else:
+        ids = list(expected)
+        rows = (
+            conn.execute(sa.select(*columns).where(c.event_id == event_id, c.id.in_(ids))).all()
+            if ids
+            else []
+        )
+        stale = bool(new_keys) and bool(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(attendees)
+                .where(c.event_id == event_id, c.attendee_key.in_(new_keys))
+            ).scalar_one()
+        )
+    stale = stale or len(rows) != len(expected) or any(expected[i] != (h, st) for i, _, h, st, _ in rows)
+    if stale:
+        raise StalePublishError(_STALE)
+    return {row_id: groups_text for row_id, _, _, _, groups_text in rows}
+
+
+_STALE = (
+    "the published attendee list changed after the diff was computed (another run published "
+    "in between); nothing was written -- run the sync again"
+)
+
+
+def _attendee_ids(conn: sa.Connection, event_id: str, keys: list[str]) -> dict[str, int]:
+    """attendee_key -> id for the given keys of the event."""
+    if not keys:
+        return {}
+    stmt = sa.select(attendees.c.attendee_key, attendees.c.id).where(attendees.c.event_id == event_id)
+    if len(keys) > IN_CHUNK:  # cheaper to read the event's (key, id) pairs once
+        wanted = set(keys)
+        return {key: attendee_id for key, attendee_id in conn.execute(stmt) if key in wanted}
+    return {
+        key: attendee_id for key, attendee_id in conn.execute(stmt.where(attendees.c.attendee_key.in_(keys)))
+    }
+
+
+def _group_names(texts: pd.Series) -> pd.Series:
+    """Canonical group JSON per attendee -> list of names (parsed once per distinct text)."""
+    parsed = {t: json.loads(t) for t in texts.dropna().unique()}
+    return texts.map(lambda t: parsed.get(t, []) if isinstance(t, str) else [])
+
+
+def _ensure_groups(conn: sa.Connection, names: Sequence[str], now: dt.datetime) -> tuple[dict[str, int], int]:
+    """Ids of the named groups, creating the missing ones (race-safe). Returns (ids, created)."""
+    ids: dict[str, int] = {}
+    for chunk in _chunks(list(names)):
+        ids.update(
+            {
+                name: gid
+                for gid, name in conn.execute(
+                    sa.select(groups.c.id, groups.c.name).where(groups.c.name.in_(chunk))
+                )
+            }
+        )
+    missing = [n for n in names if n not in ids]
+    created = 0
+    if missing:
+        stmt = _insert_ignore(conn, groups, ["name"]).returning(groups.c.id, groups.c.name)
+        rows = conn.execute(stmt, [{"name": n, "created_at": now} for n in missing]).all()
+        created = len(rows)
+        ids.update({name: gid for gid, name in rows})
+        still = [n for n in missing if n not in ids]  # created concurrently by another event
+        for chunk in _chunks(still):
+            ids.update(
+                {
+                    name: gid
+                    for gid, name in conn.execute(
+                        sa.select(groups.c.id, groups.c.name).where(groups.c.name.in_(chunk))
+                    )
+                }
+            )
+    return ids, created
+
+
+def _ledger_values(counts: dict[str, int], rejected: int) -> dict[str, int]:
+    c = {k: int(v) for k, v in (counts or {}).items()}
+    return {
+        "added": c.get("added", 0),
+        "restored": c.get("restored", 0),
+        "updated": c.get("updated", 0),
+        "removed": c.get("removed", 0),
+        "unchanged": c.get("unchanged", 0) + c.get("kept", 0),
+        "rejected": int(rejected),
+        "skipped": c.get("skipped_new", 0) + c.get("flagged_ignored", 0),
+    }
+
+
+def publish_changes(
+    engine: sa.Engine,
+    event_id: str,
+    changeset: ChangeSet,
+    run_id: str | None = None,
+    source_kind: str | None = None,
+    rejected_count: int = 0,
+    raw_extract_path: str | None = None,
+    started_at: dt.datetime | None = None,
+) -> PublishResult:
+    """Apply ``changeset`` to the event's published list in one transaction.
+
+    Inserts added attendees, rewrites restored / updated ones (same row id), marks removed ones
+    (``status = 'removed'``, their memberships deleted), creates missing groups (shared by name
+    across events), rewrites the memberships of the written attendees, and adds a
+    ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
+    writes nothing) when the rows changed since the diff.
+    """
+    clock = time.monotonic()
+    now = _utcnow()
+    frame = changeset.frame
+    change = frame["change"]
+    added = frame[change == "added"]
+    touched = frame[change.isin(("restored", "updated"))]
+    gone = frame[change == "removed"]
+    result = PublishResult(event_id=event_id, rejected=int(rejected_count))
+
+    with write_transaction(engine) as conn:
+        _lock_event(conn, event_id)
+        _ensure_event(conn, event_id, source_kind, now)
+        published_groups = _verify_unchanged_since_diff(conn, event_id, frame)
+
+        if len(added):
+            _bulk_insert(
+                conn,
+                attendees,
+                {
+                    "attendee_key": _column_values(added, "attendee_key"),
+                    **{c: _column_values(added, c) for c in ATTENDEE_CONTENT_COLUMNS},
+                    "row_hash": _column_values(added, "row_hash", integer=True),
+                },
+                {
+                    "event_id": event_id,
+                    "status": ACTIVE,
+                    "first_seen_at": now,
+                    "last_changed_at": now,
+                    "last_run_id": run_id,
+                },
+            )
+        key_to_id = _attendee_ids(conn, event_id, added["attendee_key"].tolist())
+
+        touched_ids = _column_values(touched, "attendee_id", integer=True)
+        _bulk_update(
+            conn,
+            attendees,
+            touched_ids,
+            {
+                **{c: _column_values(touched, c) for c in ATTENDEE_CONTENT_COLUMNS},
+                "row_hash": _column_values(touched, "row_hash", integer=True),
+            },
+            {"status": ACTIVE, "removed_at": None, "last_changed_at": now, "last_run_id": run_id},
+        )
+        gone_ids = _column_values(gone, "attendee_id", integer=True)
+        _bulk_update(
+            conn,
+            attendees,
+            gone_ids,
+            {},
+            {"status": REMOVED, "removed_at": now, "last_changed_at": now, "last_run_id": run_id},
+        )
+
+        # memberships: removed attendees lose theirs; added and restored attendees, and updated
+        # ones whose group list changed, get theirs rewritten (groups created as needed)
+        touched_groups = _column_values(touched, "groups")
+        regroup = [
+            (attendee_id, key, text)
+            for attendee_id, key, text, kind in zip(
+                touched_ids, touched["attendee_key"].tolist(), touched_groups, touched["change"].tolist()
+            )
+            if kind == "restored" or published_groups.get(attendee_id) != text
+        ]
+        for chunk in _chunks(gone_ids + [attendee_id for attendee_id, _, _ in regroup]):
+            deleted = conn.execute(memberships.delete().where(memberships.c.attendee_id.in_(chunk)))
+            result.memberships_deleted += max(deleted.rowcount or 0, 0)
+        key_to_id.update((key, attendee_id) for attendee_id, key, _ in regroup)
+        pairs = pd.DataFrame(
+            {
+                "key": added["attendee_key"].tolist() + [key for _, key, _ in regroup],
+                "name": _group_names(
+                    pd.Series(_column_values(added, "groups") + [t for _, _, t in regroup], dtype=object)
+                ),
+            }
+        )
+        pairs = pairs.explode("name").dropna(subset=["name"])
+        if len(pairs):
+            names = sorted(pairs["name"].unique().tolist())
+            group_ids, result.groups_created = _ensure_groups(conn, names, now)
+            result.memberships_written = _bulk_insert(
+                conn,
+                memberships,
+                {
+                    "attendee_id": pairs["key"].map(key_to_id).astype("int64").tolist(),
+                    "group_id": pairs["name"].map(group_ids).astype("int64").tolist(),
+                },
+                {"event_id": event_id},
+            )
+
+        counts = changeset.counts
+        ledger_values = _ledger_values(counts, rejected_count)
+        result.ledger_id = conn.execute(
+            sync_ledger.insert().returning(sync_ledger.c.id),
+            {
+                "event_id": event_id,
+                "run_id": run_id,
+                "source_kind": source_kind,
+                "started_at": started_at,
+                "finished_at": _utcnow(),
+                **ledger_values,
+                "raw_extract_path": raw_extract_path,
+                "status": "published",
+                "message": changeset.summary(),
+            },
+        ).scalar_one()
+        result.active = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(attendees)
+            .where(attendees.c.event_id == event_id, attendees.c.status == ACTIVE)
+        ).scalar_one()
+
+    result.added = len(added)
+    result.restored = int((change == "restored").sum())
+    result.updated = int((change == "updated").sum())
+    result.removed = len(gone)
+    result.unchanged = ledger_values["unchanged"]
+    result.skipped = ledger_values["skipped"]
+    result.rows_written = len(frame)
+    result.seconds = round(time.monotonic() - clock, 3)
+    log.info(
+        "published %s: %s; %d group(s) created, %d membership(s) written",
+        event_id,
+        changeset.summary(),
+        result.groups_created,
+        result.memberships_written,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- rejects & ledger
+
+
+def record_rejects(engine: sa.Engine, event_id: str, run_id: str, rejects: pd.DataFrame) -> int:
+    """Keep a run's quarantined records (columns source_row, source_record_id, field, reason and
+    optionally raw_record). Replaces what the same run recorded before (a retried step does not
+    duplicate them). Returns the number of rows written."""
+    now = _utcnow()
+    with write_transaction(engine) as conn:
+        conn.execute(
+            rejected_records.delete().where(
+                rejected_records.c.event_id == event_id, rejected_records.c.run_id == run_id
+            )
+        )
+        if rejects is None or rejects.empty:
+            return 0
+        frame = rejects if "raw_record" in rejects.columns else rejects.assign(raw_record=None)
+        rows = _records(
+            frame,
+            {c: c for c in ("source_row", "source_record_id", "field", "reason", "raw_record")},
+            ["source_row"],
+        )
+        for row in rows:
+            row.update(event_id=event_id, run_id=run_id, created_at=now)
+            if row["source_record_id"] is not None:
+                row["source_record_id"] = str(row["source_record_id"])
+        conn.execute(rejected_records.insert(), rows)
+    return len(rows)
+
+
+def record_ledger(
+    engine: sa.Engine,
+    event_id: str,
+    run_id: str | None,
+    source_kind: str | None = None,
+    status: str = "held",
+    message: str | None = None,
+    counts: dict[str, int] | None = None,
+    rejected_count: int = 0,
+    started_at: dt.datetime | None = None,
+    raw_extract_path: str | None = None,
+) -> int:
+    """Add a ledger row for a sync that did not publish (``held`` by the mass-removal guard, or
+    a ``dry_run``); ``counts`` are the change set's counts. Returns the ledger row id."""
+    if status not in ("published", "held", "dry_run"):
+        raise ValueError(f"unknown ledger status {status!r}")
+    with write_transaction(engine) as conn:
+        return conn.execute(
+            sync_ledger.insert().returning(sync_ledger.c.id),
+            {
+                "event_id": event_id,
+                "run_id": run_id,
+                "source_kind": source_kind,
+                "started_at": started_at,
+                "finished_at": _utcnow(),
+                **_ledger_values(counts or {}, rejected_count),
+                "raw_extract_path": raw_extract_path,
+                "status": status,
+                "message": message,
+            },
+        ).scalar_one()
+
+
+# --------------------------------------------------------------------------- read helpers
+
+
+def published_attendees(engine: sa.Engine, event_id: str, include_removed: bool = False) -> pd.DataFrame:
+    """The event's attendee rows (all table columns, by id); only active ones by default."""
+    stmt = sa.select(attendees).where(attendees.c.event_id == event_id).order_by(attendees.c.id)
+    if not include_removed:
+        stmt = stmt.where(attendees.c.status == ACTIVE)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame.from_records(rows, columns=[c.name for c in attendees.columns], coerce_float=False)
+
+
+def event_groups(engine: sa.Engine, event_id: str) -> dict[str, list[str]]:
+    """attendee_key -> sorted group names, for the event's attendees that have memberships."""
+    stmt = (
+        sa.select(attendees.c.attendee_key, groups.c.name)
+        .select_from(memberships.join(attendees, memberships.c.attendee_id == attendees.c.id).join(groups))
+        .where(memberships.c.event_id == event_id)
+        .order_by(attendees.c.attendee_key, groups.c.name)
+    )
+    out: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for key, name in conn.execute(stmt):
+            out.setdefault(key, []).append(name)
+    return out
+
+
+def ledger(engine: sa.Engine, event_id: str) -> list[dict[str, Any]]:
+    """The event's sync ledger rows, oldest first."""
+    stmt = sa.select(sync_ledger).where(sync_ledger.c.event_id == event_id).order_by(sync_ledger.c.id)
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(stmt).mappings()]

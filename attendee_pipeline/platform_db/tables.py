@@ -1,0 +1,160 @@
+"""The platform database schema as SQLAlchemy Core tables (no ORM).
+
+``events`` mirrors the event catalog (rows are never deleted: an event that leaves the catalog is
+marked ``in_catalog = false``); ``attendees`` is each event's published attendee list, one row per
+(event, attendee_key) for ever -- a removed attendee keeps its row with ``status = 'removed'`` and
+gets the same id back when it returns; ``groups`` are shared between events (one row per name)
+and ``memberships`` link active attendees to them; ``sync_ledger`` has one row per publish (or
+held / dry-run sync) with its counts; ``rejected_records`` keeps every quarantined record with
+its reason. The alembic migrations create exactly this metadata (a test compares them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+from attendee_pipeline.sync.model import PROFILE_FIELDS
+
+#: Deterministic constraint names on every backend (alembic needs names to alter constraints).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC that always reads back as an aware UTC ``datetime``.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so the value is converted to UTC
+    and stored naive. Naive values written from Python are taken to be UTC already.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+#: Attendee status values.
+ACTIVE = "active"
+REMOVED = "removed"
+
+#: sync_ledger status values.
+LEDGER_STATUSES = ("published", "held", "dry_run")
+
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+    sa.Column("starts_at", UTCDateTime, nullable=True),
+    sa.Column("ends_at", UTCDateTime, nullable=True),
+    sa.Column("source_kind", sa.Text, nullable=True),
+    sa.Column("in_catalog", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("removed_from_catalog_at", UTCDateTime, nullable=True),
+)
+
+attendees = sa.Table(
+    "attendees",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, sa.ForeignKey("events.id"), nullable=False),
+    sa.Column("attendee_key", sa.Text, nullable=False),
+    *(sa.Column(name, sa.Text, nullable=True) for name in PROFILE_FIELDS),
+    sa.Column("custom_fields", sa.Text, nullable=True),
+    sa.Column("groups", sa.Text, nullable=True),
+    sa.Column("source_record_id", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("row_hash", sa.BigInteger, nullable=False),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("last_changed_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime, nullable=True),
+    sa.Column("last_run_id", sa.Text, nullable=True),
+    sa.UniqueConstraint("event_id", "attendee_key"),
+    sa.CheckConstraint("status IN ('active', 'removed')", name="status"),
+    sa.Index(None, "event_id", "status"),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("name"),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    # denormalised from attendees (no foreign key: one less check per row in bulk writes)
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("attendee_id", sa.Integer, sa.ForeignKey("attendees.id"), primary_key=True),
+    sa.Column("group_id", sa.Integer, sa.ForeignKey("groups.id"), primary_key=True),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "group_id"),
+)
+
+sync_ledger = sa.Table(
+    "sync_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("source_kind", sa.Text, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=False),
+    *(
+        sa.Column(name, sa.Integer, nullable=False)
+        for name in ("added", "restored", "updated", "removed", "unchanged", "rejected", "skipped")
+    ),
+    sa.Column("raw_extract_path", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.CheckConstraint("status IN ('published', 'held', 'dry_run')", name="status"),
+    sa.Index(None, "event_id"),
+)
+
+rejected_records = sa.Table(
+    "rejected_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("source_row", sa.Integer, nullable=True),
+    sa.Column("source_record_id", sa.Text, nullable=True),
+    sa.Column("field", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("raw_record", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "event_id", "run_id"),
+)
+
+#: Attendee columns a publish writes from a change set (besides bookkeeping columns).
+ATTENDEE_CONTENT_COLUMNS: tuple[str, ...] = (*PROFILE_FIELDS, "custom_fields", "groups", "source_record_id")
