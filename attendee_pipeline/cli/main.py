@@ -1,0 +1,297 @@
+"""The ``attendee-pipeline`` command: sync events, validate the catalog, run the demo, the
+sandbox providers and the Dagster UI. Long steps print progress; nothing prints attendee
+e-mail addresses or names except where the operator asks for attendee data explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import warnings
+
+import click
+
+from attendee_pipeline import settings
+
+# Dagster flags partitioned asset checks as "preview"; that is not news to a CLI user.
+warnings.filterwarnings("ignore", message=".*is currently in preview.*")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="attendee_pipeline")
+def cli() -> None:
+    """Keep event platforms' attendee lists in sync with registration systems."""
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@cli.group()
+def catalog() -> None:
+    """Inspect the event catalog."""
+
+
+@catalog.command("validate")
+@click.option("--catalog", "path", type=click.Path(dir_okay=False), help="Catalog file (default: setting).")
+def catalog_validate(path: str | None) -> None:
+    """Validate the catalog; errors name the event and the key."""
+    from attendee_pipeline.catalog import CatalogError, load_catalog
+
+    try:
+        loaded = load_catalog(path)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"catalog OK: {len(loaded.events)} event(s)")
+
+
+@cli.command("events")
+def events() -> None:
+    """List the catalog's events with their source and automatic sync."""
+    from attendee_pipeline.catalog import load_catalog
+
+    for event in load_catalog().events:
+        auto = event.sync.auto
+        schedule = "manual" if auto.interval == "off" else f"{auto.interval} until {event.auto_until:%Y-%m-%d %H:%M %Z}"
+        click.echo(f"{event.id:<24} {event.source.kind:<10} {schedule:<36} {event.name}")
+
+
+# --------------------------------------------------------------------------- database
+
+
+@cli.group()
+def db() -> None:
+    """Manage the platform database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the platform database migrations (ATTENDEE_PIPELINE_DB_URL or the SQLite default)."""
+    from attendee_pipeline.platform_db.engine import upgrade
+
+    upgrade(settings.db_url())
+    click.echo("platform database is at the latest migration")
+
+
+# --------------------------------------------------------------------------- sync
+
+
+@cli.command("sync")
+@click.argument("event_id")
+@click.option("--dry-run", is_flag=True, help="Fetch, map and diff; print the changes; publish nothing.")
+@click.option("--allow-mass-removal", is_flag=True, help="Release a publish held by the mass-removal guard.")
+@click.option("--replay", type=click.Path(exists=True, file_okay=False), help="Replay a stored raw extract.")
+def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None) -> None:
+    """Sync one event now (the same job the schedules and the UI run)."""
+    if dry_run:
+        _dry_run(event_id, replay)
+        return
+    from attendee_pipeline.cli.runs import format_summary, run_sync
+    from attendee_pipeline.instance import dagster_home
+
+    import dagster as dg
+
+    dagster_home()
+    run_config = None
+    if replay:
+        run_config = {"ops": {"attendee_raw_extract": {"config": {"replay_extract": str(Path(replay).resolve())}}}}
+    click.echo(f"syncing {event_id} ...")
+    with dg.DagsterInstance.get() as instance:
+        summary = run_sync(
+            event_id, instance=instance, allow_mass_removal=allow_mass_removal, run_config=run_config
+        )
+    click.echo(format_summary(summary))
+    click.echo(f"run id: {summary.run_id}")
+    if summary.status != "published":
+        sys.exit(1)
+
+
+def _dry_run(event_id: str, replay: str | None) -> None:
+    import tempfile
+
+    from attendee_pipeline import steps
+    from attendee_pipeline.catalog import load_catalog
+    from attendee_pipeline.defs.resources import HttpAttendeeSource, ReplayAttendeeSource
+    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
+    from attendee_pipeline.platform_db.publish import load_published
+    from attendee_pipeline.sync.diff import compute_changes
+
+    event = load_catalog().get(event_id)
+    with tempfile.TemporaryDirectory(prefix="attendee-dry-run-") as tmp:
+        dest = Path(tmp) / "extract"
+
+        def progress(pages: int, records: int) -> None:
+            click.echo(f"\r  fetched {pages} page(s), {records} record(s)", nl=False, err=True)
+
+        source = ReplayAttendeeSource(extract_dir=replay) if replay else HttpAttendeeSource()
+        manifest = source.extract(event, dest, progress=progress)
+        click.echo("", err=True)
+        mapped = steps.map_extract(event, dest)
+        ensure_schema(settings.db_url())
+        engine = make_engine(settings.db_url())
+        published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
+        changes = compute_changes(mapped.valid, published, event.sync.apply)
+        engine.dispose()
+    click.echo(f"dry run for {event.id}: {manifest.get('records', 0)} record(s) fetched, nothing published")
+    for key, value in changes.counts.items():
+        click.echo(f"  {key:<15} {value}")
+    click.echo(f"  {'rejected':<15} {mapped.rejects['source_row'].nunique() if len(mapped.rejects) else 0}")
+    for (field, reason), n in mapped.rejects.groupby(["field", "reason"]).size().items() if len(mapped.rejects) else []:
+        click.echo(f"    {n} x {field}: {reason}")
+    frame = changes.frame
+    if len(frame):
+        click.echo("changes (provider record id, change):")
+        for row in frame[["source_record_id", "change"]].head(50).itertuples(index=False):
+            click.echo(f"  {row.source_record_id or '-':<20} {row.change}")
+        if len(frame) > 50:
+            click.echo(f"  ... and {len(frame) - 50} more")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _demo_secrets() -> None:
+    """The demo sandbox's credentials: random per process unless already set in the env."""
+    for name in ("DEMO_SUMMIT_API_KEY", "DEMO_MEETUP_USERNAME", "DEMO_MEETUP_SECRET"):
+        os.environ.setdefault(name, "demo-" + secrets.token_urlsafe(12))
+
+
+@cli.command("demo")
+@click.option("--port", default=8765, type=int, show_default=True, help="Sandbox port (0: a free port).")
+def demo(port: int) -> None:
+    """Start the sandbox, sync every demo event through the Dagster job, print a summary."""
+    import dagster as dg
+
+    from attendee_pipeline.catalog import load_catalog
+    from attendee_pipeline.cli.runs import format_summary, run_sync
+    from attendee_pipeline.instance import dagster_home
+    from attendee_pipeline.sandbox.attendee_api import serve_sandbox
+
+    _demo_secrets()
+    home = dagster_home()
+    with serve_sandbox(_demo_datasets(), port=_free_or_any(port)) as sandbox:
+        os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
+        catalog = load_catalog()
+        click.echo(f"sandbox attendee API on {sandbox.url}; platform DB {_safe_url(settings.db_url())}")
+        click.echo(f"Dagster instance: {home}")
+        summaries = []
+        with dg.DagsterInstance.get() as instance:
+            for event in catalog.events:
+                click.echo(f"syncing {event.id} ...")
+                started = time.monotonic()
+                summary = run_sync(event.id, instance=instance, trigger="demo", log_level="WARNING")
+                summaries.append(summary)
+                click.echo(f"  done in {time.monotonic() - started:.1f}s")
+    click.echo("")
+    click.echo(f"{'event':<24} {'status':<9} counts")
+    for summary in summaries:
+        click.echo(format_summary(summary))
+    click.echo("")
+    _print_platform_state([s.event_id for s in summaries])
+    click.echo("")
+    click.echo("Open the same in the Dagster UI: make dev  (then http://127.0.0.1:3000)")
+    if any(s.status != "published" for s in summaries):
+        sys.exit(1)
+
+
+def _print_platform_state(event_ids: list[str]) -> None:
+    """What the platform database holds now, per event (counts only)."""
+    import sqlalchemy as sa
+
+    from attendee_pipeline.platform_db.engine import make_engine
+
+    engine = make_engine(settings.db_url())
+    sql = sa.text(
+        "select count(*) filter (where status = 'active'), count(*) filter (where status = 'removed'), "
+        "count(*) filter (where status = 'active' and badge_url is not null), "
+        "(select count(distinct m.group_id) from memberships m where m.event_id = :e), "
+        "(select message from sync_ledger where event_id = :e order by id desc limit 1) "
+        "from attendees where event_id = :e"
+    )
+    click.echo(f"{'platform database':<24} {'active':>6} {'removed':>7} {'badges':>6} {'groups':>6}  last sync")
+    with engine.connect() as conn:
+        for event_id in event_ids:
+            active, removed, badges, groups, message = conn.execute(sql, {"e": event_id}).one()
+            click.echo(f"{event_id:<24} {active:>6} {removed:>7} {badges:>6} {groups:>6}  {message or ''}")
+        total_groups = conn.execute(sa.text("select count(*) from groups")).scalar_one()
+    engine.dispose()
+    click.echo(f"groups shared between events: {total_groups}")
+
+
+def _demo_datasets() -> dict:
+    """The demo sandbox's events, with badge URLs that do not depend on the port it got."""
+    from attendee_pipeline.sandbox.attendee_api import demo_datasets
+
+    return {slug: c.replace(badge_base_url=DEMO_BADGE_BASE) for slug, c in demo_datasets().items()}
+
+
+DEMO_BADGE_BASE = "http://127.0.0.1:8765/badges"
+
+
+def _free_or_any(port: int) -> int:
+    """``port`` when it is free on 127.0.0.1, else 0 (any free port)."""
+    import socket
+
+    if port == 0:
+        return 0
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@cli.command("dev")
+@click.option("--sandbox-port", default=8765, type=int, show_default=True)
+@click.option("--port", default=3000, type=int, show_default=True, help="Dagster UI port.")
+def dev(sandbox_port: int, port: int) -> None:
+    """Run the demo sandbox and the Dagster UI (dagster dev) on 127.0.0.1."""
+    from attendee_pipeline.instance import dagster_home
+    from attendee_pipeline.sandbox.attendee_api import serve_sandbox
+
+    _demo_secrets()
+    dagster_home()
+    root = Path(__file__).resolve().parents[2]
+    with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox:
+        os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
+        click.echo(f"sandbox attendee API on {sandbox.url}")
+        cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+        subprocess.call(cmd, cwd=root)
+
+
+# --------------------------------------------------------------------------- sandboxes
+
+
+@cli.group()
+def sandbox() -> None:
+    """Local HTTP servers that behave like the registration providers."""
+
+
+@sandbox.command("attendee-api")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, type=int, show_default=True)
+@click.option("--records", default=None, type=int, help="Attendees per event (default: the demo sizes).")
+def sandbox_attendee_api(host: str, port: int, records: int | None) -> None:
+    """Serve the seed-000 attendee API sandbox (the demo events) until interrupted.
+
+    It expects the credentials in DEMO_SUMMIT_API_KEY, DEMO_MEETUP_USERNAME and
+    DEMO_MEETUP_SECRET; export the same values where you run `attendee-pipeline sync`.
+    """
+    from attendee_pipeline.sandbox.attendee_api import main as sandbox_main
+
+    sandbox_main(host=host, port=port, records=records)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,33 @@
+"""The code location: one ``Definitions`` object with every asset, check, job, schedule, sensor
+and resource of the project. ``workspace.yaml`` loads this module under a pinned location name.
+
+The default executor is in-process: an event's sync is a linear chain of steps, and a
+subprocess per step would cost more than the steps themselves; concurrency comes from runs
+(one per event), limited per provider by the run coordinator in ``dagster.yaml``.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from attendee_pipeline.defs.attendees.assets import attendee_assets
+from attendee_pipeline.defs.attendees.checks import attendee_checks
+from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
+from attendee_pipeline.defs.attendees.schedules import attendee_schedules
+from attendee_pipeline.defs.catalog.sensors import catalog_sensors
+from attendee_pipeline.defs.resources import default_resources
+
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=attendee_assets,
+        asset_checks=attendee_checks,
+        jobs=[attendee_sync_job],
+        schedules=attendee_schedules,
+        sensors=catalog_sensors,
+        resources={**default_resources(), **(resources or {})},
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

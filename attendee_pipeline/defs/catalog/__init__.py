@@ -1,0 +1,2 @@
+"""Catalog domain: the sensor that keeps the ``events`` partitions and the platform's events
+table equal to the event catalog."""

@@ -1,0 +1,159 @@
+"""Dagster resources: the event catalog, the platform database, raw-extract storage and the
+attendee source connectors.
+
+Connectors follow the shape of dagster's ``project_fully_featured`` example: an abstract
+:class:`AttendeeSource` resource with one method, a real implementation that talks HTTP
+(:class:`HttpAttendeeSource`) and one that replays a stored raw extract without the network
+(:class:`ReplayAttendeeSource`). Per-event connection settings (URL, auth, pagination) come from
+the catalog entry; secrets are read from the environment variables the catalog names, only at
+the moment a request is made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import PrivateAttr
+
+from attendee_pipeline import settings
+from attendee_pipeline.catalog import Catalog, EventEntry, load_catalog
+from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
+
+
+class EventCatalogResource(dg.ConfigurableResource):
+    """The event catalog YAML file (default: ATTENDEE_PIPELINE_CATALOG or the demo catalog)."""
+
+    path: str = ""
+
+    def load(self) -> Catalog:
+        return load_catalog(self.path or None)
+
+    def event(self, event_id: str) -> EventEntry:
+        return self.load().get(event_id)
+
+
+class PlatformDatabaseResource(dg.ConfigurableResource):
+    """The platform database (SQLAlchemy URL). The schema is migrated to head on first use."""
+
+    url: str
+
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            ensure_schema(self.url)
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+class RawExtractStore(dg.ConfigurableResource):
+    """Where raw provider extracts are kept: ``<root>/<event id>/<utc stamp>-<run id>/``."""
+
+    root: str = ""
+
+    def base(self) -> Path:
+        path = Path(self.root) if self.root else settings.raw_extract_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def new_extract_dir(self, event_id: str, run_id: str) -> Path:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        return self.base() / event_id / f"{stamp}-{run_id[:8] or uuid.uuid4().hex[:8]}"
+
+    def prune(self, event_id: str, keep: int) -> int:
+        """Delete all but the newest ``keep`` extracts of an event; returns how many went."""
+        folder = self.base() / event_id
+        if not folder.exists():
+            return 0
+        extracts = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        doomed = extracts[:-keep] if keep > 0 else extracts
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(doomed)
+
+
+Progress = Callable[[int, int], None]
+
+
+class AttendeeSource(dg.ConfigurableResource, ABC):
+    """Fetches one event's attendee records into a raw extract folder."""
+
+    @abstractmethod
+    def extract(self, event: EventEntry, dest: Path, progress: Progress | None = None) -> dict[str, Any]:
+        """Write the raw extract of ``event`` to ``dest`` and return its manifest."""
+
+
+class HttpAttendeeSource(AttendeeSource):
+    """Pulls from the provider's HTTP API as described by the event's catalog ``source``."""
+
+    max_retries: int = 5
+    backoff_factor: float = 0.5
+    backoff_max: float = 60.0
+
+    def extract(self, event: EventEntry, dest: Path, progress: Progress | None = None) -> dict[str, Any]:
+        from attendee_pipeline.connectors.rest import RestExtractor
+
+        extractor = RestExtractor(
+            max_retries=self.max_retries, backoff_factor=self.backoff_factor, backoff_max=self.backoff_max
+        )
+        manifest = extractor.extract(event.source, event.id, dest, progress=progress)
+        return _as_dict(manifest)
+
+
+class ReplayAttendeeSource(AttendeeSource):
+    """Replays a stored raw extract (a folder written by an earlier extract) -- no network."""
+
+    extract_dir: str
+
+    def extract(self, event: EventEntry, dest: Path, progress: Progress | None = None) -> dict[str, Any]:
+        from attendee_pipeline.connectors.rest import read_manifest
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.extract_dir, dest)
+        manifest = _as_dict(read_manifest(dest))
+        manifest["replayed_from"] = os.fspath(self.extract_dir)
+        return manifest
+
+
+def _as_dict(manifest: Any) -> dict[str, Any]:
+    if isinstance(manifest, dict):
+        return dict(manifest)
+    if hasattr(manifest, "to_dict"):
+        return manifest.to_dict()
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(manifest):
+        return asdict(manifest)
+    raise TypeError(f"cannot read extract manifest of type {type(manifest).__name__}")
+
+
+def platform_db_url_config() -> Any:
+    """The DB URL as resource config: an EnvVar when set (it may hold a password), else the
+    embedded SQLite default."""
+    if settings.db_url_is_from_env():
+        return dg.EnvVar("ATTENDEE_PIPELINE_DB_URL")
+    return settings.default_db_url()
+
+
+def default_resources() -> dict[str, Any]:
+    return {
+        "catalog": EventCatalogResource(),
+        "platform_db": PlatformDatabaseResource(url=platform_db_url_config()),
+        "raw_store": RawExtractStore(),
+        "attendee_source": HttpAttendeeSource(),
+    }

@@ -1,0 +1,101 @@
+"""The I/O-bearing steps of a sync, shared by the Dagster assets and the CLI.
+
+Each function does one step for one event -- extract, map + quarantine, diff -- using the pure
+logic in :mod:`attendee_pipeline.sync`, the connectors and the platform database. The Dagster
+assets in :mod:`attendee_pipeline.defs.attendees` are thin wrappers around these, and
+``attendee-pipeline sync --dry-run`` calls them directly so a dry run computes exactly what a
+run would publish without writing anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from attendee_pipeline.catalog.models import EventEntry
+from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.sync.mapping import map_records
+from attendee_pipeline.sync.schemas import REJECT_COLUMNS, quarantine
+
+#: Records mapped per chunk (bounds the memory of parsed-but-unmapped records).
+MAP_CHUNK = 50_000
+
+
+@dataclass
+class MappedExtract:
+    valid: pd.DataFrame
+    rejects: pd.DataFrame  # REJECT_COLUMNS + raw_record
+    records: int
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        if self.rejects.empty:
+            return {}
+        counts = self.rejects.groupby(["field", "reason"]).size()
+        return {f"{field}: {reason}": int(n) for (field, reason), n in counts.items()}
+
+
+def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while True:
+        chunk = list(itertools.islice(records, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def map_extract(event: EventEntry, extract_dir: Path) -> MappedExtract:
+    """Map a stored raw extract onto the platform frame and quarantine invalid records."""
+    frames: list[pd.DataFrame] = []
+    mapping_rejects: list[dict[str, Any]] = []
+    total = 0
+    for chunk in _chunks(iter(iter_extract_records(extract_dir)), MAP_CHUNK):
+        result = map_records(chunk, event.mapping, event.delete_flag, first_row=total)
+        frames.append(result.frame)
+        mapping_rejects.extend(
+            {"source_row": r.source_row, "source_record_id": r.source_record_id, "field": r.field, "reason": r.reason}
+            for r in result.rejects
+        )
+        total += len(chunk)
+    if frames:
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    else:
+        from attendee_pipeline.sync.mapping import empty_frame
+
+        frame = empty_frame()
+    checked = quarantine(frame)
+    rejects = pd.concat(
+        [pd.DataFrame(mapping_rejects, columns=REJECT_COLUMNS), checked.rejects], ignore_index=True
+    ).sort_values(["source_row", "field"], kind="stable").reset_index(drop=True)
+    rejects["raw_record"] = _raw_records(extract_dir, set(rejects["source_row"].astype(int)), rejects)
+    valid = checked.valid.reset_index(drop=True)
+    return MappedExtract(valid=valid, rejects=rejects, records=total)
+
+
+def _raw_records(extract_dir: Path, rows: set[int], rejects: pd.DataFrame) -> list[str | None]:
+    """The raw JSON of each rejected record, re-read from the extract (kept with the reject)."""
+    if not rows:
+        return []
+    found: dict[int, str] = {}
+    last = max(rows)
+    for position, record in enumerate(iter_extract_records(extract_dir)):
+        if position in rows:
+            found[position] = json.dumps(record, ensure_ascii=False, default=str)
+        if position >= last:
+            break
+    return [found.get(int(r)) for r in rejects["source_row"]]
+
+
+def group_memberships(valid: pd.DataFrame) -> pd.DataFrame:
+    """One row per (attendee_key, group_name) for attendees that are not delete-flagged."""
+    active = valid.loc[~valid["flagged"] & valid["groups"].notna(), ["attendee_key", "groups"]]
+    if active.empty:
+        return pd.DataFrame({"attendee_key": pd.Series(dtype=object), "group_name": pd.Series(dtype=object)})
+    parsed = active.assign(group_name=active["groups"].map(json.loads)).explode("group_name")
+    parsed = parsed.dropna(subset=["group_name"])
+    return parsed[["attendee_key", "group_name"]].reset_index(drop=True)
