@@ -1,0 +1,480 @@
+"""Building blocks of the bench: the sandbox in its own process, the platform database, the
+bench catalog, running the real sync assets with ``dagster.materialize`` and reporting figures.
+
+Mirrors how the tests drive the pipeline (``dagster.materialize`` of every attendee asset and
+check for one event partition, resources given explicitly) without importing test code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+import sqlalchemy as sa
+import yaml
+
+#: Field mapping of the bench events: the sandbox's default field names (as the test catalogs).
+BENCH_MAPPING: dict[str, str] = {
+    "source_record_id": "id",
+    "email": "email",
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "titles": "titles",
+    "job_title": "jobTitle",
+    "company": "company",
+    "country": "country",
+    "biography": "biography",
+    "badge_url": "badge",
+    "groups": "groups",
+}
+
+PG_SERVER_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+#: Keep Dagster's console quiet during the runs (events are still stored in the instance).
+QUIET_RUN_CONFIG: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def quiet_warnings() -> None:
+    """Silence the preview / beta warnings Dagster raises for partitioned asset checks."""
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the JSON figures)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ru_maxrss_mib() -> float:
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` in MiB (KiB on Linux, bytes on macOS).
+
+    Caveat: Linux carries the parent's peak over into a child started with fork/vfork + exec (the
+    pre-exec address space's high-water mark is folded into the child's ``maxrss``), so in a
+    child this is max(parent's peak when it spawned the child, the child's own peak).
+    """
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.platform == "darwin":
+        peak /= 1024
+    return round(peak / 1024, 1)
+
+
+def vm_hwm_mib() -> float | None:
+    """This process's own peak RSS since its exec (``VmHWM`` of /proc/self/status), in MiB;
+    None where there is no /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def current_rss_mib() -> float | None:
+    """This process's resident set size now (/proc/self/statm), in MiB; None without /proc."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """Samples the current RSS every ``interval`` seconds in a background thread, so the peak
+    can be attributed to the step that was running (see :func:`step_rss`)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (time.time(), MiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = current_rss_mib()
+            if rss is None:
+                return
+            self.samples.append((time.time(), rss))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def step_windows(instance: Any, run_id: str) -> dict[str, tuple[float, float]]:
+    """Step key -> (start, end) wall-clock timestamps, from the run's event log."""
+    starts: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
+    for entry in instance.all_logs(run_id):
+        kind = entry.dagster_event_type.value if entry.dagster_event_type else None
+        if not entry.step_key or kind is None:
+            continue
+        if kind == "STEP_START":
+            starts[entry.step_key] = entry.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in starts:
+            out[entry.step_key] = (starts[entry.step_key], entry.timestamp)
+    return out
+
+
+def step_rss(
+    samples: list[tuple[float, float]], windows: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Step key -> {"start": RSS when it started, "peak": highest RSS sampled while it ran} (MiB)."""
+    out: dict[str, dict[str, float]] = {}
+    for step, (start, end) in windows.items():
+        inside = [rss for t, rss in samples if start <= t <= end]
+        before = [rss for t, rss in samples if t <= start]
+        if inside:
+            start_rss = before[-1] if before else inside[0]
+            out[step] = {"start": round(start_rss, 1), "peak": round(max(inside), 1)}
+    return out
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS in MiB: VmHWM on Linux, else ru_maxrss."""
+    own = vm_hwm_mib()
+    return own if own is not None else ru_maxrss_mib()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class Report:
+    """Prints one JSON line per figure / target to stdout (and to ``--out`` when given)."""
+
+    def __init__(self, out: Path | None = None) -> None:
+        self.figures: dict[str, Any] = {}
+        self._out: IO[str] | None = open(out, "w", encoding="utf-8") if out else None  # noqa: SIM115
+
+    def _emit(self, line: dict[str, Any]) -> None:
+        text = json.dumps(line, separators=(", ", ": "))
+        print(text, flush=True)
+        if self._out is not None:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    def figure(self, name: str, value: Any, **extra: Any) -> Any:
+        if isinstance(value, float):
+            value = round(value, 3)
+        self.figures[name] = value
+        self._emit({"figure": name, "value": value, **extra})
+        return value
+
+    def target(self, name: str, value: Any, limit: Any, ok: bool) -> None:
+        if isinstance(value, float):
+            value = round(value, 3)
+        self._emit({"target": name, "value": value, "limit": limit, "ok": bool(ok)})
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+# --------------------------------------------------------------------------- sandbox process
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class SandboxProcess:
+    """The sandbox attendee API served by uvicorn in a separate Python process (own GIL)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self.http = requests.Session()
+
+    def start(self, timeout: float = 30.0) -> "SandboxProcess":
+        code = (
+            "from attendee_pipeline.sandbox.attendee_api import main; "
+            f"main(host={self.host!r}, port={self.port})"
+        )
+        # stderr to a file: a pipe nobody reads could fill up and stall the server
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=self._stderr
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                self._stderr.seek(0)
+                err = self._stderr.read().decode(errors="replace")
+                raise RuntimeError(f"the sandbox process exited with {self.proc.returncode}: {err[-2000:]}")
+            try:
+                if self.http.get(f"{self.url}/_control/state", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the sandbox did not answer on {self.url} within {timeout}s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.http.close()
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> "SandboxProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # control API
+    def _control(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        resp = self.http.request(method, f"{self.url}/_control/{path}", json=payload, timeout=120)
+        if not resp.ok:
+            raise RuntimeError(f"sandbox control {method} {path}: HTTP {resp.status_code} {resp.text[:500]}")
+        return resp.json()
+
+    def put_dataset(self, slug: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self._control("PUT", f"events/{slug}", {"config": config})
+
+    def modify(self, slug: str, field_name: str, fraction: float) -> list[int]:
+        result = self._control("POST", f"events/{slug}/modify", {"field": field_name, "fraction": fraction})
+        return list(result["positions"])
+
+    def event_url(self, slug: str) -> str:
+        return f"{self.url}/events/{slug}/attendees"
+
+
+def dataset_config(records: int, page_size: int, seed: int = 1) -> dict[str, Any]:
+    """The bench dataset: page-number pagination, badges on 30 %, groups (default), no deletes."""
+    return {
+        "records": records,
+        "seed": seed,
+        "pagination": "page",
+        "page_size": page_size,
+        "max_page_size": 100_000,
+        "badge_fraction": 0.3,
+        "deleted_fraction": 0.0,
+    }
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def event_entry(event_id: str, url: str, page_size: int) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "name": f"Bench {event_id}",
+        "timezone": "UTC",
+        "start": "2027-03-01T09:00",
+        "end": "2027-03-02T18:00",
+        "source": {"kind": "rest_api", "url": url, "pagination": {"style": "page", "size": page_size}},
+        "mapping": dict(BENCH_MAPPING),
+        "delete_flag": {"field": "deleted", "values": [True]},
+    }
+
+
+def write_catalog(path: Path, *entries: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump({"events": list(entries)}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- platform database
+
+
+@dataclass
+class Database:
+    url: str  # with the password: for engines only, never printed
+    kind: str  # sqlite | postgresql
+    name: str
+
+
+@contextlib.contextmanager
+def platform_database(tmp: Path, db_url: str | None) -> Iterator[Database]:
+    """A fresh platform database: a SQLite file under ``tmp`` (default), or a new uniquely named
+    PostgreSQL database on the server of ``db_url`` (dropped afterwards)."""
+    if not db_url or db_url == "sqlite":
+        path = tmp / "platform.sqlite3"
+        yield Database(f"sqlite:///{path}", "sqlite", path.name)
+        return
+    if db_url in ("postgres", "postgresql", "pg"):
+        db_url = PG_SERVER_URL
+    server = sa.engine.make_url(db_url)
+    if server.get_backend_name() == "sqlite":
+        yield Database(server.render_as_string(hide_password=False), "sqlite", server.database or "")
+        return
+    if server.get_backend_name() != "postgresql":
+        raise ValueError("--db-url must be a postgresql:// server URL (or 'sqlite' / 'postgres')")
+    if server.host not in (None, "127.0.0.1", "localhost", "::1"):
+        raise ValueError("the bench only talks to loopback database servers (127.0.0.1)")
+    admin_url = server.set(database=server.database or "postgres")
+    name = f"attendee_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            yield Database(url, "postgresql", name)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+# --------------------------------------------------------------------------- running the pipeline
+
+
+def make_instance(kind: str, folder: Path) -> Any:
+    """A throw-away Dagster instance: ``sqlite`` (a temp DAGSTER_HOME with SQLite storage, like
+    the embedded default) or ``ephemeral`` (in-memory run/event storage)."""
+    import dagster as dg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    no_telemetry = {"telemetry": {"enabled": False}}
+    if kind == "ephemeral":
+        return dg.DagsterInstance.ephemeral(tempdir=str(folder), settings=no_telemetry)
+    if kind == "sqlite":
+        return dg.DagsterInstance.local_temp(tempdir=str(folder), overrides=no_telemetry)
+    raise ValueError(f"unknown instance kind {kind!r}")
+
+
+@dataclass
+class SyncResult:
+    success: bool
+    seconds: float
+    run_id: str
+    published: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)  # step key -> seconds
+    failure: str = ""
+
+
+def _metadata(result: Any, asset: str) -> dict[str, Any]:
+    import dagster as dg
+
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        if mat is not None and mat.asset_key == dg.AssetKey(asset):
+            return {k: v.value for k, v in mat.metadata.items()}
+    return {}
+
+
+def _step_seconds(result: Any) -> dict[str, float]:
+    """Step key -> seconds, from the STEP_SUCCESS / STEP_FAILURE events (they carry durations)."""
+    out: dict[str, float] = {}
+    for event in result.all_events:
+        if event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key:
+            duration = getattr(event.event_specific_data, "duration_ms", None)
+            if duration is not None:
+                out[event.step_key] = round(duration / 1000, 3)
+    return out
+
+
+def _failure(result: Any) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            return f"{event.step_key}: {error.message.strip() if error else 'step failed'}"
+    return "" if result.success else "run failed"
+
+
+def sync_event(
+    event_id: str,
+    *,
+    instance: Any,
+    catalog_path: Path,
+    db_url: str,
+    raw_root: Path,
+) -> SyncResult:
+    """Materialise every attendee asset and check for one event partition; time it end to end."""
+    import dagster as dg
+
+    from attendee_pipeline.defs.attendees.assets import attendee_assets
+    from attendee_pipeline.defs.attendees.checks import attendee_checks
+    from attendee_pipeline.defs.partitions import events_partitions
+    from attendee_pipeline.defs.resources import (
+        EventCatalogResource,
+        HttpAttendeeSource,
+        PlatformDatabaseResource,
+        RawExtractStore,
+    )
+
+    quiet_warnings()
+    if not instance.has_dynamic_partition(events_partitions.name, event_id):
+        instance.add_dynamic_partitions(events_partitions.name, [event_id])
+    resources = {
+        "catalog": EventCatalogResource(path=str(catalog_path)),
+        "platform_db": PlatformDatabaseResource(url=db_url),
+        "raw_store": RawExtractStore(root=str(raw_root)),
+        "attendee_source": HttpAttendeeSource(),
+    }
+    started = time.perf_counter()
+    result = dg.materialize(
+        [*attendee_assets, *attendee_checks],
+        partition_key=event_id,
+        instance=instance,
+        resources=resources,
+        run_config=QUIET_RUN_CONFIG,
+        raise_on_error=False,
+    )
+    seconds = time.perf_counter() - started
+    return SyncResult(
+        success=result.success,
+        seconds=seconds,
+        run_id=result.run_id,
+        published=_metadata(result, "published_attendees"),
+        changes=_metadata(result, "attendee_changes"),
+        steps=_step_seconds(result),
+        failure=_failure(result),
+    )
+
+
+def require_success(label: str, sync: SyncResult) -> SyncResult:
+    if not sync.success or not sync.published:
+        raise RuntimeError(f"{label}: the sync did not publish ({sync.failure or 'no published_attendees'})")
+    return sync
+
+
+def bench_env(tmp: Path) -> None:
+    """Keep the embedded defaults (data dir, Dagster home) inside the bench's temp folder."""
+    os.environ["ATTENDEE_PIPELINE_DATA_DIR"] = str(tmp / "data")
+    os.environ.pop("ATTENDEE_PIPELINE_DB_URL", None)
+    os.environ.pop("ATTENDEE_PIPELINE_CATALOG", None)
