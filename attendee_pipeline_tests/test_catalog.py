@@ -1,0 +1,102 @@
+"""The event catalog: the demo catalog loads; errors name the event and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attendee_pipeline.catalog import CatalogError, load_catalog, parse_catalog
+
+GOOD = {
+    "id": "conf-2027",
+    "name": "Conf 2027",
+    "timezone": "Europe/Amsterdam",
+    "start": "2027-05-01T09:00",
+    "end": "2027-05-02T18:00",
+    "source": {"kind": "rest_api", "url": "http://127.0.0.1:9/attendees"},
+    "mapping": {"email": "mail", "first_name": "fn", "last_name": "ln"},
+}
+
+
+def _with(**changes):
+    entry = {**GOOD, **changes}
+    return {"events": [entry]}
+
+
+def _problems(data) -> list[str]:
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(data, "test.yaml")
+    return info.value.problems
+
+
+def test_demo_catalog_loads():
+    catalog = load_catalog()
+    assert {e.id for e in catalog.events} == {"demo-summit", "demo-meetup"}
+    summit = catalog.get("demo-summit")
+    assert summit.delete_flag is not None and summit.mapping.fields["groups"] == "groups"
+
+
+def test_naive_times_are_in_the_event_timezone():
+    event = parse_catalog(_with()).events[0]
+    assert event.start_at.utcoffset().total_seconds() == 2 * 3600  # CEST in May
+    assert event.auto_until == event.end_at
+
+
+def test_missing_required_mapping_names_event_and_key():
+    problems = _problems(_with(mapping={"email": "mail", "first_name": "fn"}))
+    assert problems == ["event 'conf-2027': mapping: required field(s) not mapped: last_name"]
+
+
+def test_secret_value_instead_of_env_name_is_refused():
+    source = {**GOOD["source"], "auth": {"type": "header", "headers": {"X-Key": "s3cr3t-value"}}}
+    (problem,) = _problems(_with(source=source))
+    assert problem.startswith("event 'conf-2027': source.auth.headers")
+    assert "environment variable" in problem
+
+
+def test_unknown_key_is_an_error():
+    (problem,) = _problems(_with(sorce={"kind": "rest_api"}))
+    assert problem.startswith("event 'conf-2027': sorce:")
+
+
+def test_bad_timezone_and_dates():
+    problems = _problems(_with(timezone="Mars/Olympus", end="2027-04-01T00:00"))
+    assert any(p.startswith("event 'conf-2027': timezone: unknown timezone") for p in problems)
+
+
+def test_end_before_start():
+    (problem,) = _problems(_with(end="2027-04-01T00:00"))
+    assert problem.startswith("event 'conf-2027'") and "ends before it starts" in problem
+
+
+def test_unknown_platform_field():
+    (problem,) = _problems(_with(mapping={**GOOD["mapping"], "shoe_size": "shoes"}))
+    assert "mapping" in problem and "shoe_size" in problem
+
+
+def test_duplicate_ids_and_unnamed_entries():
+    bad = {k: v for k, v in GOOD.items() if k != "id"}
+    problems = _problems({"events": [GOOD, GOOD, bad]})
+    assert "event 'conf-2027': id: duplicate event id" not in problems  # reported only when valid
+    assert any(p.startswith("event #3: id:") for p in problems)
+    problems = _problems({"events": [GOOD, GOOD]})
+    assert problems == ["event 'conf-2027': id: duplicate event id"]
+
+
+def test_env_expansion_in_urls(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("MY_BASE", "http://127.0.0.1:4444")
+    data = _with(source={"kind": "rest_api", "url": "${MY_BASE}/a"})
+    file = tmp_path / "catalog.yaml"
+    file.write_text(yaml.safe_dump(data))
+    assert load_catalog(file).events[0].source.url == "http://127.0.0.1:4444/a"
+    monkeypatch.delenv("MY_BASE")
+    with pytest.raises(CatalogError) as info:
+        load_catalog(file)
+    assert "event 'conf-2027'" in str(info.value) and "MY_BASE" in str(info.value)
+
+
+def test_missing_file_names_the_setting(tmp_path: Path):
+    with pytest.raises(CatalogError, match="ATTENDEE_PIPELINE_CATALOG"):
+        load_catalog(tmp_path / "nope.yaml")

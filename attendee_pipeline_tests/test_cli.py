@@ -1,0 +1,65 @@
+"""The attendee-pipeline command: sync (and --dry-run), catalog validation, the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from attendee_pipeline.cli.main import cli
+from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
+
+
+def _count(db: Path, sql: str) -> int:
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_dry_run_prints_the_diff_and_publishes_nothing(sandbox, _isolated_env: Path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sync", "demo-meetup", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "nothing published" in result.output
+    assert "added" in result.output and "58" in result.output
+    assert "2 x" not in result.output or "email" in result.output
+    assert "@" not in result.output  # no e-mail addresses in the output
+    db = _isolated_env / "platform.sqlite3"
+    assert _count(db, "select count(*) from attendees") == 0
+
+    synced = runner.invoke(cli, ["sync", "demo-meetup"])
+    assert synced.exit_code == 0, synced.output
+    assert "published" in synced.output and "added=58" in synced.output
+    assert _count(db, "select count(*) from attendees where status = 'active'") == 58
+
+    again = runner.invoke(cli, ["sync", "demo-meetup", "--dry-run"])
+    assert "unchanged" in again.output and "58" in again.output
+
+
+def test_catalog_validate_names_event_and_key(tmp_path: Path, monkeypatch):
+    bad = event_entry("broken-event")
+    bad["mapping"].pop("last_name")
+    path = write_catalog(tmp_path / "catalog.yaml", bad)
+    result = CliRunner().invoke(cli, ["catalog", "validate", "--catalog", str(path)])
+    assert result.exit_code != 0
+    assert "event 'broken-event': mapping: required field(s) not mapped: last_name" in result.output
+    ok = CliRunner().invoke(cli, ["catalog", "validate"])
+    assert ok.exit_code == 0 and "2 event(s)" in ok.output
+
+
+def test_demo_twice_second_run_changes_nothing(_isolated_env: Path):
+    runner = CliRunner()
+    first = runner.invoke(cli, ["demo", "--port", "0"])
+    assert first.exit_code == 0, first.output
+    assert "demo-summit              published added=232" in first.output
+    assert "rejected=2" in first.output
+    second = runner.invoke(cli, ["demo", "--port", "0"])
+    assert second.exit_code == 0, second.output
+    lines = [line for line in second.output.splitlines() if " published " in line]
+    assert len(lines) == 2
+    for line in lines:
+        assert "added=0" in line and "updated=0" in line and "removed=0" in line and "restored=0" in line

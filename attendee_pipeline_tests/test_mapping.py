@@ -1,0 +1,142 @@
+"""Mapping provider records onto the platform frame, and the pandera quarantine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attendee_pipeline.catalog.models import DeleteFlag, FieldMapping
+from attendee_pipeline.sync.mapping import map_records
+from attendee_pipeline.sync.model import FRAME_COLUMNS
+from attendee_pipeline.sync.schemas import failure_cases, quarantine
+
+MAPPING = FieldMapping.model_validate(
+    {
+        "source_record_id": "id",
+        "email": "contact.email",
+        "first_name": "first",
+        "last_name": "last",
+        "company": "org",
+        "badge_url": "badge",
+        "groups": "groups",
+        "custom_fields": {"diet": "prefs.diet"},
+    }
+)
+FLAG = DeleteFlag(field="status", values=["deleted", "cancelled"])
+
+
+def rec(i: int, **kw):
+    base = {
+        "id": i,
+        "contact": {"email": f"Person{i}@Example.org "},
+        "first": "Ada",
+        "last": "Lovelace",
+        "org": "  Analytical Engines ",
+        "badge": f"https://badges.example.org/{i}.PNG?sig=1",
+        "groups": ["Speakers", " VIP", "Speakers"],
+        "prefs": {"diet": "vegan"},
+        "status": "active",
+    }
+    base.update(kw)
+    return base
+
+
+def test_maps_nested_paths_keys_groups_custom_fields():
+    result = map_records([rec(1)], MAPPING, FLAG)
+    assert not result.rejects
+    row = result.frame.iloc[0]
+    assert list(result.frame.columns) == list(FRAME_COLUMNS)
+    assert row["attendee_key"] == "person1@example.org"
+    assert row["email"] == "Person1@Example.org"
+    assert row["company"] == "Analytical Engines"
+    assert json.loads(row["groups"]) == ["Speakers", "VIP"]
+    assert json.loads(row["custom_fields"]) == {"diet": "vegan"}
+    assert row["source_record_id"] == "1" and not row["flagged"]
+
+
+def test_delete_flag_values():
+    result = map_records([rec(1, status="Cancelled"), rec(2, status="deleted"), rec(3)], MAPPING, FLAG)
+    assert result.frame["flagged"].tolist() == [True, True, False]
+
+
+def test_groups_as_delimited_string_and_objects():
+    mapping = FieldMapping.model_validate(
+        {"email": "e", "first_name": "f", "last_name": "l", "groups": "g", "groups_separator": ";"}
+    )
+    rows = [
+        {"e": "a@b.org", "f": "A", "l": "B", "g": "x; y ;x"},
+        {"e": "c@b.org", "f": "C", "l": "D", "g": [{"name": "z"}]},
+        {"e": "d@b.org", "f": "C", "l": "D"},
+    ]
+    frame = map_records(rows, mapping).frame
+    assert frame["groups"].tolist() == ['["x","y"]', '["z"]', "[]"]
+
+
+def test_impossible_shapes_are_rejected_with_record_and_field():
+    result = map_records([rec(1), "oops", rec(3, first={"a": 1}), rec(4, groups=[["nested"]])], MAPPING, FLAG)
+    assert len(result.frame) == 1
+    found = {(r.source_row, r.source_record_id, r.field) for r in result.rejects}
+    assert found == {(1, None, "(record)"), (2, "3", "first_name"), (3, "4", "groups")}
+
+
+def test_quarantine_names_record_and_field_and_keeps_good_rows():
+    records = [
+        rec(0),
+        rec(1, contact={"email": "not-an-email"}),
+        rec(2, last=None),
+        rec(3, contact={"email": "PERSON0@example.org"}),  # duplicate of row 0
+        rec(4, badge="https://badges.example.org/4.gif"),
+        rec(5, first=None, status="deleted"),  # flagged rows need only the e-mail
+        rec(6, contact={}),
+    ]
+    checked = quarantine(map_records(records, MAPPING, FLAG).frame)
+    assert checked.valid["source_row"].tolist() == [0, 5]
+    got = set(zip(checked.rejects["source_row"], checked.rejects["field"]))
+    assert got == {(1, "email"), (2, "last_name"), (3, "email"), (4, "badge_url"), (6, "email")}
+    reasons = dict(zip(checked.rejects["source_row"], checked.rejects["reason"]))
+    assert "duplicate" in reasons[3] and "JPG, PNG or PDF" in reasons[4]
+    assert failure_cases(checked.valid) is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "id": st.integers(0, 50),
+                "contact": st.fixed_dictionaries({"email": st.one_of(st.none(), st.emails(), st.text(max_size=12))}),
+                "first": st.one_of(st.none(), st.text(max_size=8), st.integers()),
+                "last": st.one_of(st.none(), st.text(max_size=8)),
+                "groups": st.one_of(st.none(), st.lists(st.text(max_size=6), max_size=3), st.text(max_size=10)),
+                "status": st.sampled_from(["active", "deleted", None]),
+            }
+        ),
+        max_size=25,
+    )
+)
+def test_every_record_is_either_valid_or_rejected(records):
+    mapped = map_records(records, MAPPING, FLAG)
+    checked = quarantine(mapped.frame)
+    rejected_rows = {r.source_row for r in mapped.rejects} | set(checked.rejects["source_row"])
+    assert set(checked.valid["source_row"]) | rejected_rows == set(range(len(records)))
+    assert not set(checked.valid["source_row"]) & rejected_rows
+    assert failure_cases(checked.valid) is None
+
+
+@pytest.mark.parametrize(
+    "badge,ok",
+    [
+        ("https://x.org/b.jpg", True),
+        ("http://x.org/a/b.JPEG?x=1", True),
+        ("https://x.org/b.pdf#page=1", True),
+        ("https://x.org/b.png.exe", False),
+        ("ftp://x.org/b.png", False),
+        ("b.png", False),
+    ],
+)
+def test_badge_kinds(badge, ok):
+    checked = quarantine(map_records([rec(1, badge=badge)], MAPPING, FLAG).frame)
+    assert (len(checked.valid) == 1) is ok

@@ -1,0 +1,407 @@
+"""The platform database on SQLite and PostgreSQL (``db_url`` runs each test on both): the
+migrations build exactly the metadata, a publish is one transaction that writes only what
+changed, groups are shared between events, a returning attendee keeps its id, and the ledger,
+rejects and events mirror are kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from attendee_pipeline.catalog.models import ApplyPolicy, EventEntry
+from attendee_pipeline.platform_db import publish as db
+from attendee_pipeline.platform_db.engine import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+from attendee_pipeline.platform_db.tables import attendees, groups, memberships, metadata
+from attendee_pipeline.sync.diff import compute_changes
+from attendee_pipeline_tests.catalog_factory import event_entry
+from attendee_pipeline_tests.test_diff import frame, person
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    ensure_schema(db_url)
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def sync(
+    engine: sa.Engine,
+    event_id: str,
+    incoming: pd.DataFrame,
+    policy: ApplyPolicy = ApplyPolicy(),
+    run_id: str = "run",
+):
+    published = db.load_published(engine, event_id, with_content=policy.existing == "update_provided")
+    changes = compute_changes(incoming, published, policy)
+    result = db.publish_changes(
+        engine,
+        event_id,
+        changes,
+        run_id=run_id,
+        source_kind="rest_api",
+        rejected_count=0,
+        raw_extract_path=None,
+        started_at=dt.datetime.now(UTC),
+    )
+    return changes, result
+
+
+def state(engine: sa.Engine, event_id: str) -> dict[str, tuple]:
+    rows = db.published_attendees(engine, event_id, include_removed=True)
+    return {
+        r.attendee_key: (r.id, r.status, r.company, r.groups, r.row_hash, r.last_changed_at, r.last_run_id)
+        for r in rows.itertuples()
+    }
+
+
+def count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+class StatementLog:
+    """SQL statements sent through SQLAlchemy while active."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine, self.statements = engine, []
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        self.statements.append(" ".join(statement.split()).upper())
+
+    def __enter__(self) -> "StatementLog":
+        sa.event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        sa.event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def writes_to(self, *tables: str) -> list[str]:
+        verbs = ("INSERT INTO ", "UPDATE ", "DELETE FROM ")
+        return [
+            s
+            for s in self.statements
+            for t in tables
+            if any(s.startswith(v + t.upper() + " ") or s.startswith(v + f'"{t.upper()}" ') for v in verbs)
+        ]
+
+
+ANN = person("ann@x.org", company="ACME", groups=["Speakers", "VIP"])
+BOB = person("bob@x.org", company="Initech", groups=["Speakers"])
+CAT = person("cat@x.org", company="Globex")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_migrations_create_exactly_the_metadata(db_url: str):
+    upgrade(db_url)
+    upgrade(db_url)  # idempotent
+    eng = make_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            assert (
+                compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+                == []
+            )
+            assert set(sa.inspect(conn).get_table_names()) == set(metadata.tables) | {"alembic_version"}
+            unique = sa.inspect(conn).get_unique_constraints("attendees")
+            assert [u["column_names"] for u in unique] == [["event_id", "attendee_key"]]
+        assert current_revision(eng) == head_revision()
+        ensure_schema(db_url)  # cheap no-op at head
+        # the comparison is not vacuous: a column the migrations lack is reported
+        extra = sa.MetaData()
+        for table in metadata.tables.values():
+            table.to_metadata(extra)
+        extra.tables["groups"].append_column(sa.Column("colour", sa.Text))
+        with eng.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), extra)
+        assert [d[0] for d in diff] == ["add_column"]
+    finally:
+        eng.dispose()
+
+
+def test_sqlite_engine_settings(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'platform.sqlite3'}"
+    eng = make_engine(url)  # creates the folder, does not migrate
+    try:
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+            assert sa.inspect(conn).get_table_names() == []
+        assert (tmp_path / "deep" / "er").is_dir()
+    finally:
+        eng.dispose()
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_upsert_events_marks_removed_events_and_never_deletes(engine: sa.Engine):
+    alpha = EventEntry.model_validate(event_entry("alpha"))
+    beta = EventEntry.model_validate(event_entry("beta"))
+    assert db.upsert_events(engine, [alpha, beta]) == {"added": 2, "updated": 0, "marked_removed": 0}
+    assert db.upsert_events(engine, [alpha, beta]) == {"added": 0, "updated": 0, "marked_removed": 0}
+
+    renamed = EventEntry.model_validate(event_entry("alpha", name="Alpha Summit"))
+    assert db.upsert_events(engine, [renamed]) == {"added": 0, "updated": 1, "marked_removed": 1}
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.text("select * from events"))}
+    assert rows["alpha"].name == "Alpha Summit"
+    assert not rows["beta"].in_catalog and rows["beta"].removed_from_catalog_at is not None
+
+    db.upsert_events(engine, [renamed, beta])  # back in the catalog
+    with engine.connect() as conn:
+        back = conn.execute(
+            sa.text("select in_catalog, removed_from_catalog_at from events where id = 'beta'")
+        ).one()
+    assert back[0] and back[1] is None
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def test_publish_writes_attendees_groups_and_ledger(engine: sa.Engine):
+    changes, result = sync(engine, "ev", frame(ANN, BOB, CAT))
+    assert (result.added, result.updated, result.removed, result.active) == (3, 0, 0, 3)
+    assert (result.groups_created, result.memberships_written) == (2, 3)
+
+    rows = db.published_attendees(engine, "ev")
+    assert rows["attendee_key"].tolist() == ["ann@x.org", "bob@x.org", "cat@x.org"]
+    assert rows["company"].tolist() == ["ACME", "Initech", "Globex"]
+    first = rows.iloc[0]
+    assert first["status"] == "active" and first["last_run_id"] == "run"
+    assert first["first_seen_at"].tzinfo is not None and first["first_seen_at"].utcoffset() == dt.timedelta(0)
+    assert db.event_groups(engine, "ev") == {"ann@x.org": ["Speakers", "VIP"], "bob@x.org": ["Speakers"]}
+
+    published = db.load_published(engine, "ev", with_content=True)
+    assert published["attendee_id"].dtype == "int64" and published["row_hash"].dtype == "int64"
+    assert set(published.columns) >= {
+        "attendee_id",
+        "attendee_key",
+        "row_hash",
+        "status",
+        "company",
+        "groups",
+    }
+    assert dict(zip(published["attendee_key"], published["row_hash"])) == dict(
+        zip(changes.frame["attendee_key"], changes.frame["row_hash"])
+    )
+    assert list(db.load_published(engine, "nothing-here", with_content=False).columns) == [
+        "attendee_id",
+        "attendee_key",
+        "row_hash",
+        "status",
+    ]
+
+    (entry,) = db.ledger(engine, "ev")
+    assert entry["status"] == "published" and entry["run_id"] == "run"
+    assert (entry["added"], entry["updated"], entry["removed"], entry["unchanged"]) == (3, 0, 0, 0)
+    # the event row is created when the catalog sensor has not run yet
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from events where id = 'ev'")).scalar_one() == 1
+
+
+def test_republishing_identical_input_writes_nothing(engine: sa.Engine):
+    sync(engine, "ev", frame(ANN, BOB, CAT), run_id="first")
+    before = state(engine, "ev")
+    with StatementLog(engine) as log:
+        changes, result = sync(engine, "ev", frame(ANN, BOB, CAT), run_id="second")
+    assert changes.is_empty and changes.counts["unchanged"] == 3
+    assert log.writes_to("attendees", "memberships", "groups") == []
+    assert (result.rows_written, result.memberships_written, result.groups_created) == (0, 0, 0)
+    assert state(engine, "ev") == before  # last_changed_at and last_run_id untouched
+    assert [e["unchanged"] for e in db.ledger(engine, "ev")] == [0, 3]
+
+    # one changed attendee: only that row is written
+    with StatementLog(engine) as log:
+        _, result = sync(
+            engine,
+            "ev",
+            frame(person("ann@x.org", company="ACME 2", groups=["Speakers", "VIP"]), BOB, CAT),
+            run_id="third",
+        )
+    after = state(engine, "ev")
+    assert after["ann@x.org"][2] == "ACME 2" and after["ann@x.org"][6] == "third"
+    assert after["bob@x.org"] == before["bob@x.org"] and after["cat@x.org"] == before["cat@x.org"]
+    assert result.rows_written == 1 and result.memberships_written == 0  # same groups: not rewritten
+    assert log.writes_to("memberships") == []
+    assert len(log.writes_to("attendees")) == 1  # the log does see writes
+
+
+def test_publish_is_one_transaction(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch):
+    sync(engine, "ev", frame(ANN, BOB, CAT), run_id="first")
+    before = state(engine, "ev")
+    counts_before = {t.name: count(engine, t) for t in (attendees, groups, memberships)}
+
+    # the last statement of the publish (the ledger row) violates NOT NULL
+    original = db._ledger_values
+    monkeypatch.setattr(
+        db, "_ledger_values", lambda counts, rejected: {**original(counts, rejected), "added": None}
+    )
+    incoming = frame(
+        person("ann@x.org", company="Changed", groups=["New group"]),  # update + new group
+        BOB,  # unchanged
+        person("dan@x.org", groups=["Another"]),  # new attendee
+    )  # cat is missing -> removed under missing=remove
+    with pytest.raises(sa.exc.IntegrityError):
+        sync(engine, "ev", incoming, ApplyPolicy(missing="remove"), run_id="failed")
+
+    assert state(engine, "ev") == before
+    assert {t.name: count(engine, t) for t in (attendees, groups, memberships)} == counts_before
+    assert db.event_groups(engine, "ev") == {"ann@x.org": ["Speakers", "VIP"], "bob@x.org": ["Speakers"]}
+    assert len(db.ledger(engine, "ev")) == 1
+
+    monkeypatch.setattr(db, "_ledger_values", original)
+    _, result = sync(engine, "ev", incoming, ApplyPolicy(missing="remove"), run_id="retry")
+    assert (result.added, result.updated, result.removed, result.groups_created) == (1, 1, 1, 2)
+
+
+def test_a_stale_change_set_is_refused(engine: sa.Engine):
+    sync(engine, "ev", frame(ANN, BOB))
+    published = db.load_published(engine, "ev", with_content=False)
+    first = compute_changes(frame(person("ann@x.org", company="One"), BOB, CAT), published, ApplyPolicy())
+    second = compute_changes(frame(person("ann@x.org", company="Two"), BOB, CAT), published, ApplyPolicy())
+    db.publish_changes(engine, "ev", first, run_id="a")
+    before = state(engine, "ev")
+    with pytest.raises(db.StalePublishError):
+        db.publish_changes(engine, "ev", second, run_id="b")
+    assert state(engine, "ev") == before
+    assert len(db.ledger(engine, "ev")) == 2
+
+
+def test_groups_are_shared_between_events(engine: sa.Engine):
+    sync(engine, "alpha", frame(ANN, BOB))
+    _, result = sync(engine, "beta", frame(person("zoe@x.org", groups=["Speakers", "Crew"]), ANN))
+    assert result.groups_created == 1  # only "Crew" is new
+    with engine.connect() as conn:
+        names = conn.execute(sa.select(groups.c.name).order_by(groups.c.name)).scalars().all()
+    assert names == ["Crew", "Speakers", "VIP"]
+    assert db.event_groups(engine, "beta") == {
+        "ann@x.org": ["Speakers", "VIP"],
+        "zoe@x.org": ["Crew", "Speakers"],
+    }
+    assert db.event_groups(engine, "alpha") == {"ann@x.org": ["Speakers", "VIP"], "bob@x.org": ["Speakers"]}
+    # the same person in two events is two attendee rows
+    assert count(engine, attendees) == 4
+
+
+def test_removed_attendee_comes_back_with_the_same_id(engine: sa.Engine):
+    policy = ApplyPolicy(missing="remove")
+    sync(engine, "ev", frame(ANN, BOB), policy)
+    ann_id = state(engine, "ev")["ann@x.org"][0]
+
+    _, result = sync(engine, "ev", frame(BOB), policy, run_id="gone")
+    assert result.removed == 1 and result.active == 1
+    rows = db.published_attendees(engine, "ev", include_removed=True).set_index("attendee_key")
+    assert rows.loc["ann@x.org", "status"] == "removed" and rows.loc["ann@x.org", "removed_at"] is not None
+    assert db.published_attendees(engine, "ev")["attendee_key"].tolist() == ["bob@x.org"]
+    assert "ann@x.org" not in db.event_groups(engine, "ev")  # memberships go with the removal
+
+    changes, result = sync(
+        engine,
+        "ev",
+        frame(person("ann@x.org", company="Back Inc", groups=["VIP"]), BOB),
+        policy,
+        run_id="back",
+    )
+    assert changes.counts["restored"] == 1 and (result.restored, result.added) == (1, 0)
+    rows = db.published_attendees(engine, "ev", include_removed=True)
+    assert len(rows) == 2 and rows["attendee_key"].is_unique
+    ann = rows.set_index("attendee_key").loc["ann@x.org"]
+    assert ann["id"] == ann_id and ann["status"] == "active" and ann["removed_at"] is None
+    assert ann["company"] == "Back Inc" and ann["last_run_id"] == "back"
+    assert db.event_groups(engine, "ev")["ann@x.org"] == ["VIP"]
+
+    # flagged removal works the same way
+    _, result = sync(engine, "ev", frame(person("bob@x.org", flagged=True)), ApplyPolicy())
+    assert result.removed == 1 and state(engine, "ev")["bob@x.org"][1] == "removed"
+
+
+def test_update_provided_keeps_stored_fields(engine: sa.Engine):
+    policy = ApplyPolicy(existing="update_provided")
+    sync(engine, "ev", frame(person("ann@x.org", company="ACME", job_title="CEO", groups=["VIP"])), policy)
+    changes, _ = sync(
+        engine,
+        "ev",
+        frame(
+            person("ann@x.org", first_name=None, last_name=None, company=None, job_title="CTO", groups=None)
+        ),
+        policy,
+    )
+    assert changes.counts["updated"] == 1
+    row = db.published_attendees(engine, "ev").iloc[0]
+    assert (row["first_name"], row["company"], row["job_title"]) == ("Ann", "ACME", "CTO")
+    assert db.event_groups(engine, "ev") == {"ann@x.org": ["VIP"]}
+    again, _ = sync(
+        engine,
+        "ev",
+        frame(
+            person("ann@x.org", first_name=None, last_name=None, company=None, job_title="CTO", groups=None)
+        ),
+        policy,
+    )
+    assert again.is_empty
+
+
+def test_ledger_and_rejects(engine: sa.Engine):
+    sync(engine, "ev", frame(ANN))
+    published = db.load_published(engine, "ev")
+    cs = compute_changes(frame(), published, ApplyPolicy(missing="remove"))
+    held_id = db.record_ledger(
+        engine,
+        event_id="ev",
+        run_id="r2",
+        source_kind="rest_api",
+        status="held",
+        message=cs.verdict(0.1, 1).message,
+        counts=dict(cs.counts),
+    )
+    db.record_ledger(
+        engine, "ev", "r3", status="dry_run", counts={"added": 2, "kept": 1, "unchanged": 4}, rejected_count=3
+    )
+    with pytest.raises(ValueError):
+        db.record_ledger(engine, "ev", "r4", status="nonsense")
+    entries = db.ledger(engine, "ev")
+    assert [e["status"] for e in entries] == ["published", "held", "dry_run"]
+    assert (
+        entries[1]["id"] == held_id
+        and entries[1]["removed"] == 1
+        and "would remove 1 of 1" in entries[1]["message"]
+    )
+    assert (entries[2]["added"], entries[2]["unchanged"], entries[2]["rejected"]) == (2, 5, 3)
+    assert entries[0]["finished_at"].tzinfo is not None
+    assert state(engine, "ev")["ann@x.org"][1] == "active"  # a held sync publishes nothing
+
+    rejects = pd.DataFrame(
+        {
+            "source_row": [3, 7],
+            "source_record_id": ["r-3", None],
+            "field": ["email", "first_name"],
+            "reason": ["not a valid e-mail address", "first name is missing"],
+            "raw_record": [json.dumps({"email": "nope"}), json.dumps({"email": "x@y.org"})],
+        }
+    )
+    assert db.record_rejects(engine, "ev", "r2", rejects) == 2
+    assert db.record_rejects(engine, "ev", "r2", rejects.head(1)) == 1  # a retried step replaces
+    assert db.record_rejects(engine, "ev", "r2b", rejects.drop(columns=["raw_record"]).iloc[0:0]) == 0
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select source_row, field, raw_record from rejected_records")).all()
+    assert [(r[0], r[1], json.loads(r[2])) for r in rows] == [(3, "email", {"email": "nope"})]

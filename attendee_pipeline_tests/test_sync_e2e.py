@@ -1,0 +1,217 @@
+"""End to end through Dagster: the real sync assets and checks materialised with
+``dagster.materialize`` against the sandbox attendee API over HTTP (seed 000)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
+from attendee_pipeline_tests.catalog_factory import event_entry
+from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, harness, materialized
+
+
+@pytest.fixture
+def api() -> Iterator:
+    with serve_sandbox({}) as handle:
+        yield handle
+
+
+@pytest.fixture
+def h(tmp_path: Path, sqlite_url: str) -> Iterator[Harness]:
+    with harness(tmp_path, sqlite_url) as value:
+        yield value
+
+
+def _event(api, h: Harness, slug: str, config: SandboxConfig, **overrides) -> str:
+    api.add_dataset(slug, config)
+    if config.pagination != "none" and "source" not in overrides:
+        overrides["source"] = {
+            "kind": "rest_api",
+            "url": api.event_url(slug),
+            "pagination": {"style": config.pagination, "size": config.page_size},
+            "record_path": config.record_path,
+        }
+    entry = event_entry(slug, api.event_url(slug), **overrides)
+    existing = getattr(h, "_entries", {})
+    existing[slug] = entry
+    h._entries = existing  # type: ignore[attr-defined]
+    h.write_catalog(*existing.values())
+    return slug
+
+
+def _published(result) -> dict:
+    meta = materialized(result, "published_attendees")
+    assert meta is not None, "published_attendees was not materialised"
+    return meta
+
+
+def test_flagged_attendees_are_removed_and_restored_not_duplicated(api, h):
+    ev = _event(api, h, "flags", SandboxConfig(records=40, seed=1, pagination="page", page_size=15))
+    first = h.sync(ev)
+    assert first.success
+    assert _published(first)["added"] == 40
+
+    api["flags"].mark_deleted([3, 4, 5])
+    second = h.sync(ev)
+    meta = _published(second)
+    assert (meta["removed"], meta["unchanged"], meta["added"]) == (3, 37, 0)
+    rows = h.attendees(ev)
+    assert len(rows) == 40 and (rows["status"] == "removed").sum() == 3
+    assert rows.loc[rows["status"] == "removed", "removed_at"].notna().all()
+    # the removed attendees lose their memberships
+    removed_ids = rows.loc[rows["status"] == "removed", "id"].tolist()
+    memberships = h.query("select count(*) from memberships where event_id = :e", e=ev)[0][0]
+    assert memberships > 0
+    assert not h.query(
+        f"select 1 from memberships where attendee_id in ({','.join(map(str, removed_ids))})"
+    )
+
+    api["flags"].undelete([3, 4, 5])
+    third = _published(h.sync(ev))
+    assert third["restored"] == 3 and third["added"] == 0
+    after = h.attendees(ev)
+    assert len(after) == 40 and (after["status"] == "active").all()
+    assert sorted(after["id"]) == sorted(rows["id"])  # same rows, not duplicates
+
+
+def test_groups_are_shared_between_two_events(api, h):
+    pool = ("Speakers", "Sponsors", "Press", "VIP")
+    a = _event(api, h, "event-a", SandboxConfig(records=30, seed=2, groups=pool))
+    b = _event(api, h, "event-b", SandboxConfig(records=30, seed=3, groups=pool))
+    assert h.sync(a).success and h.sync(b).success
+    groups = h.query("select name from groups order by name")
+    names = [g[0] for g in groups]
+    assert len(names) == len(set(names)) and set(names) <= set(pool) and len(names) >= 3
+    per_event = dict(h.query(
+        "select m.event_id, count(distinct m.group_id) from memberships m group by m.event_id"
+    ))
+    assert per_event[a] >= 2 and per_event[b] >= 2
+    shared = h.query(
+        "select count(*) from (select group_id from memberships group by group_id "
+        "having count(distinct event_id) = 2) s"
+    )[0][0]
+    assert shared >= 1
+    # memberships match what the provider sent
+    rows = h.attendees(a)
+    sample = rows.iloc[0]
+    expected = sorted(json.loads(sample["groups"]))
+    got = sorted(r[0] for r in h.query(
+        "select g.name from memberships m join groups g on g.id = m.group_id where m.attendee_id = :i",
+        i=int(sample["id"]),
+    ))
+    assert got == expected
+
+
+def test_rerun_is_idempotent(api, h):
+    ev = _event(api, h, "idem", SandboxConfig(records=60, seed=4, badge_fraction=0.5))
+    assert _published(h.sync(ev))["added"] == 60
+    before = h.attendees(ev)
+    time.sleep(0.01)
+    meta = _published(h.sync(ev))
+    assert (meta["added"], meta["updated"], meta["removed"], meta["unchanged"]) == (0, 0, 0, 60)
+    assert meta["rows_written"] == 0
+    after = h.attendees(ev)
+    assert before.equals(after)
+    ledger = h.query("select added, updated, removed, unchanged, status from sync_ledger where event_id = :e order by id", e=ev)
+    assert [tuple(r) for r in ledger] == [(60, 0, 0, 0, "published"), (0, 0, 0, 60, "published")]
+
+
+def test_changed_attendee_is_updated_in_place(api, h):
+    ev = _event(api, h, "upd", SandboxConfig(records=20, seed=5))
+    h.sync(ev)
+    api["upd"].set_field([7], "company", "New Company BV")
+    meta = _published(h.sync(ev))
+    assert (meta["updated"], meta["unchanged"]) == (1, 19)
+    rows = h.attendees(ev)
+    assert (rows["company"] == "New Company BV").sum() == 1
+
+
+def test_bad_rows_are_quarantined_and_good_rows_publish(api, h):
+    ev = _event(
+        api, h, "bad",
+        SandboxConfig(records=25, seed=6, bad_records={2: "invalid_email", 9: "missing_last_name"}),
+    )
+    result = h.sync(ev)
+    assert result.success
+    meta = _published(result)
+    assert meta["added"] == 23 and meta["rejected"] == 2
+    rejects = h.query("select source_row, source_record_id, field, reason, raw_record from rejected_records where event_id = :e order by source_row", e=ev)
+    assert [(r[0], r[2]) for r in rejects] == [(2, "email"), (9, "last_name")]
+    assert all(r[1] and r[4] for r in rejects)  # the record id and the raw record are kept
+    warn = check_evaluation(result, "no_rejected_attendees")
+    assert warn is not None and not warn.passed and warn.severity.value == "WARN"
+    schema = check_evaluation(result, "mapped_attendees_schema")
+    assert schema.passed
+    # the raw extract is kept on disk, replayable
+    extract = Path(materialized(result, "attendee_raw_extract")["extract_path"])
+    assert (extract / "manifest.json").exists() and list(extract.glob("page-*.json"))
+
+
+def test_rate_limit_with_retry_after_is_honoured(api, h):
+    ev = _event(api, h, "busy", SandboxConfig(records=30, seed=7, pagination="page", page_size=10))
+    api["busy"].rate_limit(count=1, retry_after=1)
+    started = time.monotonic()
+    result = h.sync(ev)
+    elapsed = time.monotonic() - started
+    assert result.success and _published(result)["added"] == 30
+    statuses = [r.status for r in api.log.list("busy")]
+    assert statuses[0] == 429 and statuses.count(200) >= 3
+    assert elapsed >= 1.0  # waited the Retry-After second (backoff alone is 0.05 s)
+    assert materialized(result, "attendee_raw_extract")["retries"] >= 1
+
+
+def test_mass_removal_is_held_then_released_by_the_override(api, h):
+    ev = _event(
+        api, h, "mass", SandboxConfig(records=100, seed=8),
+        sync={"apply": {"missing": "remove"}},
+    )
+    assert _published(h.sync(ev))["added"] == 100
+
+    api["mass"].empty()  # the provider suddenly returns an empty list
+    held = h.sync(ev)
+    assert materialized(held, "published_attendees") is None
+    guard = check_evaluation(held, "mass_removal_guard")
+    assert guard is not None and not guard.passed
+    assert "100 of 100" in guard.description and ALLOW_MASS_REMOVAL_TAG in guard.description
+    assert (h.attendees(ev)["status"] == "active").sum() == 100  # nothing removed
+    ledger = h.query("select status, message from sync_ledger where event_id = :e order by id", e=ev)
+    assert ledger[-1][0] == "held" and "100 of 100" in ledger[-1][1]
+
+    released = h.sync(ev, tags={ALLOW_MASS_REMOVAL_TAG: "true"})
+    assert _published(released)["removed"] == 100
+    assert (h.attendees(ev)["status"] == "removed").all()
+
+
+def test_small_removals_are_not_held(api, h):
+    ev = _event(api, h, "few", SandboxConfig(records=100, seed=9))
+    h.sync(ev)
+    api["few"].mark_deleted(range(20))  # 20 % but fewer than 25 attendees
+    meta = _published(h.sync(ev))
+    assert meta["removed"] == 20
+
+
+def test_failed_extract_publishes_nothing(api, h):
+    ev = _event(api, h, "broken", SandboxConfig(records=30, seed=10, pagination="page", page_size=10))
+    h.sync(ev)
+    api["broken"].drop_page(2)
+    result = h.sync(ev)
+    assert not result.success
+    assert materialized(result, "published_attendees") is None
+    assert (h.attendees(ev)["status"] == "active").sum() == 30
+
+
+def test_replay_of_a_stored_extract_needs_no_network(api, h):
+    ev = _event(api, h, "replay", SandboxConfig(records=15, seed=12))
+    first = h.sync(ev)
+    extract = materialized(first, "attendee_raw_extract")["extract_path"]
+    api.remove_dataset("replay")
+    result = h.sync(
+        ev, run_config={"ops": {"attendee_raw_extract": {"config": {"replay_extract": extract}}}}
+    )
+    assert result.success and _published(result)["unchanged"] == 15
