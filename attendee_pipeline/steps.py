@@ -96,6 +96,8 @@ def group_memberships(valid: pd.DataFrame) -> pd.DataFrame:
     active = valid.loc[~valid["flagged"] & valid["groups"].notna(), ["attendee_key", "groups"]]
     if active.empty:
         return pd.DataFrame({"attendee_key": pd.Series(dtype=object), "group_name": pd.Series(dtype=object)})
-    parsed = active.assign(group_name=active["groups"].map(json.loads)).explode("group_name")
+    # Few distinct group lists, many attendees: parse each distinct JSON text once.
+    lists = {text: json.loads(text) for text in active["groups"].unique()}
+    parsed = active.assign(group_name=active["groups"].map(lists)).explode("group_name")
     parsed = parsed.dropna(subset=["group_name"])
     return parsed[["attendee_key", "group_name"]].reset_index(drop=True)

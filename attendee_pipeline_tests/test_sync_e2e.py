@@ -108,18 +108,48 @@ def test_groups_are_shared_between_two_events(api, h):
     assert got == expected
 
 
+FORCE = {"ops": {"attendee_raw_extract": {"config": {"force": True}}}}
+
+
 def test_rerun_is_idempotent(api, h):
     ev = _event(api, h, "idem", SandboxConfig(records=60, seed=4, badge_fraction=0.5))
     assert _published(h.sync(ev))["added"] == 60
     before = h.attendees(ev)
     time.sleep(0.01)
-    meta = _published(h.sync(ev))
+
+    # Same extract, same catalog entry: the run stops after the extract and says so.
+    again = h.sync(ev)
+    assert again.success
+    extract = materialized(again, "attendee_raw_extract")
+    assert extract["unchanged"] is True and extract["unchanged_attendees"] == 60
+    assert materialized(again, "published_attendees") is None  # publish step skipped
+
+    # Forced, every step runs and the apply engine itself writes nothing.
+    meta = _published(h.sync(ev, run_config=FORCE))
     assert (meta["added"], meta["updated"], meta["removed"], meta["unchanged"]) == (0, 0, 0, 60)
     assert meta["rows_written"] == 0
     after = h.attendees(ev)
     assert before.equals(after)
     ledger = h.query("select added, updated, removed, unchanged, status from sync_ledger where event_id = :e order by id", e=ev)
-    assert [tuple(r) for r in ledger] == [(60, 0, 0, 0, "published"), (0, 0, 0, 60, "published")]
+    assert [tuple(r) for r in ledger] == [
+        (60, 0, 0, 0, "published"),
+        (0, 0, 0, 60, "unchanged"),
+        (0, 0, 0, 60, "published"),
+    ]
+
+
+def test_catalog_change_reruns_the_mapping_on_an_unchanged_extract(api, h):
+    ev = _event(api, h, "remap", SandboxConfig(records=12, seed=14))
+    h.sync(ev)
+    assert materialized(h.sync(ev), "attendee_raw_extract")["unchanged"] is True
+    # The same provider data with a different catalog entry is a different input.
+    entry = h._entries[ev]  # type: ignore[attr-defined]
+    entry["mapping"]["company"] = entry["mapping"]["job_title"]
+    h.write_catalog(*h._entries.values())  # type: ignore[attr-defined]
+    meta = _published(h.sync(ev))
+    assert meta["updated"] > 0 and meta["added"] == 0
+    rows = h.attendees(ev)
+    assert rows["company"].fillna("").tolist() == rows["job_title"].fillna("").tolist()
 
 
 def test_changed_attendee_is_updated_in_place(api, h):
@@ -211,7 +241,9 @@ def test_replay_of_a_stored_extract_needs_no_network(api, h):
     first = h.sync(ev)
     extract = materialized(first, "attendee_raw_extract")["extract_path"]
     api.remove_dataset("replay")
-    result = h.sync(
-        ev, run_config={"ops": {"attendee_raw_extract": {"config": {"replay_extract": extract}}}}
-    )
+    replay = {"ops": {"attendee_raw_extract": {"config": {"replay_extract": extract}}}}
+    result = h.sync(ev, run_config=replay)
+    assert result.success and materialized(result, "attendee_raw_extract")["unchanged"] is True
+    replay["ops"]["attendee_raw_extract"]["config"]["force"] = True
+    result = h.sync(ev, run_config=replay)
     assert result.success and _published(result)["unchanged"] == 15

@@ -387,16 +387,6 @@ class SyncResult:
     failure: str = ""
 
 
-def _metadata(result: Any, asset: str) -> dict[str, Any]:
-    import dagster as dg
-
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
-        if mat is not None and mat.asset_key == dg.AssetKey(asset):
-            return {k: v.value for k, v in mat.metadata.items()}
-    return {}
-
-
 def _step_seconds(result: Any) -> dict[str, float]:
     """Step key -> seconds, from the STEP_SUCCESS / STEP_FAILURE events (they carry durations)."""
     out: dict[str, float] = {}
@@ -423,9 +413,17 @@ def sync_event(
     catalog_path: Path,
     db_url: str,
     raw_root: Path,
+    force: bool = False,
 ) -> SyncResult:
-    """Materialise every attendee asset and check for one event partition; time it end to end."""
+    """Materialise every attendee asset and check for one event partition; time it end to end.
+
+    An unchanged input stops after the extract (see attendee_pipeline.sync.fingerprint); then
+    ``published`` says so (``rows_written`` 0, ``skipped_unchanged`` true). ``force`` runs every
+    step anyway.
+    """
     import dagster as dg
+
+    from attendee_pipeline.cli.runs import materialization_metadata
 
     from attendee_pipeline.defs.attendees.assets import attendee_assets
     from attendee_pipeline.defs.attendees.checks import attendee_checks
@@ -452,16 +450,24 @@ def sync_event(
         partition_key=event_id,
         instance=instance,
         resources=resources,
-        run_config=QUIET_RUN_CONFIG,
+        run_config={**QUIET_RUN_CONFIG, "ops": {"attendee_raw_extract": {"config": {"force": force}}}},
         raise_on_error=False,
     )
     seconds = time.perf_counter() - started
+    published = materialization_metadata(result, "published_attendees")
+    extract = materialization_metadata(result, "attendee_raw_extract")
+    if result.success and not published and extract.get("unchanged"):
+        published = {
+            "rows_written": 0,
+            "unchanged": int(extract.get("unchanged_attendees", 0)),
+            "skipped_unchanged": True,
+        }
     return SyncResult(
         success=result.success,
         seconds=seconds,
         run_id=result.run_id,
-        published=_metadata(result, "published_attendees"),
-        changes=_metadata(result, "attendee_changes"),
+        published=published,
+        changes=materialization_metadata(result, "attendee_changes"),
         steps=_step_seconds(result),
         failure=_failure(result),
     )

@@ -118,10 +118,10 @@ def run(args: argparse.Namespace, report: Report, tmp: Path) -> None:
         raw_root = tmp / "raw"
         instance = make_instance(args.instance, tmp / "dagster_home")
         try:
-            def sync(label: str) -> SyncResult:
+            def sync(label: str, force: bool = False) -> SyncResult:
                 progress(f"{label}: materialising every attendee asset and check for {BENCH_EVENT!r}")
                 result = sync_event(BENCH_EVENT, instance=instance, catalog_path=catalog, db_url=db.url,
-                                    raw_root=raw_root)
+                                    raw_root=raw_root, force=force)
                 require_success(label, result)
                 progress(f"{label}: {result.seconds:.2f}s, published {result.published}")
                 return result
@@ -137,7 +137,16 @@ def run(args: argparse.Namespace, report: Report, tmp: Path) -> None:
             report.figure("unchanged_rows_written", int(unchanged.published.get("rows_written", 0)))
             report.figure("unchanged_unchanged", int(unchanged.published.get("unchanged", 0)))
             report.figure("unchanged_over_fetch", unchanged.seconds / floor.fetch_seconds)
+            report.figure("unchanged_skipped_by_fingerprint", bool(unchanged.published.get("skipped_unchanged")))
             report_steps(report, "unchanged_step_seconds", unchanged)
+
+            # The same unchanged input with force=true: every step runs (map, validate, diff) and
+            # the apply engine itself must still write nothing.
+            forced = sync("unchanged re-sync, forced", force=True)
+            report.figure("unchanged_forced_resync_seconds", forced.seconds, records=records)
+            report.figure("unchanged_forced_rows_written", int(forced.published.get("rows_written", 0)))
+            report.figure("unchanged_forced_over_fetch", forced.seconds / floor.fetch_seconds)
+            report_steps(report, "unchanged_forced_step_seconds", forced)
 
             changed_positions = sandbox.modify(BENCH_EVENT, "company", 0.01)
             report.figure("changed_count", len(changed_positions))
@@ -191,6 +200,8 @@ def report_targets(report: Report, args: argparse.Namespace) -> None:
                   full_over_floor is not None and full_over_floor <= FULL_OVER_FLOOR_MAX)
     unchanged_rows = f.get("unchanged_rows_written")
     report.target("unchanged_rows_written", unchanged_rows, 0, unchanged_rows == 0)
+    forced_rows = f.get("unchanged_forced_rows_written")
+    report.target("unchanged_forced_rows_written", forced_rows, 0, forced_rows == 0)
     unchanged_over_fetch = ratio("unchanged_resync_seconds", "fetch_seconds")
     report.target("unchanged_resync / fetch", unchanged_over_fetch, UNCHANGED_OVER_FETCH_MAX,
                   unchanged_over_fetch is not None and unchanged_over_fetch <= UNCHANGED_OVER_FETCH_MAX)

@@ -20,7 +20,7 @@ class SyncSummary:
     event_id: str
     run_id: str
     success: bool
-    status: str  # published | held | failed
+    status: str  # published | unchanged | held | failed
     counts: dict[str, int] = field(default_factory=dict)
     message: str = ""
 
@@ -28,7 +28,8 @@ class SyncSummary:
 COUNT_KEYS = ("added", "restored", "updated", "removed", "unchanged", "rejected")
 
 
-def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The metadata values of ``asset``'s materialization in the run ({} when not materialised)."""
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
         if mat is not None and mat.asset_key == dg.AssetKey(asset):
@@ -74,13 +75,18 @@ def run_sync(
     result = job.execute_in_process(
         partition_key=event_id, instance=instance, tags=tags, raise_on_error=False, run_config=config
     )
-    published = _metadata(result, "published_attendees")
+    published = materialization_metadata(result, "published_attendees")
     if published:
         counts = {k: int(published.get(k, 0)) for k in COUNT_KEYS}
         return SyncSummary(event_id, result.run_id, result.success, "published", counts)
+    extract = materialization_metadata(result, "attendee_raw_extract")
+    if result.success and extract.get("unchanged"):
+        counts = {"unchanged": int(extract.get("unchanged_attendees", 0))}
+        message = f"same extract and catalog entry as run {extract.get('unchanged_since_run')}; nothing to do"
+        return SyncSummary(event_id, result.run_id, True, "unchanged", counts, message)
     guard = _check_result(result, "mass_removal_guard")
     if guard is not None and not guard.passed:
-        changes = _metadata(result, "attendee_changes")
+        changes = materialization_metadata(result, "attendee_changes")
         counts = {k: int(changes.get(k, 0)) for k in COUNT_KEYS if k in changes}
         return SyncSummary(event_id, result.run_id, False, "held", counts, guard.description or "held")
     failure = ""

@@ -13,6 +13,7 @@ imports; secrets never reach logs, error messages or the manifest, and no attend
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -490,6 +491,21 @@ def read_manifest(extract_dir: Path) -> ExtractManifest:
     if not path.is_file():
         raise FileNotFoundError(f"{extract_dir} is not a complete raw extract (no {MANIFEST_NAME})")
     return ExtractManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20) -> str:
+    """A hex SHA-256 of a stored extract's content: its record path and every page's bytes, in
+    order. Two extracts with the same digest hold the same records (the manifest's timings and
+    counters are not part of it)."""
+    extract_dir = Path(extract_dir)
+    manifest = read_manifest(extract_dir)
+    digest = hashlib.sha256(f"{EXTRACT_FORMAT}\0{manifest.record_path}\0".encode())
+    for name in manifest.page_files():
+        with (extract_dir / name).open("rb") as page:
+            while block := page.read(chunk_size):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def iter_extract_records(extract_dir: Path) -> Iterator[dict[str, Any]]:

@@ -491,6 +491,7 @@ def publish_changes(
     rejected_count: int = 0,
     raw_extract_path: str | None = None,
     started_at: dt.datetime | None = None,
+    input_fingerprint: str | None = None,
 ) -> PublishResult:
     """Apply ``changeset`` to the event's published list in one transaction.
 
@@ -603,13 +604,10 @@ def publish_changes(
                 "raw_extract_path": raw_extract_path,
                 "status": "published",
                 "message": changeset.summary(),
+                "input_fingerprint": input_fingerprint,
             },
         ).scalar_one()
-        result.active = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(attendees)
-            .where(attendees.c.event_id == event_id, attendees.c.status == ACTIVE)
-        ).scalar_one()
+        result.active = _active_count(conn, event_id)
 
     result.added = len(added)
     result.restored = int((change == "restored").sum())
@@ -670,10 +668,12 @@ def record_ledger(
     rejected_count: int = 0,
     started_at: dt.datetime | None = None,
     raw_extract_path: str | None = None,
+    input_fingerprint: str | None = None,
 ) -> int:
-    """Add a ledger row for a sync that did not publish (``held`` by the mass-removal guard, or
-    a ``dry_run``); ``counts`` are the change set's counts. Returns the ledger row id."""
-    if status not in ("published", "held", "dry_run"):
+    """Add a ledger row for a sync that did not publish (``held`` by the mass-removal guard, a
+    ``dry_run``, or ``unchanged`` input); ``counts`` are the change set's counts. Returns the
+    ledger row id."""
+    if status not in ("held", "dry_run", "unchanged"):
         raise ValueError(f"unknown ledger status {status!r}")
     with write_transaction(engine) as conn:
         return conn.execute(
@@ -688,8 +688,39 @@ def record_ledger(
                 "raw_extract_path": raw_extract_path,
                 "status": status,
                 "message": message,
+                "input_fingerprint": input_fingerprint,
             },
         ).scalar_one()
+
+
+def _active_count(conn: sa.Connection, event_id: str) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(attendees)
+            .where(attendees.c.event_id == event_id, attendees.c.status == ACTIVE)
+        ).scalar_one()
+    )
+
+
+def active_count(engine: sa.Engine, event_id: str) -> int:
+    """How many attendees of the event are published and not removed."""
+    with engine.connect() as conn:
+        return _active_count(conn, event_id)
+
+
+def last_decision(engine: sa.Engine, event_id: str) -> dict[str, Any] | None:
+    """The event's latest ``published`` or ``held`` ledger row (id, run_id, status,
+    input_fingerprint), or None. Unchanged and dry-run rows do not count: they decided nothing."""
+    stmt = (
+        sa.select(sync_ledger.c.id, sync_ledger.c.run_id, sync_ledger.c.status, sync_ledger.c.input_fingerprint)
+        .where(sync_ledger.c.event_id == event_id, sync_ledger.c.status.in_(("published", "held")))
+        .order_by(sync_ledger.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    return dict(row) if row is not None else None
 
 
 # --------------------------------------------------------------------------- read helpers

@@ -62,7 +62,9 @@ ACTIVE = "active"
 REMOVED = "removed"
 
 #: sync_ledger status values.
-LEDGER_STATUSES = ("published", "held", "dry_run")
+#: ``unchanged``: the raw extract and the event's catalog entry were identical to those of the
+#: last publish, so nothing was mapped or written (see attendee_pipeline.sync.fingerprint).
+LEDGER_STATUSES = ("published", "held", "dry_run", "unchanged")
 
 
 events = sa.Table(
@@ -137,7 +139,8 @@ sync_ledger = sa.Table(
     sa.Column("raw_extract_path", sa.Text, nullable=True),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("message", sa.Text, nullable=True),
-    sa.CheckConstraint("status IN ('published', 'held', 'dry_run')", name="status"),
+    sa.Column("input_fingerprint", sa.Text, nullable=True),
+    sa.CheckConstraint("status IN ('published', 'held', 'dry_run', 'unchanged')", name="status"),
     sa.Index(None, "event_id"),
 )
 

@@ -14,8 +14,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from attendee_pipeline import steps
-from attendee_pipeline.connectors.rest import ExtractError
+from attendee_pipeline import __version__, steps
+from attendee_pipeline.connectors.rest import ExtractError, extract_digest
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
     AttendeeSource,
@@ -25,6 +25,7 @@ from attendee_pipeline.defs.resources import (
 )
 from attendee_pipeline.platform_db import publish as db_publish
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
+from attendee_pipeline.sync.fingerprint import is_unchanged, sync_fingerprint
 
 GROUP = "attendees"
 
@@ -47,6 +48,9 @@ class SyncRunConfig(dg.Config):
     replay_extract: str = ""
     #: How many raw extracts to keep per event (older ones are pruned after a new one is stored).
     keep_extracts: int = 20
+    #: Map, diff and publish even when the extract and the catalog entry are identical to those of
+    #: the event's last publish (by default such a sync stops after the extract as ``unchanged``).
+    force: bool = False
 
 
 @dg.asset(
@@ -62,6 +66,7 @@ def attendee_raw_extract(
     catalog: EventCatalogResource,
     attendee_source: AttendeeSource,
     raw_store: RawExtractStore,
+    platform_db: PlatformDatabaseResource,
 ) -> dg.Output[dict[str, Any]]:
     event = catalog.event(context.partition_key)
     dest = raw_store.new_extract_dir(event.id, context.run_id)
@@ -88,10 +93,26 @@ def attendee_raw_extract(
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
             raise
     manifest["path"] = str(dest)
+    fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
+    last = db_publish.last_decision(platform_db.engine(), event.id)
+    unchanged = is_unchanged(fingerprint, last) and not config.force
+    manifest["input_fingerprint"] = fingerprint
+    manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
+    unchanged_attendees = db_publish.active_count(platform_db.engine(), event.id) if unchanged else 0
+    manifest["unchanged_attendees"] = unchanged_attendees
+    if unchanged:
+        context.log.info(
+            "extract and catalog entry are identical to those published by run "
+            f"{manifest['unchanged_since_run']}: nothing to map or publish (run config force=true to redo)"
+        )
     pruned = raw_store.prune(event.id, config.keep_extracts)
     return dg.Output(
         manifest,
         metadata={
+            "unchanged": unchanged,
+            "unchanged_since_run": manifest["unchanged_since_run"] or "",
+            "unchanged_attendees": unchanged_attendees,
+            "input_fingerprint": fingerprint[:16],
             "records": int(manifest.get("records", 0)),
             "pages": int(manifest.get("pages", 0)),
             "requests": int(manifest.get("requests", 0)),
@@ -110,10 +131,12 @@ def attendee_raw_extract(
     outs={
         "mapped_attendees": dg.AssetOut(
             kinds={"pandas"},
+            is_required=False,
             description="The extract mapped onto the platform attendee model; only valid rows.",
         ),
         "rejected_attendees": dg.AssetOut(
             kinds={"pandas"},
+            is_required=False,
             description="Quarantined records with the field and reason (also in rejected_records).",
         ),
     },
@@ -125,6 +148,22 @@ def map_attendees(
     platform_db: PlatformDatabaseResource,
 ):
     event = catalog.event(context.partition_key)
+    if attendee_raw_extract.get("unchanged_since_run"):
+        # Same extract, same catalog entry, same logic as the last publish: every later step
+        # would write nothing. Yield no output, so Dagster skips them; the ledger says why.
+        db_publish.record_ledger(
+            platform_db.engine(),
+            event_id=event.id,
+            run_id=context.run_id,
+            source_kind=event.source.kind,
+            status="unchanged",
+            message=f"same input as run {attendee_raw_extract['unchanged_since_run']}",
+            counts={"unchanged": int(attendee_raw_extract.get("unchanged_attendees", 0))},
+            raw_extract_path=attendee_raw_extract.get("path"),
+            input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
+        )
+        context.log.info("input unchanged since the last publish: mapping, diff and publish skipped")
+        return
     mapped = steps.map_extract(event, Path(attendee_raw_extract["path"]))
     db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, mapped.rejects)
     if len(mapped.rejects):
@@ -246,6 +285,7 @@ def publish_attendees(
         rejected_count=rejected,
         raw_extract_path=attendee_raw_extract.get("path"),
         started_at=started,
+        input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
     )
     counts = _as_counts(result)
     yield dg.MaterializeResult(

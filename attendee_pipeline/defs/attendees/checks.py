@@ -7,12 +7,10 @@ import warnings
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import publish as db_publish
-from attendee_pipeline.platform_db.tables import attendees as attendees_table
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
 from attendee_pipeline.sync.diff import ChangeSet, mass_removal_verdict
 from attendee_pipeline.sync.schemas import failure_cases
@@ -92,12 +90,7 @@ def mass_removal_guard(
     event = catalog.event(context.partition_key)
     guard = event.sync.mass_removal
     removed = int(attendee_changes.counts.get("removed", 0))
-    with platform_db.engine().connect() as conn:
-        active = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(attendees_table)
-            .where(attendees_table.c.event_id == event.id, attendees_table.c.status == "active")
-        ).scalar_one()
+    active = db_publish.active_count(platform_db.engine(), event.id)
     verdict = mass_removal_verdict(removed, int(active), guard.max_share, guard.min_count)
     override = str(context.run.tags.get(ALLOW_MASS_REMOVAL_TAG, "")).lower() in {"true", "1", "yes"}
     metadata = {

@@ -125,8 +125,11 @@ def upgrade() -> None:
         sa.Column("raw_extract_path", sa.Text, nullable=True),
         sa.Column("status", sa.Text, nullable=False),
         sa.Column("message", sa.Text, nullable=True),
+        sa.Column("input_fingerprint", sa.Text, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_sync_ledger"),
-        sa.CheckConstraint("status IN ('published', 'held', 'dry_run')", name="ck_sync_ledger_status"),
+        sa.CheckConstraint(
+            "status IN ('published', 'held', 'dry_run', 'unchanged')", name="ck_sync_ledger_status"
+        ),
     )
     op.create_index("ix_sync_ledger_event_id", "sync_ledger", ["event_id"])
     op.create_table(
