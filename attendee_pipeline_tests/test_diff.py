@@ -340,7 +340,7 @@ def test_update_provided_keeps_fields_that_are_not_provided():
 
     # overwrite replaces everything, None included
     over = compute_changes(frame(update), pub, ApplyPolicy(existing="overwrite"))
-    assert over.frame.iloc[0]["company"] is None and over.frame.iloc[0]["groups"] is None
+    assert pd.isna(over.frame.iloc[0]["company"]) and pd.isna(over.frame.iloc[0]["groups"])
 
 
 def test_update_provided_needs_published_content():

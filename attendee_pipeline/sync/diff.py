@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pandas.util import hash_array
 
-from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS
+from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS, text_array
 from attendee_pipeline.sync.policy import (
     ADDED,
     COUNT_KEYS,
@@ -266,7 +266,7 @@ def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, poli
             tail = pub[c].to_numpy(dtype=object)[missing]
         else:
             tail = np.full(m, None, dtype=object)
-        columns[c] = np.concatenate([values[write], tail])
+        columns[c] = text_array(np.concatenate([values[write], tail]))
     unknown = np.concatenate([~known[write], np.zeros(m, dtype=bool)])
     columns["change"] = np.concatenate([kinds, np.full(m, REMOVED, dtype=object)])
     columns["attendee_id"] = _nullable(np.concatenate([ids_all[write], pub_ids[missing]]), unknown)

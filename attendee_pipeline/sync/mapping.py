@@ -20,9 +20,12 @@ import pandas as pd
 from attendee_pipeline.sync.model import (
     FRAME_COLUMNS,
     PROFILE_FIELDS,
+    TEXT_DTYPE,
     attendee_key,
     canonical_custom_fields,
     canonical_groups,
+    null_text_array,
+    text_array,
 )
 
 _MISSING = object()
@@ -210,15 +213,18 @@ def map_records(
         flagged = [False] * n
 
     email = columns.get("email", [None] * n)
+    def text(values: list[Any] | None) -> Any:
+        return text_array(values) if values is not None else null_text_array(n)
+
     data: dict[str, Any] = {
-        "attendee_key": [attendee_key(e) if e is not None else None for e in email],
+        "attendee_key": text([attendee_key(e) if e is not None else None for e in email]),
         "source_row": np.asarray([rows[p] for p in positions], dtype="int64"),
-        "source_record_id": record_ids if record_ids is not None else np.full(n, None, dtype=object),
+        "source_record_id": text(record_ids),
     }
     for name in PROFILE_FIELDS:
-        data[name] = columns[name] if name in columns else np.full(n, None, dtype=object)
-    data["custom_fields"] = custom if custom is not None else np.full(n, None, dtype=object)
-    data["groups"] = groups if groups is not None else np.full(n, None, dtype=object)
+        data[name] = text(columns.get(name))
+    data["custom_fields"] = text(custom)
+    data["groups"] = text(groups)
     data["flagged"] = np.asarray(flagged, dtype=bool)
     frame = pd.DataFrame(data, columns=list(FRAME_COLUMNS))
     if bad:
@@ -235,7 +241,7 @@ def map_records(
 
 
 def empty_frame() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in FRAME_COLUMNS})
+    frame = pd.DataFrame({c: pd.Series(dtype=TEXT_DTYPE) for c in FRAME_COLUMNS})
     frame["source_row"] = frame["source_row"].astype("int64")
     frame["flagged"] = frame["flagged"].astype(bool)
     return frame

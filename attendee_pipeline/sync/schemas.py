@@ -15,6 +15,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from attendee_pipeline.sync.model import TEXT_DTYPE, python_values
+
 #: Pragmatic e-mail syntax: one @, a dotted domain, no spaces or angle brackets.
 EMAIL_PATTERN = r"^[^@\s<>,;\"']+@[^@\s<>,;\"'.]+(\.[^@\s<>,;\"'.]+)+$"
 #: A badge URL must be http(s) and its path must end in .jpg/.jpeg/.png/.pdf (query allowed).
@@ -34,12 +36,12 @@ REASONS: dict[str, tuple[str, str]] = {
 class AttendeeFrameSchema(pa.DataFrameModel):
     """A publishable attendee frame (see attendee_pipeline.sync.model for the columns)."""
 
-    attendee_key: Series[str] = pa.Field(nullable=True)
+    attendee_key: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
     source_row: Series[int]
-    email: Series[str] = pa.Field(nullable=True)
-    first_name: Series[str] = pa.Field(nullable=True)
-    last_name: Series[str] = pa.Field(nullable=True)
-    badge_url: Series[str] = pa.Field(nullable=True)
+    email: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    first_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    last_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    badge_url: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
     flagged: Series[bool]
 
     class Config:
@@ -48,12 +50,11 @@ class AttendeeFrameSchema(pa.DataFrameModel):
 
     @pa.dataframe_check(name="email_present", element_wise=False)
     def _email_present(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["email"].notna()
+        return df["email"].notna().astype(bool)
 
     @pa.dataframe_check(name="email_syntax")
     def _email_syntax(cls, df: pd.DataFrame) -> Series[bool]:
-        email = df["email"]
-        return email.isna() | email.astype("string").str.match(EMAIL_PATTERN, na=False).astype(bool)
+        return df["email"].str.match(EMAIL_PATTERN).fillna(True).astype(bool)
 
     @pa.dataframe_check(name="email_unique")
     def _email_unique(cls, df: pd.DataFrame) -> Series[bool]:
@@ -70,8 +71,7 @@ class AttendeeFrameSchema(pa.DataFrameModel):
 
     @pa.dataframe_check(name="badge_url_kind")
     def _badge(cls, df: pd.DataFrame) -> Series[bool]:
-        badge = df["badge_url"]
-        return badge.isna() | badge.astype("string").str.match(BADGE_PATTERN, na=False).astype(bool)
+        return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
 
 
 class FrameShapeError(ValueError):
@@ -120,6 +120,7 @@ def quarantine(frame: pd.DataFrame) -> QuarantineResult:
     bad_index = pd.Index(detail["index"].unique())
     valid = frame.drop(index=bad_index)
     bad = frame.loc[bad_index, ["source_row", "source_record_id"]]
+    bad = bad.assign(source_record_id=python_values(bad["source_record_id"]))
     rejects = detail.merge(bad, left_on="index", right_index=True)[REJECT_COLUMNS]
     rejects = rejects.sort_values(["source_row", "field"]).reset_index(drop=True)
     counts = {str(k): int(v) for k, v in detail["field"].value_counts().items()}
