@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from attendee_pipeline.bench.common import (
         RssSampler,
-        make_instance,
+        dagster_instance,
         peak_rss_mib,
         quiet_warnings,
         ru_maxrss_mib,
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import attendee_pipeline.defs.attendees.checks  # noqa: F401
 
     baseline = peak_rss_mib()
-    instance = make_instance(spec.get("instance", "sqlite"), Path(spec["instance_dir"]))
-    try:
+    with dagster_instance(spec.get("instance", "sqlite"), Path(spec["instance_dir"])) as instance:
         with RssSampler() as sampler:
             sync = sync_event(
                 spec["event_id"],
@@ -69,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
                 raw_root=Path(spec["raw_root"]),
             )
         steps_rss = step_rss(sampler.samples, step_windows(instance, sync.run_id))
-    finally:
-        instance.dispose()
     result = {
         **asdict(sync),
         "step_rss_mib": steps_rss,

@@ -24,7 +24,8 @@ from attendee_pipeline.bench.common import (
     bench_env,
     dataset_config,
     event_entry,
-    make_instance,
+    INSTANCE_KINDS,
+    dagster_instance,
     platform_database,
     progress,
     quiet_warnings,
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--page-size", type=int, default=5_000)
     parser.add_argument("--db-url", default=None, help="as for make bench (default: temporary SQLite)")
-    parser.add_argument("--instance", choices=("sqlite", "ephemeral"), default="sqlite")
+    parser.add_argument("--instance", choices=INSTANCE_KINDS, default="sqlite")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--stats", type=Path, default=None, help="save the raw profile here")
     parser.add_argument(
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             catalog = write_catalog(
                 tmp / "catalog.yaml", event_entry("bench", sandbox.event_url("bench"), args.page_size)
             )
-            instance = make_instance(args.instance, tmp / "dagster_home")
-            try:
+            with dagster_instance(args.instance, tmp / "dagster_home") as instance:
                 if args.resync:
                     progress(f"first (unprofiled) sync of {args.records} records ({db.kind})")
                     require_success("first sync", sync_event(
@@ -77,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 profiler.disable()
                 seconds = time.perf_counter() - started
-            finally:
-                instance.dispose()
             require_success(f"profiled {what}", sync)
         progress(f"{what} under the profiler: {seconds:.2f}s (unprofiled step times are in make bench)")
         if args.stats:

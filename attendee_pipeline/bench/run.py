@@ -20,7 +20,8 @@ from attendee_pipeline.bench.common import (
     bench_env,
     dataset_config,
     event_entry,
-    make_instance,
+    INSTANCE_KINDS,
+    dagster_instance,
     platform_database,
     progress,
     quiet_warnings,
@@ -58,10 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument(
         "--instance",
-        choices=("sqlite", "ephemeral"),
+        choices=INSTANCE_KINDS,
         default="sqlite",
         help="Dagster instance of the runs: a temporary SQLite one like the embedded default (default), "
-        "or in-memory",
+        "PostgreSQL storage like dagster.yaml (a scratch database on 127.0.0.1:5432), or in-memory",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed on stderr)")
     args = parser.parse_args(argv)
@@ -116,8 +117,7 @@ def run(args: argparse.Namespace, report: Report, tmp: Path) -> None:
             entries.append(event_entry(BIG_EVENT, sandbox.event_url(BIG_EVENT), page_size))
         write_catalog(catalog, *entries)
         raw_root = tmp / "raw"
-        instance = make_instance(args.instance, tmp / "dagster_home")
-        try:
+        with dagster_instance(args.instance, tmp / "dagster_home") as instance:
             def sync(label: str, force: bool = False) -> SyncResult:
                 progress(f"{label}: materialising every attendee asset and check for {BENCH_EVENT!r}")
                 result = sync_event(BENCH_EVENT, instance=instance, catalog_path=catalog, db_url=db.url,
@@ -155,8 +155,6 @@ def run(args: argparse.Namespace, report: Report, tmp: Path) -> None:
             report.figure("changed_rows_written", int(changed.published.get("rows_written", 0)))
             report.figure("changed_updated", int(changed.published.get("updated", 0)))
             report_steps(report, "changed_step_seconds", changed)
-        finally:
-            instance.dispose()
 
         # ------------------------------------------------------------- big, in a child process
         if not args.skip_big:

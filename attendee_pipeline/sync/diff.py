@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pandas.util import hash_array
 
-from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS, text_array
+from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS, as_text, null_text_array, text_array
 from attendee_pipeline.sync.policy import (
     ADDED,
     COUNT_KEYS,
@@ -258,15 +258,17 @@ def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, poli
         if c == "flagged":
             columns[c] = np.concatenate([flagged[write], np.zeros(m, dtype=bool)])
             continue
-        values = inc[c].to_numpy(dtype=object)
-        if c in merged:
-            values = values.copy()
-            values[targets] = merged[c]
         if c == "attendee_key" or (c in CONTENT_COLUMNS and c in pub.columns):
-            tail = pub[c].to_numpy(dtype=object)[missing]
+            tail = text_array(pub[c].to_numpy(dtype=object)[missing])
         else:
-            tail = np.full(m, None, dtype=object)
-        columns[c] = text_array(np.concatenate([values[write], tail]))
+            tail = null_text_array(m)
+        if c in merged:
+            values = inc[c].to_numpy(dtype=object)
+            values[targets] = merged[c]
+            head = text_array(values[write])
+        else:
+            head = as_text(inc[c]).take(write)  # Arrow take: no Python objects
+        columns[c] = pd.concat([pd.Series(head), pd.Series(tail)], ignore_index=True).array if m else head
     unknown = np.concatenate([~known[write], np.zeros(m, dtype=bool)])
     columns["change"] = np.concatenate([kinds, np.full(m, REMOVED, dtype=object)])
     columns["attendee_id"] = _nullable(np.concatenate([ids_all[write], pub_ids[missing]]), unknown)

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 #: Required profile fields (seed 000: email, first name and last name are required).
 REQUIRED_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name")
@@ -86,12 +87,22 @@ TEXT_COLUMNS: tuple[str, ...] = tuple(c for c in FRAME_COLUMNS if c not in ("sou
 
 def text_array(values: Any) -> pd.api.extensions.ExtensionArray:
     """``values`` (strings and None / NA) as an Arrow-backed string array."""
+    if isinstance(values, (list, np.ndarray)):
+        try:  # the direct Arrow conversion is ~5x faster than pd.array for plain strings
+            return pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string(), from_pandas=True))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
     return pd.array(values, dtype=TEXT_DTYPE)
+
+
+def as_text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """A column's values as an Arrow-backed string array (no copy when it already is one)."""
+    return column.array if column.dtype == TEXT_DTYPE else text_array(column.to_numpy(dtype=object))
 
 
 def null_text_array(n: int) -> pd.api.extensions.ExtensionArray:
     """``n`` nulls as an Arrow-backed string array (an unmapped field)."""
-    return pd.array(np.full(n, None, dtype=object), dtype=TEXT_DTYPE)
+    return pd.arrays.ArrowStringArray(pa.nulls(n, type=pa.large_string()))
 
 
 def python_values(column: pd.Series) -> np.ndarray:
