@@ -9,8 +9,8 @@ The package is layered so that the folders show the architecture:
 * ``platform_db`` -- the platform database: SQLAlchemy Core tables, alembic migrations, publish.
 * ``defs`` -- Dagster definitions grouped by domain (assets, checks, schedules, sensors, resources).
 * ``sandbox`` -- local HTTP servers that behave like the providers (demo, tests, benchmarks).
-* ``services`` -- HTTP services we run in production.
 * ``cli`` -- the ``attendee-pipeline`` command.
+* ``bench`` -- ``make bench``: the sync measured against a floor taken in the same run.
 """
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from attendee_pipeline.defs.resources import (
     HttpAttendeeSource,
     PlatformDatabaseResource,
     RawExtractStore,
+    StepOutputIOManager,
 )
 from attendee_pipeline_tests.catalog_factory import write_catalog
 
@@ -44,6 +45,7 @@ class Harness:
             "platform_db": PlatformDatabaseResource(url=self.db_url),
             "raw_store": RawExtractStore(root=str(self.raw_root)),
             "attendee_source": HttpAttendeeSource(max_retries=4, backoff_factor=0.05),
+            "io_manager": StepOutputIOManager(),
         }
 
     def sync(self, event_id: str, tags: dict[str, str] | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:

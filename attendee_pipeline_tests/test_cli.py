@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,15 +52,36 @@ def test_catalog_validate_names_event_and_key(tmp_path: Path, monkeypatch):
     assert ok.exit_code == 0 and "2 event(s)" in ok.output
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_demo_twice_second_run_changes_nothing(_isolated_env: Path):
     runner = CliRunner()
-    first = runner.invoke(cli, ["demo", "--port", "0"])
+    port = str(_free_port())  # the same sandbox URL both times, as with `make demo`
+    first = runner.invoke(cli, ["demo", "--port", port])
     assert first.exit_code == 0, first.output
     assert "demo-summit              published added=232" in first.output
     assert "rejected=2" in first.output
-    second = runner.invoke(cli, ["demo", "--port", "0"])
+    second = runner.invoke(cli, ["demo", "--port", port])
     assert second.exit_code == 0, second.output
-    lines = [line for line in second.output.splitlines() if " published " in line]
+    lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
     assert len(lines) == 2
     for line in lines:
+        # same extract and catalog entry as the last publish: nothing mapped, nothing written
+        assert " unchanged " in line
         assert "added=0" in line and "updated=0" in line and "removed=0" in line and "restored=0" in line
+    assert "demo-summit              unchanged added=0 restored=0 updated=0 removed=0 unchanged=232" in second.output
+
+
+def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_env: Path):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["demo", "--port", "0"]).exit_code == 0
+    # A different sandbox URL is a different catalog entry: the run maps and diffs in full,
+    # and the apply engine finds nothing to write.
+    second = runner.invoke(cli, ["demo", "--port", "0"])
+    assert second.exit_code == 0, second.output
+    lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
+    assert len(lines) == 2 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)

@@ -427,13 +427,11 @@ def _synthetic(n: int, start: int = 0, company_shift: int = 0) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def test_100k_against_100k_is_fast():
+def test_100k_against_100k_counts_every_outcome():
+    # Speed is measured by `make bench`, not here; this checks the counts at a realistic size.
     n = 100_000
     pub = published(_synthetic(n, start=1000, company_shift=1), with_content=False)
     incoming = _synthetic(n)
-    compute_changes(incoming.head(100), pub, ApplyPolicy())  # warm up
-    started = time.perf_counter()
     cs = compute_changes(incoming, pub, ApplyPolicy(missing="remove"))
-    elapsed = time.perf_counter() - started
     assert cs.counts["added"] == 1000 and cs.counts["removed"] == 1000 and cs.counts["updated"] == n - 1000
-    assert elapsed < 2.0, f"compute_changes took {elapsed:.2f}s for 100k vs 100k"
+    assert cs.writes == n + 1000

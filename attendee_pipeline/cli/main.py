@@ -85,8 +85,17 @@ def db_upgrade() -> None:
 @click.option("--dry-run", is_flag=True, help="Fetch, map and diff; print the changes; publish nothing.")
 @click.option("--allow-mass-removal", is_flag=True, help="Release a publish held by the mass-removal guard.")
 @click.option("--replay", type=click.Path(exists=True, file_okay=False), help="Replay a stored raw extract.")
-def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None) -> None:
-    """Sync one event now (the same job the schedules and the UI run)."""
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Map, diff and publish even when the extract and catalog entry equal the last publish's.",
+)
+def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None, force: bool) -> None:
+    """Sync one event now (the same job the schedules and the UI run).
+
+    Exits 0 when the run published or found nothing to do (status "unchanged"), 1 when it was
+    held by the mass-removal guard or failed.
+    """
     if dry_run:
         _dry_run(event_id, replay)
         return
@@ -96,9 +105,12 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
     import dagster as dg
 
     dagster_home()
-    run_config = None
+    extract_config: dict[str, object] = {}
     if replay:
-        run_config = {"ops": {"attendee_raw_extract": {"config": {"replay_extract": str(Path(replay).resolve())}}}}
+        extract_config["replay_extract"] = str(Path(replay).resolve())
+    if force:
+        extract_config["force"] = True
+    run_config = {"ops": {"attendee_raw_extract": {"config": extract_config}}} if extract_config else None
     click.echo(f"syncing {event_id} ...")
     with dg.DagsterInstance.get() as instance:
         summary = run_sync(
@@ -106,7 +118,7 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
         )
     click.echo(format_summary(summary))
     click.echo(f"run id: {summary.run_id}")
-    if summary.status != "published":
+    if not summary.success:
         sys.exit(1)
 
 
@@ -194,7 +206,7 @@ def demo(port: int) -> None:
     _print_platform_state([s.event_id for s in summaries])
     click.echo("")
     click.echo("Open the same in the Dagster UI: make dev  (then http://127.0.0.1:3000)")
-    if any(s.status != "published" for s in summaries):
+    if not all(s.success for s in summaries):
         sys.exit(1)
 
 
@@ -279,18 +291,57 @@ def sandbox() -> None:
 
 
 @sandbox.command("attendee-api")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback addresses only.")
 @click.option("--port", default=8765, type=int, show_default=True)
 @click.option("--records", default=None, type=int, help="Attendees per event (default: the demo sizes).")
-def sandbox_attendee_api(host: str, port: int, records: int | None) -> None:
+@click.option("--page-size", default=None, type=int, help="Records per page (default: per demo event).")
+@click.option(
+    "--pagination",
+    type=click.Choice(["none", "page", "offset", "cursor", "link"]),
+    default=None,
+    help="Pagination style of every event (default: per demo event).",
+)
+@click.option(
+    "--auth",
+    type=click.Choice(["none", "basic", "header", "query"]),
+    default=None,
+    help="Auth of every event, with the DEMO_* credentials (default: per demo event).",
+)
+@click.option("--seed", default=None, type=int, help="Seed of the generated attendees.")
+@click.option("--access-log", is_flag=True, help="Log each request line (never bodies or credentials).")
+def sandbox_attendee_api(
+    host: str,
+    port: int,
+    records: int | None,
+    page_size: int | None,
+    pagination: str | None,
+    auth: str | None,
+    seed: int | None,
+    access_log: bool,
+) -> None:
     """Serve the seed-000 attendee API sandbox (the demo events) until interrupted.
 
     It expects the credentials in DEMO_SUMMIT_API_KEY, DEMO_MEETUP_USERNAME and
     DEMO_MEETUP_SECRET; export the same values where you run `attendee-pipeline sync`.
+    Faults (429 with Retry-After, 500, slow or malformed pages, a page that disappears) and
+    data changes are switched on at run time through the /_control/ endpoints listed in
+    README.md ("Sandbox provider").
     """
     from attendee_pipeline.sandbox.attendee_api import main as sandbox_main
 
-    sandbox_main(host=host, port=port, records=records)
+    try:
+        sandbox_main(
+            host=host,
+            port=port,
+            records=records,
+            page_size=page_size,
+            pagination=pagination,
+            auth=auth,
+            seed=seed,
+            access_log=access_log,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pickle
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -150,10 +151,46 @@ def platform_db_url_config() -> Any:
     return settings.default_db_url()
 
 
+class _Pickle5FilesystemIOManager(dg.UPathIOManager):
+    """Dagster's filesystem pickling, with pickle protocol 5 (dagster's own uses 4)."""
+
+    extension: str = ""
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as file:
+            pickle.dump(obj, file, protocol=5)
+        tmp.rename(path)
+
+    def load_from_path(self, context: dg.InputContext, path: Any) -> Any:
+        with path.open("rb") as file:
+            return pickle.load(file)
+
+
+class StepOutputIOManager(dg.ConfigurableIOManagerFactory):
+    """Where step outputs (the per-event frames) live between steps: pickles under the Dagster
+    instance's storage folder (or ``base_dir``), one file per asset and event partition.
+
+    Same layout as Dagster's ``FilesystemIOManager`` but with pickle protocol 5: the attendee
+    frames hold Arrow buffers, which protocol 4 copies into bytes objects first -- for a million
+    attendees that was 3.4 s and an extra GB per step instead of 0.4 s and no copy.
+    """
+
+    base_dir: str = ""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> dg.UPathIOManager:
+        from upath import UPath
+
+        base = self.base_dir or context.instance.storage_directory()  # type: ignore[union-attr]
+        return _Pickle5FilesystemIOManager(base_path=UPath(base))
+
+
 def default_resources() -> dict[str, Any]:
     return {
         "catalog": EventCatalogResource(),
         "platform_db": PlatformDatabaseResource(url=platform_db_url_config()),
         "raw_store": RawExtractStore(),
         "attendee_source": HttpAttendeeSource(),
+        "io_manager": StepOutputIOManager(),
     }
