@@ -75,3 +75,12 @@ class MassRemovalDefaults:
 
 #: Run tag that releases a publish held by the mass-removal guard.
 ALLOW_MASS_REMOVAL_TAG = "attendee_pipeline/allow_mass_removal"
+
+
+def environment_digest() -> str:
+    """A short hash of every setting's current value (never the values themselves): tells a
+    job built under one environment from one built under another."""
+    import hashlib
+
+    text = "\0".join(f"{name}={os.environ.get(name, '')}" for name in sorted(SETTINGS))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

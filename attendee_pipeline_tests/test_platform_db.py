@@ -405,3 +405,27 @@ def test_ledger_and_rejects(engine: sa.Engine):
     with engine.connect() as conn:
         rows = conn.execute(sa.text("select source_row, field, raw_record from rejected_records")).all()
     assert [(r[0], r[1], json.loads(r[2])) for r in rows] == [(3, "email", {"email": "nope"})]
+
+
+def test_a_publish_larger_than_a_write_batch_is_written_in_batches(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(db, "WRITE_BATCH", 4)  # 11 attendees -> 3 insert batches, same transaction
+    pool = [["Speakers"], ["VIP", "Speakers"], [], ["Press"]]
+    people = [person(f"p{i}@x.org", company=f"C{i}", groups=pool[i % 4]) for i in range(11)]
+    _, result = sync(engine, "big", frame(*people))
+    assert (result.added, result.active, result.groups_created) == (11, 11, 3)
+    assert result.memberships_written == sum(len(pool[i % 4]) for i in range(11))
+    stored = db.event_groups(engine, "big")
+    assert stored["p1@x.org"] == ["Speakers", "VIP"] and "p2@x.org" not in stored
+
+    # every one updated, again across batches: rows keep their ids, groups are rewritten
+    before = {k: v[0] for k, v in state(engine, "big").items()}
+    moved = [person(f"p{i}@x.org", company=f"D{i}", groups=pool[(i + 1) % 4]) for i in range(11)]
+    _, again = sync(engine, "big", frame(*moved), run_id="run-2")
+    assert (again.updated, again.added, again.groups_created) == (11, 0, 0)
+    after = state(engine, "big")
+    assert {k: v[0] for k, v in after.items()} == before
+    assert {v[2] for v in after.values()} == {f"D{i}" for i in range(11)}
+    assert db.event_groups(engine, "big")["p0@x.org"] == ["Speakers", "VIP"]
+    assert count(engine, memberships) == sum(len(pool[(i + 1) % 4]) for i in range(11))

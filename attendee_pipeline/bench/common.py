@@ -45,7 +45,6 @@ BENCH_MAPPING: dict[str, str] = {
 PG_SERVER_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 #: Keep Dagster's console quiet during the runs (events are still stored in the instance).
-QUIET_RUN_CONFIG: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def quiet_warnings() -> None:
@@ -447,34 +446,6 @@ def _failure(result: Any) -> str:
     return "" if result.success else "run failed"
 
 
-_JOBS: dict[tuple[str, str, str], Any] = {}
-
-
-def _sync_job(catalog_path: Path, db_url: str, raw_root: Path) -> Any:
-    """The project's attendee sync job with the bench's resources, built once per setting --
-    as a loaded code location has it -- so a timing holds the run, not the job's construction."""
-    key = (str(catalog_path), db_url, str(raw_root))
-    if key not in _JOBS:
-        from attendee_pipeline.definitions import build_definitions
-        from attendee_pipeline.defs.resources import (
-            EventCatalogResource,
-            HttpAttendeeSource,
-            PlatformDatabaseResource,
-            RawExtractStore,
-        )
-
-        defs = build_definitions(
-            {
-                "catalog": EventCatalogResource(path=str(catalog_path)),
-                "platform_db": PlatformDatabaseResource(url=db_url),
-                "raw_store": RawExtractStore(root=str(raw_root)),
-                "attendee_source": HttpAttendeeSource(),
-            }
-        )
-        _JOBS[key] = defs.resolve_job_def("attendee_sync_job")
-    return _JOBS[key]
-
-
 def sync_event(
     event_id: str,
     *,
@@ -485,27 +456,31 @@ def sync_event(
     force: bool = False,
 ) -> SyncResult:
     """Run the attendee sync job (every asset and check) for one event partition, exactly as
-    ``attendee-pipeline sync`` does; time the run end to end.
+    ``attendee-pipeline sync`` does (``dagster.execute_job``); time the run end to end.
 
     An unchanged input stops after the extract (see attendee_pipeline.sync.fingerprint); then
     ``published`` says so (``rows_written`` 0, ``skipped_unchanged`` true). ``force`` runs every
     step anyway.
     """
-    from attendee_pipeline.cli.runs import materialization_metadata
-    from attendee_pipeline.defs.partitions import events_partitions
+    from attendee_pipeline.cli.runs import materialization_metadata, sync_run
 
     quiet_warnings()
-    job = _sync_job(catalog_path, db_url, raw_root)
-    if not instance.has_dynamic_partition(events_partitions.name, event_id):
-        instance.add_dynamic_partitions(events_partitions.name, [event_id])
     started = time.perf_counter()
-    result = job.execute_in_process(
-        partition_key=event_id,
+    with sync_run(
+        event_id,
         instance=instance,
-        run_config={**QUIET_RUN_CONFIG, "ops": {"attendee_raw_extract": {"config": {"force": force}}}},
-        raise_on_error=False,
-    )
-    seconds = time.perf_counter() - started
+        trigger="bench",
+        run_config={"ops": {"attendee_raw_extract": {"config": {"force": force}}}},
+        log_level="WARNING",
+        catalog_path=str(catalog_path),
+        db_url=db_url,
+        raw_root=str(raw_root),
+    ) as result:
+        seconds = time.perf_counter() - started
+        return _sync_result(result, seconds, materialization_metadata)
+
+
+def _sync_result(result: Any, seconds: float, materialization_metadata: Any) -> SyncResult:
     published = materialization_metadata(result, "published_attendees")
     extract = materialization_metadata(result, "attendee_raw_extract")
     if result.success and not published and extract.get("unchanged"):

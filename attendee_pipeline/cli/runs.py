@@ -5,14 +5,17 @@ instance (DAGSTER_HOME, or the embedded default) so they show in the Dagster UI 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
 from attendee_pipeline.defs.partitions import events_partitions
-from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
+from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG, environment_digest
 
 
 @dataclass
@@ -28,7 +31,7 @@ class SyncSummary:
 COUNT_KEYS = ("added", "restored", "updated", "removed", "unchanged", "rejected")
 
 
-def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+def materialization_metadata(result: Any, asset: str) -> dict[str, Any]:
     """The metadata values of ``asset``'s materialization in the run ({} when not materialised)."""
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
@@ -37,7 +40,7 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> d
     return {}
 
 
-def _check_result(result: dg.ExecuteInProcessResult, check_name: str) -> Any:
+def _check_result(result: Any, check_name: str) -> Any:
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data  # AssetCheckEvaluation
@@ -46,35 +49,111 @@ def _check_result(result: dg.ExecuteInProcessResult, check_name: str) -> Any:
     return None
 
 
+def sync_job(
+    catalog_path: str = "", db_url: str = "", raw_root: str = "", environment: str = ""
+) -> dg.JobDefinition:
+    """The code location's ``attendee_sync_job``; a non-empty argument overrides that resource's
+    setting (catalog file, platform database URL, raw extract folder). This is the reconstructor
+    :func:`run_sync` hands to ``dagster.execute_job``. ``environment`` is not used to build the
+    job: it is :func:`settings.environment_digest`, so that Dagster's cache of the last built
+    job is not reused after the settings changed."""
+    from attendee_pipeline.definitions import build_definitions
+    from attendee_pipeline.defs.resources import (
+        EventCatalogResource,
+        PlatformDatabaseResource,
+        RawExtractStore,
+    )
+
+    resources: dict[str, Any] = {}
+    if catalog_path:
+        resources["catalog"] = EventCatalogResource(path=catalog_path)
+    if db_url:
+        resources["platform_db"] = PlatformDatabaseResource(url=db_url)
+    if raw_root:
+        resources["raw_store"] = RawExtractStore(root=raw_root)
+    return build_definitions(resources).resolve_job_def("attendee_sync_job")
+
+
 def run_sync(
     event_id: str,
     *,
     instance: dg.DagsterInstance,
-    defs: dg.Definitions | None = None,
     allow_mass_removal: bool = False,
     trigger: str = "cli",
     run_config: dict[str, Any] | None = None,
     log_level: str = "INFO",
+    catalog_path: str = "",
+    db_url: str = "",
+    raw_root: str = "",
 ) -> SyncSummary:
-    """Materialise one event's partition of the sync job and summarise the outcome."""
-    if defs is None:
-        from attendee_pipeline.definitions import build_definitions
+    """Run one event's partition of the sync job in this process and summarise the outcome."""
+    with sync_run(
+        event_id,
+        instance=instance,
+        allow_mass_removal=allow_mass_removal,
+        trigger=trigger,
+        run_config=run_config,
+        log_level=log_level,
+        catalog_path=catalog_path,
+        db_url=db_url,
+        raw_root=raw_root,
+    ) as result:
+        return summarize(event_id, result)
 
-        defs = build_definitions()  # resources read the environment as it is now
-    catalog = defs.resources["catalog"] if hasattr(defs, "resources") else None
-    event = catalog.event(event_id) if catalog is not None else None
+
+@contextmanager
+def sync_run(
+    event_id: str,
+    *,
+    instance: dg.DagsterInstance,
+    allow_mass_removal: bool = False,
+    trigger: str = "cli",
+    run_config: dict[str, Any] | None = None,
+    log_level: str = "INFO",
+    catalog_path: str = "",
+    db_url: str = "",
+    raw_root: str = "",
+) -> Iterator[Any]:
+    """Run one event's partition of the sync job in this process; yield Dagster's result.
+
+    The run goes through ``dagster.execute_job`` like a launched run (the daemon, the UI), not
+    ``execute_in_process``, which keeps every step's output in memory for the caller -- for a
+    large list that doubled the peak memory. ``catalog_path`` / ``db_url`` / ``raw_root``
+    override the settings (see :func:`sync_job`); ``db_url`` is recorded with the run, so it
+    must not hold a password (set ATTENDEE_PIPELINE_DB_URL for that).
+    """
+    from attendee_pipeline.defs.resources import EventCatalogResource
+
+    if db_url and sa.engine.make_url(db_url).password:
+        raise ValueError("db_url would be stored with the run: pass it in ATTENDEE_PIPELINE_DB_URL instead")
+    event = EventCatalogResource(path=catalog_path).event(event_id)
     if not instance.has_dynamic_partition(events_partitions.name, event_id):
         instance.add_dynamic_partitions(events_partitions.name, [event_id])
-    tags = {EVENT_TAG: event_id, TRIGGER_TAG: trigger}
-    if event is not None:
-        tags[SOURCE_KIND_TAG] = event.source.kind
+    tags = {
+        EVENT_TAG: event_id,
+        TRIGGER_TAG: trigger,
+        SOURCE_KIND_TAG: event.source.kind,
+        "dagster/partition": event_id,
+    }
     if allow_mass_removal:
         tags[ALLOW_MASS_REMOVAL_TAG] = "true"
-    job = defs.resolve_job_def("attendee_sync_job")
-    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
-    result = job.execute_in_process(
-        partition_key=event_id, instance=instance, tags=tags, raise_on_error=False, run_config=config
+    job = dg.build_reconstructable_job(
+        "attendee_pipeline.cli.runs",
+        "sync_job",
+        reconstructable_kwargs={
+            "catalog_path": catalog_path,
+            "db_url": db_url,
+            "raw_root": raw_root,
+            "environment": environment_digest(),
+        },
     )
+    config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}
+    with dg.execute_job(job, instance=instance, run_config=config, tags=tags, raise_on_error=False) as result:
+        yield result
+
+
+def summarize(event_id: str, result: Any) -> SyncSummary:
+    """What a finished sync run did, from its events."""
     published = materialization_metadata(result, "published_attendees")
     if published:
         counts = {k: int(published.get(k, 0)) for k in COUNT_KEYS}

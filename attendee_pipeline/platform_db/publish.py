@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 #: Ids / keys per ``IN (...)`` list (well under SQLite's 32,766 variable limit).
 IN_CHUNK = 5_000
 
+#: Attendee rows per INSERT / UPDATE batch inside a publish's transaction (bounds memory).
+WRITE_BATCH = 50_000
+
 #: First key of the PostgreSQL advisory lock that serialises publishes of one event.
 PUBLISH_LOCK_NAMESPACE = 0x61707075  # "appu"
 
@@ -80,6 +83,13 @@ class PublishResult:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def _row_batches(frame: pd.DataFrame, size: int | None = None) -> Iterator[pd.DataFrame]:
+    """``frame`` in consecutive row slices of at most ``size`` (default WRITE_BATCH) rows."""
+    size = size or WRITE_BATCH
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start : start + size]
 
 
 def _chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -527,14 +537,16 @@ def publish_changes(
         _ensure_event(conn, event_id, source_kind, now)
         published_groups = _verify_unchanged_since_diff(conn, event_id, frame)
 
-        if len(added):
+        # Rows are written in batches of WRITE_BATCH so the Python values built for the
+        # driver stay bounded, whatever the size of the list (one transaction all the same).
+        for part in _row_batches(added):
             _bulk_insert(
                 conn,
                 attendees,
                 {
-                    "attendee_key": _column_values(added, "attendee_key"),
-                    **{c: _column_values(added, c) for c in ATTENDEE_CONTENT_COLUMNS},
-                    "row_hash": _column_values(added, "row_hash", integer=True),
+                    "attendee_key": _column_values(part, "attendee_key"),
+                    **{c: _column_values(part, c) for c in ATTENDEE_CONTENT_COLUMNS},
+                    "row_hash": _column_values(part, "row_hash", integer=True),
                 },
                 {
                     "event_id": event_id,
@@ -547,16 +559,17 @@ def publish_changes(
         key_to_id = _attendee_ids(conn, event_id, added["attendee_key"].tolist())
 
         touched_ids = _column_values(touched, "attendee_id", integer=True)
-        _bulk_update(
-            conn,
-            attendees,
-            touched_ids,
-            {
-                **{c: _column_values(touched, c) for c in ATTENDEE_CONTENT_COLUMNS},
-                "row_hash": _column_values(touched, "row_hash", integer=True),
-            },
-            {"status": ACTIVE, "removed_at": None, "last_changed_at": now, "last_run_id": run_id},
-        )
+        for part in _row_batches(touched):
+            _bulk_update(
+                conn,
+                attendees,
+                _column_values(part, "attendee_id", integer=True),
+                {
+                    **{c: _column_values(part, c) for c in ATTENDEE_CONTENT_COLUMNS},
+                    "row_hash": _column_values(part, "row_hash", integer=True),
+                },
+                {"status": ACTIVE, "removed_at": None, "last_changed_at": now, "last_run_id": run_id},
+            )
         gone_ids = _column_values(gone, "attendee_id", integer=True)
         _bulk_update(
             conn,
@@ -580,19 +593,26 @@ def publish_changes(
             deleted = conn.execute(memberships.delete().where(memberships.c.attendee_id.in_(chunk)))
             result.memberships_deleted += max(deleted.rowcount or 0, 0)
         key_to_id.update((key, attendee_id) for attendee_id, key, _ in regroup)
-        pairs = pd.DataFrame(
-            {
-                "key": added["attendee_key"].tolist() + [key for _, key, _ in regroup],
-                "name": _group_names(
-                    pd.Series(_column_values(added, "groups") + [t for _, _, t in regroup], dtype=object)
-                ),
-            }
+        regrouped = pd.DataFrame(
+            {"attendee_key": [key for _, key, _ in regroup], "groups": [t for _, _, t in regroup]}
         )
-        pairs = pairs.explode("name").dropna(subset=["name"])
-        if len(pairs):
-            names = sorted(pairs["name"].unique().tolist())
-            group_ids, result.groups_created = _ensure_groups(conn, names, now)
-            result.memberships_written = _bulk_insert(
+        group_ids: dict[str, int] = {}
+        for part in [*_row_batches(added), *_row_batches(regrouped)]:
+            pairs = pd.DataFrame(
+                {
+                    "key": part["attendee_key"].tolist(),
+                    "name": _group_names(pd.Series(_column_values(part, "groups"), dtype=object)),
+                }
+            )
+            pairs = pairs.explode("name").dropna(subset=["name"])
+            if not len(pairs):
+                continue
+            missing = sorted(set(pairs["name"].unique().tolist()) - group_ids.keys())
+            if missing:
+                ids, created = _ensure_groups(conn, missing, now)
+                group_ids.update(ids)
+                result.groups_created += created
+            result.memberships_written += _bulk_insert(
                 conn,
                 memberships,
                 {

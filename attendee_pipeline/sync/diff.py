@@ -267,7 +267,9 @@ def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, poli
             values[targets] = merged[c]
             head = text_array(values[write])
         else:
-            head = as_text(inc[c]).take(write)  # Arrow take: no Python objects
+            head = as_text(inc[c])
+            if len(write) < n:  # every row written (a first sync): share the Arrow buffers
+                head = head.take(write)  # Arrow take: no Python objects
         columns[c] = pd.concat([pd.Series(head), pd.Series(tail)], ignore_index=True).array if m else head
     unknown = np.concatenate([~known[write], np.zeros(m, dtype=bool)])
     columns["change"] = np.concatenate([kinds, np.full(m, REMOVED, dtype=object)])

@@ -16,6 +16,7 @@ import pandas as pd
 
 from attendee_pipeline import __version__, steps
 from attendee_pipeline.connectors.rest import ExtractError, extract_digest
+from attendee_pipeline.defs.memory import release_memory
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
     AttendeeSource,
@@ -164,6 +165,7 @@ def map_attendees(
         )
         context.log.info("input unchanged since the last publish: mapping, diff and publish skipped")
         return
+    release_memory()
     mapped = steps.map_extract(event, Path(attendee_raw_extract["path"]))
     db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, mapped.rejects)
     if len(mapped.rejects):
@@ -200,6 +202,7 @@ def map_attendees(
     description="Which group each (not removed) attendee of the event belongs to.",
 )
 def attendee_group_memberships(mapped_attendees: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    release_memory()
     memberships = steps.group_memberships(mapped_attendees)
     groups = sorted(memberships["group_name"].unique().tolist())
     return dg.Output(
@@ -225,6 +228,7 @@ def attendee_changes(
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ) -> dg.Output[ChangeSet]:
+    release_memory()
     event = catalog.event(context.partition_key)
     policy = event.sync.apply
     published = db_publish.load_published(
@@ -273,6 +277,7 @@ def publish_attendees(
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ):
+    release_memory()
     event = catalog.event(context.partition_key)
     rejected = int(rejected_attendees["source_row"].nunique()) if len(rejected_attendees) else 0
     started = dt.datetime.now(dt.timezone.utc)

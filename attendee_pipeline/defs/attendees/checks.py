@@ -8,6 +8,7 @@ import warnings
 import dagster as dg
 import pandas as pd
 
+from attendee_pipeline.defs.memory import release_memory
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import publish as db_publish
@@ -30,6 +31,7 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
     ),
 )
 def mapped_attendees_schema(mapped_attendees: pd.DataFrame) -> dg.AssetCheckResult:
+    release_memory()
     cases = failure_cases(mapped_attendees)
     if cases is None or cases.empty:
         return dg.AssetCheckResult(passed=True, metadata={"rows": len(mapped_attendees), "failures": 0})
