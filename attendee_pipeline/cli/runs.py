@@ -74,30 +74,10 @@ def sync_job(
     return build_definitions(resources).resolve_job_def("attendee_sync_job")
 
 
-def run_sync(
-    event_id: str,
-    *,
-    instance: dg.DagsterInstance,
-    allow_mass_removal: bool = False,
-    trigger: str = "cli",
-    run_config: dict[str, Any] | None = None,
-    log_level: str = "INFO",
-    catalog_path: str = "",
-    db_url: str = "",
-    raw_root: str = "",
-) -> SyncSummary:
-    """Run one event's partition of the sync job in this process and summarise the outcome."""
-    with sync_run(
-        event_id,
-        instance=instance,
-        allow_mass_removal=allow_mass_removal,
-        trigger=trigger,
-        run_config=run_config,
-        log_level=log_level,
-        catalog_path=catalog_path,
-        db_url=db_url,
-        raw_root=raw_root,
-    ) as result:
+def run_sync(event_id: str, *, instance: dg.DagsterInstance, **options: Any) -> SyncSummary:
+    """Run one event's partition of the sync job in this process and summarise the outcome
+    (``options`` as for :func:`sync_run`)."""
+    with sync_run(event_id, instance=instance, **options) as result:
         return summarize(event_id, result)
 
 

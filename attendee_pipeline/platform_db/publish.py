@@ -622,23 +622,19 @@ def publish_changes(
                 {"event_id": event_id},
             )
 
-        counts = changeset.counts
-        ledger_values = _ledger_values(counts, rejected_count)
-        result.ledger_id = conn.execute(
-            sync_ledger.insert().returning(sync_ledger.c.id),
-            {
-                "event_id": event_id,
-                "run_id": run_id,
-                "source_kind": source_kind,
-                "started_at": started_at,
-                "finished_at": _utcnow(),
-                **ledger_values,
-                "raw_extract_path": raw_extract_path,
-                "status": "published",
-                "message": changeset.summary(),
-                "input_fingerprint": input_fingerprint,
-            },
-        ).scalar_one()
+        ledger_values = _ledger_values(changeset.counts, rejected_count)
+        result.ledger_id = _insert_ledger(
+            conn,
+            event_id=event_id,
+            run_id=run_id,
+            source_kind=source_kind,
+            started_at=started_at,
+            values=ledger_values,
+            raw_extract_path=raw_extract_path,
+            status="published",
+            message=changeset.summary(),
+            input_fingerprint=input_fingerprint,
+        )
         result.active = _active_count(conn, event_id)
 
     result.added = len(added)
@@ -708,21 +704,26 @@ def record_ledger(
     if status not in ("held", "dry_run", "unchanged"):
         raise ValueError(f"unknown ledger status {status!r}")
     with write_transaction(engine) as conn:
-        return conn.execute(
-            sync_ledger.insert().returning(sync_ledger.c.id),
-            {
-                "event_id": event_id,
-                "run_id": run_id,
-                "source_kind": source_kind,
-                "started_at": started_at,
-                "finished_at": _utcnow(),
-                **_ledger_values(counts or {}, rejected_count),
-                "raw_extract_path": raw_extract_path,
-                "status": status,
-                "message": message,
-                "input_fingerprint": input_fingerprint,
-            },
-        ).scalar_one()
+        return _insert_ledger(
+            conn,
+            event_id=event_id,
+            run_id=run_id,
+            source_kind=source_kind,
+            started_at=started_at,
+            values=_ledger_values(counts or {}, rejected_count),
+            raw_extract_path=raw_extract_path,
+            status=status,
+            message=message,
+            input_fingerprint=input_fingerprint,
+        )
+
+
+def _insert_ledger(
+    conn: sa.Connection, *, values: dict[str, int], started_at: dt.datetime | None, **columns: Any
+) -> int:
+    """Insert one sync_ledger row (counts in ``values``); returns its id."""
+    row = {**columns, **values, "started_at": started_at, "finished_at": _utcnow()}
+    return conn.execute(sync_ledger.insert().returning(sync_ledger.c.id), row).scalar_one()
 
 
 def _active_count(conn: sa.Connection, event_id: str) -> int:
