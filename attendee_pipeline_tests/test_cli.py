@@ -58,7 +58,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_demo_twice_second_run_changes_nothing(_isolated_env: Path):
+def test_demo_twice_second_run_changes_nothing(_isolated_env: Path, monkeypatch):
+    # as `make demo` on a fresh checkout: DAGSTER_HOME names the embedded folder, not yet there
+    monkeypatch.setenv("DAGSTER_HOME", str(_isolated_env / "dagster_home"))
     runner = CliRunner()
     port = str(_free_port())  # the same sandbox URL both times, as with `make demo`
     first = runner.invoke(cli, ["demo", "--port", port])
@@ -85,3 +87,10 @@ def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_en
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
     assert len(lines) == 2 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
+
+
+def test_a_missing_dagster_home_elsewhere_is_a_clear_error(_isolated_env: Path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(_isolated_env / "nowhere"))
+    result = CliRunner().invoke(cli, ["sync", "demo-meetup"])
+    assert result.exit_code != 0
+    assert "DAGSTER_HOME=" in str(result.exception) and "is not a folder" in str(result.exception)

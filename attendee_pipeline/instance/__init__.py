@@ -32,10 +32,23 @@ def embedded_home() -> Path:
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME when set, else the embedded default (and set DAGSTER_HOME to it)."""
+    """DAGSTER_HOME when set, else the embedded default (and set DAGSTER_HOME to it).
+
+    A DAGSTER_HOME that names the embedded default's folder is created like it (on a fresh
+    checkout ``make`` points there before anything exists); any other must already exist, as
+    Dagster requires, and a missing one is reported with the variable's name.
+    """
     value = os.environ.get("DAGSTER_HOME")
     if value:
-        return Path(value)
+        path = Path(value).expanduser().resolve()
+        if path == (settings.data_dir() / "dagster_home").resolve():
+            return embedded_home()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"DAGSTER_HOME={value} is not a folder: create it (with a dagster.yaml) or unset "
+                "DAGSTER_HOME to use the embedded default under ATTENDEE_PIPELINE_DATA_DIR"
+            )
+        return path
     home = embedded_home()
     os.environ["DAGSTER_HOME"] = str(home)
     return home
