@@ -5,8 +5,12 @@ marked ``in_catalog = false``); ``attendees`` is each event's published attendee
 (event, attendee_key) for ever -- a removed attendee keeps its row with ``status = 'removed'`` and
 gets the same id back when it returns; ``groups`` are shared between events (one row per name)
 and ``memberships`` link active attendees to them; ``sync_ledger`` has one row per publish (or
-held / dry-run sync) with its counts; ``rejected_records`` keeps every quarantined record with
-its reason. The alembic migrations create exactly this metadata (a test compares them).
+held / dry-run sync) with its counts and, for a push source, how far the publish read
+(``source_position``); ``rejected_records`` keeps every quarantined record with its reason.
+``feed_keys`` holds the push feed's API keys (only their SHA-256 hashes) per event and
+``feed_inbox`` every attendee record the feed accepted, in arrival order (see
+``attendee_pipeline.platform_db.feed``). The alembic migrations create exactly this metadata (a
+test compares them).
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ sync_ledger = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("message", sa.Text, nullable=True),
     sa.Column("input_fingerprint", sa.Text, nullable=True),
+    # a push source's read position when the publish ran (e.g. the last feed_inbox id it saw)
+    sa.Column("source_position", sa.Text, nullable=True),
     sa.CheckConstraint("status IN ('published', 'held', 'dry_run', 'unchanged')", name="status"),
     sa.Index(None, "event_id"),
 )
@@ -157,6 +163,35 @@ rejected_records = sa.Table(
     sa.Column("raw_record", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index(None, "event_id", "run_id"),
+)
+
+feed_keys = sa.Table(
+    "feed_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    # public id ("fk_" + 10 hex characters): what the CLI lists and revokes
+    sa.Column("key_id", sa.Text, nullable=False),
+    # SHA-256 hex digest of the plain key (the plain key is never stored)
+    sa.Column("key_hash", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("key_id"),
+    sa.Index(None, "event_id"),
+)
+
+#: 64-bit ids on PostgreSQL; SQLite only autoincrements an ``INTEGER PRIMARY KEY`` (64-bit anyway).
+INBOX_ID_TYPE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+feed_inbox = sa.Table(
+    "feed_inbox",
+    metadata,
+    sa.Column("id", INBOX_ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    # the normalized attendee record as compact JSON with sorted keys
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Index(None, "event_id", "id"),
 )
 
 #: Attendee columns a publish writes from a change set (besides bookkeeping columns).

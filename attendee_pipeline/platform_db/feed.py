@@ -1,0 +1,187 @@
+"""Storage of the push feed (seed 001's "Attendees Data Feed API"): per-event API keys and the
+inbox of accepted attendee records. A key is created with a public id (``fk_`` + 10 hex
+characters) and a random plain key that is returned once and never stored -- only its SHA-256
+hex digest is kept, so :func:`verify_key` hashes the presented key and compares it with every
+active key of the event in constant time per key (``hmac.compare_digest``, no early exit), and
+answers ``False`` the same way for an unknown event, an event without keys and a missing key.
+Rotation is :func:`create_key` then :func:`revoke_key` of the old one. :func:`append_inbox`
+writes accepted records (normalized, compact sorted JSON) in one transaction and returns their
+ids in order: once it returns they are committed (PostgreSQL; on SQLite the WAL survives a
+process crash, and :func:`feed_engine` adds ``synchronous=FULL`` so a commit survives a power
+loss too). :func:`read_inbox` / :func:`inbox_heads` are how a sync reads what arrived since the
+position it last published. No attendee data or keys in log lines or exception messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+
+from attendee_pipeline.platform_db.engine import is_sqlite, make_engine, write_transaction
+from attendee_pipeline.platform_db.tables import feed_inbox, feed_keys
+
+#: Prefix of a key's public id.
+KEY_ID_PREFIX = "fk_"
+
+#: Hex characters after the prefix (40 random bits: ids only need to be unique, not secret).
+KEY_ID_HEX_CHARS = 10
+
+#: Random bytes of a plain key (``secrets.token_urlsafe(32)``: 43 URL-safe characters).
+KEY_BYTES = 32
+
+#: Compared against when an event has no active key, so "no keys" costs what "one key" costs.
+_NO_KEY_HASH = hashlib.sha256(b"no active key").hexdigest()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def hash_key(plain: str) -> str:
+    """The SHA-256 hex digest stored for a plain key."""
+    return hashlib.sha256(plain.encode("utf-8")).hexdigest()
+
+
+def feed_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
+    """An engine for the feed service: :func:`make_engine` whose exceptions do not echo the SQL
+    parameters (attendee data; the database's own message may still quote a row, so log
+    exception types only) and, on SQLite, ``synchronous=FULL`` so an acknowledged inbox commit
+    survives a power loss, not only a process crash."""
+    kwargs.setdefault("hide_parameters", True)
+    engine = make_engine(url, **kwargs)
+    if is_sqlite(engine):
+
+        @sa.event.listens_for(engine, "connect")
+        def _full_sync(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+    return engine
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def create_key(engine: sa.Engine, event_id: str) -> tuple[str, str]:
+    """Create an API key for ``event_id``: returns ``(key_id, plain_key)``. Only the hash of the
+    plain key is stored; show the plain key to the operator once."""
+    if not event_id or not event_id.strip():
+        raise ValueError("event id must not be empty")
+    plain = secrets.token_urlsafe(KEY_BYTES)
+    for attempt in range(5):
+        key_id = KEY_ID_PREFIX + secrets.token_hex(KEY_ID_HEX_CHARS // 2)
+        try:
+            with write_transaction(engine) as conn:
+                conn.execute(
+                    feed_keys.insert().values(
+                        event_id=event_id, key_id=key_id, key_hash=hash_key(plain), created_at=_utcnow()
+                    )
+                )
+        except sa.exc.IntegrityError:  # a key id collision (40 random bits): draw another
+            if attempt == 4:
+                raise
+            continue
+        return key_id, plain
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def list_keys(engine: sa.Engine, event_id: str) -> list[dict[str, Any]]:
+    """The event's keys, oldest first: ``key_id``, ``created_at``, ``revoked_at`` (never hashes)."""
+    query = (
+        sa.select(feed_keys.c.key_id, feed_keys.c.created_at, feed_keys.c.revoked_at)
+        .where(feed_keys.c.event_id == event_id)
+        .order_by(feed_keys.c.id)
+    )
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def revoke_key(engine: sa.Engine, event_id: str, key_id: str) -> bool:
+    """Revoke the event's active key ``key_id``; False when there is no such active key."""
+    with write_transaction(engine) as conn:
+        result = conn.execute(
+            feed_keys.update()
+            .where(
+                feed_keys.c.event_id == event_id,
+                feed_keys.c.key_id == key_id,
+                feed_keys.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=_utcnow())
+        )
+        return result.rowcount == 1
+
+
+def verify_key(engine: sa.Engine, event_id: str, plain: str | None) -> bool:
+    """Whether ``plain`` is an active key of ``event_id``.
+
+    The presented key's hash is compared with EVERY active key hash of the event (no early
+    exit); an unknown event, an event without active keys and a missing key all answer False
+    after the same work (one query, at least one comparison).
+    """
+    presented = hash_key(plain if isinstance(plain, str) else "")
+    query = sa.select(feed_keys.c.key_hash).where(
+        feed_keys.c.event_id == event_id, feed_keys.c.revoked_at.is_(None)
+    )
+    with engine.connect() as conn:
+        hashes = list(conn.execute(query).scalars())
+    matched = False
+    for stored in hashes or [_NO_KEY_HASH]:
+        matched |= hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
+    return matched and bool(hashes) and isinstance(plain, str) and plain != ""
+
+
+# --------------------------------------------------------------------------- inbox
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def append_inbox(engine: sa.Engine, event_id: str, records: list[dict[str, Any]]) -> list[int]:
+    """Store accepted records of ``event_id`` in one transaction; their inbox ids, in order.
+
+    When this returns the transaction is committed (nothing to acknowledge before that)."""
+    if not records:
+        return []
+    received_at = _utcnow()
+    rows = [{"event_id": event_id, "received_at": received_at, "record": _record_text(r)} for r in records]
+    with write_transaction(engine) as conn:
+        if len(rows) == 1:
+            return [conn.execute(feed_inbox.insert().returning(feed_inbox.c.id), rows[0]).scalar_one()]
+        result = conn.execute(
+            feed_inbox.insert().returning(feed_inbox.c.id, sort_by_parameter_order=True), rows
+        )
+        return [int(i) for i in result.scalars()]
+
+
+def read_inbox(
+    engine: sa.Engine, event_id: str, after_id: int = 0, limit: int | None = None
+) -> list[tuple[int, dt.datetime, dict[str, Any]]]:
+    """``(id, received_at, record)`` of the event's inbox rows with ``id > after_id``, by id."""
+    query = (
+        sa.select(feed_inbox.c.id, feed_inbox.c.received_at, feed_inbox.c.record)
+        .where(feed_inbox.c.event_id == event_id, feed_inbox.c.id > after_id)
+        .order_by(feed_inbox.c.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [(int(i), at, json.loads(text)) for i, at, text in conn.execute(query)]
+
+
+def inbox_heads(engine: sa.Engine, after_id: int = 0) -> dict[str, int]:
+    """``{event_id: highest inbox id}`` of the events with inbox rows ``id > after_id``."""
+    query = (
+        sa.select(feed_inbox.c.event_id, sa.func.max(feed_inbox.c.id))
+        .where(feed_inbox.c.id > after_id)
+        .group_by(feed_inbox.c.event_id)
+    )
+    with engine.connect() as conn:
+        return {event_id: int(head) for event_id, head in conn.execute(query)}

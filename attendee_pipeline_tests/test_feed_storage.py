@@ -1,0 +1,141 @@
+"""Push feed storage on SQLite and PostgreSQL (``db_url`` runs each test on both): keys are
+stored only as hashes, verified against every active key of the event and revocable; the inbox
+keeps records in arrival order and reads back by position; migration 0002 goes up and down."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from attendee_pipeline.platform_db import feed
+from attendee_pipeline.platform_db.engine import alembic_config, ensure_schema, make_engine, upgrade
+from attendee_pipeline.platform_db.tables import feed_inbox, feed_keys
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    ensure_schema(db_url)
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def test_keys_are_stored_as_hashes_and_verified_per_event(engine: sa.Engine):
+    key_id, plain = feed.create_key(engine, "summit")
+    assert re.fullmatch(r"fk_[0-9a-f]{10}", key_id)
+    assert len(plain) >= 40
+    with engine.connect() as conn:
+        (row,) = conn.execute(sa.select(feed_keys)).mappings().all()
+    assert row["key_hash"] == hashlib.sha256(plain.encode()).hexdigest()
+    assert plain not in {str(v) for v in row.values()}
+
+    assert feed.verify_key(engine, "summit", plain)
+    assert not feed.verify_key(engine, "summit", plain + "x")
+    assert not feed.verify_key(engine, "summit", "")
+    assert not feed.verify_key(engine, "summit", None)
+    assert not feed.verify_key(engine, "meetup", plain)  # keys belong to one event
+    assert not feed.verify_key(engine, "no-such-event", None)
+
+    (listed,) = feed.list_keys(engine, "summit")
+    assert set(listed) == {"key_id", "created_at", "revoked_at"}
+    assert listed["key_id"] == key_id and listed["revoked_at"] is None
+    assert listed["created_at"].tzinfo is not None
+    assert feed.list_keys(engine, "meetup") == []
+    with pytest.raises(ValueError):
+        feed.create_key(engine, " ")
+
+
+def test_rotation_create_then_revoke(engine: sa.Engine):
+    old_id, old = feed.create_key(engine, "summit")
+    new_id, new = feed.create_key(engine, "summit")
+    assert old_id != new_id and old != new
+    assert feed.verify_key(engine, "summit", old) and feed.verify_key(engine, "summit", new)
+
+    assert not feed.revoke_key(engine, "meetup", old_id)  # another event's key id
+    assert feed.revoke_key(engine, "summit", old_id)
+    assert not feed.revoke_key(engine, "summit", old_id)  # already revoked
+    assert not feed.verify_key(engine, "summit", old)
+    assert feed.verify_key(engine, "summit", new)
+    keys = {k["key_id"]: k for k in feed.list_keys(engine, "summit")}
+    assert keys[old_id]["revoked_at"] is not None and keys[new_id]["revoked_at"] is None
+    assert list(keys) == [old_id, new_id]  # oldest first
+
+
+def test_inbox_appends_in_order_and_reads_by_position(engine: sa.Engine):
+    assert feed.append_inbox(engine, "summit", []) == []
+    first = feed.append_inbox(engine, "summit", [{"email": "a@x.org", "first_name": "Ann"}])
+    batch = feed.append_inbox(
+        engine,
+        "summit",
+        [{"email": f"p{i}@x.org", "groups": ["B", "A"], "custom_fields": {"z": "1", "a": "é"}} for i in range(5)],
+    )
+    other = feed.append_inbox(engine, "meetup", [{"email": "m@x.org"}])
+    ids = first + batch
+    assert ids == sorted(ids) and len(set(ids)) == 6 and other[0] > ids[-1]
+
+    rows = feed.read_inbox(engine, "summit")
+    assert [r[0] for r in rows] == ids
+    assert rows[0][2] == {"email": "a@x.org", "first_name": "Ann"}
+    assert rows[1][2] == {"email": "p0@x.org", "groups": ["B", "A"], "custom_fields": {"z": "1", "a": "é"}}
+    assert rows[0][1].tzinfo is not None and abs(rows[0][1] - dt.datetime.now(dt.timezone.utc)).total_seconds() < 60
+    assert [r[0] for r in feed.read_inbox(engine, "summit", after_id=ids[2], limit=2)] == ids[3:5]
+    assert feed.read_inbox(engine, "summit", after_id=ids[-1]) == []
+
+    with engine.connect() as conn:
+        text = conn.execute(sa.select(feed_inbox.c.record).where(feed_inbox.c.id == ids[1])).scalar_one()
+    assert text == '{"custom_fields":{"a":"é","z":"1"},"email":"p0@x.org","groups":["B","A"]}'
+
+    assert feed.inbox_heads(engine) == {"summit": ids[-1], "meetup": other[0]}
+    assert feed.inbox_heads(engine, after_id=ids[-1]) == {"meetup": other[0]}
+    assert feed.inbox_heads(engine, after_id=other[0]) == {}
+
+
+def test_inbox_append_is_one_transaction(engine: sa.Engine):
+    with pytest.raises(TypeError):  # the second record is not JSON-serialisable
+        feed.append_inbox(engine, "summit", [{"email": "a@x.org"}, {"email": object()}])
+    assert feed.read_inbox(engine, "summit") == []
+
+
+def test_feed_engine_keeps_parameters_out_of_errors(db_url: str):
+    ensure_schema(db_url)
+    eng = feed.feed_engine(db_url)
+    try:
+        with pytest.raises(sa.exc.IntegrityError) as info:
+            with eng.begin() as conn:
+                conn.execute(feed_keys.insert().values(event_id="e", key_id="secret-id", key_hash=None))
+        # SQLAlchemy does not echo the parameters (the database's own message may still quote
+        # the row, which is why the service logs exception types only)
+        assert "SQL parameters hidden" in str(info.value)
+        if eng.dialect.name == "sqlite":
+            with eng.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        eng.dispose()
+
+
+def test_migration_0002_downgrades_and_upgrades(db_url: str):
+    from alembic import command
+
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    try:
+        with eng.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0001")
+        with eng.connect() as conn:
+            inspector = sa.inspect(conn)
+            assert not {"feed_keys", "feed_inbox"} & set(inspector.get_table_names())
+            assert "source_position" not in {c["name"] for c in inspector.get_columns("sync_ledger")}
+        upgrade(eng)
+        with eng.connect() as conn:
+            inspector = sa.inspect(conn)
+            assert {"feed_keys", "feed_inbox"} <= set(inspector.get_table_names())
+            assert "source_position" in {c["name"] for c in inspector.get_columns("sync_ledger")}
+    finally:
+        eng.dispose()
