@@ -1,0 +1,460 @@
+"""Seed 001's push payloads: strict decoding, both payload formats, and folding several pushes.
+
+What belongs here: turning one pushed request body into a normalized attendee record in the
+platform's field names, or into the list of every problem with it (field path as the sender
+wrote it, and a reason) -- :func:`decode_json` and :func:`parse_payload`; and
+:func:`fold_pushes`, which applies several pushes for one attendee in arrival order. A
+normalized record holds ``email`` and only the fields the push provided: a string value
+overwrites, an empty string is the "clear this field" marker, ``groups`` (a list, ``[]`` =
+none) replaces the attendee's groups and ``custom_fields`` (name -> value, ``""`` = remove)
+merges by name. Absent and null fields are simply not in the record: they are kept. Pure: no
+Dagster, no database, no HTTP; nothing here may raise on hostile input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from attendee_pipeline.sync.schemas import EMAIL_PATTERN
+
+#: seed 001 profile key -> platform field (attendee_pipeline.sync.model.PROFILE_FIELDS names)
+PROFILE_KEYS: dict[str, str] = {
+    "thirdPartyId": "third_party_id",
+    "prefix": "titles",
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "email": "email",
+    "phone": "phone",
+    "website": "website",
+    "facebook": "facebook",
+    "twitter": "twitter",
+    "linkedin": "linkedin",
+    "instagram": "instagram",
+    "title": "job_title",
+    "department": "department",
+    "company": "company",
+    "city": "city",
+    "state": "state",
+    "country": "country",
+    "assistantName": "assistant_name",
+    "assistantPhone": "assistant_phone",
+    "assistantEmail": "assistant_email",
+    "motto": "motto",
+    "biography": "biography",
+}
+MAX_BODY_BYTES = 1_048_576  # the service answers 413 above this
+MAX_INDEX = 999  # highest list index accepted in flat keys
+MAX_DEPTH = 16  # JSON nesting depth accepted by decode_json
+MAX_TEXT = 10_000  # longest accepted string value (characters)
+MAX_CUSTOM_FIELDS = 200
+MAX_GROUPS = 500
+
+_EMAIL = re.compile(EMAIL_PATTERN)
+_INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str  # payload path as the sender wrote it, e.g. "profile.email" or "(body)"
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "reason": self.reason}
+
+
+class FeedDecodeError(ValueError):
+    """The body is not acceptable JSON; ``problem`` says why."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(f"{problem.field}: {problem.reason}")
+        self.problem = problem
+
+
+@dataclass
+class FeedPayload:
+    key: str | None  # the body's "key" (an API key) when it is a string
+    record: dict[str, Any] | None  # the normalized record; None when there are problems
+    problems: list[Problem] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise FeedDecodeError(Problem(key, "duplicate key"))
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise FeedDecodeError(Problem("(body)", f"not valid JSON: {name} is not a JSON number"))
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True when ``value`` nests no deeper than ``limit`` containers (iterative, no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a request body strictly: UTF-8 JSON, no duplicate object keys, no NaN/Infinity,
+    at most MAX_DEPTH levels of nesting. Raises FeedDecodeError and nothing else."""
+    try:
+        text = bytes(raw).decode("utf-8")
+    except (UnicodeDecodeError, TypeError, ValueError):
+        raise FeedDecodeError(Problem("(body)", "not UTF-8 text")) from None
+    # Reject deep nesting before the recursive decoder sees it (brackets outside strings).
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                raise FeedDecodeError(Problem("(body)", f"nested deeper than {MAX_DEPTH} levels"))
+        elif char in "]}":
+            depth -= 1
+    try:
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+    except FeedDecodeError:
+        raise
+    except RecursionError:
+        raise FeedDecodeError(Problem("(body)", f"nested deeper than {MAX_DEPTH} levels")) from None
+    except (ValueError, TypeError) as exc:
+        raise FeedDecodeError(Problem("(body)", f"not valid JSON: {str(exc)[:120]}")) from None
+    if not _depth(value, MAX_DEPTH):
+        raise FeedDecodeError(Problem("(body)", f"nested deeper than {MAX_DEPTH} levels"))
+    return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+_ABSENT = object()
+
+
+class _Flat:
+    """Flat keys ("profile.customFields[0].fieldName") expanded into the nested shape."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        self.tree: dict[str, Any] = {}
+        self.origin: dict[int, str] = {}  # id(container) -> flat key prefix, for messages
+
+    @staticmethod
+    def split(key: str) -> list[str] | None:
+        parts: list[str] = []
+        for chunk in key.split("."):
+            while "[" in chunk:
+                head, _, rest = chunk.partition("[")
+                index, close, tail = rest.partition("]")
+                if not close or (tail and not tail.startswith("[")):
+                    return None
+                if head:
+                    parts.append(head)
+                parts.append("#" + index)
+                chunk = tail
+            if "]" in chunk:
+                return None
+            if chunk:
+                parts.append(chunk)
+            elif not parts or not parts[-1].startswith("#"):
+                return None
+        return parts or None
+
+    def add(self, key: str, value: Any) -> None:
+        parts = self.split(key)
+        if parts is None:
+            self.problems.append(Problem(key, "not a valid field path"))
+            return
+        node: Any = self.tree
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            index_text = part[1:] if part.startswith("#") else None
+            if index_text is None and part.isdigit() and depth > 0:
+                index_text = part  # ".0" index syntax
+            if index_text is not None:
+                if not _INDEX.match(index_text):
+                    self.problems.append(Problem(key, f"bad index {index_text[:20]!r}"))
+                    return
+                if len(index_text) > 4 or int(index_text) > MAX_INDEX:
+                    self.problems.append(Problem(key, f"index {index_text[:20]} is above {MAX_INDEX}"))
+                    return
+                slot: Any = ("#", int(index_text))
+            else:
+                slot = part
+            if not isinstance(node, dict):
+                self.problems.append(Problem(key, "conflicts with another key"))
+                return
+            if last:
+                if slot in node:
+                    self.problems.append(Problem(key, "conflicts with another key"))
+                    return
+                node[slot] = value
+            else:
+                child = node.setdefault(slot, {})
+                if not isinstance(child, dict) or (isinstance(child, dict) and child is value):
+                    self.problems.append(Problem(key, "conflicts with another key"))
+                    return
+                node = child
+
+    def build(self) -> dict[str, Any]:
+        """The tree with index slots turned into lists (gaps compacted in index order)."""
+
+        def convert(node: Any) -> Any:
+            if not isinstance(node, dict):
+                return node
+            indexed = [k for k in node if isinstance(k, tuple)]
+            if indexed and len(indexed) == len(node):
+                return [convert(node[k]) for k in sorted(indexed, key=lambda k: k[1])]
+            if indexed:  # mixed names and indexes under one path
+                return {str(k) if not isinstance(k, tuple) else f"[{k[1]}]": convert(v) for k, v in node.items()}
+            return {k: convert(v) for k, v in node.items()}
+
+        return convert(self.tree)
+
+
+def _text(value: Any, path: str, problems: list[Problem]) -> Any:
+    """A profile value: str (stripped; "" = clear), _ABSENT for null, or a problem."""
+    if value is None:
+        return _ABSENT
+    if not isinstance(value, str):
+        problems.append(Problem(path, f"expected text or null, got {_kind(value)}"))
+        return _ABSENT
+    if len(value) > MAX_TEXT:
+        problems.append(Problem(path, f"longer than {MAX_TEXT} characters"))
+        return _ABSENT
+    return value.strip()
+
+
+def parse_payload(body: Any) -> FeedPayload:
+    """One pushed body (decoded JSON) -> the normalized record, or every problem with it."""
+    problems: list[Problem] = []
+    if not isinstance(body, dict):
+        return FeedPayload(None, None, [Problem("(body)", "expected a JSON object")])
+    flat = _Flat(problems)
+    nested: dict[str, Any] = {}
+    for key, value in body.items():
+        if not isinstance(key, str):
+            problems.append(Problem(str(key), "unknown field"))
+        elif "." in key or "[" in key or "]" in key:
+            flat.add(key, value)
+        else:
+            nested[key] = value
+    expanded = flat.build()
+    for key, value in expanded.items():
+        if key in nested:
+            if isinstance(value, dict) and isinstance(nested[key], dict):
+                for inner in value:
+                    if inner in nested[key]:
+                        problems.append(Problem(f"{key}.{inner}", "given twice (nested and flat)"))
+                    else:
+                        nested[key] = {**nested[key], inner: value[inner]}
+            else:
+                problems.append(Problem(key, "given twice (nested and flat)"))
+        else:
+            nested[key] = value
+
+    key_value = nested.pop("key", None)
+    api_key = key_value if isinstance(key_value, str) else None
+    if key_value is not None and not isinstance(key_value, str):
+        problems.append(Problem("key", f"expected text or null, got {_kind(key_value)}"))
+
+    record: dict[str, Any] = {}
+    profile = nested.pop("profile", None)
+    event_info = nested.pop("eventInfo", None)
+    for unknown in nested:
+        problems.append(Problem(str(unknown), "unknown field"))
+
+    if profile is not None and not isinstance(profile, dict):
+        problems.append(Problem("profile", "expected an object"))
+        profile = None
+    for name, value in (profile or {}).items():
+        path = f"profile.{name}"
+        if name == "customFields":
+            custom = _custom_fields(value, problems)
+            if custom is not None:
+                record["custom_fields"] = custom
+        elif name in PROFILE_KEYS:
+            text = _text(value, path, problems)
+            if text is not _ABSENT:
+                record[PROFILE_KEYS[name]] = text
+        else:
+            problems.append(Problem(path, "unknown field"))
+
+    groups = _groups(event_info, problems)
+    if groups is not None:
+        record["groups"] = groups
+
+    email = record.get("email")
+    if not email:
+        record.pop("email", None)
+        if not any(p.field == "profile.email" for p in problems):
+            problems.append(Problem("profile.email", "is required"))
+    elif not _EMAIL.match(email):
+        problems.append(Problem("profile.email", "not a valid e-mail address"))
+
+    if problems:
+        return FeedPayload(api_key, None, problems)
+    return FeedPayload(api_key, record, [])
+
+
+def _custom_fields(value: Any, problems: list[Problem]) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        problems.append(Problem("profile.customFields", "expected a list"))
+        return None
+    if len(value) > MAX_CUSTOM_FIELDS:
+        problems.append(Problem("profile.customFields", f"more than {MAX_CUSTOM_FIELDS} custom fields"))
+        return None
+    out: dict[str, str] = {}
+    for i, item in enumerate(value):
+        path = f"profile.customFields[{i}]"
+        if not isinstance(item, dict):
+            problems.append(Problem(path, "expected an object"))
+            continue
+        for extra in item:
+            if extra not in ("fieldName", "fieldValue"):
+                problems.append(Problem(f"{path}.{extra}", "unknown field"))
+        name = item.get("fieldName")
+        if name is not None and not isinstance(name, str):
+            problems.append(Problem(f"{path}.fieldName", f"expected text, got {_kind(name)}"))
+            continue
+        if not name or not name.strip():
+            problems.append(Problem(f"{path}.fieldName", "is required"))
+            continue
+        if len(name) > MAX_TEXT:
+            problems.append(Problem(f"{path}.fieldName", f"longer than {MAX_TEXT} characters"))
+            continue
+        text = _text(item.get("fieldValue"), f"{path}.fieldValue", problems)
+        if text is not _ABSENT:
+            out[name.strip()] = text
+    return out
+
+
+def _groups(event_info: Any, problems: list[Problem]) -> list[str] | None:
+    if event_info is None:
+        return None
+    if not isinstance(event_info, dict):
+        problems.append(Problem("eventInfo", "expected an object"))
+        return None
+    for extra in event_info:
+        if extra != "groups":
+            problems.append(Problem(f"eventInfo.{extra}", "unknown field"))
+    groups = event_info.get("groups")
+    if groups is None:
+        return None
+    if not isinstance(groups, dict):
+        problems.append(Problem("eventInfo.groups", "expected an object"))
+        return None
+    for extra in groups:
+        if extra != "groupNames":
+            problems.append(Problem(f"eventInfo.groups.{extra}", "unknown field"))
+    names = groups.get("groupNames")
+    if names is None:
+        return None
+    if not isinstance(names, list):
+        problems.append(Problem("eventInfo.groups.groupNames", "expected a list"))
+        return None
+    if len(names) > MAX_GROUPS:
+        problems.append(Problem("eventInfo.groups.groupNames", f"more than {MAX_GROUPS} groups"))
+        return None
+    out: list[str] = []
+    for i, name in enumerate(names):
+        path = f"eventInfo.groups.groupNames[{i}]"
+        if not isinstance(name, str):
+            problems.append(Problem(path, f"expected text, got {_kind(name)}"))
+            continue
+        if len(name) > MAX_TEXT:
+            problems.append(Problem(path, f"longer than {MAX_TEXT} characters"))
+            continue
+        cleaned = name.strip()
+        if cleaned and cleaned not in out:
+            out.append(cleaned)
+    return out
+
+
+# --------------------------------------------------------------------------- folding
+
+
+def fold_pushes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per attendee (e-mail, case-insensitive) from pushes in arrival order: later
+    fields overwrite (an empty string too), a later group list replaces, custom fields merge by
+    name. Attendees keep the order of their first push. The inputs are not changed."""
+    folded: dict[str, dict[str, Any]] = {}
+    for record in records:
+        email = record.get("email")
+        if not isinstance(email, str) or not email.strip():
+            continue
+        key = email.strip().lower()
+        current = folded.get(key)
+        if current is None:
+            current = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                       for k, v in record.items()}
+            folded[key] = current
+            continue
+        for name, value in record.items():
+            if name == "custom_fields" and isinstance(value, dict):
+                current["custom_fields"] = {**current.get("custom_fields", {}), **value}
+            elif name == "groups" and isinstance(value, list):
+                current["groups"] = list(value)
+            else:
+                current[name] = value
+    return list(folded.values())
+
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_CUSTOM_FIELDS",
+    "MAX_DEPTH",
+    "MAX_GROUPS",
+    "MAX_INDEX",
+    "MAX_TEXT",
+    "PROFILE_KEYS",
+    "FeedDecodeError",
+    "FeedPayload",
+    "Problem",
+    "decode_json",
+    "fold_pushes",
+    "parse_payload",
+]
+
