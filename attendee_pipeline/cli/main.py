@@ -282,6 +282,102 @@ def dev(sandbox_port: int, port: int) -> None:
         subprocess.call(cmd, cwd=root)
 
 
+# --------------------------------------------------------------------------- push feed
+
+
+@cli.command("serve-feed")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback addresses only (use a TLS proxy).")
+@click.option("--port", default=8780, type=int, show_default=True)
+@click.option("--access-log", is_flag=True, help="Log each request line (never bodies, headers or keys).")
+def serve_feed(host: str, port: int, access_log: bool) -> None:
+    """Serve the push feed (Attendees Data Feed API) until interrupted.
+
+    Accepts POST /events/EVENT/attendees (one attendee) and /events/EVENT/attendees:batch
+    (up to 1000), authenticated with the event's keys (see `feed-key`), into the platform
+    database's inbox (ATTENDEE_PIPELINE_DB_URL or the SQLite default).
+    """
+    from attendee_pipeline.services.feed import check_host
+    from attendee_pipeline.services.feed import serve_feed as serve
+
+    try:
+        check_host(host)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"feed service on http://{host}:{port}; platform DB {_safe_url(settings.db_url())}")
+    serve(host=host, port=port, db_url=settings.db_url(), access_log=access_log)
+
+
+@cli.group("feed-key")
+def feed_key() -> None:
+    """Manage the push feed's API keys of an event.
+
+    Only a hash of each key is stored: the plain key is shown once, by `create`. To rotate a
+    key, create a new one, switch the sender to it, then revoke the old one.
+    """
+
+
+def _feed_engine():  # type: ignore[no-untyped-def]
+    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
+
+    ensure_schema(settings.db_url())
+    return make_engine(settings.db_url())
+
+
+@feed_key.command("create")
+@click.argument("event_id")
+def feed_key_create(event_id: str) -> None:
+    """Create an API key for EVENT_ID and print it (once)."""
+    from attendee_pipeline.platform_db.feed import create_key
+
+    engine = _feed_engine()
+    try:
+        key_id, plain = create_key(engine, event_id)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    finally:
+        engine.dispose()
+    click.echo(f"key id: {key_id}")
+    click.echo(f"api key: {plain}")
+    click.echo("This key is shown only once: store it now (send it as the Api-Key header or the body's \"key\").")
+
+
+@feed_key.command("list")
+@click.argument("event_id")
+def feed_key_list(event_id: str) -> None:
+    """List EVENT_ID's keys: key id, created, revoked (never the keys)."""
+    from attendee_pipeline.platform_db.feed import list_keys
+
+    engine = _feed_engine()
+    try:
+        keys = list_keys(engine, event_id)
+    finally:
+        engine.dispose()
+    if not keys:
+        click.echo(f"no keys for {event_id}")
+        return
+    click.echo(f"{'key id':<16} {'created (UTC)':<20} revoked (UTC)")
+    for key in keys:
+        revoked = f"{key['revoked_at']:%Y-%m-%d %H:%M:%S}" if key["revoked_at"] else "-"
+        click.echo(f"{key['key_id']:<16} {key['created_at']:%Y-%m-%d %H:%M:%S}  {revoked}")
+
+
+@feed_key.command("revoke")
+@click.argument("event_id")
+@click.argument("key_id")
+def feed_key_revoke(event_id: str, key_id: str) -> None:
+    """Revoke KEY_ID of EVENT_ID (requests with it get 401 from now on)."""
+    from attendee_pipeline.platform_db.feed import revoke_key
+
+    engine = _feed_engine()
+    try:
+        revoked = revoke_key(engine, event_id, key_id)
+    finally:
+        engine.dispose()
+    if not revoked:
+        raise click.ClickException(f"{event_id} has no active key {key_id}")
+    click.echo(f"revoked {key_id} of {event_id}")
+
+
 # --------------------------------------------------------------------------- sandboxes
 
 

@@ -1,0 +1,4 @@
+"""Long-running network services of the pipeline (as opposed to the Dagster jobs): ``feed`` is
+the push feed that accepts attendee records over HTTP into the platform database's inbox. The
+sandboxes that imitate providers live in ``attendee_pipeline.sandbox``, not here.
+"""

@@ -1,0 +1,431 @@
+"""The push feed service (seed 001's "Attendees Data Feed API"): a Starlette app, served by
+uvicorn, that accepts attendee records pushed one per POST (or up to 1000 per batch POST),
+authenticates them with the event's API keys and stores them in ``feed_inbox``, acknowledging
+only after the commit. A sync of the event reads the inbox later; nothing here publishes.
+
+Routes::
+
+    POST /events/{event_id}/attendees        one attendee (nested or flat "profile.x" payload)
+    POST /events/{event_id}/attendees:batch  {"attendees": [payload, ...], "key": optional}
+    GET  /health                             {"status": "ok"} when the database answers
+
+Order of checks for both POST routes, and the answers:
+
+* ``415`` {"error": "unsupported media type", "expected": "application/json"} unless the
+  Content-Type is ``application/json`` (a charset parameter is fine);
+* ``413`` {"error": "payload too large", "max_bytes": N} when the body exceeds
+  ``MAX_BODY_BYTES`` (batch: ``MAX_BATCH_BODY_BYTES``) -- refused from Content-Length before
+  reading, and a chunked body is never read past the cap + 1 byte;
+* ``400`` {"error": "invalid payload", "problems": [...]} when the body is not acceptable JSON;
+* ``401`` {"error": "invalid API key"} unless the ``Api-Key`` header -- or, without it, the
+  body's ``key`` (batch: the top-level ``key``; per-item keys are ignored) -- is an active key
+  of the event. An unknown event, a revoked, wrong or missing key all get exactly this answer,
+  and it comes before any report about the payload's content;
+* ``422`` {"error": "invalid payload", "problems": [{"field", "reason"}, ...]} for a payload
+  with problems; a batch answers {"error": "invalid payload", "results": [{"index": i,
+  "problems": [...]}, ...]} naming every bad item and stores NOTHING (all or nothing); a batch
+  body that is not {"attendees": [...], "key"?} gets "problems" like a single payload, and an
+  empty list is a problem too;
+* ``413`` {"error": "too many attendees", "max_items": 1000} for a batch of more than
+  ``MAX_BATCH_ITEMS`` (after authentication);
+* ``200`` {"status": "accepted", "id": N} (batch: {"status": "accepted", "ids": [...]}) once
+  the records are committed;
+* ``500`` {"error": "internal error", "error_id": "<hex>"} for anything unexpected, logged as ONE
+  line at ERROR with that id and the exception type only. Nothing here logs bodies, headers,
+  keys, e-mail addresses or names; uvicorn's access log (method, path, status) is off unless
+  asked for, and SQL parameters are kept out of database exception messages.
+
+:func:`create_app` builds the app for a database URL (migrating it to head first),
+:func:`serve_feed` serves it until interrupted (``attendee-pipeline serve-feed``) and
+:func:`serve_feed_in_thread` runs it on a free port in a background thread (tests, demos). The
+service only listens on loopback addresses: publish it through a TLS-terminating reverse proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from attendee_pipeline.platform_db.engine import ensure_schema
+from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify_key
+from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
+
+log = logging.getLogger(__name__)
+
+#: Most attendees in one batch POST.
+MAX_BATCH_ITEMS = 1000
+
+#: Byte cap of a batch body (a single POST's cap is ``MAX_BODY_BYTES``).
+MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024
+
+JSON_MEDIA_TYPE = "application/json"
+
+#: Default port of ``attendee-pipeline serve-feed``.
+DEFAULT_PORT = 8780
+
+_UNAUTHORIZED: dict[str, Any] = {"error": "invalid API key"}
+
+#: (status, JSON body) of a request handled off the event loop.
+Outcome = tuple[int, dict[str, Any]]
+
+
+def _problems(problems: Any) -> list[dict[str, str]]:
+    return [p.to_dict() for p in problems]
+
+
+def _invalid(problems: Any) -> dict[str, Any]:
+    return {"error": "invalid payload", "problems": _problems(problems)}
+
+
+def _internal_error(exc: BaseException) -> JSONResponse:
+    """The 500 answer; logs one line with the error id and the exception type only."""
+    error_id = uuid.uuid4().hex
+    log.error("feed request failed: error_id=%s exception=%s", error_id, type(exc).__name__)
+    return JSONResponse({"error": "internal error", "error_id": error_id}, status_code=500)
+
+
+class _InternalErrors:
+    """Answers any exception that escapes a route with the 500 body instead of letting it reach
+    Starlette's / uvicorn's handlers, which would log its message and traceback (a database
+    error message can quote attendee data)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the point of this middleware
+            response = _internal_error(exc)
+            if not started:
+                await response(scope, receive, send)
+
+
+def _is_json(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() == JSON_MEDIA_TYPE
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The request body, refusing (``_TooLarge``) more than ``cap`` bytes: a declared
+    Content-Length over the cap before reading anything, and a streamed body as soon as it
+    passes the cap (never more than ``cap + 1`` bytes are kept)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > cap:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk[: cap + 1 - len(body)]
+        if len(body) > cap:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _body_key(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("key"), str):
+        return body["key"]
+    return None
+
+
+class FeedService:
+    """The routes' logic over one engine; blocking work runs in Starlette's threadpool."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # ----------------------------------------------------------------- blocking parts
+
+    def accept_one(self, event_id: str, raw: bytes, header_key: str | None) -> Outcome:
+        try:
+            body = decode_json(raw)
+        except FeedDecodeError as exc:
+            return 400, _invalid([exc.problem])
+        payload = parse_payload(body)
+        key = header_key or (payload.key if isinstance(payload.key, str) else None) or _body_key(body)
+        if not verify_key(self.engine, event_id, key):
+            return 401, _UNAUTHORIZED
+        if payload.problems or payload.record is None:
+            return 422, _invalid(payload.problems)
+        (inbox_id,) = append_inbox(self.engine, event_id, [payload.record])
+        return 200, {"status": "accepted", "id": inbox_id}
+
+    def accept_batch(self, event_id: str, raw: bytes, header_key: str | None) -> Outcome:
+        try:
+            body = decode_json(raw)
+        except FeedDecodeError as exc:
+            return 400, _invalid([exc.problem])
+        if not verify_key(self.engine, event_id, header_key or _body_key(body)):
+            return 401, _UNAUTHORIZED
+        if not isinstance(body, dict):
+            return 422, {"error": "invalid payload", "problems": [
+                {"field": "", "reason": 'must be an object {"attendees": [...]}'}
+            ]}
+        unknown = sorted(set(body) - {"attendees", "key"})
+        problems = [{"field": name, "reason": "unknown field"} for name in unknown]
+        items = body.get("attendees")
+        if not isinstance(items, list):
+            problems.append({"field": "attendees", "reason": "must be a list of attendee payloads"})
+        elif not items:
+            problems.append({"field": "attendees", "reason": "must not be empty"})
+        if "key" in body and not isinstance(body["key"], (str, type(None))):
+            problems.append({"field": "key", "reason": "must be a string"})
+        if problems:
+            return 422, {"error": "invalid payload", "problems": problems}
+        assert isinstance(items, list)
+        if len(items) > MAX_BATCH_ITEMS:
+            return 413, {"error": "too many attendees", "max_items": MAX_BATCH_ITEMS}
+        records: list[dict[str, Any]] = []
+        results: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            payload = parse_payload(item)
+            if payload.problems or payload.record is None:
+                results.append({"index": index, "problems": _problems(payload.problems)})
+            else:
+                records.append(payload.record)
+        if results:
+            return 422, {"error": "invalid payload", "results": results}
+        return 200, {"status": "accepted", "ids": append_inbox(self.engine, event_id, records)}
+
+    def check_database(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1")).scalar_one()
+
+    # ----------------------------------------------------------------- routes
+
+    async def _post(
+        self, request: Request, cap: int, handle: Callable[[str, bytes, str | None], Outcome]
+    ) -> Response:
+        if not _is_json(request.headers.get("content-type")):
+            return JSONResponse(
+                {"error": "unsupported media type", "expected": JSON_MEDIA_TYPE}, status_code=415
+            )
+        try:
+            raw = await _read_capped(request, cap)
+        except _TooLarge:
+            return JSONResponse({"error": "payload too large", "max_bytes": cap}, status_code=413)
+        except ClientDisconnect:  # nobody is left to read an answer
+            return Response(status_code=400)
+        header_key = request.headers.get("api-key") or None
+        status, body = await run_in_threadpool(handle, request.path_params["event_id"], raw, header_key)
+        return JSONResponse(body, status_code=status)
+
+    async def attendees(self, request: Request) -> Response:
+        return await self._post(request, MAX_BODY_BYTES, self.accept_one)
+
+    async def attendees_batch(self, request: Request) -> Response:
+        return await self._post(request, MAX_BATCH_BODY_BYTES, self.accept_batch)
+
+    async def health(self, request: Request) -> Response:
+        try:
+            await run_in_threadpool(self.check_database)
+        except Exception as exc:  # noqa: BLE001 - reported as unavailable
+            error_id = uuid.uuid4().hex
+            log.error("feed health check failed: error_id=%s exception=%s", error_id, type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "error_id": error_id}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail).lower()}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def create_app(db_url: str) -> Starlette:
+    """The feed service for the platform database at ``db_url`` (migrated to head first; one
+    engine for the app's lifetime, disposed at lifespan shutdown)."""
+    ensure_schema(db_url)
+    engine = feed_engine(db_url)
+    service = FeedService(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/events/{event_id}/attendees", service.attendees, methods=["POST"]),
+            Route("/events/{event_id}/attendees:batch", service.attendees_batch, methods=["POST"]),
+            Route("/health", service.health, methods=["GET"]),
+        ],
+        middleware=[Middleware(_InternalErrors)],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.feed = service
+    return app
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def check_host(host: str) -> None:
+    """Refuse (ValueError) a host that is not a loopback address."""
+    from attendee_pipeline.sandbox.attendee_api import _check_loopback
+
+    try:
+        _check_loopback(host)
+    except ValueError:
+        raise ValueError(
+            f"the feed service only listens on loopback addresses (127.0.0.1, ::1; put a TLS "
+            f"reverse proxy in front of it), not {host!r}"
+        ) from None
+
+
+def serve_feed(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    db_url: str | None = None,
+    *,
+    access_log: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Serve the feed until interrupted (blocking). ``db_url`` defaults to the setting; the
+    access log (method, path, status -- never bodies or headers) is off unless asked for."""
+    import uvicorn
+
+    from attendee_pipeline import settings
+
+    check_host(host)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(db_url or settings.db_url())
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@dataclass
+class FeedServer:
+    """A feed service running in a background thread: its base ``url``; call :meth:`stop`."""
+
+    host: str
+    port: int
+    url: str
+    app: Starlette
+    _stop: Callable[[], None]
+
+    def stop(self) -> None:
+        self._stop()
+
+    def attendees_url(self, event_id: str) -> str:
+        return f"{self.url}/events/{event_id}/attendees"
+
+    def batch_url(self, event_id: str) -> str:
+        return f"{self.url}/events/{event_id}/attendees:batch"
+
+
+def run_feed_in_thread(
+    db_url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout: float = 10.0,
+    access_log: bool = False,
+    log_level: str = "warning",
+) -> FeedServer:
+    """Start the feed service for ``db_url`` in a daemon thread (port 0: a free port)."""
+    import uvicorn
+
+    check_host(host)
+    app = create_app(db_url)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=bound_port,
+        log_config=None,
+        log_level=log_level,
+        access_log=access_log,
+        server_header=False,
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=5,
+    )
+    server = uvicorn.Server(config)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"feed-service-{bound_port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if errors or not thread.is_alive():
+            sock.close()
+            raise RuntimeError(f"the feed service failed to start: {errors[0] if errors else 'thread exited'}")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError(f"the feed service did not start within {startup_timeout}s")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    url_host = host if ":" not in host else f"[{host}]"
+    return FeedServer(host, bound_port, f"http://{url_host}:{bound_port}", app, stop)
+
+
+@contextlib.contextmanager
+def serve_feed_in_thread(db_url: str, **kwargs: Any) -> Iterator[FeedServer]:
+    """Serve the feed for ``db_url`` in a background thread while the block runs."""
+    server = run_feed_in_thread(db_url, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
