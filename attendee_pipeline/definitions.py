@@ -15,6 +15,7 @@ from attendee_pipeline.defs.attendees.checks import attendee_checks
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
+from attendee_pipeline.defs.feed.sensors import feed_sensors
 from attendee_pipeline.defs.resources import default_resources
 
 
@@ -24,7 +25,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         asset_checks=attendee_checks,
         jobs=[attendee_sync_job],
         schedules=attendee_schedules,
-        sensors=catalog_sensors,
+        sensors=[*catalog_sensors, *feed_sensors],
         resources={**default_resources(), **(resources or {})},
         executor=dg.in_process_executor,
     )

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from attendee_pipeline.catalog.models import EventEntry
 from attendee_pipeline.connectors.rest import iter_extract_records
-from attendee_pipeline.sync.mapping import map_records
+from attendee_pipeline.sync.feed import fold_pushes
+from attendee_pipeline.sync.mapping import MappingReject, MappingResult, map_platform_records, map_records
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, quarantine
 
 #: Records mapped per chunk (bounds the memory of parsed-but-unmapped records).
@@ -49,26 +51,53 @@ def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[MappingResult, int]]:
+    """(mapping result, records read) per chunk of the extract, by the event's source kind."""
+    records = iter(iter_extract_records(extract_dir))
+    if event.source.kind == "feed":
+        # Inbox rows in arrival order; several pushes for one attendee fold into one record
+        # (later fields win), which sits at the row of the attendee's first push.
+        rows = list(records)
+        pushes = [row.get("record") if isinstance(row, dict) else row for row in rows]
+        first_row: dict[str, int] = {}
+        for position, push in enumerate(pushes):
+            if isinstance(push, dict) and isinstance(push.get("email"), str):
+                first_row.setdefault(push["email"].strip().lower(), position)
+        folded = fold_pushes([p for p in pushes if isinstance(p, dict) and isinstance(p.get("email"), str)])
+        result = map_platform_records(folded)
+        result.frame["source_row"] = np.asarray([first_row[k] for k in result.frame["attendee_key"]], dtype="int64")
+        odd = [i for i, p in enumerate(pushes) if not (isinstance(p, dict) and isinstance(p.get("email"), str))]
+        result.rejects.extend(
+            MappingReject(i, None, "(record)", "inbox row holds no attendee record with an e-mail") for i in odd
+        )
+        yield result, len(rows)
+        return
+    assert event.mapping is not None  # the catalog requires one for a pulled source
+    total = 0
+    for chunk in _chunks(records, MAP_CHUNK):
+        yield map_records(chunk, event.mapping, event.delete_flag, first_row=total), len(chunk)
+        total += len(chunk)
+
+
 def map_extract(event: EventEntry, extract_dir: Path) -> MappedExtract:
     """Map a stored raw extract onto the platform frame and quarantine invalid records."""
     frames: list[pd.DataFrame] = []
     mapping_rejects: list[dict[str, Any]] = []
     total = 0
-    for chunk in _chunks(iter(iter_extract_records(extract_dir)), MAP_CHUNK):
-        result = map_records(chunk, event.mapping, event.delete_flag, first_row=total)
+    for result, count in _mapped_chunks(event, extract_dir):
         frames.append(result.frame)
         mapping_rejects.extend(
             {"source_row": r.source_row, "source_record_id": r.source_record_id, "field": r.field, "reason": r.reason}
             for r in result.rejects
         )
-        total += len(chunk)
+        total += count
     if frames:
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     else:
         from attendee_pipeline.sync.mapping import empty_frame
 
         frame = empty_frame()
-    checked = quarantine(frame)
+    checked = quarantine(frame, partial=event.partial_records)
     rejects = pd.concat(
         [pd.DataFrame(mapping_rejects, columns=REJECT_COLUMNS), checked.rejects], ignore_index=True
     ).sort_values(["source_row", "field"], kind="stable").reset_index(drop=True)

@@ -33,7 +33,7 @@ def test_assets_checks_schedules_sensors():
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def.name == "events"
     assert {s.name for s in defs.schedules} == {"hourly_attendee_sync", "daily_attendee_sync"}
-    assert {s.name for s in defs.sensors} == {"event_catalog_sensor"}
+    assert {s.name for s in defs.sensors} == {"event_catalog_sensor", "feed_inbox_sensor"}
     job = defs.resolve_job_def("attendee_sync_job")
     assert job.partitions_def.name == "events"
 

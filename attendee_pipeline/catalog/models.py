@@ -161,7 +161,19 @@ class RestApiSource(_Strict):
         return v
 
 
-Source = Annotated[RestApiSource, Field(discriminator="kind")]
+class FeedSource(_Strict):
+    """Seed 001: the provider pushes attendees to our feed service (``attendee-pipeline
+    serve-feed``), one per request, authenticated by the event's feed keys (``feed-key``). The
+    records arrive in platform field names, so a feed event has no field mapping; each push is a
+    partial update (fields it does not send are kept)."""
+
+    kind: Literal["feed"]
+
+
+Source = Annotated[RestApiSource | FeedSource, Field(discriminator="kind")]
+
+#: The apply policy of a feed event unless the catalog says otherwise: partial updates.
+FEED_APPLY_DEFAULTS = {"new": "create", "existing": "update_provided", "flagged": "ignore", "missing": "keep"}
 
 
 # --------------------------------------------------------------------------- mapping
@@ -267,7 +279,8 @@ class EventEntry(_Strict):
     start: dt.datetime
     end: dt.datetime
     source: Source
-    mapping: FieldMapping
+    #: Required for a rest_api source; a feed sends platform fields and has none.
+    mapping: FieldMapping | None = None
     delete_flag: DeleteFlag | None = None
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
     settings: EventSettings = Field(default_factory=EventSettings)
@@ -291,11 +304,48 @@ class EventEntry(_Strict):
             raise ValueError(f"unknown timezone {v!r} (use an IANA name like Europe/Amsterdam)")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _feed_defaults(cls, data: Any) -> Any:
+        # A feed event's records are partial: default its apply policy to update_provided.
+        if isinstance(data, dict) and isinstance(data.get("source"), dict) and data["source"].get("kind") == "feed":
+            sync = data.get("sync")
+            if sync is None or isinstance(sync, dict):
+                sync = dict(sync or {})
+                if sync.get("apply") is None or isinstance(sync.get("apply"), dict):
+                    sync["apply"] = {**FEED_APPLY_DEFAULTS, **(sync.get("apply") or {})}
+                data = {**data, "sync": sync}
+        return data
+
     @model_validator(mode="after")
     def _dates(self) -> "EventEntry":
         if self.local(self.end) < self.local(self.start):
             raise ValueError("end: the event ends before it starts")
         return self
+
+    @model_validator(mode="after")
+    def _source_fits(self) -> "EventEntry":
+        if self.source.kind == "rest_api" and self.mapping is None:
+            raise ValueError("mapping: required for a rest_api source (platform field: provider field)")
+        if self.source.kind == "feed":
+            if self.mapping is not None:
+                raise ValueError("mapping: a feed source sends platform fields; remove the mapping")
+            if self.delete_flag is not None:
+                raise ValueError("delete_flag: a feed source has no delete flag; remove it")
+            if self.sync.apply.existing == "overwrite":
+                raise ValueError(
+                    "sync.apply.existing: a feed sends partial records, 'overwrite' would clear every "
+                    "field a push leaves out; use update_provided (the default) or keep"
+                )
+            if self.sync.auto.interval != "off":
+                raise ValueError("sync.auto.interval: a feed event is synced when pushes arrive, not on a schedule")
+        return self
+
+    @property
+    def partial_records(self) -> bool:
+        """Records may leave fields out (kept from the published list): ``update_provided``.
+        Such records need only an e-mail address (see sync.schemas.PartialAttendeeFrameSchema)."""
+        return self.sync.apply.existing == "update_provided"
 
     @property
     def tz(self) -> ZoneInfo:

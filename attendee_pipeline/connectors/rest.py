@@ -21,6 +21,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ class ExtractManifest:
     #: Records in each stored page, in order (lets a reader skip pages).
     page_records: list[int] = field(default_factory=list)
     format: str = EXTRACT_FORMAT
+    #: How far into the source this extract reaches (a feed: the last inbox id it holds).
+    source_position: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,8 +233,6 @@ class RestExtractor:
     ) -> ExtractManifest:
         """Fetch every page of ``source`` into ``dest_dir`` (created; must not hold files yet)."""
         dest_dir = Path(dest_dir)
-        if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
-            raise ExtractError(event_id, None, f"destination {dest_dir} already exists and is not empty")
         try:
             auth = _resolve_auth(source.auth)
         except MissingSecretError as exc:
@@ -239,9 +240,6 @@ class RestExtractor:
 
         secret_params = _secret_param_names(source)
         safe_url = _strip_url(source.url, secret_params)
-        dest_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest_dir.parent / f".{dest_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
         stats = RetryStats()
         session = make_session(
             max_retries=self.max_retries,
@@ -250,33 +248,28 @@ class RestExtractor:
             retry_after_max=self.retry_after_max,
             stats=stats,
         )
-        run = _Run(self, source, event_id, auth, session, stats, tmp, progress)
         started_at, started = _now(), time.monotonic()
         log.info("extract %s: fetching %s (pagination %s)", event_id, safe_url, source.pagination.style)
         try:
-            run.walk()
-            manifest = ExtractManifest(
-                event_id=event_id,
-                source_kind=source.kind,
-                url=safe_url,
-                pagination=source.pagination.style,
-                record_path=source.record_path,
-                pages=run.pages,
-                records=run.records,
-                requests=run.calls + stats.retries,
-                retries=stats.retries + run.body_retries,
-                started_at=started_at,
-                finished_at=_now(),
-                duration_seconds=round(time.monotonic() - started, 3),
-                page_records=run.page_records,
-            )
-            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
-            if dest_dir.exists():
-                dest_dir.rmdir()  # empty (checked above)
-            os.replace(tmp, dest_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with staged_extract(dest_dir, event_id) as tmp:
+                run = _Run(self, source, event_id, auth, session, stats, tmp, progress)
+                run.walk()
+                manifest = ExtractManifest(
+                    event_id=event_id,
+                    source_kind=source.kind,
+                    url=safe_url,
+                    pagination=source.pagination.style,
+                    record_path=source.record_path,
+                    pages=run.pages,
+                    records=run.records,
+                    requests=run.calls + stats.retries,
+                    retries=stats.retries + run.body_retries,
+                    started_at=started_at,
+                    finished_at=_now(),
+                    duration_seconds=round(time.monotonic() - started, 3),
+                    page_records=run.page_records,
+                )
+                write_manifest(tmp, manifest)
         finally:
             session.close()
         log.info(
@@ -483,6 +476,31 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 # --------------------------------------------------------------------------- replay
+
+
+@contextmanager
+def staged_extract(dest_dir: Path, event_id: str) -> Iterator[Path]:
+    """A hidden folder beside ``dest_dir`` to write an extract into; it becomes ``dest_dir``
+    when the block ends without an error and is deleted otherwise, so a half-written extract
+    never looks complete. ``dest_dir`` must not exist yet or be empty."""
+    dest_dir = Path(dest_dir)
+    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
+        raise ExtractError(event_id, None, f"destination {dest_dir} already exists and is not empty")
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest_dir.parent / f".{dest_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if dest_dir.exists():
+            dest_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, dest_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(folder: Path, manifest: ExtractManifest) -> None:
+    (Path(folder) / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
 
 
 def read_manifest(extract_dir: Path) -> ExtractManifest:

@@ -514,6 +514,7 @@ def publish_changes(
     raw_extract_path: str | None = None,
     started_at: dt.datetime | None = None,
     input_fingerprint: str | None = None,
+    source_position: str | None = None,
 ) -> PublishResult:
     """Apply ``changeset`` to the event's published list in one transaction.
 
@@ -634,6 +635,7 @@ def publish_changes(
             status="published",
             message=changeset.summary(),
             input_fingerprint=input_fingerprint,
+            source_position=source_position,
         )
         result.active = _active_count(conn, event_id)
 
@@ -697,6 +699,7 @@ def record_ledger(
     started_at: dt.datetime | None = None,
     raw_extract_path: str | None = None,
     input_fingerprint: str | None = None,
+    source_position: str | None = None,
 ) -> int:
     """Add a ledger row for a sync that did not publish (``held`` by the mass-removal guard, a
     ``dry_run``, or ``unchanged`` input); ``counts`` are the change set's counts. Returns the
@@ -715,6 +718,7 @@ def record_ledger(
             status=status,
             message=message,
             input_fingerprint=input_fingerprint,
+            source_position=source_position,
         )
 
 
@@ -740,6 +744,19 @@ def active_count(engine: sa.Engine, event_id: str) -> int:
     """How many attendees of the event are published and not removed."""
     with engine.connect() as conn:
         return _active_count(conn, event_id)
+
+
+def last_published_position(engine: sa.Engine, event_id: str) -> str | None:
+    """How far into its source the event's last publish got (``source_position`` of the
+    latest ``published`` ledger row; a feed: the last inbox id), or None."""
+    stmt = (
+        sa.select(sync_ledger.c.source_position)
+        .where(sync_ledger.c.event_id == event_id, sync_ledger.c.status == "published")
+        .order_by(sync_ledger.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(stmt).scalar_one_or_none()
 
 
 def last_decision(engine: sa.Engine, event_id: str) -> dict[str, Any] | None:

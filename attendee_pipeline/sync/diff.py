@@ -20,6 +20,7 @@ from pandas.util import hash_array
 
 from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS, as_text, null_text_array, text_array
 from attendee_pipeline.sync.policy import (
+    blanks_to_null,
     ADDED,
     COUNT_KEYS,
     REMOVED,
@@ -210,6 +211,8 @@ def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, poli
         state[known] = np.where(pub_active[at[known]], STATE_ACTIVE, STATE_REMOVED)
     flagged = inc["flagged"].fillna(False).astype(bool).to_numpy()
 
+    raw = inc  # partial records may carry "" (clear this field); merges need to see it
+    inc = blanks_to_null(inc)
     new_hash = row_hash(inc).to_numpy().copy()
     prev_hash = pub_hash[at] if len(pub) else np.zeros(n, dtype=np.int64)
     ids_all = pub_ids[at] if len(pub) else np.zeros(n, dtype=np.int64)
@@ -221,7 +224,7 @@ def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, poli
         # merge rows whose content differs (or that come back): provided fields win
         targets = np.flatnonzero(known & ~flagged & (~same | (state == STATE_REMOVED)))
         if len(targets):
-            mine = inc.loc[targets, list(CONTENT_COLUMNS)]
+            mine = raw.loc[targets, list(CONTENT_COLUMNS)]
             theirs = pub.loc[pos[targets], list(CONTENT_COLUMNS)].set_axis(mine.index)
             frame = pd.DataFrame({c: merge_provided(mine[c], theirs[c], c) for c in CONTENT_COLUMNS})
             merged = {c: frame[c].to_numpy(dtype=object) for c in CONTENT_COLUMNS}

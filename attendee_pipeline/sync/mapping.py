@@ -245,3 +245,46 @@ def empty_frame() -> pd.DataFrame:
     frame["source_row"] = frame["source_row"].astype("int64")
     frame["flagged"] = frame["flagged"].astype(bool)
     return frame
+
+
+def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingResult:
+    """Map records that already use the platform's field names (a feed's normalized pushes, see
+    :mod:`attendee_pipeline.sync.feed`) onto an attendee frame.
+
+    A field a record leaves out stays null (under ``update_provided``: keep the published
+    value); an empty string is kept as the "clear this field" marker the apply engine resolves;
+    ``groups`` (a list) and ``custom_fields`` (a dict) become their canonical JSON when present.
+    """
+    all_records = list(records)
+    rows = range(first_row, first_row + len(all_records))
+    rejects: list[MappingReject] = []
+    keep: list[int] = []
+    for i, record in enumerate(all_records):
+        if not isinstance(record, dict):
+            rejects.append(MappingReject(rows[i], None, "(record)", f"expected an object, got {type(record).__name__}"))
+        elif not isinstance(record.get("email"), str) or not record["email"].strip():
+            rejects.append(MappingReject(rows[i], None, "email", "e-mail address is missing"))
+        else:
+            keep.append(i)
+    recs = [all_records[i] for i in keep]
+    n = len(recs)
+
+    def column(name: str) -> Any:
+        values = [r.get(name) for r in recs]
+        return text_array(values) if any(v is not None for v in values) else null_text_array(n)
+
+    data: dict[str, Any] = {
+        "attendee_key": text_array([attendee_key(r["email"]) for r in recs]),
+        "source_row": np.asarray([rows[i] for i in keep], dtype="int64"),
+        "source_record_id": null_text_array(n),
+    }
+    for name in PROFILE_FIELDS:
+        data[name] = column(name)
+    data["custom_fields"] = text_array(
+        [canonical_custom_fields(r["custom_fields"]) if isinstance(r.get("custom_fields"), dict) else None for r in recs]
+    )
+    data["groups"] = text_array(
+        [canonical_groups(r["groups"]) if isinstance(r.get("groups"), list) else None for r in recs]
+    )
+    data["flagged"] = np.zeros(n, dtype=bool)
+    return MappingResult(frame=pd.DataFrame(data, columns=list(FRAME_COLUMNS)), rejects=rejects)

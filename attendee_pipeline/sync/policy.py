@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
+from attendee_pipeline.sync.model import CONTENT_COLUMNS
 
 # --------------------------------------------------------------------------- categories
 
@@ -101,27 +102,66 @@ def merges_provided(policy: Any) -> bool:
 
 
 def merge_provided(incoming: pd.Series, published: pd.Series, column: str) -> pd.Series:
-    """One content column under ``update_provided``: provided values win, None keeps published.
+    """One content column under ``update_provided``: provided values win, None keeps published,
+    and an empty string (a partial record's "clear this field") clears it.
 
     ``custom_fields`` (canonical JSON objects) merge per custom field the same way: a field the
-    record provides (non-null value) replaces the published one, the others are kept. Both series
-    must be aligned (same index).
+    record provides (non-null value) replaces the published one, an empty one removes it, the
+    others are kept. Both series must be aligned (same index).
     """
     provided = incoming.notna()
     merged = incoming.where(provided, published)
     if column != "custom_fields":
-        return merged
+        return merged.mask(merged.eq("").astype("boolean").fillna(False).astype(bool))
     both = provided & published.notna() & (incoming != published)
     if both.any():
         merged = merged.copy()
         merged.loc[both] = [_merge_custom(new, old) for new, old in zip(incoming[both], published[both])]
-    return merged
+    return _drop_blank_custom(merged)
 
 
 def _merge_custom(new_text: str, old_text: str) -> str:
     merged = json.loads(old_text)
     merged.update({k: v for k, v in json.loads(new_text).items() if v is not None})
     return json.dumps(merged, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+_BLANK_VALUE = '":""'  # how an empty custom-field value looks in canonical JSON
+
+
+def _drop_blank_custom(texts: pd.Series) -> pd.Series:
+    """Custom-field JSON without its empty ("clear") values."""
+    blank = texts.str.contains(_BLANK_VALUE, regex=False, na=False).astype(bool)
+    if not blank.any():
+        return texts
+    cleaned = texts.astype(object).copy()
+    for index, text in texts[blank].items():
+        kept = {k: v for k, v in json.loads(text).items() if v != ""}
+        cleaned[index] = json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return cleaned.astype(texts.dtype)
+
+
+def blanks_to_null(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every empty-string content value as null and empty custom-field values
+    dropped: what a partial record's "clear" markers mean for a row that is written as is (a
+    new attendee, or any row under a policy that does not merge). A frame without "" is
+    returned unchanged (the pulled sources map "" to null already)."""
+    out = frame
+    for column in CONTENT_COLUMNS:
+        values = frame[column]
+        if column == "custom_fields":
+            cleaned = _drop_blank_custom(values) if values.notna().any() else values
+            if cleaned is values:
+                continue
+        else:
+            blank = values.eq("").astype("boolean").fillna(False).astype(bool)
+            if not blank.any():
+                continue
+            cleaned = values.mask(blank)
+        if out is frame:
+            out = frame.copy()
+        out[column] = cleaned
+    return out
 
 
 # --------------------------------------------------------------------------- mass removal

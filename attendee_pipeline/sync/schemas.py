@@ -33,8 +33,9 @@ REASONS: dict[str, tuple[str, str]] = {
 }
 
 
-class AttendeeFrameSchema(pa.DataFrameModel):
-    """A publishable attendee frame (see attendee_pipeline.sync.model for the columns)."""
+class PartialAttendeeFrameSchema(pa.DataFrameModel):
+    """An attendee frame of partial records (a feed's pushes, applied with ``update_provided``):
+    every check but the names, which a push may leave out (the published ones are kept)."""
 
     attendee_key: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
     source_row: Series[int]
@@ -61,6 +62,15 @@ class AttendeeFrameSchema(pa.DataFrameModel):
         key = df["attendee_key"]
         return key.isna() | ~key.duplicated(keep="first")
 
+    @pa.dataframe_check(name="badge_url_kind")
+    def _badge(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
+
+
+class AttendeeFrameSchema(PartialAttendeeFrameSchema):
+    """A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the
+    partial checks plus first and last name on every row that is not delete-flagged."""
+
     @pa.dataframe_check(name="first_name_present")
     def _first_name(cls, df: pd.DataFrame) -> Series[bool]:
         return df["flagged"] | df["first_name"].notna()
@@ -68,10 +78,6 @@ class AttendeeFrameSchema(pa.DataFrameModel):
     @pa.dataframe_check(name="last_name_present")
     def _last_name(cls, df: pd.DataFrame) -> Series[bool]:
         return df["flagged"] | df["last_name"].notna()
-
-    @pa.dataframe_check(name="badge_url_kind")
-    def _badge(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
 
 
 class FrameShapeError(ValueError):
@@ -88,18 +94,23 @@ class QuarantineResult:
 REJECT_COLUMNS = ["source_row", "source_record_id", "field", "reason"]
 
 
-def failure_cases(frame: pd.DataFrame) -> pd.DataFrame | None:
+def schema_for(partial: bool) -> type[PartialAttendeeFrameSchema]:
+    """The schema of full records (names required) or of partial ones."""
+    return PartialAttendeeFrameSchema if partial else AttendeeFrameSchema
+
+
+def failure_cases(frame: pd.DataFrame, partial: bool = False) -> pd.DataFrame | None:
     """Run the schema lazily; return pandera's failure cases, or None when the frame passes."""
     try:
-        AttendeeFrameSchema.validate(frame, lazy=True)
+        schema_for(partial).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         return exc.failure_cases
     return None
 
 
-def quarantine(frame: pd.DataFrame) -> QuarantineResult:
+def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
     """Split ``frame`` into valid rows and reject rows (one per failed record and field)."""
-    cases = failure_cases(frame)
+    cases = failure_cases(frame, partial)
     if cases is None or cases.empty:
         return QuarantineResult(frame, pd.DataFrame(columns=REJECT_COLUMNS), {})
     row_cases = cases[cases["index"].notna()]

@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import __version__, steps
+from attendee_pipeline.connectors.feed_inbox import extract_inbox
 from attendee_pipeline.connectors.rest import ExtractError, extract_digest
 from attendee_pipeline.defs.memory import release_memory
 from attendee_pipeline.defs.partitions import events_partitions
@@ -76,6 +77,10 @@ def attendee_raw_extract(
         from attendee_pipeline.defs.resources import ReplayAttendeeSource
 
         manifest = ReplayAttendeeSource(extract_dir=config.replay_extract).extract(event, dest)
+    elif event.source.kind == "feed":
+        # A pushed source: the inbox rows after the position the last publish reached.
+        after = int(db_publish.last_published_position(platform_db.engine(), event.id) or 0)
+        manifest = extract_inbox(platform_db.engine(), event.id, dest, after_id=after).to_dict()
     else:
         last_log = [0.0]
 
@@ -162,6 +167,7 @@ def map_attendees(
             counts={"unchanged": int(attendee_raw_extract.get("unchanged_attendees", 0))},
             raw_extract_path=attendee_raw_extract.get("path"),
             input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
+            source_position=attendee_raw_extract.get("source_position"),
         )
         context.log.info("input unchanged since the last publish: mapping, diff and publish skipped")
         return
@@ -291,6 +297,7 @@ def publish_attendees(
         raw_extract_path=attendee_raw_extract.get("path"),
         started_at=started,
         input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
+        source_position=attendee_raw_extract.get("source_position"),
     )
     counts = _as_counts(result)
     yield dg.MaterializeResult(
