@@ -33,6 +33,9 @@ from attendee_pipeline.services.feed import (
     serve_feed_in_thread,
 )
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES
+from attendee_pipeline_tests.pipeline_harness import harness, materialized
+from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
+from attendee_pipeline_tests.test_feed_e2e import feed_entry
 
 EVENT = "summit"
 
@@ -292,6 +295,14 @@ def test_an_acknowledged_record_survives_sigkill(db_url: str, engine: sa.Engine,
     log_text = stderr.read_text()
     assert "@" not in log_text and api_key not in log_text
 
+    # and the next sync of the event publishes it
+    (tmp_path / "sync").mkdir()
+    with harness(tmp_path / "sync", db_url) as h:
+        h.write_catalog(feed_entry(EVENT))
+        result = h.sync(EVENT)
+        assert materialized(result, "published_attendees")["added"] == 1
+        assert h.attendees(EVENT)["attendee_key"].tolist() == ["john.doe@example.com"]
+
 
 # --------------------------------------------------------------------------- logs
 
@@ -337,8 +348,13 @@ def test_the_service_listens_on_loopback_only(db_url: str):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_feed_key_commands(_isolated_env: Path):
+def test_feed_key_commands(_isolated_env: Path, monkeypatch: pytest.MonkeyPatch):
+    catalog = write_catalog(_isolated_env / "catalog.yaml", feed_entry(EVENT), event_entry("pulled"))
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(catalog))
     runner = CliRunner()
+    for wrong in ("pulled", "nowhere"):  # keys only for the catalog's feed events
+        refused = runner.invoke(cli, ["feed-key", "create", wrong])
+        assert refused.exit_code != 0 and "is not a feed event" in refused.output
     created = runner.invoke(cli, ["feed-key", "create", EVENT])
     assert created.exit_code == 0, created.output
     assert "shown only once" in created.output

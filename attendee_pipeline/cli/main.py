@@ -326,9 +326,13 @@ def _feed_engine():  # type: ignore[no-untyped-def]
 @feed_key.command("create")
 @click.argument("event_id")
 def feed_key_create(event_id: str) -> None:
-    """Create an API key for EVENT_ID and print it (once)."""
+    """Create an API key for EVENT_ID (a feed event of the catalog) and print it (once)."""
+    from attendee_pipeline.catalog import load_catalog
     from attendee_pipeline.platform_db.feed import create_key
 
+    event = load_catalog().by_id().get(event_id)
+    if event is None or event.source.kind != "feed":
+        raise click.UsageError(f"{event_id} is not a feed event of the catalog (source: {{kind: feed}})")
     engine = _feed_engine()
     try:
         key_id, plain = create_key(engine, event_id)
