@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--big", type=int, default=1_000_000, help="attendees of the big child-process sync")
     parser.add_argument("--skip-big", action="store_true", help="skip the big sync")
+    parser.add_argument("--skip-feed", action="store_true", help="skip the push feed benchmark (needs PostgreSQL)")
+    parser.add_argument("--only-feed", action="store_true", help="run only the push feed benchmark")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument(
         "--instance",
@@ -222,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     code = 0
     try:
-        run(args, report, tmp)
+        if not args.only_feed:
+            run(args, report, tmp)
+        if not args.skip_feed:
+            from attendee_pipeline.bench.feed import run_feed_bench
+
+            run_feed_bench(report, tmp)
     except BaseException as exc:  # noqa: BLE001 - report, still print the targets, exit non-zero
         if isinstance(exc, KeyboardInterrupt):
             progress("interrupted")
@@ -230,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         code = 1
     try:
-        report_targets(report, args)
+        if not args.only_feed:
+            report_targets(report, args)
+        from attendee_pipeline.bench.feed import report_feed_targets
+
+        report_feed_targets(report)
     finally:
         report.close()
         if args.keep:
