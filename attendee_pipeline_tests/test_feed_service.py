@@ -6,6 +6,7 @@ survives a SIGKILL right after the 200, nothing sensitive reaches the logs, and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -253,20 +254,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_an_acknowledged_record_survives_sigkill(db_url: str, engine: sa.Engine, api_key: str, tmp_path: Path):
+@contextlib.contextmanager
+def feed_process(db_url: str, stderr: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``attendee-pipeline serve-feed`` in a subprocess on a free port: (process, base URL)."""
     port = _free_port()
-    stderr = tmp_path / "feed.stderr"
     env = {**os.environ, "ATTENDEE_PIPELINE_DB_URL": db_url}
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "attendee_pipeline.cli.main", "serve-feed", "--port", str(port)],
+            [sys.executable, "-m", "attendee_pipeline.cli.main", "serve-feed", "--port", str(port), *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 20
         while True:
             try:
                 if requests.get(f"{base}/health", timeout=1).status_code == 200:
@@ -276,14 +278,32 @@ def test_an_acknowledged_record_survives_sigkill(db_url: str, engine: sa.Engine,
             assert proc.poll() is None, stderr.read_text()
             assert time.monotonic() < deadline, "the feed service did not start"
             time.sleep(0.05)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@sqlite_only
+def test_several_server_processes_share_the_port(db_url: str, engine: sa.Engine, api_key: str, tmp_path: Path):
+    with feed_process(db_url, tmp_path / "feed.stderr", "--workers", "2") as (_, base):
+        ids = [post(f"{base}/events/{EVENT}/attendees", person(n), key=api_key).json()["id"] for n in range(20)]
+    assert len(set(ids)) == 20
+    assert [r[0] for r in store.read_inbox(engine, EVENT)] == sorted(ids)
+
+
+def test_an_acknowledged_record_survives_sigkill(db_url: str, engine: sa.Engine, api_key: str, tmp_path: Path):
+    stderr = tmp_path / "feed.stderr"
+    with feed_process(db_url, stderr) as (proc, base):
         response = post(f"{base}/events/{EVENT}/attendees", SEED_EXAMPLE, key=api_key)
         assert response.status_code == 200, response.text
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
 
     fresh = make_engine(db_url)

@@ -1,6 +1,8 @@
 """The push feed benchmark (issue 3): the feed service in its own process on 127.0.0.1, backed
 by a scratch PostgreSQL database, under a load generator on loopback.
 
+The service runs as ``serve-feed --workers 2`` (one process per core of this machine).
+
 * ``feed_accepted_per_second``: closed loop, ``workers`` keep-alive connections posting distinct
   attendees as fast as the service answers, for ``seconds``; every 200 is checked against the
   inbox afterwards (``feed_durable``: the rows committed equal the 200s).
@@ -137,7 +139,9 @@ def _percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def run_feed_bench(report: Report, tmp: Path, seconds: float = 5.0, workers: int = 16, rate: float = 500) -> None:
+def run_feed_bench(
+    report: Report, tmp: Path, seconds: float = 5.0, workers: int = 16, rate: float = 500, processes: int = 2
+) -> None:
     from attendee_pipeline.bench.common import sync_event, write_catalog
     from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
     from attendee_pipeline.platform_db.feed import create_key
@@ -150,7 +154,8 @@ def run_feed_bench(report: Report, tmp: Path, seconds: float = 5.0, workers: int
         port = _free_port()
         log = (tmp / "feed-service.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "attendee_pipeline.cli.main", "serve-feed", "--port", str(port)],
+            [sys.executable, "-m", "attendee_pipeline.cli.main", "serve-feed", "--port", str(port),
+             "--workers", str(processes)],
             env={**os.environ, "ATTENDEE_PIPELINE_DB_URL": url},
             stdout=log,
             stderr=log,
@@ -174,7 +179,7 @@ def run_feed_bench(report: Report, tmp: Path, seconds: float = 5.0, workers: int
             with engine.connect() as conn:
                 rows = conn.execute(sa.select(sa.func.count()).select_from(feed_inbox)).scalar_one()
             report.figure("feed_accepted_per_second", round(ok / elapsed, 1), accepted=ok, other=other,
-                          seconds=round(elapsed, 2), connections=workers)
+                          seconds=round(elapsed, 2), connections=workers, server_processes=processes)
             report.figure("feed_durable", rows == ok, inbox_rows=rows, accepted=ok)
 
             progress(f"feed: open loop at {rate:.0f} requests/s for {seconds:.0f}s")

@@ -288,8 +288,9 @@ def dev(sandbox_port: int, port: int) -> None:
 @cli.command("serve-feed")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback addresses only (use a TLS proxy).")
 @click.option("--port", default=8780, type=int, show_default=True)
+@click.option("--workers", default=1, type=click.IntRange(1, 64), show_default=True, help="Server processes.")
 @click.option("--access-log", is_flag=True, help="Log each request line (never bodies, headers or keys).")
-def serve_feed(host: str, port: int, access_log: bool) -> None:
+def serve_feed(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve the push feed (Attendees Data Feed API) until interrupted.
 
     Accepts POST /events/EVENT/attendees (one attendee) and /events/EVENT/attendees:batch
@@ -304,7 +305,7 @@ def serve_feed(host: str, port: int, access_log: bool) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(f"feed service on http://{host}:{port}; platform DB {_safe_url(settings.db_url())}")
-    serve(host=host, port=port, db_url=settings.db_url(), access_log=access_log)
+    serve(host=host, port=port, db_url=settings.db_url(), workers=workers, access_log=access_log)
 
 
 @cli.group("feed-key")

@@ -54,6 +54,13 @@ def feed_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     exception types only) and, on SQLite, ``synchronous=FULL`` so an acknowledged inbox commit
     survives a power loss, not only a process crash."""
     kwargs.setdefault("hide_parameters", True)
+    if sa.engine.make_url(url).get_backend_name() == "postgresql":
+        # One pooled connection per request thread; no pre-ping round trip on every checkout
+        # (a dead connection is replaced when it fails, recycled after an hour anyway).
+        kwargs.setdefault("pool_pre_ping", False)
+        kwargs.setdefault("pool_size", 16)
+        kwargs.setdefault("max_overflow", 16)
+        kwargs.setdefault("pool_recycle", 3600)
     engine = make_engine(url, **kwargs)
     if is_sqlite(engine):
 
@@ -118,6 +125,18 @@ def revoke_key(engine: sa.Engine, event_id: str, key_id: str) -> bool:
         return result.rowcount == 1
 
 
+def _key_matches(conn: sa.Connection, event_id: str, plain: str | None) -> bool:
+    presented = hash_key(plain if isinstance(plain, str) else "")
+    query = sa.select(feed_keys.c.key_hash).where(
+        feed_keys.c.event_id == event_id, feed_keys.c.revoked_at.is_(None)
+    )
+    hashes = list(conn.execute(query).scalars())
+    matched = False
+    for stored in hashes or [_NO_KEY_HASH]:
+        matched |= hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
+    return matched and bool(hashes) and isinstance(plain, str) and plain != ""
+
+
 def verify_key(engine: sa.Engine, event_id: str, plain: str | None) -> bool:
     """Whether ``plain`` is an active key of ``event_id``.
 
@@ -125,16 +144,8 @@ def verify_key(engine: sa.Engine, event_id: str, plain: str | None) -> bool:
     exit); an unknown event, an event without active keys and a missing key all answer False
     after the same work (one query, at least one comparison).
     """
-    presented = hash_key(plain if isinstance(plain, str) else "")
-    query = sa.select(feed_keys.c.key_hash).where(
-        feed_keys.c.event_id == event_id, feed_keys.c.revoked_at.is_(None)
-    )
     with engine.connect() as conn:
-        hashes = list(conn.execute(query).scalars())
-    matched = False
-    for stored in hashes or [_NO_KEY_HASH]:
-        matched |= hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
-    return matched and bool(hashes) and isinstance(plain, str) and plain != ""
+        return _key_matches(conn, event_id, plain)
 
 
 # --------------------------------------------------------------------------- inbox
@@ -144,15 +155,24 @@ def _record_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def append_inbox(engine: sa.Engine, event_id: str, records: list[dict[str, Any]]) -> list[int]:
+def append_inbox(
+    engine: sa.Engine, event_id: str, records: list[dict[str, Any]], key: str | None = None, *, check_key: bool = False
+) -> list[int] | None:
     """Store accepted records of ``event_id`` in one transaction; their inbox ids, in order.
 
-    When this returns the transaction is committed (nothing to acknowledge before that)."""
-    if not records:
+    With ``check_key`` the transaction first verifies ``key`` as :func:`verify_key` does and
+    stores nothing (returns None) when it is not an active key -- one round of work for the
+    feed service's common case. When this returns ids the transaction is committed (nothing to
+    acknowledge before that)."""
+    if not records and not check_key:
         return []
     received_at = _utcnow()
     rows = [{"event_id": event_id, "received_at": received_at, "record": _record_text(r)} for r in records]
     with write_transaction(engine) as conn:
+        if check_key and not _key_matches(conn, event_id, key):
+            return None
+        if not rows:
+            return []
         if len(rows) == 1:
             return [conn.execute(feed_inbox.insert().returning(feed_inbox.c.id), rows[0]).scalar_one()]
         result = conn.execute(

@@ -173,12 +173,15 @@ class FeedService:
             return 400, _invalid([exc.problem])
         payload = parse_payload(body)
         key = header_key or (payload.key if isinstance(payload.key, str) else None) or _body_key(body)
-        if not verify_key(self.engine, event_id, key):
-            return 401, _UNAUTHORIZED
         if payload.problems or payload.record is None:
+            # authentication first, so that payload problems never tell events apart
+            if not verify_key(self.engine, event_id, key):
+                return 401, _UNAUTHORIZED
             return 422, _invalid(payload.problems)
-        (inbox_id,) = append_inbox(self.engine, event_id, [payload.record])
-        return 200, {"status": "accepted", "id": inbox_id}
+        ids = append_inbox(self.engine, event_id, [payload.record], key, check_key=True)
+        if ids is None:
+            return 401, _UNAUTHORIZED
+        return 200, {"status": "accepted", "id": ids[0]}
 
     def accept_batch(self, event_id: str, raw: bytes, header_key: str | None) -> Outcome:
         try:
@@ -312,11 +315,15 @@ def serve_feed(
     port: int = DEFAULT_PORT,
     db_url: str | None = None,
     *,
+    workers: int = 1,
     access_log: bool = False,
     log_level: str = "info",
 ) -> None:
     """Serve the feed until interrupted (blocking). ``db_url`` defaults to the setting; the
-    access log (method, path, status -- never bodies or headers) is off unless asked for."""
+    access log (method, path, status -- never bodies or headers) is off unless asked for.
+    ``workers`` > 1 runs that many processes on the port (uvicorn's worker mode)."""
+    import os
+
     import uvicorn
 
     from attendee_pipeline import settings
@@ -324,9 +331,7 @@ def serve_feed(
     check_host(host)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(db_url or settings.db_url())
-    uvicorn.run(
-        app,
+    options: dict[str, Any] = dict(
         host=host,
         port=port,
         log_level=log_level,
@@ -334,6 +339,23 @@ def serve_feed(
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    url = db_url or settings.db_url()
+    if workers > 1:
+        ensure_schema(url)  # once, before the workers start
+        os.environ[_WORKER_DB_URL] = url  # the workers' app factory reads it (never logged)
+        uvicorn.run("attendee_pipeline.services.feed:_worker_app", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(url), **options)
+
+
+_WORKER_DB_URL = "ATTENDEE_PIPELINE_FEED_WORKER_DB_URL"
+
+
+def _worker_app() -> Starlette:
+    """The app of one worker process of :func:`serve_feed` (its database URL from the parent)."""
+    import os
+
+    return create_app(os.environ[_WORKER_DB_URL])
 
 
 @dataclass

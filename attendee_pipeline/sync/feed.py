@@ -116,10 +116,11 @@ def decode_json(raw: bytes) -> Any:
         text = bytes(raw).decode("utf-8")
     except (UnicodeDecodeError, TypeError, ValueError):
         raise FeedDecodeError(Problem("(body)", "not UTF-8 text")) from None
-    # Reject deep nesting before the recursive decoder sees it (brackets outside strings).
+    # Reject deep nesting before the recursive decoder sees it (brackets outside strings);
+    # a body with few brackets cannot nest deeply, so most are not scanned.
     depth = deepest = 0
     in_string = escaped = False
-    for char in text:
+    for char in text if text.count("[") + text.count("{") > MAX_DEPTH else "":
         if in_string:
             if escaped:
                 escaped = False
