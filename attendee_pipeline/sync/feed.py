@@ -54,6 +54,7 @@ MAX_GROUPS = 500
 
 _EMAIL = re.compile(EMAIL_PATTERN)
 _INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
+_SIGNED = re.compile(r"^[+-]?[0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,8 @@ class _Flat:
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
             index_text = part[1:] if part.startswith("#") else None
-            if index_text is None and part.isdigit() and depth > 0:
-                index_text = part  # ".0" index syntax
+            if index_text is None and depth > 0 and _SIGNED.match(part):
+                index_text = part  # ".0" index syntax (a sign makes it a bad index)
             if index_text is not None:
                 if not _INDEX.match(index_text):
                     self.problems.append(Problem(key, f"bad index {index_text[:20]!r}"))
