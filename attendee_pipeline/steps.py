@@ -14,13 +14,16 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import EventEntry
-from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.connectors.feed_inbox import extract_inbox
+from attendee_pipeline.connectors.rest import iter_extract_records, replay_extract
+from attendee_pipeline.platform_db.publish import last_published_position
 from attendee_pipeline.sync.feed import fold_pushes
 from attendee_pipeline.sync.mapping import MappingReject, MappingResult, map_platform_records, map_records
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, quarantine
@@ -49,6 +52,29 @@ def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
         if not chunk:
             return
         yield chunk
+
+
+class Extractor(Protocol):
+    def extract(self, event: EventEntry, dest: Path, progress: Any = None) -> dict[str, Any]: ...
+
+
+def extract_event(
+    event: EventEntry,
+    dest: Path,
+    *,
+    engine: sa.Engine,
+    pull: Extractor,
+    replay_from: str | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Store the event's raw extract in ``dest`` and return its manifest (a dict): a replay of
+    a stored extract, the feed inbox after the last published position, or ``pull``'s fetch."""
+    if replay_from:
+        return replay_extract(Path(replay_from), dest)
+    if event.source.kind == "feed":
+        after = int(last_published_position(engine, event.id) or 0)
+        return extract_inbox(engine, event.id, dest, after_id=after, progress=progress).to_dict()
+    return pull.extract(event, dest, progress=progress)
 
 
 def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[MappingResult, int]]:

@@ -216,3 +216,22 @@ def test_catalog_rules_for_a_feed_event_name_the_event_and_key(tmp_path: Path):
     ok = load_catalog(write_catalog(tmp_path / "ok.yaml", feed_entry("ok"))).get("ok")
     assert ok.sync.apply.existing == "update_provided" and ok.sync.apply.flagged == "ignore"
     assert ok.partial_records
+
+
+def test_a_dry_run_of_a_feed_event_reads_the_inbox_and_publishes_nothing(h, engine, monkeypatch):
+    from click.testing import CliRunner
+
+    from attendee_pipeline.cli.main import cli
+
+    push(engine, NESTED)
+    h.sync("push")
+    push(engine, {"profile.email": "John.Doe@example.com", "profile.company": "Initech"},
+         {"profile.email": "new@example.org"})
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(h.catalog_path))
+    monkeypatch.setenv("ATTENDEE_PIPELINE_DB_URL", h.db_url)
+    result = CliRunner().invoke(cli, ["sync", "push", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "2 record(s) fetched" in result.output
+    counts = dict(line.split() for line in result.output.splitlines() if line.startswith("  ") and len(line.split()) == 2)
+    assert (counts["added"], counts["updated"]) == ("1", "1")
+    assert person(h, "john.doe@example.com")["company"] == "ACME"  # nothing published

@@ -140,3 +140,14 @@ def test_every_record_is_either_valid_or_rejected(records):
 def test_badge_kinds(badge, ok):
     checked = quarantine(map_records([rec(1, badge=badge)], MAPPING, FLAG).frame)
     assert (len(checked.valid) == 1) is ok
+
+
+def test_both_schemas_keep_their_check_names_whichever_is_built_first():
+    # pandera renames inherited checks depending on build order; reject reasons rely on names
+    from attendee_pipeline.sync.schemas import REASONS, AttendeeFrameSchema, PartialAttendeeFrameSchema
+
+    partial = {c.name for c in PartialAttendeeFrameSchema.to_schema().checks}
+    full = {c.name for c in AttendeeFrameSchema.to_schema().checks}
+    assert partial == {"email_present", "email_syntax", "email_unique", "badge_url_kind"}
+    assert full == partial | {"first_name_present", "last_name_present"}
+    assert full <= set(REASONS)

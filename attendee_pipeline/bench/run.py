@@ -11,7 +11,6 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 from attendee_pipeline.bench.common import (
     Report,

@@ -127,7 +127,7 @@ def _dry_run(event_id: str, replay: str | None) -> None:
 
     from attendee_pipeline import steps
     from attendee_pipeline.catalog import load_catalog
-    from attendee_pipeline.defs.resources import HttpAttendeeSource, ReplayAttendeeSource
+    from attendee_pipeline.defs.resources import HttpAttendeeSource
     from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
     from attendee_pipeline.platform_db.publish import load_published
     from attendee_pipeline.sync.diff import compute_changes
@@ -139,15 +139,18 @@ def _dry_run(event_id: str, replay: str | None) -> None:
         def progress(pages: int, records: int) -> None:
             click.echo(f"\r  fetched {pages} page(s), {records} record(s)", nl=False, err=True)
 
-        source = ReplayAttendeeSource(extract_dir=replay) if replay else HttpAttendeeSource()
-        manifest = source.extract(event, dest, progress=progress)
-        click.echo("", err=True)
-        mapped = steps.map_extract(event, dest)
         ensure_schema(settings.db_url())
         engine = make_engine(settings.db_url())
-        published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
-        changes = compute_changes(mapped.valid, published, event.sync.apply)
-        engine.dispose()
+        try:
+            manifest = steps.extract_event(
+                event, dest, engine=engine, pull=HttpAttendeeSource(), replay_from=replay, progress=progress
+            )
+            click.echo("", err=True)
+            mapped = steps.map_extract(event, dest)
+            published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
+            changes = compute_changes(mapped.valid, published, event.sync.apply)
+        finally:
+            engine.dispose()
     click.echo(f"dry run for {event.id}: {manifest.get('records', 0)} record(s) fetched, nothing published")
     for key, value in changes.counts.items():
         click.echo(f"  {key:<15} {value}")
@@ -156,9 +159,15 @@ def _dry_run(event_id: str, replay: str | None) -> None:
         click.echo(f"    {n} x {field}: {reason}")
     frame = changes.frame
     if len(frame):
-        click.echo("changes (provider record id, change):")
-        for row in frame[["source_record_id", "change"]].head(50).itertuples(index=False):
-            click.echo(f"  {row.source_record_id or '-':<20} {row.change}")
+        from attendee_pipeline.sync.model import python_values
+
+        click.echo("changes (provider record id or extract row, change):")
+        head = frame.head(50)
+        for record_id, row, change in zip(
+            python_values(head["source_record_id"]), python_values(head["source_row"]), head["change"]
+        ):
+            label = record_id or ("-" if row is None else f"row {row}")
+            click.echo(f"  {label:<20} {change}")
         if len(frame) > 50:
             click.echo(f"  ... and {len(frame) - 50} more")
 

@@ -526,6 +526,17 @@ def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def replay_extract(source_dir: Path, dest_dir: Path) -> dict[str, Any]:
+    """Copy a stored extract to ``dest_dir`` (a replay: no network); its manifest as a dict,
+    with ``replayed_from``."""
+    dest_dir = Path(dest_dir)
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source_dir, dest_dir)
+    manifest = read_manifest(dest_dir).to_dict()
+    manifest["replayed_from"] = os.fspath(source_dir)
+    return manifest
+
+
 def iter_extract_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
     """Yield the records of a stored extract in order, page by page (no network)."""
     extract_dir = Path(extract_dir)

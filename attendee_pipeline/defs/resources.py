@@ -12,13 +12,11 @@ the moment a request is made.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pickle
 import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +120,9 @@ class ReplayAttendeeSource(AttendeeSource):
     extract_dir: str
 
     def extract(self, event: EventEntry, dest: Path, progress: Progress | None = None) -> dict[str, Any]:
-        from attendee_pipeline.connectors.rest import read_manifest
+        from attendee_pipeline.connectors.rest import replay_extract
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.extract_dir, dest)
-        manifest = _as_dict(read_manifest(dest))
-        manifest["replayed_from"] = os.fspath(self.extract_dir)
-        return manifest
+        return replay_extract(Path(self.extract_dir), dest)
 
 
 def _as_dict(manifest: Any) -> dict[str, Any]:

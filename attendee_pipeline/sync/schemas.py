@@ -33,6 +33,28 @@ REASONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _email_present(df: pd.DataFrame) -> pd.Series:
+    return df["email"].notna().astype(bool)
+
+
+def _email_syntax(df: pd.DataFrame) -> pd.Series:
+    return df["email"].str.match(EMAIL_PATTERN).fillna(True).astype(bool)
+
+
+def _email_unique(df: pd.DataFrame) -> pd.Series:
+    key = df["attendee_key"]
+    return key.isna() | ~key.duplicated(keep="first")
+
+
+def _badge_url_kind(df: pd.DataFrame) -> pd.Series:
+    return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
+
+
+# The two models below repeat their shared checks instead of inheriting them: pandera 0.35
+# renames inherited dataframe checks (``email_present`` -> ``_email_present``) depending on
+# which model is turned into a schema first, which would break the reject reasons.
+
+
 class PartialAttendeeFrameSchema(pa.DataFrameModel):
     """An attendee frame of partial records (a feed's pushes, applied with ``update_provided``):
     every check but the names, which a push may leave out (the published ones are kept)."""
@@ -49,27 +71,54 @@ class PartialAttendeeFrameSchema(pa.DataFrameModel):
         strict = False
         coerce = False
 
-    @pa.dataframe_check(name="email_present", element_wise=False)
+    @pa.dataframe_check(name="email_present")
     def _email_present(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["email"].notna().astype(bool)
+        return _email_present(df)
 
     @pa.dataframe_check(name="email_syntax")
     def _email_syntax(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["email"].str.match(EMAIL_PATTERN).fillna(True).astype(bool)
+        return _email_syntax(df)
 
     @pa.dataframe_check(name="email_unique")
     def _email_unique(cls, df: pd.DataFrame) -> Series[bool]:
-        key = df["attendee_key"]
-        return key.isna() | ~key.duplicated(keep="first")
+        return _email_unique(df)
 
     @pa.dataframe_check(name="badge_url_kind")
     def _badge(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
+        return _badge_url_kind(df)
 
 
-class AttendeeFrameSchema(PartialAttendeeFrameSchema):
+class AttendeeFrameSchema(pa.DataFrameModel):
     """A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the
     partial checks plus first and last name on every row that is not delete-flagged."""
+
+    attendee_key: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    source_row: Series[int]
+    email: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    first_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    last_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    badge_url: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
+    flagged: Series[bool]
+
+    class Config:
+        strict = False
+        coerce = False
+
+    @pa.dataframe_check(name="email_present")
+    def _email_present(cls, df: pd.DataFrame) -> Series[bool]:
+        return _email_present(df)
+
+    @pa.dataframe_check(name="email_syntax")
+    def _email_syntax(cls, df: pd.DataFrame) -> Series[bool]:
+        return _email_syntax(df)
+
+    @pa.dataframe_check(name="email_unique")
+    def _email_unique(cls, df: pd.DataFrame) -> Series[bool]:
+        return _email_unique(df)
+
+    @pa.dataframe_check(name="badge_url_kind")
+    def _badge(cls, df: pd.DataFrame) -> Series[bool]:
+        return _badge_url_kind(df)
 
     @pa.dataframe_check(name="first_name_present")
     def _first_name(cls, df: pd.DataFrame) -> Series[bool]:

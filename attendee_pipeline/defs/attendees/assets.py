@@ -15,7 +15,6 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.feed_inbox import extract_inbox
 from attendee_pipeline.connectors.rest import ExtractError, extract_digest
 from attendee_pipeline.defs.memory import release_memory
 from attendee_pipeline.defs.partitions import events_partitions
@@ -73,31 +72,29 @@ def attendee_raw_extract(
     event = catalog.event(context.partition_key)
     dest = raw_store.new_extract_dir(event.id, context.run_id)
     started = time.monotonic()
-    if config.replay_extract:
-        from attendee_pipeline.defs.resources import ReplayAttendeeSource
+    last_log = [0.0]
 
-        manifest = ReplayAttendeeSource(extract_dir=config.replay_extract).extract(event, dest)
-    elif event.source.kind == "feed":
-        # A pushed source: the inbox rows after the position the last publish reached.
-        after = int(db_publish.last_published_position(platform_db.engine(), event.id) or 0)
-        manifest = extract_inbox(platform_db.engine(), event.id, dest, after_id=after).to_dict()
-    else:
-        last_log = [0.0]
+    def progress(pages: int, records: int) -> None:
+        now = time.monotonic()
+        if now - last_log[0] > 5:
+            last_log[0] = now
+            context.log.info(f"fetched {pages} page(s), {records} record(s) so far")
 
-        def progress(pages: int, records: int) -> None:
-            now = time.monotonic()
-            if now - last_log[0] > 5:
-                last_log[0] = now
-                context.log.info(f"fetched {pages} page(s), {records} record(s) so far")
-
-        try:
-            manifest = attendee_source.extract(event, dest, progress=progress)
-        except ExtractError as exc:
-            # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
-            # retry window: fail now with the reason; the next scheduled tick tries again.
-            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-                raise dg.Failure(description=str(exc), allow_retries=False) from exc
-            raise
+    try:
+        manifest = steps.extract_event(
+            event,
+            dest,
+            engine=platform_db.engine(),
+            pull=attendee_source,
+            replay_from=config.replay_extract or None,
+            progress=progress,
+        )
+    except ExtractError as exc:
+        # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
+        # retry window: fail now with the reason; the next scheduled tick tries again.
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        raise
     manifest["path"] = str(dest)
     fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
     last = db_publish.last_decision(platform_db.engine(), event.id)
