@@ -33,7 +33,8 @@ def _problems(data) -> list[str]:
 
 def test_demo_catalog_loads():
     catalog = load_catalog()
-    assert {e.id for e in catalog.events} == {"demo-summit", "demo-meetup"}
+    assert {e.id for e in catalog.events} == {"demo-summit", "demo-meetup", "demo-expo"}
+    assert catalog.get("demo-expo").source.kind == "feed"
     summit = catalog.get("demo-summit")
     assert summit.delete_flag is not None and summit.mapping.fields["groups"] == "groups"
 

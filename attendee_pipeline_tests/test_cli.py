@@ -49,7 +49,7 @@ def test_catalog_validate_names_event_and_key(tmp_path: Path, monkeypatch):
     assert result.exit_code != 0
     assert "event 'broken-event': mapping: required field(s) not mapped: last_name" in result.output
     ok = CliRunner().invoke(cli, ["catalog", "validate"])
-    assert ok.exit_code == 0 and "2 event(s)" in ok.output
+    assert ok.exit_code == 0 and "3 event(s)" in ok.output
 
 
 def _free_port() -> int:
@@ -67,14 +67,19 @@ def test_demo_twice_second_run_changes_nothing(_isolated_env: Path, monkeypatch)
     assert first.exit_code == 0, first.output
     assert "demo-summit              published added=232" in first.output
     assert "rejected=2" in first.output
+    assert "pushed 3 attendee record(s) to the feed service for demo-expo" in first.output
+    assert "demo-expo                published added=2 " in first.output
     second = runner.invoke(cli, ["demo", "--port", port])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
-    assert len(lines) == 2
+    assert len(lines) == 3
     for line in lines:
-        # same extract and catalog entry as the last publish: nothing mapped, nothing written
-        assert " unchanged " in line
         assert "added=0" in line and "updated=0" in line and "removed=0" in line and "restored=0" in line
+        if not line.startswith("demo-expo"):
+            # same extract and catalog entry as the last publish: nothing mapped, nothing written
+            assert " unchanged " in line
+    # the feed event got the same pushes again: new inbox rows, the same attendees, nothing written
+    assert "demo-expo                published added=0 restored=0 updated=0 removed=0 unchanged=2" in second.output
     assert "demo-summit              unchanged added=0 restored=0 updated=0 removed=0 unchanged=232" in second.output
 
 
@@ -86,7 +91,7 @@ def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_en
     second = runner.invoke(cli, ["demo", "--port", "0"])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
-    assert len(lines) == 2 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
+    assert len(lines) == 3 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
 
 
 def test_a_missing_dagster_home_elsewhere_is_a_clear_error(_isolated_env: Path, monkeypatch):
