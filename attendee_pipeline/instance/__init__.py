@@ -16,6 +16,9 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: 1
+run_retries:
+  enabled: true
+  max_retries: 2
 telemetry:
   enabled: false
 """
