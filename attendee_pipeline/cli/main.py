@@ -317,17 +317,21 @@ def _safe_url(url: str) -> str:
 @cli.command("dev")
 @click.option("--sandbox-port", default=8765, type=int, show_default=True)
 @click.option("--port", default=3000, type=int, show_default=True, help="Dagster UI port.")
-def dev(sandbox_port: int, port: int) -> None:
-    """Run the demo sandbox and the Dagster UI (dagster dev) on 127.0.0.1."""
+@click.option("--feed-port", default=8780, type=int, show_default=True, help="Push feed service port.")
+def dev(sandbox_port: int, port: int, feed_port: int) -> None:
+    """Run the demo sandbox, the push feed service and the Dagster UI (dagster dev) on 127.0.0.1."""
     from attendee_pipeline.instance import dagster_home
     from attendee_pipeline.sandbox.attendee_api import serve_sandbox
+    from attendee_pipeline.services.feed import serve_feed_in_thread
 
     _demo_secrets()
     dagster_home()
     root = Path(__file__).resolve().parents[2]
-    with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox:
+    with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox, \
+            serve_feed_in_thread(settings.db_url(), port=feed_port) as feed:
         os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
         click.echo(f"sandbox attendee API on {sandbox.url}")
+        click.echo(f"push feed service on {feed.url} (keys: attendee-pipeline feed-key create demo-expo)")
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
         subprocess.call(cmd, cwd=root)
 
