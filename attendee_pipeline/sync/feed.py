@@ -14,6 +14,7 @@ Dagster, no database, no HTTP; nothing here may raise on hostile input.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +54,10 @@ MAX_CUSTOM_FIELDS = 200
 MAX_GROUPS = 500
 
 _EMAIL = re.compile(EMAIL_PATTERN)
-_INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
-_SIGNED = re.compile(r"^[+-]?[0-9]+$")
+_INDEX = re.compile(r"0|[1-9][0-9]*")  # used with fullmatch (``$`` would accept a trailing newline)
+_SIGNED = re.compile(r"[+-]?[0-9]+")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \uD800..\uDFFF: paired, or not text at all
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,20 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise FeedDecodeError(Problem(key, "duplicate key"))
+            raise FeedDecodeError(Problem("(body)", f"duplicate key {key[:80]!r}"))
         out[key] = value
     return out
 
 
 def _constant(name: str) -> Any:
     raise FeedDecodeError(Problem("(body)", f"not valid JSON: {name} is not a JSON number"))
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to infinity
+        raise FeedDecodeError(Problem("(body)", f"not valid JSON: number {text[:40]} is out of range"))
+    return value
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -108,6 +118,23 @@ def _depth(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return True
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """True when a string (or an object key) in ``value`` holds an unpaired UTF-16 surrogate,
+    which no UTF-8 text can carry (storing or publishing it would fail)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def decode_json(raw: bytes) -> Any:
@@ -139,7 +166,7 @@ def decode_json(raw: bytes) -> Any:
         elif char in "]}":
             depth -= 1
     try:
-        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
     except FeedDecodeError:
         raise
     except RecursionError:
@@ -148,6 +175,8 @@ def decode_json(raw: bytes) -> Any:
         raise FeedDecodeError(Problem("(body)", f"not valid JSON: {str(exc)[:120]}")) from None
     if not _depth(value, MAX_DEPTH):
         raise FeedDecodeError(Problem("(body)", f"nested deeper than {MAX_DEPTH} levels"))
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise FeedDecodeError(Problem("(body)", "not valid JSON: text with an unpaired \\u surrogate escape"))
     return value
 
 
@@ -174,17 +203,26 @@ _ABSENT = object()
 
 
 class _Flat:
-    """Flat keys ("profile.customFields[0].fieldName") expanded into the nested shape."""
+    """Flat keys ("profile.customFields[0].fieldName") expanded into the nested shape.
+
+    :meth:`build` also returns, for every path of the expanded tree in the form the parser
+    reports (``profile.customFields[0]``: names joined by dots, compacted list positions in
+    brackets), the path as the sender spelled it (``profile.customFields.5``), so that
+    problems found after expansion name the sender's own key."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        self.tree: dict[str, Any] = {}
-        self.origin: dict[int, str] = {}  # id(container) -> flat key prefix, for messages
+        self.tree: dict[Any, Any] = {}
+        self.spelling: dict[tuple[int, Any], str] = {}  # (id(parent), index slot) -> ".5" or "[5]"
+        self.inner: set[int] = {id(self.tree)}  # ids of the nodes made here (never a sender's value)
 
     @staticmethod
     def split(key: str) -> list[str] | None:
+        """Path parts of a flat key, "#N" for a bracketed index; None when it is no path."""
         parts: list[str] = []
         for chunk in key.split("."):
+            if not chunk:  # "profile.", ".x", "profile..email", "a[0]..b"
+                return None
             while "[" in chunk:
                 head, _, rest = chunk.partition("[")
                 index, close, tail = rest.partition("]")
@@ -198,60 +236,96 @@ class _Flat:
                 return None
             if chunk:
                 parts.append(chunk)
-            elif not parts or not parts[-1].startswith("#"):
-                return None
         return parts or None
+
+    def _slots(self, key: str, parts: list[str]) -> list[tuple[Any, str]] | None:
+        """(slot, sender spelling) per part -- a name or ("#", index) -- or None after a problem."""
+        slots: list[tuple[Any, str]] = []
+        for depth, part in enumerate(parts):
+            index_text = part[1:] if part.startswith("#") else None
+            if index_text is None and depth > 0 and _SIGNED.fullmatch(part):
+                index_text = part  # ".0" index syntax (a sign makes it a bad index)
+            if index_text is None:
+                slots.append((part, part if depth == 0 else "." + part))
+                continue
+            if depth == 0:  # the body is an object: a list index cannot start a path
+                self.problems.append(Problem(key, "not a valid field path"))
+                return None
+            if not _INDEX.fullmatch(index_text):
+                self.problems.append(Problem(key, f"bad index {index_text[:20]!r}"))
+                return None
+            if len(index_text) > 4 or int(index_text) > MAX_INDEX:
+                self.problems.append(Problem(key, f"index {index_text[:20]} is above {MAX_INDEX}"))
+                return None
+            spelled = f"[{index_text}]" if part.startswith("#") else "." + index_text
+            slots.append((("#", int(index_text)), spelled))
+        return slots
 
     def add(self, key: str, value: Any) -> None:
         parts = self.split(key)
         if parts is None:
             self.problems.append(Problem(key, "not a valid field path"))
             return
+        slots = self._slots(key, parts)
+        if slots is None:
+            return
         node: Any = self.tree
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            index_text = part[1:] if part.startswith("#") else None
-            if index_text is None and depth > 0 and _SIGNED.match(part):
-                index_text = part  # ".0" index syntax (a sign makes it a bad index)
-            if index_text is not None:
-                if not _INDEX.match(index_text):
-                    self.problems.append(Problem(key, f"bad index {index_text[:20]!r}"))
-                    return
-                if len(index_text) > 4 or int(index_text) > MAX_INDEX:
-                    self.problems.append(Problem(key, f"index {index_text[:20]} is above {MAX_INDEX}"))
-                    return
-                slot: Any = ("#", int(index_text))
-            else:
-                slot = part
-            if not isinstance(node, dict):
-                self.problems.append(Problem(key, "conflicts with another key"))
-                return
-            if last:
+        for depth, (slot, spelled) in enumerate(slots):
+            if isinstance(slot, tuple):
+                self.spelling.setdefault((id(node), slot), spelled)
+            if depth == len(slots) - 1:
                 if slot in node:
                     self.problems.append(Problem(key, "conflicts with another key"))
                     return
                 node[slot] = value
-            else:
-                child = node.setdefault(slot, {})
-                if not isinstance(child, dict) or (isinstance(child, dict) and child is value):
-                    self.problems.append(Problem(key, "conflicts with another key"))
-                    return
-                node = child
+                return
+            if slot not in node:
+                node[slot] = {}
+                self.inner.add(id(node[slot]))
+            child = node[slot]
+            if id(child) not in self.inner:  # a value given by another key: never descend into it
+                self.problems.append(Problem(key, "conflicts with another key"))
+                return
+            node = child
 
-    def build(self) -> dict[str, Any]:
-        """The tree with index slots turned into lists (gaps compacted in index order)."""
+    def build(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The tree with index slots turned into lists (gaps compacted in index order), and the
+        reported path -> sender's path map described in the class docstring."""
+        senders: dict[str, str] = {}
 
-        def convert(node: Any) -> Any:
+        def child_path(parent: dict[Any, Any], slot: Any, path: str, sender: str) -> tuple[str, str]:
+            if isinstance(slot, tuple):
+                return f"{path}.[{slot[1]}]", sender + self.spelling.get((id(parent), slot), f"[{slot[1]}]")
+            return (f"{path}.{slot}", f"{sender}.{slot}") if path else (slot, slot)
+
+        def convert(node: Any, path: str, sender: str) -> Any:
+            if path:
+                senders[path] = sender
             if not isinstance(node, dict):
                 return node
-            indexed = [k for k in node if isinstance(k, tuple)]
+            indexed = sorted((k for k in node if isinstance(k, tuple)), key=lambda k: k[1])
             if indexed and len(indexed) == len(node):
-                return [convert(node[k]) for k in sorted(indexed, key=lambda k: k[1])]
-            if indexed:  # mixed names and indexes under one path
-                return {str(k) if not isinstance(k, tuple) else f"[{k[1]}]": convert(v) for k, v in node.items()}
-            return {k: convert(v) for k, v in node.items()}
+                return [
+                    convert(node[k], f"{path}[{i}]", sender + self.spelling.get((id(node), k), f"[{k[1]}]"))
+                    for i, k in enumerate(indexed)
+                ]
+            out: dict[str, Any] = {}
+            for k, v in node.items():  # names, or names and indexes mixed under one path
+                name = f"[{k[1]}]" if isinstance(k, tuple) else k
+                out[name] = convert(v, *child_path(node, k, path, sender))
+            return out
 
-        return convert(self.tree)
+        return convert(self.tree, "", ""), senders
+
+
+def _as_sent(field: str, senders: dict[str, str]) -> str:
+    """A reported path rewritten with the sender's spelling of its longest expanded prefix."""
+    cut = len(field)
+    while cut > 0:
+        if field[:cut] in senders and (cut == len(field) or field[cut] in ".["):
+            return senders[field[:cut]] + field[cut:]
+        cut = max(field.rfind(".", 0, cut), field.rfind("[", 0, cut))
+    return field
 
 
 def _text(value: Any, path: str, problems: list[Problem]) -> Any:
@@ -281,7 +355,8 @@ def parse_payload(body: Any) -> FeedPayload:
             flat.add(key, value)
         else:
             nested[key] = value
-    expanded = flat.build()
+    expanded, senders = flat.build()
+    flat_problems = len(problems)  # those already name the sender's key
     for key, value in expanded.items():
         if key in nested:
             if isinstance(value, dict) and isinstance(nested[key], dict):
@@ -335,6 +410,10 @@ def parse_payload(body: Any) -> FeedPayload:
         problems.append(Problem("profile.email", "not a valid e-mail address"))
 
     if problems:
+        if senders:
+            problems[flat_problems:] = [
+                Problem(_as_sent(p.field, senders), p.reason) for p in problems[flat_problems:]
+            ]
         return FeedPayload(api_key, None, problems)
     return FeedPayload(api_key, record, [])
 
