@@ -33,7 +33,15 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "http://127.0.0.1:8765",
         "Base URL of the sandbox attendee API; the demo catalog's URLs use it.",
     ),
+    "ATTENDEE_PIPELINE_PLATFORM_API_KEY": (
+        "(unset: hooks answer 503)",
+        "Secret key the event platform sends (Authorization: Bearer) to the service's platform hook "
+        "endpoints; compared in constant time, never logged.",
+    ),
 }
+
+#: Settings that hold secrets: read only where used, never hashed, logged or shown.
+SECRET_SETTINGS = frozenset({"ATTENDEE_PIPELINE_PLATFORM_API_KEY"})
 
 
 def data_dir() -> Path:
@@ -82,5 +90,6 @@ def environment_digest() -> str:
     job built under one environment from one built under another."""
     import hashlib
 
-    text = "\0".join(f"{name}={os.environ.get(name, '')}" for name in sorted(SETTINGS))
+    names = sorted(set(SETTINGS) - SECRET_SETTINGS)
+    text = "\0".join(f"{name}={os.environ.get(name, '')}" for name in names)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
