@@ -4,6 +4,7 @@ extract on disk (atomic, replayable) and secrets kept out of manifests and logs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from attendee_pipeline.connectors.http import (
 from attendee_pipeline.connectors.rest import (
     ExtractError,
     RestExtractor,
+    extract_digest,
     iter_extract_records,
     read_manifest,
 )
@@ -76,8 +78,16 @@ def test_every_pagination_style_end_to_end(sandbox_factory, sandbox_source, tmp_
 
     assert manifest.records == records
     assert list(iter_extract_records(dest)) == served(h, "ev")
-    assert manifest.pages == len(list(dest.glob("page-*.json"))) == h.request_count("ev")
-    assert manifest.requests == manifest.pages and manifest.retries == 0
+    # page-number / offset: the request for the page after the last one was already out
+    read_ahead_waste = 1 if style in ("page", "offset") else 0
+    assert manifest.prefetch_discarded == read_ahead_waste
+    assert manifest.pages == len(list(dest.glob("page-*.json")))
+    assert h.request_count("ev") == manifest.requests == manifest.pages + read_ahead_waste
+    assert manifest.retries == 0
+    assert manifest.content_sha256 == extract_digest(dest, recompute=True)
+    assert manifest.page_sha256 == [
+        hashlib.sha256((dest / name).read_bytes()).hexdigest() for name in manifest.page_files()
+    ]
     assert progress[-1] == (manifest.pages, records) and len(progress) == manifest.pages
     assert sum(manifest.page_records) == records
     assert manifest.pagination == style and manifest.event_id == "ev-1"
@@ -219,8 +229,9 @@ def test_429_retry_after_is_honoured(sandbox_factory, sandbox_source, tmp_path):
     elapsed = time.monotonic() - started
     assert 0.95 <= elapsed < 3, elapsed  # waited the header's second, not the 0.01 s backoff
     assert manifest.records == 20 and manifest.retries == 1
-    assert h.request_count("ev") == manifest.requests == 4  # 429 + pages 1, 2, 3 (empty)
-    assert [e.status for e in h.requests("ev")] == [429, 200, 200, 200]
+    # 429 + pages 1, 2, 3 (empty) + page 4, asked for while page 3 was read, not used
+    assert h.request_count("ev") == manifest.requests == 5 and manifest.prefetch_discarded == 1
+    assert [e.status for e in h.requests("ev")] == [429, 200, 200, 200, 200]
 
 
 @pytest.mark.parametrize("value", [0, -5, "soon"])

@@ -21,10 +21,11 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -57,6 +58,18 @@ EXTRACT_FORMAT = "rest_pages/1"
 
 #: Called after every stored page with (pages so far, records so far).
 Progress = Callable[[int, int], None]
+
+class PageSink(Protocol):
+    """Sees the pages of an extract as they are stored (e.g. to map their records while the
+    next page is on its way)."""
+
+    def known_count(self, page: int, sha256: str) -> int | None:
+        """The number of records of a page whose bytes have this SHA-256, when the sink knows
+        the page already and does not need it parsed; None to have it parsed (and passed to
+        the sink). Only asked where the pagination does not need the page's body."""
+
+    def __call__(self, page: int, content: bytes, records: list[Any], first_row: int) -> None:
+        """A parsed page: its number, bytes, records and the index of its first record."""
 
 
 class ExtractError(RuntimeError):
@@ -92,6 +105,14 @@ class ExtractManifest:
     format: str = EXTRACT_FORMAT
     #: How far into the source this extract reaches (a feed: the last inbox id it holds).
     source_position: str | None = None
+    #: SHA-256 of each stored page's bytes, in order (lets the next sync see early whether
+    #: the provider sends what it sent last time).
+    page_sha256: list[str] = field(default_factory=list)
+    #: :func:`extract_digest` of this extract, computed while the pages were stored.
+    content_sha256: str | None = None
+    #: Requests sent for the page after the current one while the current one was stored and
+    #: whose answer was not used (the list ended, or the answer was not a success).
+    prefetch_discarded: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,8 +251,14 @@ class RestExtractor:
         event_id: str,
         dest_dir: Path,
         progress: Progress | None = None,
+        on_page: PageSink | None = None,
     ) -> ExtractManifest:
-        """Fetch every page of ``source`` into ``dest_dir`` (created; must not hold files yet)."""
+        """Fetch every page of ``source`` into ``dest_dir`` (created; must not hold files yet).
+
+        ``on_page`` sees every page as it is stored (e.g. to map its records while the next
+        page is on its way). With page-number, offset and Link-header pagination the request
+        for the next page goes out while the current one is parsed and stored; see
+        :meth:`_Run.walk`."""
         dest_dir = Path(dest_dir)
         try:
             auth = _resolve_auth(source.auth)
@@ -252,8 +279,11 @@ class RestExtractor:
         log.info("extract %s: fetching %s (pagination %s)", event_id, safe_url, source.pagination.style)
         try:
             with staged_extract(dest_dir, event_id) as tmp:
-                run = _Run(self, source, event_id, auth, session, stats, tmp, progress)
-                run.walk()
+                run = _Run(self, source, event_id, auth, session, stats, tmp, progress, on_page)
+                try:
+                    run.walk()
+                finally:
+                    run.close()
                 manifest = ExtractManifest(
                     event_id=event_id,
                     source_kind=source.kind,
@@ -268,6 +298,9 @@ class RestExtractor:
                     finished_at=_now(),
                     duration_seconds=round(time.monotonic() - started, 3),
                     page_records=run.page_records,
+                    page_sha256=run.page_sha256,
+                    content_sha256=run.digest.hexdigest(),
+                    prefetch_discarded=run.discarded,
                 )
                 write_manifest(tmp, manifest)
         finally:
@@ -298,6 +331,7 @@ class _Run:
         stats: RetryStats,
         folder: Path,
         progress: Progress | None,
+        on_page: PageSink | None = None,
     ) -> None:
         self.x = extractor
         self.source = source
@@ -312,7 +346,66 @@ class _Run:
         self.calls = 0
         self.body_retries = 0
         self.page_records: list[int] = []
+        self.page_sha256: list[str] = []
+        self.digest = _content_digest(source.record_path)
+        self.on_page = on_page
         self.secret_params = _secret_param_names(source)
+        self.discarded = 0
+        # The request for the next page runs in this thread, on a session of its own with no
+        # retries: one attempt, and any answer but a success is dropped (the page is then
+        # fetched again the ordinary way, with the retry policy).
+        self._ahead_pool: ThreadPoolExecutor | None = None
+        self._ahead_session: requests.Session | None = None
+
+    def close(self) -> None:
+        if self._ahead_pool is not None:
+            self._ahead_pool.shutdown(wait=True)
+        if self._ahead_session is not None:
+            self._ahead_session.close()
+
+    # ----------------------------------------------------------------- reading ahead
+
+    def ahead(self, url: str, params: dict[str, str]) -> Future[requests.Response]:
+        """Send the request for a page in the background (one attempt, no retries)."""
+        if self._ahead_pool is None:
+            self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-ahead")
+            self._ahead_session = make_session(max_retries=0, backoff_factor=0)
+        session = self._ahead_session
+        assert session is not None
+        all_params = {**params, **self.auth.params}
+        self.calls += 1
+        return self._ahead_pool.submit(
+            session.get,
+            url,
+            params=all_params or None,
+            headers=self.auth.headers or None,
+            auth=self.auth.basic,
+            timeout=self.source.timeout_seconds,
+        )
+
+    def take(self, future: Future[requests.Response] | None) -> requests.Response | None:
+        """The answer of a read-ahead request if it is a success, else None (and it counts as
+        discarded: the caller fetches the page again with retries)."""
+        if future is None:
+            return None
+        try:
+            response = future.result()
+        except requests.RequestException:
+            response = None
+        if response is not None and 200 <= response.status_code < 300:
+            return response
+        self.discarded += 1
+        return None
+
+    def discard(self, future: Future[requests.Response] | None) -> None:
+        """Drop a read-ahead request whose page is not needed (waits for it to finish)."""
+        if future is None:
+            return
+        try:
+            future.result()
+        except requests.RequestException:
+            pass
+        self.discarded += 1
 
     def error(self, page: int | None, problem: str, status: int | None = None) -> ExtractError:
         return ExtractError(self.event_id, page, redact(problem), status=status)
@@ -326,24 +419,21 @@ class _Run:
         if isinstance(pag, SinglePage):
             self.fetch(url, base)
         elif isinstance(pag, PageNumberPagination):
-            number = pag.first_page
             sized = pag.size_param is not None
-            while True:
-                params = {**base, pag.page_param: str(number)}
+
+            def page_request(k: int) -> tuple[str, dict[str, str]]:
+                params = {**base, pag.page_param: str(pag.first_page + k)}
                 if pag.size_param:
                     params[pag.size_param] = str(pag.size)
-                count, _, _ = self.fetch(url, params)
-                if count == 0 or (sized and count < pag.size):
-                    break
-                number += 1
+                return url, params
+
+            self.read_ahead(page_request, lambda count: count == 0 or (sized and count < pag.size))
         elif isinstance(pag, OffsetPagination):
-            offset = 0
-            while True:
-                params = {**base, pag.offset_param: str(offset), pag.limit_param: str(pag.size)}
-                count, _, _ = self.fetch(url, params)
-                if count == 0 or count < pag.size:
-                    break
-                offset += count
+            # pages continue only when full, so page k starts at k * size
+            self.read_ahead(
+                lambda k: (url, {**base, pag.offset_param: str(k * pag.size), pag.limit_param: str(pag.size)}),
+                lambda count: count == 0 or count < pag.size,
+            )
         elif isinstance(pag, CursorPagination):
             cursor: str | None = None
             seen: set[str] = set()
@@ -371,33 +461,78 @@ class _Run:
             params = dict(base)
             if pag.size_param:
                 params[pag.size_param] = str(pag.size)
-            next_url: str | None = url
+            next_url: str = url
             visited: set[str] = set()
-            while next_url is not None:
-                _, _, response = self.fetch(next_url, params)
+            response: requests.Response | None = None
+            while True:
+                if response is None:
+                    response = self.get(self.pages + 1, next_url, params)
                 link = response.links.get("next", {}).get("url")
-                if not link:
+                following: str | None = None
+                if link:
+                    # Follow the link as given, minus any secret parameters (we add our own).
+                    following = _strip_url(urljoin(response.url, link), self.secret_params)
+                    if following in visited:
+                        raise self.error(self.pages + 1, "the Link header points back to a page already fetched")
+                    visited.add(following)
+                # the next page's address is in this page's headers: ask for it before parsing
+                pending = self.ahead(following, {}) if following else None
+                self.fetch(next_url, params, first=response)
+                if following is None:
                     break
-                # Follow the link as given, minus any secret parameters (we add our own).
-                next_url = _strip_url(urljoin(response.url, link), self.secret_params)
-                if next_url in visited:
-                    raise self.error(self.pages, "the Link header points back to a page already fetched")
-                visited.add(next_url)
-                params = {}
+                next_url, params = following, {}
+                response = self.take(pending)
         else:  # pragma: no cover - the catalog schema admits nothing else
             raise TypeError(f"unsupported pagination {type(pag).__name__}")
 
+    def read_ahead(
+        self, request_of: Callable[[int], tuple[str, dict[str, str]]], last: Callable[[int], bool]
+    ) -> None:
+        """Pages ``request_of(0), request_of(1), ...`` until one for which ``last(records)``.
+
+        The request for page k+1 goes out as soon as page k's answer is in, so the provider
+        works on it (and it travels) while page k is parsed, stored and handed to ``on_page``.
+        When page k turns out to be the last, that one request was not needed (counted in the
+        manifest's ``prefetch_discarded``); only one request is ever in flight.
+        """
+        k = 0
+        pending: Future[requests.Response] | None = None
+        while True:
+            url, params = request_of(k)
+            response = self.take(pending)
+            if response is None:
+                response = self.get(self.pages + 1, url, params)
+            pending = self.ahead(*request_of(k + 1))
+            try:
+                count, _, _ = self.fetch(url, params, first=response)
+            except BaseException:
+                self.discard(pending)
+                raise
+            if last(count):
+                self.discard(pending)
+                return
+            k += 1
+
     # ----------------------------------------------------------------- one page
 
-    def fetch(self, url: str, params: dict[str, str]) -> tuple[int, Any, requests.Response]:
-        """GET one page, store its bytes, count its records; returns (count, body, response)."""
+    def fetch(
+        self, url: str, params: dict[str, str], first: requests.Response | None = None
+    ) -> tuple[int, Any, requests.Response]:
+        """GET one page (or take ``first``, its answer already received), store its bytes, count
+        its records; returns (count, body, response)."""
         page = self.pages + 1
         if page > self.x.max_pages:
             raise self.error(page, f"more than {self.x.max_pages} pages; stopping (pagination loop?)")
         attempt = 0
+        records: list[Any] | None = None
         while True:
-            response = self.get(page, url, params)
+            response, first = (first, None) if first is not None else (self.get(page, url, params), None)
             content = response.content
+            sha256 = hashlib.sha256(content).hexdigest()
+            known = self.known_count(page, sha256)
+            if known is not None:  # the same bytes as a page the sink has seen: no parse
+                body, records = None, None
+                break
             try:
                 body = json.loads(content)
             except ValueError as exc:
@@ -412,18 +547,32 @@ class _Run:
                     f"({type(exc).__name__}: {_short(str(exc))})",
                 ) from None
             break
-        try:
-            records = _records_at(body, self.source.record_path)
-        except ValueError as exc:
-            raise self.error(page, str(exc)) from None
+        if records is None and known is None:
+            try:
+                records = _records_at(body, self.source.record_path)
+            except ValueError as exc:
+                raise self.error(page, str(exc)) from None
+        count = known if known is not None else len(records)
         (self.folder / PAGE_NAME.format(page)).write_bytes(content)
+        self.page_sha256.append(sha256)
+        self.digest.update(content)
+        self.digest.update(b"\0")
+        first_record = self.records
         self.pages = page
-        self.records += len(records)
-        self.page_records.append(len(records))
-        log.debug("extract %s: page %d stored, %d record(s)", self.event_id, page, len(records))
+        self.records += count
+        self.page_records.append(count)
+        if self.on_page is not None and records is not None:
+            self.on_page(page, content, records, first_record)
+        log.debug("extract %s: page %d stored, %d record(s)", self.event_id, page, count)
         if self.progress is not None:
             self.progress(self.pages, self.records)
-        return len(records), body, response
+        return count, body, response
+
+    def known_count(self, page: int, sha256: str) -> int | None:
+        # a cursor lives in the body: those pages are always parsed
+        if self.on_page is None or isinstance(self.source.pagination, CursorPagination):
+            return None
+        return self.on_page.known_count(page, sha256)
 
     def sleep_backoff(self, attempt: int) -> None:
         delay = min(self.x.backoff_max, self.x.backoff_factor * (2 ** (attempt - 1)))
@@ -460,7 +609,7 @@ class _Run:
                 hint = "the source has no auth configured in the catalog"
             word = "authentication failed" if status == 401 else "access denied"
             raise self.error(page, f"{word} - {hint} (HTTP {status})", status=status)
-        if status == 404 and self.pages > 0:
+        if status == 404 and page > 1:
             problem = f"page {page} disappeared during pagination (HTTP 404 after {self.pages} page(s))"
             raise self.error(page, problem, status)
         if status == 404:
@@ -511,13 +660,21 @@ def read_manifest(extract_dir: Path) -> ExtractManifest:
     return ExtractManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20) -> str:
+def _content_digest(record_path: str) -> Any:
+    """The running SHA-256 of :func:`extract_digest`, before the first page."""
+    return hashlib.sha256(f"{EXTRACT_FORMAT}\0{record_path}\0".encode())
+
+
+def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20, recompute: bool = False) -> str:
     """A hex SHA-256 of a stored extract's content: its record path and every page's bytes, in
     order. Two extracts with the same digest hold the same records (the manifest's timings and
-    counters are not part of it)."""
+    counters are not part of it). Reads the pages again unless the extractor already computed
+    it while storing them (``content_sha256`` in the manifest) and ``recompute`` is false."""
     extract_dir = Path(extract_dir)
     manifest = read_manifest(extract_dir)
-    digest = hashlib.sha256(f"{EXTRACT_FORMAT}\0{manifest.record_path}\0".encode())
+    if manifest.content_sha256 and not recompute:
+        return manifest.content_sha256
+    digest = _content_digest(manifest.record_path)
     for name in manifest.page_files():
         with (extract_dir / name).open("rb") as page:
             while block := page.read(chunk_size):
@@ -537,14 +694,18 @@ def replay_extract(source_dir: Path, dest_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def page_records(extract_dir: Path, manifest: ExtractManifest, page: int) -> list[Any]:
+    """The records of one stored page (1-based) of an extract."""
+    body = json.loads((Path(extract_dir) / PAGE_NAME.format(page)).read_bytes())
+    try:
+        return _records_at(body, manifest.record_path)
+    except ValueError as exc:
+        raise ExtractError(manifest.event_id, page, f"stored page {PAGE_NAME.format(page)}: {exc}") from None
+
+
 def iter_extract_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
     """Yield the records of a stored extract in order, page by page (no network)."""
     extract_dir = Path(extract_dir)
     manifest = read_manifest(extract_dir)
-    for number, name in enumerate(manifest.page_files(), start=1):
-        body = json.loads((extract_dir / name).read_bytes())
-        try:
-            records = _records_at(body, manifest.record_path)
-        except ValueError as exc:
-            raise ExtractError(manifest.event_id, number, f"stored page {name}: {exc}") from None
-        yield from records
+    for number in range(1, manifest.pages + 1):
+        yield from page_records(extract_dir, manifest, number)
