@@ -20,6 +20,7 @@ from attendee_pipeline.sync.diff import CHANGE_COLUMNS, ChangeSet, compute_chang
 from attendee_pipeline.sync.model import (
     CONTENT_COLUMNS,
     FRAME_COLUMNS,
+    TEXT_DTYPE,
     canonical_custom_fields,
     canonical_groups,
 )
@@ -161,6 +162,19 @@ def test_row_hash_is_stable_across_processes_and_sync_imports_no_io_libraries():
     assert result["hash"] == here
     # test_diff itself imports nothing heavy either, so any hit comes from attendee_pipeline.sync
     assert result["bad"] == []
+
+
+def test_row_hash_is_the_same_for_arrow_and_object_columns():
+    """Arrow-backed text is hashed on Arrow, other columns value by value: the hashes agree,
+    so published rows keep their hash whichever way a frame was built (nulls included)."""
+    plain = frame(
+        person("a@x.org", company="ACME", city=None, groups=["VIP", "Press"]),
+        person("b@x.org", company="", custom_fields={"diet": "veg"}),
+        person("c@x.org", company="ACME", country="NL"),
+    ).astype({c: object for c in CONTENT_COLUMNS})
+    arrow = plain.astype({c: TEXT_DTYPE for c in CONTENT_COLUMNS})
+    assert arrow["company"].dtype == TEXT_DTYPE and arrow["city"].isna().all()
+    assert row_hash(arrow).tolist() == row_hash(plain).tolist()
 
 
 # --------------------------------------------------------------------------- branches
