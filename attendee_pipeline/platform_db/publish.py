@@ -223,7 +223,7 @@ def _all_null_default(column: sa.Column, values: list[Any]) -> bool:
         column.nullable
         and column.default is None
         and column.server_default is None
-        and all(v is None for v in values)
+        and values.count(None) == len(values)
     )
 
 
@@ -440,23 +440,51 @@ _STALE = (
 )
 
 
-def _attendee_ids(conn: sa.Connection, event_id: str, keys: list[str]) -> dict[str, int]:
-    """attendee_key -> id for the given keys of the event."""
-    if not keys:
-        return {}
-    stmt = sa.select(attendees.c.attendee_key, attendees.c.id).where(attendees.c.event_id == event_id)
-    if len(keys) > IN_CHUNK:  # cheaper to read the event's (key, id) pairs once
-        wanted = set(keys)
-        return {key: attendee_id for key, attendee_id in conn.execute(stmt) if key in wanted}
-    return {
-        key: attendee_id for key, attendee_id in conn.execute(stmt.where(attendees.c.attendee_key.in_(keys)))
-    }
+def _reserve_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
+    """``n`` new row ids for ``table``, handed out before the rows are inserted, so a bulk
+    insert needs no read-back of the ids it created. PostgreSQL: from the column's sequence.
+    SQLite: the ids after the largest one -- what SQLite itself would give the rows, and safe
+    because the publish holds the database's write lock from BEGIN IMMEDIATE to COMMIT."""
+    if n == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(
+            conn.execute(
+                sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
+                {"table": table.name, "n": n},
+            ).scalars()
+        )
+    if conn.dialect.name == "sqlite":
+        start = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()) + 1
+        return list(range(start, start + n))
+    raise NotImplementedError(f"unsupported database dialect {conn.dialect.name!r}")
 
 
-def _group_names(texts: pd.Series) -> pd.Series:
-    """Canonical group JSON per attendee -> list of names (parsed once per distinct text)."""
-    parsed = {t: json.loads(t) for t in texts.dropna().unique()}
-    return texts.map(lambda t: parsed.get(t, []) if isinstance(t, str) else [])
+def _membership_rows(
+    conn: sa.Connection, attendee_ids: Sequence[int], group_texts: Sequence[str | None], now: dt.datetime,
+    group_ids: dict[str, int], result: "PublishResult",
+) -> tuple[list[int], list[int]]:
+    """(attendee ids, group ids) of the memberships of the given attendees, from each one's
+    canonical group JSON; each distinct JSON text is parsed once and missing groups are
+    created (``group_ids`` caches name -> id across batches)."""
+    parsed: dict[str, list[str]] = {}
+    for text in set(group_texts):
+        if isinstance(text, str):
+            parsed[text] = json.loads(text)
+    missing = sorted({name for names in parsed.values() for name in names} - group_ids.keys())
+    if missing:
+        ids, created = _ensure_groups(conn, missing, now)
+        group_ids.update(ids)
+        result.groups_created += created
+    per_text = {text: [group_ids[name] for name in names] for text, names in parsed.items()}
+    members: list[int] = []
+    groups_of: list[int] = []
+    for attendee_id, text in zip(attendee_ids, group_texts):
+        gids = per_text.get(text) if isinstance(text, str) else None
+        if gids:
+            members.extend([attendee_id] * len(gids))
+            groups_of.extend(gids)
+    return members, groups_of
 
 
 def _ensure_groups(conn: sa.Connection, names: Sequence[str], now: dt.datetime) -> tuple[dict[str, int], int]:
@@ -540,13 +568,20 @@ def publish_changes(
 
         # Rows are written in batches of WRITE_BATCH so the Python values built for the
         # driver stay bounded, whatever the size of the list (one transaction all the same).
+        # Content columns that are null in every row of the change set are not bound at all
+        # (most providers map a handful of the profile fields).
+        content = [c for c in ATTENDEE_CONTENT_COLUMNS if frame[c].notna().any()]
+        added_ids: list[int] = []
         for part in _row_batches(added):
+            ids = _reserve_ids(conn, attendees, len(part))
+            added_ids.extend(ids)
             _bulk_insert(
                 conn,
                 attendees,
                 {
+                    "id": ids,
                     "attendee_key": _column_values(part, "attendee_key"),
-                    **{c: _column_values(part, c) for c in ATTENDEE_CONTENT_COLUMNS},
+                    **{c: _column_values(part, c) for c in content},
                     "row_hash": _column_values(part, "row_hash", integer=True),
                 },
                 {
@@ -557,19 +592,19 @@ def publish_changes(
                     "last_run_id": run_id,
                 },
             )
-        key_to_id = _attendee_ids(conn, event_id, added["attendee_key"].tolist())
 
         touched_ids = _column_values(touched, "attendee_id", integer=True)
+        nulls = {c: None for c in ATTENDEE_CONTENT_COLUMNS if c not in content}
         for part in _row_batches(touched):
             _bulk_update(
                 conn,
                 attendees,
                 _column_values(part, "attendee_id", integer=True),
                 {
-                    **{c: _column_values(part, c) for c in ATTENDEE_CONTENT_COLUMNS},
+                    **{c: _column_values(part, c) for c in content},
                     "row_hash": _column_values(part, "row_hash", integer=True),
                 },
-                {"status": ACTIVE, "removed_at": None, "last_changed_at": now, "last_run_id": run_id},
+                {**nulls, "status": ACTIVE, "removed_at": None, "last_changed_at": now, "last_run_id": run_id},
             )
         gone_ids = _column_values(gone, "attendee_id", integer=True)
         _bulk_update(
@@ -584,44 +619,26 @@ def publish_changes(
         # ones whose group list changed, get theirs rewritten (groups created as needed)
         touched_groups = _column_values(touched, "groups")
         regroup = [
-            (attendee_id, key, text)
-            for attendee_id, key, text, kind in zip(
-                touched_ids, touched["attendee_key"].tolist(), touched_groups, touched["change"].tolist()
-            )
+            (attendee_id, text)
+            for attendee_id, text, kind in zip(touched_ids, touched_groups, touched["change"].tolist())
             if kind == "restored" or published_groups.get(attendee_id) != text
         ]
-        for chunk in _chunks(gone_ids + [attendee_id for attendee_id, _, _ in regroup]):
+        for chunk in _chunks(gone_ids + [attendee_id for attendee_id, _ in regroup]):
             deleted = conn.execute(memberships.delete().where(memberships.c.attendee_id.in_(chunk)))
             result.memberships_deleted += max(deleted.rowcount or 0, 0)
-        key_to_id.update((key, attendee_id) for attendee_id, key, _ in regroup)
-        regrouped = pd.DataFrame(
-            {"attendee_key": [key for _, key, _ in regroup], "groups": [t for _, _, t in regroup]}
-        )
         group_ids: dict[str, int] = {}
-        for part in [*_row_batches(added), *_row_batches(regrouped)]:
-            pairs = pd.DataFrame(
-                {
-                    "key": part["attendee_key"].tolist(),
-                    "name": _group_names(pd.Series(_column_values(part, "groups"), dtype=object)),
-                }
-            )
-            pairs = pairs.explode("name").dropna(subset=["name"])
-            if not len(pairs):
-                continue
-            missing = sorted(set(pairs["name"].unique().tolist()) - group_ids.keys())
-            if missing:
-                ids, created = _ensure_groups(conn, missing, now)
-                group_ids.update(ids)
-                result.groups_created += created
-            result.memberships_written += _bulk_insert(
-                conn,
-                memberships,
-                {
-                    "attendee_id": pairs["key"].map(key_to_id).astype("int64").tolist(),
-                    "group_id": pairs["name"].map(group_ids).astype("int64").tolist(),
-                },
-                {"event_id": event_id},
-            )
+        batches = [
+            *((added_ids[i : i + WRITE_BATCH], _column_values(part, "groups"))
+              for i, part in zip(range(0, len(added), WRITE_BATCH), _row_batches(added))),
+            *(([a for a, _ in regroup[i : i + WRITE_BATCH]], [t for _, t in regroup[i : i + WRITE_BATCH]])
+              for i in range(0, len(regroup), WRITE_BATCH)),
+        ]
+        for ids, texts in batches:
+            members, groups_of = _membership_rows(conn, ids, texts, now, group_ids, result)
+            if members:
+                result.memberships_written += _bulk_insert(
+                    conn, memberships, {"attendee_id": members, "group_id": groups_of}, {"event_id": event_id}
+                )
 
         ledger_values = _ledger_values(changeset.counts, rejected_count)
         result.ledger_id = _insert_ledger(
@@ -761,9 +778,16 @@ def last_published_position(engine: sa.Engine, event_id: str) -> str | None:
 
 def last_decision(engine: sa.Engine, event_id: str) -> dict[str, Any] | None:
     """The event's latest ``published`` or ``held`` ledger row (id, run_id, status,
-    input_fingerprint), or None. Unchanged and dry-run rows do not count: they decided nothing."""
+    input_fingerprint, raw_extract_path), or None. Unchanged and dry-run rows do not count:
+    they decided nothing."""
     stmt = (
-        sa.select(sync_ledger.c.id, sync_ledger.c.run_id, sync_ledger.c.status, sync_ledger.c.input_fingerprint)
+        sa.select(
+            sync_ledger.c.id,
+            sync_ledger.c.run_id,
+            sync_ledger.c.status,
+            sync_ledger.c.input_fingerprint,
+            sync_ledger.c.raw_extract_path,
+        )
         .where(sync_ledger.c.event_id == event_id, sync_ledger.c.status.in_(("published", "held")))
         .order_by(sync_ledger.c.id.desc())
         .limit(1)
