@@ -11,7 +11,6 @@ from __future__ import annotations
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.assets import attendee_assets
-from attendee_pipeline.defs.attendees.checks import attendee_checks
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
@@ -22,7 +21,6 @@ from attendee_pipeline.defs.resources import default_resources
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=attendee_assets,
-        asset_checks=attendee_checks,
         jobs=[attendee_sync_job],
         schedules=attendee_schedules,
         sensors=[*catalog_sensors, *feed_sensors],

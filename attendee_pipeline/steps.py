@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import EventEntry
 from attendee_pipeline.connectors.feed_inbox import extract_inbox
-from attendee_pipeline.connectors.rest import iter_extract_records, replay_extract
+from attendee_pipeline.connectors.rest import iter_extract_records, page_records, read_manifest, replay_extract
 from attendee_pipeline.platform_db.publish import last_published_position
 from attendee_pipeline.sync.feed import fold_pushes
 from attendee_pipeline.sync.mapping import MappingReject, MappingResult, map_platform_records, map_records
@@ -55,7 +55,59 @@ def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 
 class Extractor(Protocol):
-    def extract(self, event: EventEntry, dest: Path, progress: Any = None) -> dict[str, Any]: ...
+    def extract(
+        self, event: EventEntry, dest: Path, progress: Any = None, on_page: Any = None
+    ) -> dict[str, Any]: ...
+
+
+class PageMapper:
+    """Maps a pulled extract's pages while they arrive (an extractor's ``on_page``), so each
+    page is parsed once and mapped while the provider is still sending the next one.
+
+    Unless told which pages the event's last decided sync read (``previous``: the SHA-256 and
+    record count of each), every page is parsed and mapped as it comes. With them, a page that
+    is byte for byte the same as last time is not even parsed: an input that turns out
+    unchanged costs only its download (the sync stops after the extract). From the first page
+    that differs on, pages are parsed and mapped as they come, and :meth:`results` maps the
+    ones held back from the stored files.
+    """
+
+    def __init__(self, event: EventEntry, previous: list[tuple[str, int]] | None = None) -> None:
+        assert event.mapping is not None, "only a mapped (pulled) source has pages to map"
+        self.event = event
+        self.previous = list(previous or [])
+        self.inline = not self.previous
+        self.held_back: list[int] = []  # page numbers
+        self._mapped: dict[int, tuple[MappingResult, int]] = {}  # page -> (result, records)
+
+    def known_count(self, page: int, sha256: str) -> int | None:
+        if not self.inline:
+            if page <= len(self.previous) and self.previous[page - 1][0] == sha256:
+                self.held_back.append(page)
+                return self.previous[page - 1][1]
+            self.inline = True
+        return None
+
+    def __call__(self, page: int, content: bytes, records: list[Any], first_row: int) -> None:
+        self.inline = True  # a page the sink was not asked about (e.g. a cursor page): map it
+        self._mapped[page] = (self._map(records, first_row), len(records))
+
+    def _map(self, records: list[Any], first_row: int) -> MappingResult:
+        return map_records(records, self.event.mapping, self.event.delete_flag, first_row=first_row)
+
+    @property
+    def mapped_pages(self) -> int:
+        return len(self._mapped)
+
+    def results(self, extract_dir: Path) -> list[tuple[MappingResult, int]]:
+        """(mapping result, records) of every page of the stored extract, in page order."""
+        manifest = read_manifest(extract_dir)
+        first_rows = [0, *itertools.accumulate(manifest.page_records)]
+        for page in self.held_back:
+            records = page_records(extract_dir, manifest, page)
+            self._mapped[page] = (self._map(records, first_rows[page - 1]), len(records))
+        self.held_back = []
+        return [self._mapped[page] for page in sorted(self._mapped)]
 
 
 def extract_event(
@@ -66,15 +118,17 @@ def extract_event(
     pull: Extractor,
     replay_from: str | None = None,
     progress: Any = None,
+    on_page: Any = None,
 ) -> dict[str, Any]:
     """Store the event's raw extract in ``dest`` and return its manifest (a dict): a replay of
-    a stored extract, the feed inbox after the last published position, or ``pull``'s fetch."""
+    a stored extract, the feed inbox after the last published position, or ``pull``'s fetch
+    (which hands each page to ``on_page`` as it is stored, see :class:`PageMapper`)."""
     if replay_from:
         return replay_extract(Path(replay_from), dest)
     if event.source.kind == "feed":
         after = int(last_published_position(engine, event.id) or 0)
         return extract_inbox(engine, event.id, dest, after_id=after, progress=progress).to_dict()
-    return pull.extract(event, dest, progress=progress)
+    return pull.extract(event, dest, progress=progress, on_page=on_page)
 
 
 def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[MappingResult, int]]:
@@ -105,12 +159,16 @@ def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[Mappi
         total += len(chunk)
 
 
-def map_extract(event: EventEntry, extract_dir: Path) -> MappedExtract:
-    """Map a stored raw extract onto the platform frame and quarantine invalid records."""
+def map_extract(
+    event: EventEntry, extract_dir: Path, premapped: list[tuple[MappingResult, int]] | None = None
+) -> MappedExtract:
+    """Map a stored raw extract onto the platform frame and quarantine invalid records.
+    ``premapped``: the extract's pages as a :class:`PageMapper` already mapped them."""
     frames: list[pd.DataFrame] = []
     mapping_rejects: list[dict[str, Any]] = []
     total = 0
-    for result, count in _mapped_chunks(event, extract_dir):
+    chunks = premapped if premapped is not None else _mapped_chunks(event, extract_dir)
+    for result, count in chunks:
         frames.append(result.frame)
         mapping_rejects.extend(
             {"source_row": r.source_row, "source_record_id": r.source_record_id, "field": r.field, "reason": r.reason}

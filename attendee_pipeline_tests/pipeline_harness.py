@@ -14,7 +14,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.assets import attendee_assets
-from attendee_pipeline.defs.attendees.checks import attendee_checks
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
     EventCatalogResource,
@@ -50,7 +49,7 @@ class Harness:
 
     def sync(self, event_id: str, tags: dict[str, str] | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            [*attendee_assets, *attendee_checks],
+            attendee_assets,
             partition_key=event_id,
             instance=self.instance,
             resources=self.resources(),

@@ -5,6 +5,7 @@ instance (DAGSTER_HOME, or the embedded default) so they show in the Dagster UI 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ def _check_result(result: Any, check_name: str) -> Any:
     return None
 
 
+@functools.lru_cache(maxsize=8)
 def sync_job(
     catalog_path: str = "", db_url: str = "", raw_root: str = "", environment: str = ""
 ) -> dg.JobDefinition:
@@ -56,7 +58,8 @@ def sync_job(
     setting (catalog file, platform database URL, raw extract folder). This is the reconstructor
     :func:`run_sync` hands to ``dagster.execute_job``. ``environment`` is not used to build the
     job: it is :func:`settings.environment_digest`, so that Dagster's cache of the last built
-    job is not reused after the settings changed."""
+    job is not reused after the settings changed. Memoised: Dagster reconstructs the job several
+    times per run (the plan, each step), and resolving the asset graph costs ~60 ms each time."""
     from attendee_pipeline.definitions import build_definitions
     from attendee_pipeline.defs.resources import (
         EventCatalogResource,

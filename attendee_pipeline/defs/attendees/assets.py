@@ -1,8 +1,13 @@
 """Per-event attendee sync assets (one dynamic partition per catalog event).
 
-raw extract (kept, replayable) -> mapped attendees + rejected attendees (quarantine) ->
-group memberships -> attendee changes (diff against what is published) -> published attendee
-list + groups (one transaction). Each materialisation reports what it did as metadata.
+raw extract (kept, replayable) -> mapped attendees + rejected attendees (quarantine) + group
+memberships -> attendee changes (diff against what is published) -> published attendee list +
+groups (one transaction). Each materialisation reports what it did as metadata.
+
+Three steps per run: the extract and the mapping share one (pages are mapped as they arrive,
+each parsed once), the diff, and the publish; the asset checks run inside the steps of the
+assets they check (see checks.py). Fewer steps means fewer stored run events, which on the
+embedded SQLite instance cost more than the work of a small sync.
 """
 
 
@@ -15,7 +20,8 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.rest import ExtractError, extract_digest
+from attendee_pipeline.connectors.rest import ExtractError, extract_digest, read_manifest
+from attendee_pipeline.defs.attendees import checks
 from attendee_pipeline.defs.memory import release_memory
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
@@ -54,84 +60,19 @@ class SyncRunConfig(dg.Config):
     force: bool = False
 
 
-@dg.asset(
-    partitions_def=events_partitions,
-    group_name=GROUP,
-    kinds={"http", "json"},
-    retry_policy=api_retry,
-    description="The provider's raw attendee extract for the event, stored as received (replayable).",
-)
-def attendee_raw_extract(
-    context: dg.AssetExecutionContext,
-    config: SyncRunConfig,
-    catalog: EventCatalogResource,
-    attendee_source: AttendeeSource,
-    raw_store: RawExtractStore,
-    platform_db: PlatformDatabaseResource,
-) -> dg.Output[dict[str, Any]]:
-    event = catalog.event(context.partition_key)
-    dest = raw_store.new_extract_dir(event.id, context.run_id)
-    started = time.monotonic()
-    last_log = [0.0]
-
-    def progress(pages: int, records: int) -> None:
-        now = time.monotonic()
-        if now - last_log[0] > 5:
-            last_log[0] = now
-            context.log.info(f"fetched {pages} page(s), {records} record(s) so far")
-
-    try:
-        manifest = steps.extract_event(
-            event,
-            dest,
-            engine=platform_db.engine(),
-            pull=attendee_source,
-            replay_from=config.replay_extract or None,
-            progress=progress,
-        )
-    except ExtractError as exc:
-        # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
-        # retry window: fail now with the reason; the next scheduled tick tries again.
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        raise
-    manifest["path"] = str(dest)
-    fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
-    last = db_publish.last_decision(platform_db.engine(), event.id)
-    unchanged = is_unchanged(fingerprint, last) and not config.force
-    manifest["input_fingerprint"] = fingerprint
-    manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
-    unchanged_attendees = db_publish.active_count(platform_db.engine(), event.id) if unchanged else 0
-    manifest["unchanged_attendees"] = unchanged_attendees
-    if unchanged:
-        context.log.info(
-            "extract and catalog entry are identical to those published by run "
-            f"{manifest['unchanged_since_run']}: nothing to map or publish (run config force=true to redo)"
-        )
-    pruned = raw_store.prune(event.id, config.keep_extracts)
-    return dg.Output(
-        manifest,
-        metadata={
-            "unchanged": unchanged,
-            "unchanged_since_run": manifest["unchanged_since_run"] or "",
-            "unchanged_attendees": unchanged_attendees,
-            "input_fingerprint": fingerprint[:16],
-            "records": int(manifest.get("records", 0)),
-            "pages": int(manifest.get("pages", 0)),
-            "requests": int(manifest.get("requests", 0)),
-            "retries": int(manifest.get("retries", 0)),
-            "source_kind": event.source.kind,
-            "extract_path": dg.MetadataValue.path(str(dest)),
-            "seconds": round(time.monotonic() - started, 3),
-            "extracts_pruned": pruned,
-        },
-    )
+_MAPPED_OUTPUTS = ("mapped_attendees", "rejected_attendees", "attendee_group_memberships")
 
 
 @dg.multi_asset(
+    name="attendee_raw_extract",
     partitions_def=events_partitions,
     group_name=GROUP,
     outs={
+        "attendee_raw_extract": dg.AssetOut(
+            kinds={"http", "json"},
+            is_required=False,
+            description="The provider's raw attendee extract for the event, stored as received (replayable).",
+        ),
         "mapped_attendees": dg.AssetOut(
             kinds={"pandas"},
             is_required=False,
@@ -142,87 +83,227 @@ def attendee_raw_extract(
             is_required=False,
             description="Quarantined records with the field and reason (also in rejected_records).",
         ),
+        "attendee_group_memberships": dg.AssetOut(
+            kinds={"pandas"},
+            is_required=False,
+            description="Which group each (not delete-flagged) attendee of the event belongs to.",
+        ),
     },
+    internal_asset_deps={
+        "attendee_raw_extract": set(),
+        **{name: {dg.AssetKey("attendee_raw_extract")} for name in _MAPPED_OUTPUTS},
+    },
+    check_specs=[checks.MAPPED_SCHEMA, checks.NO_REJECTED],
+    # Subsettable, so every output and check may be left out: an unchanged input yields only
+    # the extract, and materialising only the mapped assets re-maps the newest stored extract.
+    can_subset=True,
+    retry_policy=api_retry,
 )
-def map_attendees(
+def extract_attendees(
     context: dg.AssetExecutionContext,
-    attendee_raw_extract: dict[str, Any],
+    config: SyncRunConfig,
     catalog: EventCatalogResource,
+    attendee_source: AttendeeSource,
+    raw_store: RawExtractStore,
     platform_db: PlatformDatabaseResource,
 ):
+    """Fetch the event's records and map them in one step: each page is parsed once and mapped
+    while the provider sends the next one (see steps.PageMapper). The raw extract is stored
+    before anything is mapped, and the mapped assets come from exactly that extract."""
     event = catalog.event(context.partition_key)
-    if attendee_raw_extract.get("unchanged_since_run"):
-        # Same extract, same catalog entry, same logic as the last publish: every later step
-        # would write nothing. Yield no output, so Dagster skips them; the ledger says why.
-        db_publish.record_ledger(
-            platform_db.engine(),
-            event_id=event.id,
-            run_id=context.run_id,
-            source_kind=event.source.kind,
-            status="unchanged",
-            message=f"same input as run {attendee_raw_extract['unchanged_since_run']}",
-            counts={"unchanged": int(attendee_raw_extract.get("unchanged_attendees", 0))},
-            raw_extract_path=attendee_raw_extract.get("path"),
-            input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
-            source_position=attendee_raw_extract.get("source_position"),
-        )
-        context.log.info("input unchanged since the last publish: mapping, diff and publish skipped")
+    selected = context.selected_output_names
+    premapped = None
+    if "attendee_raw_extract" in selected:
+        manifest, mapper = _extract(context, config, event, attendee_source, raw_store, platform_db)
+        yield dg.Output(manifest, output_name="attendee_raw_extract", metadata=_extract_metadata(event, manifest))
+        if manifest["unchanged_since_run"]:
+            # Same extract, same catalog entry, same logic as the last publish: every later
+            # step would write nothing. No other output, so Dagster skips them; the ledger says why.
+            db_publish.record_ledger(
+                platform_db.engine(),
+                event_id=event.id,
+                run_id=context.run_id,
+                source_kind=event.source.kind,
+                status="unchanged",
+                message=f"same input as run {manifest['unchanged_since_run']}",
+                counts={"unchanged": int(manifest["unchanged_attendees"])},
+                raw_extract_path=manifest["path"],
+                input_fingerprint=manifest["input_fingerprint"],
+                source_position=manifest.get("source_position"),
+            )
+            context.log.info(
+                f"extract and catalog entry are identical to those published by run "
+                f"{manifest['unchanged_since_run']}: nothing to map or publish (run config force=true to redo)"
+            )
+            return
+        extract_dir = Path(manifest["path"])
+        if mapper is not None:
+            premapped = mapper.results(extract_dir)
+    else:
+        latest = raw_store.latest(event.id)
+        if latest is None:
+            raise dg.Failure(
+                description=f"event {event.id!r} has no stored raw extract to map: materialize attendee_raw_extract"
+            )
+        extract_dir = latest
+        context.log.info(f"mapping the newest stored raw extract {latest.name}")
+    if not set(_MAPPED_OUTPUTS) & set(selected):
         return
+    yield from _map(context, event, extract_dir, premapped, platform_db)
+
+
+def _extract(
+    context: dg.AssetExecutionContext,
+    config: SyncRunConfig,
+    event: Any,
+    attendee_source: AttendeeSource,
+    raw_store: RawExtractStore,
+    platform_db: PlatformDatabaseResource,
+) -> tuple[dict[str, Any], steps.PageMapper | None]:
+    """Store a new raw extract of the event; (its manifest, the page mapper that saw it)."""
+    engine = platform_db.engine()
+    dest = raw_store.new_extract_dir(event.id, context.run_id)
+    started = time.monotonic()
+    last_log = [0.0]
+
+    def progress(pages: int, records: int) -> None:
+        now = time.monotonic()
+        if now - last_log[0] > 5:
+            last_log[0] = now
+            context.log.info(f"fetched {pages} page(s), {records} record(s) so far")
+
+    last = db_publish.last_decision(engine, event.id)
+    mapper = None
+    if event.mapping is not None and not config.replay_extract:
+        previous = None if config.force else _previous_pages(last)
+        mapper = steps.PageMapper(event, previous)
+    try:
+        manifest = steps.extract_event(
+            event,
+            dest,
+            engine=engine,
+            pull=attendee_source,
+            replay_from=config.replay_extract or None,
+            progress=progress,
+            on_page=mapper,
+        )
+    except ExtractError as exc:
+        # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
+        # retry window: fail now with the reason; the next scheduled tick tries again.
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        raise
+    manifest["path"] = str(dest)
+    fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
+    unchanged = is_unchanged(fingerprint, last) and not config.force
+    manifest["input_fingerprint"] = fingerprint
+    manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
+    manifest["unchanged_attendees"] = db_publish.active_count(engine, event.id) if unchanged else 0
+    manifest["mapped_while_fetching"] = mapper.mapped_pages if mapper is not None else 0
+    manifest["seconds"] = round(time.monotonic() - started, 3)
+    manifest["extracts_pruned"] = raw_store.prune(event.id, config.keep_extracts)
+    return manifest, mapper
+
+
+def _previous_pages(last: dict[str, Any] | None) -> list[tuple[str, int]] | None:
+    """(SHA-256, records) of each page of the extract the event's last decided sync read, if
+    that extract is still kept."""
+    path = (last or {}).get("raw_extract_path")
+    if not path:
+        return None
+    try:
+        manifest = read_manifest(Path(path))
+    except (OSError, ValueError, TypeError):
+        return None
+    if len(manifest.page_sha256) != manifest.pages or len(manifest.page_records) != manifest.pages:
+        return None
+    return list(zip(manifest.page_sha256, manifest.page_records)) or None
+
+
+def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "unchanged": bool(manifest["unchanged_since_run"]),
+        "unchanged_since_run": manifest["unchanged_since_run"] or "",
+        "unchanged_attendees": int(manifest["unchanged_attendees"]),
+        "input_fingerprint": manifest["input_fingerprint"][:16],
+        "records": int(manifest.get("records", 0)),
+        "pages": int(manifest.get("pages", 0)),
+        "requests": int(manifest.get("requests", 0)),
+        "retries": int(manifest.get("retries", 0)),
+        "pages_mapped_while_fetching": int(manifest["mapped_while_fetching"]),
+        "source_kind": event.source.kind,
+        "extract_path": dg.MetadataValue.path(manifest["path"]),
+        "seconds": manifest["seconds"],
+        "extracts_pruned": manifest["extracts_pruned"],
+    }
+
+
+def _map(
+    context: dg.AssetExecutionContext,
+    event: Any,
+    extract_dir: Path,
+    premapped: Any,
+    platform_db: PlatformDatabaseResource,
+):
+    """The mapped, rejected and membership outputs (those selected) and their checks."""
     release_memory()
-    mapped = steps.map_extract(event, Path(attendee_raw_extract["path"]))
+    mapped = steps.map_extract(event, extract_dir, premapped)
     db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, mapped.rejects)
     if len(mapped.rejects):
         context.log.warning(
             f"{len(mapped.rejects)} record problem(s) quarantined; see rejected_attendees metadata"
         )
-    yield dg.Output(
-        mapped.valid,
-        output_name="mapped_attendees",
-        metadata={
-            "records": mapped.records,
-            "valid": len(mapped.valid),
-            "delete_flagged": int(mapped.valid["flagged"].sum()),
-            "dagster/row_count": len(mapped.valid),
-        },
-    )
-    yield dg.Output(
-        mapped.rejects,
-        output_name="rejected_attendees",
-        metadata={
-            "rejected_records": int(mapped.rejects["source_row"].nunique()) if len(mapped.rejects) else 0,
-            "problems": len(mapped.rejects),
-            "by_reason": dg.MetadataValue.json(mapped.reason_counts),
-            "preview": _preview(mapped.rejects, ["source_row", "source_record_id", "field", "reason"]),
-            "dagster/row_count": len(mapped.rejects),
-        },
-    )
+    selected = context.selected_output_names
+    if "mapped_attendees" in selected:
+        yield dg.Output(
+            mapped.valid,
+            output_name="mapped_attendees",
+            metadata={
+                "records": mapped.records,
+                "valid": len(mapped.valid),
+                "delete_flagged": int(mapped.valid["flagged"].sum()),
+                "dagster/row_count": len(mapped.valid),
+            },
+        )
+    if "rejected_attendees" in selected:
+        yield dg.Output(
+            mapped.rejects,
+            output_name="rejected_attendees",
+            metadata={
+                "rejected_records": int(mapped.rejects["source_row"].nunique()) if len(mapped.rejects) else 0,
+                "problems": len(mapped.rejects),
+                "by_reason": dg.MetadataValue.json(mapped.reason_counts),
+                "preview": _preview(mapped.rejects, ["source_row", "source_record_id", "field", "reason"]),
+                "dagster/row_count": len(mapped.rejects),
+            },
+        )
+    if "attendee_group_memberships" in selected:
+        memberships = steps.group_memberships(mapped.valid)
+        groups = sorted(memberships["group_name"].unique().tolist())
+        yield dg.Output(
+            memberships,
+            output_name="attendee_group_memberships",
+            metadata={
+                "groups": len(groups),
+                "memberships": len(memberships),
+                "group_names": dg.MetadataValue.json(groups[:200]),
+                "dagster/row_count": len(memberships),
+            },
+        )
+    selected_checks = context.selected_asset_check_keys
+    if checks.NO_REJECTED.key in selected_checks:
+        yield checks.rejected_check(mapped.rejects)
+    # Last: a failed blocking check fails this step after the outputs are stored, so the
+    # diff and the publish are skipped.
+    if checks.MAPPED_SCHEMA.key in selected_checks:
+        yield checks.schema_check(mapped.valid, partial=event.partial_records)
 
 
 @dg.asset(
     partitions_def=events_partitions,
     group_name=GROUP,
     kinds={"pandas"},
-    description="Which group each (not removed) attendee of the event belongs to.",
-)
-def attendee_group_memberships(mapped_attendees: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    release_memory()
-    memberships = steps.group_memberships(mapped_attendees)
-    groups = sorted(memberships["group_name"].unique().tolist())
-    return dg.Output(
-        memberships,
-        metadata={
-            "groups": len(groups),
-            "memberships": len(memberships),
-            "group_names": dg.MetadataValue.json(groups[:200]),
-            "dagster/row_count": len(memberships),
-        },
-    )
-
-
-@dg.asset(
-    partitions_def=events_partitions,
-    group_name=GROUP,
-    kinds={"pandas"},
+    check_specs=[checks.MASS_REMOVAL_GUARD],
     description="The diff against the published list under the event's apply policy.",
 )
 def attendee_changes(
@@ -230,7 +311,7 @@ def attendee_changes(
     mapped_attendees: pd.DataFrame,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
-) -> dg.Output[ChangeSet]:
+):
     release_memory()
     event = catalog.event(context.partition_key)
     policy = event.sync.apply
@@ -238,15 +319,32 @@ def attendee_changes(
         platform_db.engine(), event.id, with_content=policy.existing == "update_provided"
     )
     changes = compute_changes(mapped_attendees, published, policy)
-    return dg.Output(
+    active_before = int((published["status"] == "active").sum()) if len(published) else 0
+    yield dg.Output(
         changes,
         metadata={
             **{k: int(v) for k, v in changes.counts.items()},
-            "published_before": int((published["status"] == "active").sum()) if len(published) else 0,
+            "published_before": active_before,
             "policy": dg.MetadataValue.json(policy.model_dump()),
             "preview": _preview(changes.frame, ["change", "source_row", "source_record_id"]),
         },
     )
+    guard = event.sync.mass_removal
+    result, held = checks.mass_removal_check(
+        changes, active_before, guard.max_share, guard.min_count, checks.override_requested(context.run.tags)
+    )
+    if held is not None:
+        db_publish.record_ledger(
+            platform_db.engine(),
+            event_id=event.id,
+            run_id=context.run.run_id,
+            source_kind=event.source.kind,
+            status="held",
+            message=held,
+            counts=dict(changes.counts),
+        )
+        context.log.warning(f"publish held: {held}")
+    yield result
 
 
 @dg.multi_asset(
@@ -329,10 +427,4 @@ def _as_counts(result: Any) -> dict[str, int]:
     return {k: int(v) for k, v in vars(result).items() if isinstance(v, (int, float))}
 
 
-attendee_assets = [
-    attendee_raw_extract,
-    map_attendees,
-    attendee_group_memberships,
-    attendee_changes,
-    publish_attendees,
-]
+attendee_assets = [extract_attendees, attendee_changes, publish_attendees]

@@ -1,5 +1,12 @@
-"""Asset checks of the attendee sync. Blocking checks stop a bad publish: the pandera schema on
-the mapped frame, and the mass-removal guard on the changes. The rejected-records check warns.
+"""Asset checks of the attendee sync, evaluated inside the steps of the assets they check.
+
+Blocking checks stop a bad publish: the pandera schema on the mapped frame, and the
+mass-removal guard on the changes. The rejected-records check warns. Each check is an
+``AssetCheckSpec`` declared on its asset (``check_specs=``) and a function here that turns the
+step's own data into the ``AssetCheckResult``: the step already holds the frame, so the check
+costs no step of its own, no second load of the frame and no extra run events. A failed
+blocking check fails its step after the asset is stored, so Dagster skips everything
+downstream, exactly as a separate blocking ``@asset_check`` would.
 """
 
 
@@ -9,10 +16,6 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from attendee_pipeline.defs.memory import release_memory
-from attendee_pipeline.defs.partitions import events_partitions
-from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
-from attendee_pipeline.platform_db import publish as db_publish
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
 from attendee_pipeline.sync.diff import ChangeSet, mass_removal_verdict
 from attendee_pipeline.sync.schemas import failure_cases
@@ -24,9 +27,9 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 
 class _SkippedCheckFilter(logging.Filter):
     """Drops Dagster's "blocking asset check emitted no result" warning. Our checks always
-    return a result, so the warning only appears when a check's step was skipped -- an
-    unchanged input skips everything after the extract (see sync.fingerprint) -- and then the
-    steps it would gate are skipped as well."""
+    return a result when their step runs, so the warning only appears when a step returned
+    nothing -- an unchanged input skips everything after the extract (see sync.fingerprint) --
+    and then the steps it would gate are skipped as well."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -36,31 +39,53 @@ class _SkippedCheckFilter(logging.Filter):
 logging.getLogger("dagster._core.execution.plan.active").addFilter(_SkippedCheckFilter())
 
 
-@dg.asset_check(
+MAPPED_SCHEMA = dg.AssetCheckSpec(
+    "mapped_attendees_schema",
     asset="mapped_attendees",
     blocking=True,
-    partitions_def=events_partitions,
     description=(
         "pandera AttendeeFrameSchema on the frame that goes on to the diff: e-mail present and "
         "valid, names present unless delete-flagged (not for partial records, e.g. a feed), one "
         "record per e-mail, badge URL kind."
     ),
 )
-def mapped_attendees_schema(
-    context: dg.AssetCheckExecutionContext, mapped_attendees: pd.DataFrame, catalog: EventCatalogResource
-) -> dg.AssetCheckResult:
-    release_memory()
-    partial = catalog.event(context.partition_key).partial_records
-    cases = failure_cases(mapped_attendees, partial=partial)
+
+NO_REJECTED = dg.AssetCheckSpec(
+    "no_rejected_attendees",
+    asset="rejected_attendees",
+    description="Warns when the provider sent records that had to be quarantined.",
+)
+
+MASS_REMOVAL_GUARD = dg.AssetCheckSpec(
+    "mass_removal_guard",
+    asset="attendee_changes",
+    blocking=True,
+    description=(
+        "Mass-removal guard: holds a publish that would remove more than the event's share "
+        f"(default 10%, and at least 25 attendees). Release with run tag {ALLOW_MASS_REMOVAL_TAG}=true."
+    ),
+)
+
+
+def schema_check(mapped: pd.DataFrame, partial: bool) -> dg.AssetCheckResult:
+    """``mapped_attendees_schema``: the pandera schema on the frame that goes on to the diff."""
+    cases = failure_cases(mapped, partial=partial)
     if cases is None or cases.empty:
-        return dg.AssetCheckResult(passed=True, metadata={"rows": len(mapped_attendees), "failures": 0})
+        return dg.AssetCheckResult(
+            check_name=MAPPED_SCHEMA.name,
+            asset_key=MAPPED_SCHEMA.asset_key,
+            passed=True,
+            metadata={"rows": len(mapped), "failures": 0},
+        )
     by_check = {str(k): int(v) for k, v in cases["check"].astype(str).value_counts().items()}
     rows = cases["index"].dropna().astype(int).unique()
-    source_rows = mapped_attendees.loc[mapped_attendees.index.intersection(rows), "source_row"]
+    source_rows = mapped.loc[mapped.index.intersection(rows), "source_row"]
     return dg.AssetCheckResult(
+        check_name=MAPPED_SCHEMA.name,
+        asset_key=MAPPED_SCHEMA.asset_key,
         passed=False,
         metadata={
-            "rows": len(mapped_attendees),
+            "rows": len(mapped),
             "failures": len(cases),
             "by_check": dg.MetadataValue.json(by_check),
             "failing_source_rows": dg.MetadataValue.json([int(r) for r in source_rows.head(100)]),
@@ -69,20 +94,18 @@ def mapped_attendees_schema(
     )
 
 
-@dg.asset_check(
-    asset="rejected_attendees",
-    partitions_def=events_partitions,
-    description="Warns when the provider sent records that had to be quarantined.",
-)
-def no_rejected_attendees(rejected_attendees: pd.DataFrame) -> dg.AssetCheckResult:
-    if rejected_attendees.empty:
-        return dg.AssetCheckResult(passed=True, metadata={"rejected_records": 0})
+def rejected_check(rejected: pd.DataFrame) -> dg.AssetCheckResult:
+    """``no_rejected_attendees``: a warning naming how many records were quarantined, and why."""
+    common = {"check_name": NO_REJECTED.name, "asset_key": NO_REJECTED.asset_key}
+    if rejected.empty:
+        return dg.AssetCheckResult(**common, passed=True, metadata={"rejected_records": 0})
     by_reason = (
-        rejected_attendees.groupby(["field", "reason"]).size().rename("n").reset_index()
+        rejected.groupby(["field", "reason"]).size().rename("n").reset_index()
         .assign(key=lambda f: f["field"] + ": " + f["reason"])
     )
-    records = int(rejected_attendees["source_row"].nunique())
+    records = int(rejected["source_row"].nunique())
     return dg.AssetCheckResult(
+        **common,
         passed=False,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
@@ -93,48 +116,27 @@ def no_rejected_attendees(rejected_attendees: pd.DataFrame) -> dg.AssetCheckResu
     )
 
 
-@dg.asset_check(
-    asset="attendee_changes",
-    blocking=True,
-    partitions_def=events_partitions,
-    description=(
-        "Mass-removal guard: holds a publish that would remove more than the event's share "
-        f"(default 10%, and at least 25 attendees). Release with run tag {ALLOW_MASS_REMOVAL_TAG}=true."
-    ),
-)
-def mass_removal_guard(
-    context: dg.AssetCheckExecutionContext,
-    attendee_changes: ChangeSet,
-    catalog: EventCatalogResource,
-    platform_db: PlatformDatabaseResource,
-) -> dg.AssetCheckResult:
-    event = catalog.event(context.partition_key)
-    guard = event.sync.mass_removal
-    removed = int(attendee_changes.counts.get("removed", 0))
-    active = db_publish.active_count(platform_db.engine(), event.id)
-    verdict = mass_removal_verdict(removed, int(active), guard.max_share, guard.min_count)
-    override = str(context.run.tags.get(ALLOW_MASS_REMOVAL_TAG, "")).lower() in {"true", "1", "yes"}
+def mass_removal_check(
+    changes: ChangeSet, active: int, max_share: float, min_count: int, override: bool
+) -> tuple[dg.AssetCheckResult, str | None]:
+    """``mass_removal_guard``: (result, message of the hold or None). ``active`` is the event's
+    number of published, not removed attendees before this sync."""
+    removed = int(changes.counts.get("removed", 0))
+    verdict = mass_removal_verdict(removed, int(active), max_share, min_count)
     metadata = {
         "would_remove": removed,
         "active_before": int(active),
-        "max_share": guard.max_share,
-        "min_count": guard.min_count,
+        "max_share": max_share,
+        "min_count": min_count,
         "override": override,
     }
+    common = {"check_name": MASS_REMOVAL_GUARD.name, "asset_key": MASS_REMOVAL_GUARD.asset_key}
     if verdict.held and not override:
-        db_publish.record_ledger(
-            platform_db.engine(),
-            event_id=event.id,
-            run_id=context.run.run_id,
-            source_kind=event.source.kind,
-            status="held",
-            message=verdict.message,
-            counts=dict(attendee_changes.counts),
-        )
-        context.log.warning(f"publish held: {verdict.message}")
-        return dg.AssetCheckResult(passed=False, metadata=metadata, description=verdict.message)
+        return dg.AssetCheckResult(**common, passed=False, metadata=metadata, description=verdict.message), verdict.message
     description = f"released by {ALLOW_MASS_REMOVAL_TAG}: {verdict.message}" if verdict.held else "within limits"
-    return dg.AssetCheckResult(passed=True, metadata=metadata, description=description)
+    return dg.AssetCheckResult(**common, passed=True, metadata=metadata, description=description), None
 
 
-attendee_checks = [mapped_attendees_schema, no_rejected_attendees, mass_removal_guard]
+def override_requested(tags: dict[str, str]) -> bool:
+    """True when the run carries the mass-removal override tag."""
+    return str(tags.get(ALLOW_MASS_REMOVAL_TAG, "")).lower() in {"true", "1", "yes"}
