@@ -219,6 +219,16 @@ def test_publish_writes_attendees_groups_and_ledger(engine: sa.Engine):
         assert conn.execute(sa.text("select count(*) from events where id = 'ev'")).scalar_one() == 1
 
 
+def test_values_written_into_bulk_statements_are_quoted(engine: sa.Engine):
+    """The same value in every row of a bulk insert may be written into the statement itself;
+    a quote in it stays data."""
+    run_id = "run'); DROP TABLE attendees; --"
+    sync(engine, "ev", frame(ANN, BOB), run_id=run_id)
+    rows = db.published_attendees(engine, "ev")
+    assert rows["last_run_id"].tolist() == [run_id, run_id]
+    assert count(engine, attendees) == 2 and count(engine, memberships) == 3
+
+
 def test_republishing_identical_input_writes_nothing(engine: sa.Engine):
     sync(engine, "ev", frame(ANN, BOB, CAT), run_id="first")
     before = state(engine, "ev")
