@@ -229,6 +229,25 @@ def test_values_written_into_bulk_statements_are_quoted(engine: sa.Engine):
     assert count(engine, attendees) == 2 and count(engine, memberships) == 3
 
 
+def test_text_with_tabs_newlines_backslashes_and_quotes_round_trips(engine: sa.Engine):
+    """COPY (PostgreSQL) and executemany (SQLite) keep every character of every value."""
+    awkward = [
+        "tab\there",
+        "line\nbreak\r\nand CR",
+        "back\\slash \\N not null",
+        "\\N",
+        "quote ' and \" and ;",
+        "émoji 🎟️ and ünïcode",
+    ]
+    people = [person(f"p{i}@x.org", company=text, biography=text) for i, text in enumerate(awkward)]
+    people.append(person("plain@x.org", company="ACME", city=None))
+    sync(engine, "ev", frame(*people))
+    rows = db.published_attendees(engine, "ev").set_index("attendee_key")
+    for i, text in enumerate(awkward):
+        assert rows.loc[f"p{i}@x.org", "company"] == text and rows.loc[f"p{i}@x.org", "biography"] == text
+    assert rows.loc["plain@x.org", "company"] == "ACME" and rows.loc["plain@x.org", "city"] is None
+
+
 def test_republishing_identical_input_writes_nothing(engine: sa.Engine):
     sync(engine, "ev", frame(ANN, BOB, CAT), run_id="first")
     before = state(engine, "ev")

@@ -166,11 +166,21 @@ def _copy_text(value: Any) -> str:
     return str(value).translate(_COPY_ESCAPES)
 
 
+_COPY_SPECIAL = ("\\", "\t", "\n", "\r")
+
+
 def _copy_column(values: list[Any]) -> list[str]:
-    try:  # the common case: text or None
-        return [_COPY_NULL if v is None else v.translate(_COPY_ESCAPES) for v in values]
-    except AttributeError:
-        return [_copy_text(v) for v in values]
+    """One column's values as COPY text fields (``\\N`` for NULL, escapes where needed)."""
+    kinds = set(map(type, values))
+    if kinds <= {int, type(None)} and int in kinds:  # ids, hashes: nothing to escape
+        return [_COPY_NULL if v is None else str(v) for v in values]
+    if kinds <= {str, type(None)}:  # text: escape only when some value needs it
+        present = [v for v in values if v is not None] if type(None) in kinds else values
+        joined = "".join(present)
+        if any(c in joined for c in _COPY_SPECIAL):
+            return [_COPY_NULL if v is None else v.translate(_COPY_ESCAPES) for v in values]
+        return [_COPY_NULL if v is None else v for v in values] if type(None) in kinds else list(values)
+    return [_copy_text(v) for v in values]
 
 
 def _copy(conn: sa.Connection, target: str, columns: list[list[Any]], constants: list[Any]) -> None:
