@@ -145,6 +145,7 @@ def test_sqlite_engine_settings(tmp_path: Path):
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -64 * 1024  # KiB
             assert sa.inspect(conn).get_table_names() == []
         assert (tmp_path / "deep" / "er").is_dir()
     finally:

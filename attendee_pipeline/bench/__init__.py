@@ -7,7 +7,8 @@ fresh platform database (a temporary SQLite file, or a throw-away PostgreSQL dat
 one bulk SQLAlchemy Core insert of the raw rows, the least any sync has to do; the real Dagster
 assets and checks (``dagster.materialize``) for a full sync, an unchanged re-sync and a re-sync
 after 1 % of the attendees changed, with per-step times; and a 1,000,000-attendee full sync in a
-child process for its time and peak memory. Each figure is one JSON line on stdout (progress goes
+child process for its time and peak memory, then that list's floor (``big_sync_over_floor``: the
+same ratio where a run's fixed cost weighs less). Each figure is one JSON line on stdout (progress goes
 to stderr), followed by one line per target (``ok`` true/false); missing a target does not fail
 the command, a crash does. ``python -m attendee_pipeline.bench.profile`` profiles one full sync
 with cProfile. Bench code never imports the test suite.

@@ -1,12 +1,13 @@
 """Engines for the platform database and its migrations.
 
 :func:`make_engine` returns a SQLAlchemy engine for a URL: SQLite gets WAL journal mode, foreign
-keys, a busy timeout, its folder created, and explicit ``BEGIN`` statements (so a transaction is
-a real transaction and :func:`write_transaction` can take the write lock up front with ``BEGIN
-IMMEDIATE``); PostgreSQL gets a plain engine with batched ``executemany``. :func:`upgrade` runs
-the alembic migrations to head with a configuration built in code, under a lock (PostgreSQL
-advisory lock / SQLite write lock) so concurrent processes can call it; :func:`ensure_schema` does
-that once per URL and process. Making an engine never migrates by itself.
+keys, a busy timeout, a 64 MiB page cache, its folder created, and explicit ``BEGIN``
+statements (so a transaction is a real transaction and :func:`write_transaction` can take the
+write lock up front with ``BEGIN IMMEDIATE``); PostgreSQL gets a plain engine with batched
+``executemany``. :func:`upgrade` runs the alembic migrations to head with a configuration built
+in code, under a lock (PostgreSQL advisory lock / SQLite write lock) so concurrent processes can
+call it; :func:`ensure_schema` does that once per URL and process. Making an engine never
+migrates by itself.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = 0x61707069  # "appi"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: Page cache of each SQLite connection, in KiB (SQLite's default is 2 MiB).
+SQLITE_CACHE_KIB = 64 * 1024
 
 _ready: set[str] = set()
 _ready_lock = threading.Lock()
@@ -68,6 +72,10 @@ def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-un
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # A page cache that holds an event's key index: a publish inserts keys in random order,
+        # and with SQLite's default 2 MiB cache a million-attendee insert spends most of its
+        # time re-reading index pages (11 s vs 7 s for 1M rows). Memory is taken as used.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
