@@ -79,6 +79,8 @@ class PublishResult:
     active: int = 0
     ledger_id: int = 0
     seconds: float = 0.0
+    invites_queued: int = 0
+    cancellations_queued: int = 0
 
 
 def _utcnow() -> dt.datetime:
@@ -515,6 +517,7 @@ def publish_changes(
     started_at: dt.datetime | None = None,
     input_fingerprint: str | None = None,
     source_position: str | None = None,
+    email_settings: Any = None,
 ) -> PublishResult:
     """Apply ``changeset`` to the event's published list in one transaction.
 
@@ -522,7 +525,9 @@ def publish_changes(
     (``status = 'removed'``, their memberships deleted), creates missing groups (shared by name
     across events), rewrites the memberships of the written attendees, and adds a
     ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
-    writes nothing) when the rows changed since the diff.
+    writes nothing) when the rows changed since the diff. With ``email_settings`` (the event's
+    catalog settings) the invite / cancellation e-mails it asks for are queued in the same
+    transaction (see platform_db.outbox).
     """
     clock = time.monotonic()
     now = _utcnow()
@@ -622,6 +627,17 @@ def publish_changes(
                 },
                 {"event_id": event_id},
             )
+
+        if email_settings is not None:  # e-mails of this publish, in its transaction
+            from attendee_pipeline.platform_db.outbox import queue_publish_emails
+
+            queued = queue_publish_emails(
+                conn, event_id, email_settings,
+                added_ids=[key_to_id[key] for key in added["attendee_key"].tolist()],
+                restored_ids=_column_values(touched[touched["change"] == "restored"], "attendee_id", integer=True),
+                removed_ids=gone_ids, run_id=run_id, now=now,
+            )
+            result.invites_queued, result.cancellations_queued = queued["invites_queued"], queued["cancellations_queued"]
 
         ledger_values = _ledger_values(changeset.counts, rejected_count)
         result.ledger_id = _insert_ledger(
