@@ -15,18 +15,22 @@ from attendee_pipeline.defs.attendees.checks import attendee_checks
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
+from attendee_pipeline.defs.email.assets import email_assets
+from attendee_pipeline.defs.email.jobs import email_delivery_job
+from attendee_pipeline.defs.email.resources import email_resources
+from attendee_pipeline.defs.email.sensors import email_sensors
 from attendee_pipeline.defs.feed.sensors import feed_sensors
 from attendee_pipeline.defs.resources import default_resources
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=attendee_assets,
+        assets=[*attendee_assets, *email_assets],
         asset_checks=attendee_checks,
-        jobs=[attendee_sync_job],
+        jobs=[attendee_sync_job, email_delivery_job],
         schedules=attendee_schedules,
-        sensors=[*catalog_sensors, *feed_sensors],
-        resources={**default_resources(), **(resources or {})},
+        sensors=[*catalog_sensors, *feed_sensors, *email_sensors],
+        resources={**default_resources(), **email_resources(), **(resources or {})},
         executor=dg.in_process_executor,
     )
 

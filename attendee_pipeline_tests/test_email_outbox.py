@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +18,7 @@ from attendee_pipeline.connectors.smtp import SmtpSettings
 from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db import publish as db
-from attendee_pipeline.platform_db.engine import ensure_schema, make_engine, write_transaction
+from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.tables import attendee_statuses, email_outbox
 from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline_tests.catalog_factory import event_entry
@@ -31,17 +30,10 @@ from attendee_pipeline_tests.email_fixtures import (
     recipients,
 )
 from attendee_pipeline_tests.test_diff import frame, person
+from attendee_pipeline_tests.test_platform_db import engine  # noqa: F401 - fixture: a migrated engine per backend
 
 BOTH = EventSettings(send_invites=True, send_cancellation_email=True)
 CATALOG = parse_catalog({"events": [event_entry("ev", **email_settings())]})
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    ensure_schema(db_url)
-    eng = make_engine(db_url)
-    yield eng
-    eng.dispose()
 
 
 def publish(engine, records, settings=BOTH, policy=ApplyPolicy(), event="ev"):
