@@ -25,6 +25,7 @@ Nothing here logs or stores an address, a name or a body.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -42,10 +43,11 @@ from attendee_pipeline.sync.email import (
     CANCELLATION,
     INVITE,
     EmailRenderError,
+    OutgoingEmail,
     RenderedEmail,
     address_problem,
     attendee_context,
-    build_message,
+    compose,
     event_context,
     personal_link,
     render,
@@ -190,7 +192,7 @@ def _prepare(
     events: dict[str, EventEntry],
     settings: DeliverySettings,
     report: DeliveryReport,
-) -> tuple[ClaimedEmail, Any, str] | None:
+) -> tuple[ClaimedEmail, OutgoingEmail] | None:
     """The message to send for a claimed row, or None after recording why there is none."""
 
     def fail(reason: str) -> None:
@@ -225,52 +227,54 @@ def _prepare(
         fail(scrub(f"template error: {exc}"))
         return None
     name = " ".join(str(email.attendee.get(f) or "") for f in ("first_name", "name_infix", "last_name"))
-    message = build_message(
-        rendered,
-        sender=settings.smtp.sender,
-        recipient=recipient,
-        recipient_name=name,
-        headers={OUTBOX_HEADER: f"{email.event_id}/{email.kind}/{email.id}"},
-    )
-    return email, message, recipient
+    try:
+        message = compose(
+            rendered,
+            sender=settings.smtp.sender,
+            recipient=recipient,
+            recipient_name=name,
+            headers={OUTBOX_HEADER: f"{email.event_id}/{email.kind}/{email.id}"},
+        )
+    except (ValueError, UnicodeError) as exc:  # a header the email package refuses
+        fail(f"the message could not be built: {type(exc).__name__}")
+        return None
+    return email, message
 
 
 def _send_batch(
     engine: sa.Engine,
     token: str,
-    ready: list[tuple[ClaimedEmail, Any, str]],
+    ready: list[tuple[ClaimedEmail, OutgoingEmail]],
     settings: DeliverySettings,
     report: DeliveryReport,
 ) -> bool:
     """Send a batch over one connection (one reconnect after a lost connection). Returns False
     when the server became unavailable: the untried rest is released and the run should stop."""
     connection = SmtpConnection(settings.smtp)
-    try:
-        for position, (email, message, recipient) in enumerate(ready):
+    with outbox.writer(engine) as db, contextlib.closing(connection):
+        for position, (email, message) in enumerate(ready):
             try:
                 if not connection.is_open:
                     connection.open()
                     report.connections += 1
-                connection.send(message, recipient)
+                connection.send(message)
             except SmtpUnavailable as exc:
-                rest = [e for e, _, _ in ready[position:]]
-                outbox.release(engine, rest, token, str(exc), _utcnow() + dt.timedelta(seconds=settings.retry_seconds))
+                rest = [e for e, _ in ready[position:]]
+                outbox.release(db, rest, token, str(exc), _utcnow() + dt.timedelta(seconds=settings.retry_seconds))
                 for item in rest:
                     report.count(item.event_id, "deferred")
                 report.smtp_unavailable = str(exc)
                 return False
             except SendFailure as failure:
-                _record_failure(engine, email, token, failure, settings, report)
+                _record_failure(db, email, token, failure, settings, report)
                 continue
-            outbox.mark_sent(engine, email, token, message.get("Message-ID"))
+            outbox.mark_sent(db, email, token, message.message_id)  # committed before the next send
             report.count(email.event_id, "sent")
-    finally:
-        connection.close()
     return True
 
 
 def _record_failure(
-    engine: sa.Engine,
+    engine: sa.Engine | sa.Connection,
     email: ClaimedEmail,
     token: str,
     failure: SendFailure,

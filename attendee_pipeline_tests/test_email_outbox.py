@@ -126,12 +126,13 @@ def test_every_delivery_outcome_is_recorded_and_blocks_nothing_else(engine, sink
         person(f"later@{TEMPFAIL_DOMAIN}"),  # refused for now, every time
         BOB,
         CAT,
+        person("zoë@x.org"),  # a non-ASCII local part: sent with SMTPUTF8
     ]
     publish(engine, people)
     settings = settings_for(sink, max_attempts=2)
     report = deliver_outbox(engine, CATALOG, settings)
-    assert (report.sent, report.failed, report.retried, report.deferred) == (3, 2, 1, 0)
-    assert sorted(recipients(sink)) == ["ann@x.org", "bob@x.org", "cat@x.org"]
+    assert (report.sent, report.failed, report.retried, report.deferred) == (4, 2, 1, 0)
+    assert sorted(recipients(sink)) == ["ann@x.org", "bob@x.org", "cat@x.org", "zoë@x.org"]
     assert sink.handler.connections == 1  # the whole batch over one reused connection
     second = deliver_outbox(engine, CATALOG, settings)  # the temporary refusal again: given up
     assert (second.sent, second.failed) == (0, 1)
@@ -145,10 +146,10 @@ def test_every_delivery_outcome_is_recorded_and_blocks_nothing_else(engine, sink
     assert later["last_error"].startswith("gave up after 2 attempt(s): recipient refused: 451")
     for row in by_key.values():  # reasons, never addresses
         assert not any(key in (row["last_error"] or "") for key in keys)
-    assert outbox.counts_by_event(engine)["ev"] == {"pending": 0, "sending": 0, "sent": 3, "failed": 3, "skipped": 0}
+    assert outbox.counts_by_event(engine)["ev"] == {"pending": 0, "sending": 0, "sent": 4, "failed": 3, "skipped": 0}
     with engine.connect() as conn:
         sent_at = dict(conn.execute(sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.invite_sent_at)).tuples().all())
-    assert {i for i, at in sent_at.items() if at is not None} == {keys["ann@x.org"], keys["bob@x.org"], keys["cat@x.org"]}
+    assert {i for i, at in sent_at.items() if at is not None} == {keys[k] for k in ("ann@x.org", "bob@x.org", "cat@x.org", "zoë@x.org")}
 
 
 def test_an_invite_to_someone_removed_before_delivery_is_skipped_and_requeued_on_return(engine, sink):

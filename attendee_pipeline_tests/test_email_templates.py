@@ -4,6 +4,8 @@ catalog errors that name the event, event dates, the address check and scrubbing
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +15,7 @@ from attendee_pipeline.sync.email import (
     EmailRenderError,
     address_problem,
     attendee_context,
-    build_message,
+    compose,
     format_dates,
     render,
     retry_delay,
@@ -64,9 +66,12 @@ def test_rendering_escapes_html_only_and_keeps_the_subject_on_one_line():
     assert rendered.html == "<p>&lt;b&gt;Ann&lt;/b&gt;</p>"
     assert rendered.text == "Dear <b>Ann</b>"
     assert "\n" not in rendered.subject and rendered.subject.startswith("Hi <b>Ann</b> Lee Bcc:")
-    message = build_message(rendered, sender="Events <no-reply@example.com>", recipient="ann@example.org")
+    outgoing = compose(rendered, sender="Events <no-reply@example.com>", recipient="ann@example.org")
+    message = email.message_from_bytes(outgoing.raw, policy=email.policy.default)
     assert message["To"] == "ann@example.org" and message.get_all("Bcc") is None
     assert message.get_body(("html",)).get_content().strip() == rendered.html
+    assert message.get_body(("plain",)).get_content().strip() == rendered.text
+    assert b"\r\n" in outgoing.raw and b"\n" not in outgoing.raw.replace(b"\r\n", b"")
     with pytest.raises(EmailRenderError, match="text"):
         render({"subject": "s", "text": "{{ nobody }}"}, {})
 
@@ -108,3 +113,21 @@ def test_scrub_removes_addresses_and_retry_delays_double_up_to_the_cap():
     text = scrub("550 5.1.1 <bob@example.com>: refused; cc jane.doe+x@mail.example.org\nthen more")
     assert text == "550 5.1.1 <address>: refused; cc <address> then more"
     assert [retry_delay(n, 60, 600).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [60, 120, 240, 480, 600, 600]
+
+
+def test_composed_messages_carry_non_ascii_text_names_and_addresses():
+    rendered = render(
+        {"subject": "Welkom {{ first_name }} – {{ event_name }}", "text": "Hallo {{ full_name }} ✓", "html": None},
+        {**attendee_context({"first_name": "Zoë", "last_name": "Ğül"}, "l"), "event_name": "Café"},
+    )
+    plain = compose(rendered, sender="Événements <no-reply@example.com>", recipient="zoe@exämple.org",
+                    recipient_name="Zoë Ğül", headers={"X-Attendee-Pipeline-Email": "ev/invite/7"})
+    assert not plain.smtputf8 and plain.recipient == "zoe@xn--exmple-cua.org"
+    parsed = email.message_from_bytes(plain.raw, policy=email.policy.default)
+    assert parsed["Subject"] == "Welkom Zoë – Café"
+    assert parsed["To"].addresses[0].display_name == "Zoë Ğül"
+    assert parsed["From"].addresses[0].display_name == "Événements"
+    assert parsed.get_content().strip() == "Hallo Zoë Ğül ✓" and parsed["Message-ID"] == plain.message_id
+    assert parsed["X-Attendee-Pipeline-Email"] == "ev/invite/7"
+    utf8 = compose(rendered, sender="no-reply@example.com", recipient="zoë@example.org")
+    assert utf8.smtputf8 and email.message_from_bytes(utf8.raw, policy=email.policy.default)["To"] == "zoë@example.org"

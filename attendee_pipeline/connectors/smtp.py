@@ -22,11 +22,10 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Literal
 
-from attendee_pipeline.sync.email import scrub
+from attendee_pipeline.sync.email import OutgoingEmail, scrub
 
 Security = Literal["none", "starttls", "tls"]
 SECURITY_MODES: tuple[str, ...] = ("none", "starttls", "tls")
@@ -79,7 +78,7 @@ def _reply(code: int, message: bytes | str) -> str:
 
 class SmtpConnection:
     """One SMTP session used for many messages: ``with SmtpConnection(settings) as smtp:
-    smtp.send(message, recipient)``. Opening raises SmtpUnavailable; see :meth:`send`."""
+    smtp.send(message)`` (an :class:`~attendee_pipeline.sync.email.OutgoingEmail`). Opening raises SmtpUnavailable; see :meth:`send`."""
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -127,14 +126,19 @@ class SmtpConnection:
         except (smtplib.SMTPException, OSError):
             smtp.close()
 
-    def send(self, message: EmailMessage, recipient: str) -> None:
-        """Send ``message`` to ``recipient`` over the open session. Raises SendFailure (the
-        session stays usable unless ``connection_lost``) or SmtpUnavailable when the server
+    def send(self, message: OutgoingEmail) -> None:
+        """Send ``message`` (to its one recipient) over the open session. Raises SendFailure
+        (the session stays usable unless ``connection_lost``) or SmtpUnavailable when the server
         refuses the sender (every message would fail the same way)."""
         if self._smtp is None:
             raise SendFailure("no open SMTP connection", permanent=False, connection_lost=True)
+        options: list[str] = []
+        if message.smtputf8:
+            if not self._smtp.has_extn("smtputf8"):
+                raise SendFailure("the server does not take non-ASCII addresses (no SMTPUTF8)", permanent=True)
+            options = ["SMTPUTF8", "BODY=8BITMIME"] if self._smtp.has_extn("8bitmime") else ["SMTPUTF8"]
         try:
-            self._smtp.send_message(message, from_addr=self.settings.envelope_sender, to_addrs=[recipient])
+            self._smtp.sendmail(self.settings.envelope_sender, [message.recipient], message.raw, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (550, b"recipient refused"))
             raise SendFailure(f"recipient refused: {_reply(code, text)}", permanent=code >= 500) from None

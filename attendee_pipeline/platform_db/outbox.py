@@ -18,11 +18,12 @@ and the CLI. No Dagster imports; no address, name or body in any log line or sto
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ def _queue(
         source = _id_rows(conn, chunk)
         select = sa.select(
             sa.literal(event_id, sa.Text),
-            sa.cast(source.c.value, sa.Integer),
+            source.c.value,
             sa.literal(kind, sa.Text),
             sa.literal(PENDING, sa.Text),
             sa.literal(origin, sa.Text),
@@ -315,6 +316,29 @@ def ensure_link_tokens(
     return found
 
 
+Bind = sa.Engine | sa.Connection
+
+
+@contextlib.contextmanager
+def writer(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One connection for the many short write transactions of a delivery batch (each
+    ``mark_*`` call commits on its own; SQLite takes the write lock at each BEGIN)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+        yield conn
+
+
+@contextlib.contextmanager
+def _transaction(bind: Bind) -> Iterator[sa.Connection]:
+    if isinstance(bind, sa.Engine):
+        with write_transaction(bind) as conn:
+            yield conn
+    else:
+        with bind.begin():
+            yield bind
+
+
 def _finish(conn: sa.Connection, row_id: int, token: str, values: dict[str, Any]) -> bool:
     """Update a row this delivery still holds (status sending, our claim token)."""
     o = email_outbox.c
@@ -327,12 +351,12 @@ def _finish(conn: sa.Connection, row_id: int, token: str, values: dict[str, Any]
 
 
 def mark_sent(
-    engine: sa.Engine, email: ClaimedEmail, token: str, message_id: str | None, now: dt.datetime | None = None
+    engine: Bind, email: ClaimedEmail, token: str, message_id: str | None, now: dt.datetime | None = None
 ) -> None:
     """The server took the message: the row is ``sent`` and, for an invite, the attendee's
     ``invite_sent_at`` is set (first one wins) -- in one transaction."""
     now = now or _utcnow()
-    with write_transaction(engine) as conn:
+    with _transaction(engine) as conn:
         _finish(
             conn, email.id, token,
             {"status": SENT, "sent_at": now, "last_attempt_at": now, "attempts": email.attempts + 1,
@@ -348,12 +372,12 @@ def mark_sent(
 
 
 def mark_retry(
-    engine: sa.Engine, email: ClaimedEmail, token: str, reason: str, next_attempt_at: dt.datetime,
+    engine: Bind, email: ClaimedEmail, token: str, reason: str, next_attempt_at: dt.datetime,
     now: dt.datetime | None = None,
 ) -> None:
     """A counted attempt failed for now: back to pending, due again at ``next_attempt_at``."""
     now = now or _utcnow()
-    with write_transaction(engine) as conn:
+    with _transaction(engine) as conn:
         _finish(
             conn, email.id, token,
             {"status": PENDING, "attempts": email.attempts + 1, "last_attempt_at": now, "last_error": reason,
@@ -362,7 +386,7 @@ def mark_retry(
 
 
 def mark_failed(
-    engine: sa.Engine, email: ClaimedEmail, token: str, reason: str, attempted: bool = True,
+    engine: Bind, email: ClaimedEmail, token: str, reason: str, attempted: bool = True,
     now: dt.datetime | None = None,
 ) -> None:
     """Given up, or refused for good: ``failed`` with the reason (it stays visible)."""
@@ -370,25 +394,25 @@ def mark_failed(
     values: dict[str, Any] = {"status": FAILED, "last_error": reason}
     if attempted:
         values.update(attempts=email.attempts + 1, last_attempt_at=now)
-    with write_transaction(engine) as conn:
+    with _transaction(engine) as conn:
         _finish(conn, email.id, token, values)
 
 
-def mark_skipped(engine: sa.Engine, email: ClaimedEmail, token: str, reason: str) -> None:
+def mark_skipped(engine: Bind, email: ClaimedEmail, token: str, reason: str) -> None:
     """The e-mail no longer applies (e.g. an invite to an attendee removed before delivery)."""
-    with write_transaction(engine) as conn:
+    with _transaction(engine) as conn:
         _finish(conn, email.id, token, {"status": SKIPPED, "last_error": reason})
 
 
 def release(
-    engine: sa.Engine, emails: Sequence[ClaimedEmail], token: str, reason: str, next_attempt_at: dt.datetime
+    engine: Bind, emails: Sequence[ClaimedEmail], token: str, reason: str, next_attempt_at: dt.datetime
 ) -> int:
     """Nothing was tried (the server was unavailable): back to pending without counting an
     attempt, due again at ``next_attempt_at``, with the reason as last_error."""
     o = email_outbox.c
     ids = [e.id for e in emails]
     released = 0
-    with write_transaction(engine) as conn:
+    with _transaction(engine) as conn:
         for chunk in _chunks(ids):
             result = conn.execute(
                 email_outbox.update()

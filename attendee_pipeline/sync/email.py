@@ -5,7 +5,7 @@ placeholders a template may use and the check the catalog runs on a template
 (:func:`template_problems`); rendering a template for one attendee with jinja2's sandbox,
 ``StrictUndefined`` and HTML autoescaping (:func:`render`); the event-date wording
 (:func:`event_context`); the personal link; the address check that tells a malformed address
-from a deliverable one (:func:`address_problem`); the MIME message (:func:`build_message`); the
+from a deliverable one (:func:`address_problem`); the MIME message (:func:`compose`); the
 retry backoff (:func:`retry_delay`); and :func:`scrub`, which removes addresses from an error
 text before it is stored or logged. No Dagster, no database, no network.
 """
@@ -13,11 +13,17 @@ text before it is stored or logged. No Dagster, no database, no network.
 from __future__ import annotations
 
 import datetime as dt
+import email.charset
+import email.policy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.header import Header
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formataddr, make_msgid, parseaddr
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -234,28 +240,92 @@ def scrub(text: str, limit: int = 500) -> str:
 # --------------------------------------------------------------------------- message & retries
 
 
-def build_message(
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """A message ready for ``smtplib``: its bytes (CRLF line ends), Message-ID, and whether it
+    needs the server's SMTPUTF8 extension (a recipient whose local part is not ASCII)."""
+
+    raw: bytes
+    message_id: str
+    recipient: str
+    smtputf8: bool = False
+
+
+_CRLF_POLICY = email.policy.compat32.clone(linesep="\r\n")
+_UTF8_QP = email.charset.Charset("utf-8")
+_UTF8_QP.header_encoding = email.charset.QP
+_UTF8_QP.body_encoding = email.charset.QP
+
+
+def _text_part(body: str, subtype: str) -> MIMEText:
+    if body.isascii():
+        return MIMEText(body, subtype, "us-ascii")
+    return MIMEText(body, subtype, _UTF8_QP)  # type: ignore[arg-type]  # a Charset is accepted
+
+
+def _header(value: str) -> Any:
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def ascii_domain(address: str) -> str:
+    """``address`` with its domain in IDNA (punycode) form; the local part unchanged."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.encode('idna').decode('ascii')}" if not domain.isascii() else address
+
+
+def compose(
     rendered: RenderedEmail,
     *,
     sender: str,
     recipient: str,
     recipient_name: str = "",
     headers: Mapping[str, str] | None = None,
-) -> EmailMessage:
-    """The MIME message: plain text, plus an HTML alternative when the template has one."""
-    message = EmailMessage()
+) -> OutgoingEmail:
+    """The MIME message: plain text, plus an HTML alternative when the template has one.
+
+    Built with the email package's compat32 classes, which are several times faster than
+    ``EmailMessage`` with the default policy (delivery speed is bounded by this); only a
+    recipient with a non-ASCII local part takes the ``EmailMessage`` / SMTPUTF8 path."""
+    address = ascii_domain(recipient)
+    name = " ".join(recipient_name.split())
+    domain = sender.rpartition("@")[2].strip(" >") or "localhost"
+    message_id = make_msgid(domain=domain)
+    if not address.isascii():
+        return _compose_smtputf8(rendered, sender, address, name, message_id, headers)
+    text = _text_part(rendered.text, "plain")
+    if rendered.html is None:
+        message: Any = text
+    else:
+        message = MIMEMultipart("alternative")
+        message.attach(text)
+        message.attach(_text_part(rendered.html, "html"))
+    message["Subject"] = _header(rendered.subject)
+    message["From"] = sender if sender.isascii() else formataddr(parseaddr(sender), charset="utf-8")
+    message["To"] = formataddr((name, address), charset="utf-8") if name else address
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    for key, value in (headers or {}).items():
+        message[key] = value
+    return OutgoingEmail(message.as_bytes(policy=_CRLF_POLICY), message_id, address)
+
+
+def _compose_smtputf8(
+    rendered: RenderedEmail, sender: str, address: str, name: str, message_id: str,
+    headers: Mapping[str, str] | None,
+) -> OutgoingEmail:
+    message = EmailMessage(policy=email.policy.SMTPUTF8)
     message["Subject"] = rendered.subject
     message["From"] = sender
-    message["To"] = formataddr((" ".join(recipient_name.split()), recipient)) if recipient_name else recipient
-    domain = sender.rpartition("@")[2].strip(" >") or "localhost"
-    message["Message-ID"] = make_msgid(domain=domain)
+    local, _, domain = address.rpartition("@")
+    message["To"] = Address(display_name=name, username=local, domain=domain)
+    message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
-    for name, value in (headers or {}).items():
-        message[name] = value
+    for key, value in (headers or {}).items():
+        message[key] = value
     message.set_content(rendered.text)
     if rendered.html is not None:
         message.add_alternative(rendered.html, subtype="html")
-    return message
+    return OutgoingEmail(message.as_bytes(), message_id, address, smtputf8=True)
 
 
 def retry_delay(attempts: int, base_seconds: float, cap_seconds: float) -> dt.timedelta:
