@@ -25,7 +25,6 @@ import datetime as dt
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 

@@ -136,9 +136,9 @@ def _rearm(
                 email_outbox.c.status.in_(statuses),
                 email_outbox.c.attendee_id.in_(list(chunk)),
             )
-            .values(
-                status=PENDING, attempts=0, next_attempt_at=now, last_error=None, claim_token=None,
-                claimed_at=None, origin=origin,
+            .values(  # queued again: a fresh queue time and attempt count
+                status=PENDING, attempts=0, created_at=now, next_attempt_at=now, last_error=None,
+                claim_token=None, claimed_at=None, origin=origin,
             )
         )
         rearmed += max(result.rowcount or 0, 0)
