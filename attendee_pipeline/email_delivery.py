@@ -131,7 +131,9 @@ def render_email(
     template = event.email_templates.get(kind)
     if template is None:
         raise EmailRenderError(f"event {event.id!r} has no {kind} template (email_templates.{kind})")
-    link = personal_link(platform_url, event.id, link_token) if platform_url and link_token else NO_PLATFORM_URL
+    link = (
+        personal_link(platform_url, event.id, link_token) if platform_url and link_token else NO_PLATFORM_URL
+    )
     context = {
         **event_context(event.name, event.start_at, event.end_at, event.timezone),
         **attendee_context(attendee, link),
@@ -164,7 +166,9 @@ def deliver_outbox(
     clock = time.monotonic()
     started = _utcnow()
     report = DeliveryReport()
-    report.interrupted = outbox.fail_stale_claims(engine, dt.timedelta(seconds=settings.claim_timeout_seconds), started)
+    report.interrupted = outbox.fail_stale_claims(
+        engine, dt.timedelta(seconds=settings.claim_timeout_seconds), started
+    )
     report.due_at_start = outbox.due_summary(engine, started).due
     events = catalog.by_id()
     handled = 0
@@ -176,7 +180,11 @@ def deliver_outbox(
             break
         report.batches += 1
         handled += len(batch)
-        ready = [item for item in (_prepare(engine, email, token, events, settings, report) for email in batch) if item]
+        ready = [
+            item
+            for item in (_prepare(engine, email, token, events, settings, report) for email in batch)
+            if item
+        ]
         if ready and not _send_batch(engine, token, ready, settings, report):
             break
         if progress is not None:
@@ -260,7 +268,9 @@ def _send_batch(
                 connection.send(message)
             except SmtpUnavailable as exc:
                 rest = [e for e, _ in ready[position:]]
-                outbox.release(db, rest, token, str(exc), _utcnow() + dt.timedelta(seconds=settings.retry_seconds))
+                outbox.release(
+                    db, rest, token, str(exc), _utcnow() + dt.timedelta(seconds=settings.retry_seconds)
+                )
                 for item in rest:
                     report.count(item.event_id, "deferred")
                 report.smtp_unavailable = str(exc)

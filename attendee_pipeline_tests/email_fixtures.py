@@ -16,8 +16,12 @@ BODY_MARKER = "BODY-7f3a9c"
 TEMPLATES: dict[str, Any] = {
     "invite": {
         "subject": "Invitation: {{ event_name }}",
-        "text": "Hello {{ full_name }}, " + BODY_MARKER + " join {{ event_name }} ({{ event_dates }}): {{ personal_link }}\n",
-        "html": "<p>Hello {{ first_name }}</p><p>" + BODY_MARKER + ' <a href="{{ personal_link }}">join</a></p>',
+        "text": "Hello {{ full_name }}, "
+        + BODY_MARKER
+        + " join {{ event_name }} ({{ event_dates }}): {{ personal_link }}\n",
+        "html": "<p>Hello {{ first_name }}</p><p>"
+        + BODY_MARKER
+        + ' <a href="{{ personal_link }}">join</a></p>',
     },
     "cancellation": {
         "subject": "Cancelled: {{ event_name }}",
@@ -52,7 +56,10 @@ def email_resource(sink: SmtpSink, **overrides: Any) -> Any:
     from attendee_pipeline.defs.email.resources import EmailDeliveryResource
 
     options: dict[str, Any] = {
-        "smtp_host": sink.host, "smtp_port": sink.port, "platform_url": PLATFORM_URL, "retry_seconds": 0,
+        "smtp_host": sink.host,
+        "smtp_port": sink.port,
+        "platform_url": PLATFORM_URL,
+        "retry_seconds": 0,
     }
     options.update(overrides)
     return EmailDeliveryResource(**options)

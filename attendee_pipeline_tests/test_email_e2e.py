@@ -78,8 +78,11 @@ def test_new_attendees_get_exactly_one_invite_whatever_reruns(api, h, sink, capl
     lines = [record.getMessage() for record in caplog.records]
     for run in h.instance.get_run_records():
         lines += [entry.user_message or "" for entry in h.instance.all_logs(run.dagster_run.run_id)]
-        lines += [str(entry.dagster_event.event_specific_data) for entry in h.instance.all_logs(run.dagster_run.run_id)
-                  if entry.dagster_event is not None]
+        lines += [
+            str(entry.dagster_event.event_specific_data)
+            for entry in h.instance.all_logs(run.dagster_run.run_id)
+            if entry.dagster_event is not None
+        ]
     text = "\n".join(lines)
     assert "Invitation" not in text and BODY_MARKER not in text
     for address, name in people:

@@ -30,7 +30,9 @@ from attendee_pipeline_tests.email_fixtures import (
     recipients,
 )
 from attendee_pipeline_tests.test_diff import frame, person
-from attendee_pipeline_tests.test_platform_db import engine  # noqa: F401 - fixture: a migrated engine per backend
+from attendee_pipeline_tests.test_platform_db import (
+    engine,
+)  # noqa: F401 - fixture: a migrated engine per backend
 
 BOTH = EventSettings(send_invites=True, send_cancellation_email=True)
 CATALOG = parse_catalog({"events": [event_entry("ev", **email_settings())]})
@@ -46,13 +48,17 @@ def rows(engine) -> list[tuple]:
         return [
             tuple(r)
             for r in conn.execute(
-                sa.select(email_outbox.c.attendee_id, email_outbox.c.kind, email_outbox.c.status).order_by(email_outbox.c.id)
+                sa.select(email_outbox.c.attendee_id, email_outbox.c.kind, email_outbox.c.status).order_by(
+                    email_outbox.c.id
+                )
             )
         ]
 
 
 def settings_for(sink, **overrides) -> DeliverySettings:
-    options = dict(smtp=SmtpSettings(host=sink.host, port=sink.port), platform_url=PLATFORM_URL, retry_seconds=0)
+    options = dict(
+        smtp=SmtpSettings(host=sink.host, port=sink.port), platform_url=PLATFORM_URL, retry_seconds=0
+    )
     options.update(overrides)
     return DeliverySettings(**options)
 
@@ -85,10 +91,19 @@ def test_each_email_is_queued_at_most_once_whatever_is_rerun(engine):
     ids = [i for i, _, _ in rows(engine)]
     with write_transaction(engine) as conn:  # the same e-mails queued again by hand: ignored
         again = outbox.queue_publish_emails(
-            conn, "ev", BOTH, added_ids=ids, restored_ids=[], removed_ids=ids, run_id="x", now=dt.datetime.now(dt.timezone.utc)
+            conn,
+            "ev",
+            BOTH,
+            added_ids=ids,
+            restored_ids=[],
+            removed_ids=ids,
+            run_id="x",
+            now=dt.datetime.now(dt.timezone.utc),
         )
     assert again["invites_queued"] == 0 and again["cancellations_queued"] == 2
-    assert publish(engine, [ANN, person("bob@x.org", flagged=True)]).cancellations_queued == 0  # already queued
+    assert (
+        publish(engine, [ANN, person("bob@x.org", flagged=True)]).cancellations_queued == 0
+    )  # already queued
 
     # remove, restore, remove again: one cancellation and one invite per attendee, ever
     with engine.begin() as conn:
@@ -102,13 +117,20 @@ def test_each_email_is_queued_at_most_once_whatever_is_rerun(engine):
     final = publish(engine, [ANN, BOB])
     assert publish(engine, [ANN, person("bob@x.org", flagged=True)]).cancellations_queued == 0
     assert final.invites_queued == 0
-    assert Counter((i, k) for i, k, _ in rows(engine)) == {(ids[0], "invite"): 1, (ids[1], "invite"): 1, (ids[1], "cancellation"): 1}
+    assert Counter((i, k) for i, k, _ in rows(engine)) == {
+        (ids[0], "invite"): 1,
+        (ids[1], "invite"): 1,
+        (ids[1], "cancellation"): 1,
+    }
 
 
 def test_settings_off_queue_nothing_and_a_manual_invite_never_doubles(engine):
     result = publish(engine, [ANN, BOB, CAT], settings=EventSettings())
     assert (result.added, result.invites_queued) == (3, 0) and rows(engine) == []
-    assert publish(engine, [ANN, BOB], settings=EventSettings(), policy=ApplyPolicy(missing="remove")).removed == 1
+    assert (
+        publish(engine, [ANN, BOB], settings=EventSettings(), policy=ApplyPolicy(missing="remove")).removed
+        == 1
+    )
     assert rows(engine) == []
     active = db.published_attendees(engine, "ev")["id"].tolist()
     removed = [i for i in db.published_attendees(engine, "ev", include_removed=True)["id"] if i not in active]
@@ -137,19 +159,38 @@ def test_every_delivery_outcome_is_recorded_and_blocks_nothing_else(engine, sink
     second = deliver_outbox(engine, CATALOG, settings)  # the temporary refusal again: given up
     assert (second.sent, second.failed) == (0, 1)
     by_key = {r["attendee_id"]: r for r in outbox.outbox_rows(engine, "ev")}
-    keys = dict(zip(db.published_attendees(engine, "ev")["attendee_key"], db.published_attendees(engine, "ev")["id"]))
-    malformed, refused, later = (by_key[keys[k]] for k in ("john..doe@x.org", f"gone@{REJECTED_DOMAIN}", f"later@{TEMPFAIL_DOMAIN}"))
+    keys = dict(
+        zip(db.published_attendees(engine, "ev")["attendee_key"], db.published_attendees(engine, "ev")["id"])
+    )
+    malformed, refused, later = (
+        by_key[keys[k]] for k in ("john..doe@x.org", f"gone@{REJECTED_DOMAIN}", f"later@{TEMPFAIL_DOMAIN}")
+    )
     assert malformed["status"] == "failed" and malformed["attempts"] == 0
-    assert malformed["last_error"] == "malformed e-mail address: the part before the @ has a leading, trailing or double dot"
+    assert (
+        malformed["last_error"]
+        == "malformed e-mail address: the part before the @ has a leading, trailing or double dot"
+    )
     assert refused["status"] == "failed" and refused["last_error"].startswith("recipient refused: 550")
     assert later["status"] == "failed" and later["attempts"] == 2
     assert later["last_error"].startswith("gave up after 2 attempt(s): recipient refused: 451")
     for row in by_key.values():  # reasons, never addresses
         assert not any(key in (row["last_error"] or "") for key in keys)
-    assert outbox.counts_by_event(engine)["ev"] == {"pending": 0, "sending": 0, "sent": 4, "failed": 3, "skipped": 0}
+    assert outbox.counts_by_event(engine)["ev"] == {
+        "pending": 0,
+        "sending": 0,
+        "sent": 4,
+        "failed": 3,
+        "skipped": 0,
+    }
     with engine.connect() as conn:
-        sent_at = dict(conn.execute(sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.invite_sent_at)).tuples().all())
-    assert {i for i, at in sent_at.items() if at is not None} == {keys[k] for k in ("ann@x.org", "bob@x.org", "cat@x.org", "zoë@x.org")}
+        sent_at = dict(
+            conn.execute(sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.invite_sent_at))
+            .tuples()
+            .all()
+        )
+    assert {i for i, at in sent_at.items() if at is not None} == {
+        keys[k] for k in ("ann@x.org", "bob@x.org", "cat@x.org", "zoë@x.org")
+    }
 
 
 def test_an_invite_to_someone_removed_before_delivery_is_skipped_and_requeued_on_return(engine, sink):
@@ -157,7 +198,9 @@ def test_an_invite_to_someone_removed_before_delivery_is_skipped_and_requeued_on
     publish(engine, [ANN, person("bob@x.org", flagged=True)])
     report = deliver_outbox(engine, CATALOG, settings_for(sink))
     assert (report.sent, report.skipped) == (2, 1)  # ann's invite, bob's cancellation; bob's invite skipped
-    assert sorted(recipients(sink, "invite")) == ["ann@x.org"] and recipients(sink, "cancellation") == ["bob@x.org"]
+    assert sorted(recipients(sink, "invite")) == ["ann@x.org"] and recipients(sink, "cancellation") == [
+        "bob@x.org"
+    ]
     back = publish(engine, [ANN, BOB])
     assert back.invites_queued == 1  # the skipped invite is queued again
     assert deliver_outbox(engine, CATALOG, settings_for(sink)).sent == 1
@@ -173,7 +216,10 @@ def test_a_crashed_delivery_is_never_resent_and_overlapping_deliveries_send_each
     assert outbox.fail_stale_claims(engine, dt.timedelta(minutes=15), now=later) == 5
     reports = []
     settings = settings_for(sink, batch_size=7)
-    threads = [threading.Thread(target=lambda: reports.append(deliver_outbox(engine, CATALOG, settings))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: reports.append(deliver_outbox(engine, CATALOG, settings)))
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

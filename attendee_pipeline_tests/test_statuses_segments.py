@@ -25,7 +25,13 @@ from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
-from attendee_pipeline.platform_db.segments import access_list, list_attendees, message_recipients, page_access, segment_counts
+from attendee_pipeline.platform_db.segments import (
+    access_list,
+    list_attendees,
+    message_recipients,
+    page_access,
+    segment_counts,
+)
 from attendee_pipeline.platform_db.tables import attendee_statuses
 from attendee_pipeline.services.feed import serve_feed_in_thread
 from attendee_pipeline.services.platform_auth import PLATFORM_API_KEY_ENV
@@ -51,8 +57,13 @@ PEOPLE = {
 
 def _people(removed: bool = False) -> list[dict]:
     return [
-        person(key, groups=groups, country=country, first_name=key.split(".")[0].title(),
-               flagged=removed and key.startswith("remy"))
+        person(
+            key,
+            groups=groups,
+            country=country,
+            first_name=key.split(".")[0].title(),
+            flagged=removed and key.startswith("remy"),
+        )
         for key, (groups, country) in PEOPLE.items()
     ]
 
@@ -71,7 +82,9 @@ class World:
 
 def _hook(world: World, what: str, body: dict, key: str | None = KEY) -> requests.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return requests.post(f"{world.url}/platform/events/{EVENT}/attendees/{what}", json=body, headers=headers, timeout=10)
+    return requests.post(
+        f"{world.url}/platform/events/{EVENT}/attendees/{what}", json=body, headers=headers, timeout=10
+    )
 
 
 @pytest.fixture
@@ -82,8 +95,12 @@ def world(db_url: str, sink, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]
     _publish(engine, _people())
     _publish(engine, _people(removed=True))  # remy leaves the list
     _publish(engine, [person("nora.notinvited@x.org", groups=["Speakers"])], event="other-event")
-    ids = dict(zip(db.published_attendees(engine, EVENT, include_removed=True)["attendee_key"],
-                   db.published_attendees(engine, EVENT, include_removed=True)["id"].astype(int)))
+    ids = dict(
+        zip(
+            db.published_attendees(engine, EVENT, include_removed=True)["attendee_key"],
+            db.published_attendees(engine, EVENT, include_removed=True)["id"].astype(int),
+        )
+    )
     # invites really delivered to three of them
     chosen = [ids[k] for k in ("ivan.invited@x.org", "acon.account@x.org", "adam.accessed@x.org")]
     assert outbox.queue_manual(engine, EVENT, chosen).queued == 3
@@ -102,21 +119,27 @@ def _keys(rows) -> set[str]:
 def test_status_filters_and_hooks_on_a_fixture_with_every_status(world: World):
     with world.engine.connect() as conn:
         token = conn.execute(
-            sa.select(attendee_statuses.c.link_token).where(attendee_statuses.c.attendee_id == world.ids["adam.accessed@x.org"])
+            sa.select(attendee_statuses.c.link_token).where(
+                attendee_statuses.c.attendee_id == world.ids["adam.accessed@x.org"]
+            )
         ).scalar_one()
     created = _hook(world, "account-created", {"email": "ACON.Account@x.org"})
     assert created.status_code == 200, created.text
     assert created.json()["account_created_at"] and created.json()["first_accessed_at"] is None
     accessed = _hook(world, "first-accessed", {"token": token, "at": "2026-01-20T18:05:00+01:00"})
     assert accessed.status_code == 200
-    assert accessed.json()["first_accessed_at"] == accessed.json()["account_created_at"] == "2026-01-20T17:05:00+00:00"
+    assert (
+        accessed.json()["first_accessed_at"]
+        == accessed.json()["account_created_at"]
+        == "2026-01-20T17:05:00+00:00"
+    )
     # the earliest report wins, whatever the order
-    assert _hook(world, "first-accessed", {"token": token, "at": "2026-01-21T09:00:00"}).json()["first_accessed_at"] == (
-        "2026-01-20T17:05:00+00:00"
-    )
-    assert _hook(world, "first-accessed", {"token": token, "at": "2026-01-20T12:00:00Z"}).json()["first_accessed_at"] == (
-        "2026-01-20T12:00:00+00:00"
-    )
+    assert _hook(world, "first-accessed", {"token": token, "at": "2026-01-21T09:00:00"}).json()[
+        "first_accessed_at"
+    ] == ("2026-01-20T17:05:00+00:00")
+    assert _hook(world, "first-accessed", {"token": token, "at": "2026-01-20T12:00:00Z"}).json()[
+        "first_accessed_at"
+    ] == ("2026-01-20T12:00:00+00:00")
 
     expected = {
         "not-invited": {"nora.notinvited@x.org"},
@@ -133,18 +156,29 @@ def test_status_filters_and_hooks_on_a_fixture_with_every_status(world: World):
     }
     with world.engine.connect() as conn:
         for view, keys in views.items():
-            got = conn.execute(sa.text(f"select attendee_key from {view} where event_id = :e"), {"e": EVENT}).scalars()
+            got = conn.execute(
+                sa.text(f"select attendee_key from {view} where event_id = :e"), {"e": EVENT}
+            ).scalars()
             assert set(got) == keys, view
-        labels = dict(conn.execute(
-            sa.text("select attendee_key, invite_status from attendee_invite_statuses where event_id = :e"), {"e": EVENT}
-        ).tuples().all())
+        labels = dict(
+            conn.execute(
+                sa.text(
+                    "select attendee_key, invite_status from attendee_invite_statuses where event_id = :e"
+                ),
+                {"e": EVENT},
+            )
+            .tuples()
+            .all()
+        )
     assert labels == {
         "nora.notinvited@x.org": "not_invited",
         "ivan.invited@x.org": "invited_no_account",
         "acon.account@x.org": "account_not_accessed",
         "adam.accessed@x.org": "accessed",
     }
-    assert _keys(list_attendees(world.engine, EVENT, "all", groups=["Speakers"], countries=["KENYA"])) == {"ivan.invited@x.org"}
+    assert _keys(list_attendees(world.engine, EVENT, "all", groups=["Speakers"], countries=["KENYA"])) == {
+        "ivan.invited@x.org"
+    }
 
 
 def test_hooks_refuse_what_they_cannot_record(world: World):
@@ -157,31 +191,50 @@ def test_hooks_refuse_what_they_cannot_record(world: World):
     fields = {p["field"] for p in bad.json()["problems"]}
     assert fields == {"x", "at"}  # unknown field, bad time; email+token is reported once those are fixed
     both = _hook(world, "first-accessed", {"email": "ivan.invited@x.org", "token": "t"})
-    assert both.status_code == 422 and both.json()["problems"] == [{"field": "email", "reason": "give exactly one of email or token"}]
-    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).isoformat()
-    assert _hook(world, "first-accessed", {"email": "ivan.invited@x.org", "at": future}).json()["problems"] == [
-        {"field": "at", "reason": "lies in the future"}
+    assert both.status_code == 422 and both.json()["problems"] == [
+        {"field": "email", "reason": "give exactly one of email or token"}
     ]
-    plain = requests.post(f"{world.url}/platform/events/{EVENT}/attendees/first-accessed", data="email=x",
-                          headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).isoformat()
+    assert _hook(world, "first-accessed", {"email": "ivan.invited@x.org", "at": future}).json()[
+        "problems"
+    ] == [{"field": "at", "reason": "lies in the future"}]
+    plain = requests.post(
+        f"{world.url}/platform/events/{EVENT}/attendees/first-accessed",
+        data="email=x",
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
     assert plain.status_code == 415
     # nothing was recorded by the refused hooks
     assert _keys(list_attendees(world.engine, EVENT, "invited-no-account")) == {
-        "ivan.invited@x.org", "acon.account@x.org", "adam.accessed@x.org",
+        "ivan.invited@x.org",
+        "acon.account@x.org",
+        "adam.accessed@x.org",
     }
 
 
 def test_segments_access_pages_and_messages(world: World):
     assert _keys(access_list(world.engine, EVENT)) == {
-        "nora.notinvited@x.org", "ivan.invited@x.org", "acon.account@x.org", "adam.accessed@x.org",
+        "nora.notinvited@x.org",
+        "ivan.invited@x.org",
+        "acon.account@x.org",
+        "adam.accessed@x.org",
     }
     # groups are shared between events, memberships are not: nora is a Speaker only in other-event
-    assert _keys(page_access(world.engine, EVENT, ["Speakers"])) == {"ivan.invited@x.org", "acon.account@x.org"}
+    assert _keys(page_access(world.engine, EVENT, ["Speakers"])) == {
+        "ivan.invited@x.org",
+        "acon.account@x.org",
+    }
     assert _keys(page_access(world.engine, EVENT, ["Speakers", "Press"])) == {
-        "ivan.invited@x.org", "acon.account@x.org", "nora.notinvited@x.org",
+        "ivan.invited@x.org",
+        "acon.account@x.org",
+        "nora.notinvited@x.org",
     }
     assert _keys(message_recipients(world.engine, EVENT, ["VIP"], ["kenya"])) == {
-        "acon.account@x.org", "nora.notinvited@x.org", "ivan.invited@x.org", "adam.accessed@x.org",
+        "acon.account@x.org",
+        "nora.notinvited@x.org",
+        "ivan.invited@x.org",
+        "adam.accessed@x.org",
     }
     assert _keys(message_recipients(world.engine, EVENT, ["VIP"])) == {"acon.account@x.org"}
     assert _keys(message_recipients(world.engine, EVENT, countries=["Netherlands"])) == {"acon.account@x.org"}
@@ -200,8 +253,11 @@ def cli_env(tmp_path: Path, _isolated_env: Path, monkeypatch: pytest.MonkeyPatch
     """A catalog with the event (invites on) and a published list in the default SQLite DB."""
     catalog = write_catalog(tmp_path / "catalog.yaml", event_entry(EVENT, **email_settings()))
     monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(catalog))
-    for name, value in {**sink.env(), "ATTENDEE_PIPELINE_PLATFORM_URL": PLATFORM_URL,
-                        "DAGSTER_HOME": str(_isolated_env / "dagster_home")}.items():
+    for name, value in {
+        **sink.env(),
+        "ATTENDEE_PIPELINE_PLATFORM_URL": PLATFORM_URL,
+        "DAGSTER_HOME": str(_isolated_env / "dagster_home"),
+    }.items():
         monkeypatch.setenv(name, value)
     url = f"sqlite:///{_isolated_env / 'platform.sqlite3'}"
     ensure_schema(url)
@@ -231,16 +287,30 @@ def test_invite_attendees_record_status_and_segment_commands(cli_env, sink):
     delivered = _run("outbox", "deliver")
     assert "sent=2 " in delivered and sorted(recipients(sink)) == ["acon.account@x.org", "ivan.invited@x.org"]
 
-    _run("record-status", EVENT, "account-created", "--email", "acon.account@x.org", "--at", "2026-01-20T10:00")
+    _run(
+        "record-status", EVENT, "account-created", "--email", "acon.account@x.org", "--at", "2026-01-20T10:00"
+    )
     table = _run("attendees", EVENT, "--status", "account-not-accessed")
     assert "acon.account@x.org" in table and "1 attendee(s)" in table and "ivan" not in table
-    rows = list(csv.DictReader(io.StringIO(_run("attendees", EVENT, "--status", "invited-no-account", "--format", "csv"))))
-    assert [(r["email"], r["invite_status"], r["groups"]) for r in rows] == [("ivan.invited@x.org", "invited_no_account", "Speakers")]
+    rows = list(
+        csv.DictReader(
+            io.StringIO(_run("attendees", EVENT, "--status", "invited-no-account", "--format", "csv"))
+        )
+    )
+    assert [(r["email"], r["invite_status"], r["groups"]) for r in rows] == [
+        ("ivan.invited@x.org", "invited_no_account", "Speakers")
+    ]
 
     message = _run("segment", "message", EVENT, "--group", "VIP", "--country", "Kenya", "--export", "-")
-    exported = list(csv.DictReader(io.StringIO(message.split("\n", 1)[1] if message.startswith("message") else message)))
+    exported = list(
+        csv.DictReader(io.StringIO(message.split("\n", 1)[1] if message.startswith("message") else message))
+    )
     assert {r["email"] for r in exported} == {  # VIP, or from Kenya (" kenya " too); remy is on this list
-        "acon.account@x.org", "nora.notinvited@x.org", "ivan.invited@x.org", "remy.removed@x.org", "adam.accessed@x.org",
+        "acon.account@x.org",
+        "nora.notinvited@x.org",
+        "ivan.invited@x.org",
+        "remy.removed@x.org",
+        "adam.accessed@x.org",
     }
     page = _run("segment", "page", EVENT, "--group", "Press")
     assert "page for Press of expo: 2 attendee(s)" in page

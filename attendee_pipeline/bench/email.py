@@ -61,7 +61,9 @@ def _changes(event: Any, records: int) -> Any:
     mapped = map_records(raw, event.mapping, event.delete_flag)
     changes = compute_changes(mapped.frame, empty_published(), event.sync.apply)
     if changes.counts.get("added") != records:
-        raise RuntimeError(f"the bench change set adds {changes.counts.get('added')} attendees, expected {records}")
+        raise RuntimeError(
+            f"the bench change set adds {changes.counts.get('added')} attendees, expected {records}"
+        )
     return changes
 
 
@@ -73,8 +75,9 @@ def _publish(url: str, changes: Any, settings: Any) -> tuple[float, Any]:
     engine = make_engine(url)
     try:
         started = time.perf_counter()
-        result = publish_changes(engine, EMAIL_EVENT, changes, run_id="bench", source_kind="rest_api",
-                                 email_settings=settings)
+        result = publish_changes(
+            engine, EMAIL_EVENT, changes, run_id="bench", source_kind="rest_api", email_settings=settings
+        )
         return time.perf_counter() - started, result
     finally:
         engine.dispose()
@@ -95,8 +98,16 @@ class SinkProcess:
         import smtplib
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "attendee_pipeline.sandbox.smtp_sink", "--port", str(self.port),
-             "--stats", str(self.stats_path), "--quiet"],
+            [
+                sys.executable,
+                "-m",
+                "attendee_pipeline.sandbox.smtp_sink",
+                "--port",
+                str(self.port),
+                "--stats",
+                str(self.stats_path),
+                "--quiet",
+            ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -122,7 +133,12 @@ class SinkProcess:
 
 
 def run_email_bench(
-    report: Report, tmp: Path, *, records: int = 100_000, deliveries: int = 2_000, repeats: int = 3,
+    report: Report,
+    tmp: Path,
+    *,
+    records: int = 100_000,
+    deliveries: int = 2_000,
+    repeats: int = 3,
     db_url: str | None = None,
 ) -> None:
     from attendee_pipeline.catalog.models import EventSettings
@@ -145,14 +161,17 @@ def run_email_bench(
                 seconds, result = _publish(db.url, changes, invites if label == "invites" else None)
                 if label == "invites":
                     if result.invites_queued != records:
-                        raise RuntimeError(f"the publish queued {result.invites_queued} invites, expected {records}")
+                        raise RuntimeError(
+                            f"the publish queued {result.invites_queued} invites, expected {records}"
+                        )
                     queued.append(seconds)
                 else:
                     plain.append(seconds)
             progress(f"email: publish of {records} new attendees, {label}: {seconds:.2f}s")
     report.figure("email_publish_seconds", min(plain), records=records, runs=[round(s, 3) for s in plain])
-    report.figure("email_publish_with_invites_seconds", min(queued), records=records,
-                  runs=[round(s, 3) for s in queued])
+    report.figure(
+        "email_publish_with_invites_seconds", min(queued), records=records, runs=[round(s, 3) for s in queued]
+    )
     report.figure("email_publish_overhead_ratio", min(queued) / min(plain))
     report.figure("email_invites_queued", records)
 
@@ -163,30 +182,45 @@ def run_email_bench(
         _publish(db.url, changes, invites)
         engine = make_engine(db.url)
         settings = DeliverySettings(
-            smtp=SmtpSettings(host="127.0.0.1", port=sink.port), platform_url="http://127.0.0.1:8000",
+            smtp=SmtpSettings(host="127.0.0.1", port=sink.port),
+            platform_url="http://127.0.0.1:8000",
             batch_size=deliveries,
         )
-        progress(f"email: delivering {deliveries} invites to a local SMTP sink (pid {sink.proc.pid if sink.proc else '?'})")
+        progress(
+            f"email: delivering {deliveries} invites to a local SMTP sink (pid {sink.proc.pid if sink.proc else '?'})"
+        )
         try:
             delivery = deliver_outbox(engine, catalog, settings, limit=deliveries)
         finally:
             engine.dispose()
         stats = sink.stop()
     if delivery.sent != deliveries or stats.get("received") != deliveries:
-        raise RuntimeError(f"delivered {delivery.sent}, the sink received {stats.get('received')}, expected {deliveries}")
+        raise RuntimeError(
+            f"delivered {delivery.sent}, the sink received {stats.get('received')}, expected {deliveries}"
+        )
     report.figure("email_delivered", delivery.sent, smtp_connections_opened=delivery.connections)
     report.figure("email_delivery_connections", stats.get("connections"))
     report.figure("email_delivery_seconds", delivery.seconds)
     report.figure("email_delivery_per_second", delivery.per_second, database=db.kind)
-    progress(f"email: {delivery.sent} delivered in {delivery.seconds:.2f}s ({delivery.per_second:.0f}/s) "
-             f"over {stats.get('connections')} connection(s)")
+    progress(
+        f"email: {delivery.sent} delivered in {delivery.seconds:.2f}s ({delivery.per_second:.0f}/s) "
+        f"over {stats.get('connections')} connection(s)"
+    )
 
 
 def report_email_targets(report: Report) -> None:
     f = report.figures
     ratio = f.get("email_publish_overhead_ratio")
-    report.target("email publish with invites / without", ratio, PUBLISH_OVERHEAD_MAX,
-                  ratio is not None and ratio <= PUBLISH_OVERHEAD_MAX)
+    report.target(
+        "email publish with invites / without",
+        ratio,
+        PUBLISH_OVERHEAD_MAX,
+        ratio is not None and ratio <= PUBLISH_OVERHEAD_MAX,
+    )
     rate = f.get("email_delivery_per_second")
-    report.target("email deliveries per second (one connection)", rate, DELIVERY_PER_SECOND_MIN,
-                  rate is not None and rate >= DELIVERY_PER_SECOND_MIN and f.get("email_delivery_connections") == 1)
+    report.target(
+        "email deliveries per second (one connection)",
+        rate,
+        DELIVERY_PER_SECOND_MIN,
+        rate is not None and rate >= DELIVERY_PER_SECOND_MIN and f.get("email_delivery_connections") == 1,
+    )

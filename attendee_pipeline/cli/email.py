@@ -57,7 +57,9 @@ def _event(event_id: str) -> Any:
         raise click.ClickException(str(exc)) from None
     event = catalog.by_id().get(event_id)
     if event is None:
-        raise click.UsageError(f"event {event_id!r} is not in the catalog (attendee-pipeline events lists them)")
+        raise click.UsageError(
+            f"event {event_id!r} is not in the catalog (attendee-pipeline events lists them)"
+        )
     return event
 
 
@@ -95,7 +97,9 @@ def email_preview(event_id: str, kind: str, key: str, html: bool) -> None:
 
     event = _event(event_id)
     if event.email_templates.get(kind) is None:
-        raise click.ClickException(f"event {event_id!r} has no {kind} template (email_templates.{kind} in the catalog)")
+        raise click.ClickException(
+            f"event {event_id!r} has no {kind} template (email_templates.{kind} in the catalog)"
+        )
     with platform_engine() as engine, write_transaction(engine) as conn:
         try:
             attendee_id = find_attendee(conn, event_id, email=key)
@@ -118,25 +122,39 @@ def email_preview(event_id: str, kind: str, key: str, html: bool) -> None:
         click.echo("\n--- HTML ---")
         click.echo(rendered.html.rstrip("\n"))
     if not platform_url:
-        click.echo("\n(note: ATTENDEE_PIPELINE_PLATFORM_URL is not set; delivery needs it for the personal link)", err=True)
+        click.echo(
+            "\n(note: ATTENDEE_PIPELINE_PLATFORM_URL is not set; delivery needs it for the personal link)",
+            err=True,
+        )
 
 
 # --------------------------------------------------------------------------- attendees & invites
 
 
 def _filters(func: Any) -> Any:
-    func = click.option("--country", "countries", multiple=True, help="Only attendees from this country (repeatable).")(func)
-    func = click.option("--group", "groups", multiple=True, help="Only members of this group (repeatable).")(func)
+    func = click.option(
+        "--country", "countries", multiple=True, help="Only attendees from this country (repeatable)."
+    )(func)
+    func = click.option("--group", "groups", multiple=True, help="Only members of this group (repeatable).")(
+        func
+    )
     return func
 
 
 @click.command("attendees")
 @click.argument("event_id")
-@click.option("--status", type=click.Choice(STATUS_CHOICES), default="all", show_default=True,
-              help="not-invited: no invite sent; invited-no-account; account-not-accessed.")
+@click.option(
+    "--status",
+    type=click.Choice(STATUS_CHOICES),
+    default="all",
+    show_default=True,
+    help="not-invited: no invite sent; invited-no-account; account-not-accessed.",
+)
 @_filters
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file instead of stdout."
+)
 def attendees_command(
     event_id: str, status: str, groups: Sequence[str], countries: Sequence[str], fmt: str, output: str | None
 ) -> None:
@@ -164,13 +182,20 @@ def _cell(value: Any) -> str:
 def _write(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str, output: str | None) -> None:
     """Rows as CSV or an aligned table, to ``output`` ('-' or None: stdout)."""
     with contextlib.ExitStack() as stack:
-        out = sys.stdout if output in (None, "-") else stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
+        out = (
+            sys.stdout
+            if output in (None, "-")
+            else stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
+        )
         if fmt == "csv":
             writer = csv.writer(out)
             writer.writerow(columns)
             writer.writerows([[_cell(r.get(c)) for c in columns] for r in rows])
             return
-        cells = [[_when(r.get(c)) if isinstance(r.get(c), dt.datetime) else _cell(r.get(c)) for c in columns] for r in rows]
+        cells = [
+            [_when(r.get(c)) if isinstance(r.get(c), dt.datetime) else _cell(r.get(c)) for c in columns]
+            for r in rows
+        ]
         widths = [min(max([len(c)] + [len(row[i]) for row in cells]), 40) for i, c in enumerate(columns)]
         out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
         for row in cells:
@@ -179,11 +204,18 @@ def _write(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str, output:
 
 @click.command("invite")
 @click.argument("event_id")
-@click.option("--status", type=click.Choice(STATUS_CHOICES), default="not-invited", show_default=True,
-              help="Which attendees (see `attendees --status`).")
+@click.option(
+    "--status",
+    type=click.Choice(STATUS_CHOICES),
+    default="not-invited",
+    show_default=True,
+    help="Which attendees (see `attendees --status`).",
+)
 @_filters
 @click.option("--dry-run", is_flag=True, help="Print how many would be queued; queue nothing.")
-def invite_command(event_id: str, status: str, groups: Sequence[str], countries: Sequence[str], dry_run: bool) -> None:
+def invite_command(
+    event_id: str, status: str, groups: Sequence[str], countries: Sequence[str], dry_run: bool
+) -> None:
     """Queue invite e-mails for EVENT_ID's attendees that match the filters.
 
     Like the attendee list's "send invite" button: an attendee is never sent a second invite
@@ -195,19 +227,25 @@ def invite_command(event_id: str, status: str, groups: Sequence[str], countries:
 
     event = _event(event_id)
     if event.email_templates.invite is None:
-        raise click.ClickException(f"event {event_id!r} has no invite template (email_templates.invite in the catalog)")
+        raise click.ClickException(
+            f"event {event_id!r} has no invite template (email_templates.invite in the catalog)"
+        )
     with platform_engine() as engine:
         rows = list_attendees(engine, event_id, status, groups, countries)
         ids = [int(r["attendee_id"]) for r in rows]
         chosen = _describe_filters(status, groups, countries)
         if dry_run:
             invited = sum(1 for r in rows if r["invite_sent_at"] is not None)
-            click.echo(f"dry run: {len(ids)} attendee(s) of {event_id} match {chosen}; "
-                       f"{invited} of them already received an invite; nothing queued")
+            click.echo(
+                f"dry run: {len(ids)} attendee(s) of {event_id} match {chosen}; "
+                f"{invited} of them already received an invite; nothing queued"
+            )
             return
         result = queue_manual(engine, event_id, ids)
-    click.echo(f"{len(ids)} attendee(s) of {event_id} match {chosen}: {result.queued} invite(s) queued, "
-               f"{result.requeued} queued again after a failure, {result.already} already pending or sent")
+    click.echo(
+        f"{len(ids)} attendee(s) of {event_id} match {chosen}: {result.queued} invite(s) queued, "
+        f"{result.requeued} queued again after a failure, {result.already} already pending or sent"
+    )
 
 
 def _describe_filters(status: str, groups: Sequence[str], countries: Sequence[str]) -> str:
@@ -225,7 +263,9 @@ def _describe_filters(status: str, groups: Sequence[str], countries: Sequence[st
 @click.option("--email", help="The attendee's e-mail address.")
 @click.option("--token", help="The attendee's personal link token.")
 @click.option("--at", "at_text", help="When (ISO 8601; default now; no offset = UTC).")
-def record_status_command(event_id: str, what: str, email: str | None, token: str | None, at_text: str | None) -> None:
+def record_status_command(
+    event_id: str, what: str, email: str | None, token: str | None, at_text: str | None
+) -> None:
     """Record that an attendee created an account / first accessed EVENT_ID (what the platform's
     hook endpoints record; the earliest time reported is kept)."""
     from attendee_pipeline.platform_db.statuses import UnknownAttendee, record_status
@@ -266,9 +306,14 @@ def _segment_out(event_id: str, label: str, rows: list[dict[str, Any]], export: 
             click.echo(f"exported to {export}")
 
 
-_export = click.option("--export", type=click.Path(dir_okay=False, allow_dash=True),
-                       help="Write the attendees to this file ('-': stdout).")
-_export_format = click.option("--format", "fmt", type=click.Choice(["csv", "table"]), default="csv", show_default=True)
+_export = click.option(
+    "--export",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the attendees to this file ('-': stdout).",
+)
+_export_format = click.option(
+    "--format", "fmt", type=click.Choice(["csv", "table"]), default="csv", show_default=True
+)
 
 
 @segment_group.command("counts")
@@ -281,8 +326,12 @@ def segment_counts_command(event_id: str) -> None:
     with platform_engine() as engine:
         counts = segment_counts(engine, event_id)
     click.echo(f"{event_id}: {counts['access']} attendee(s) may access the event")
-    for title, key in (("by group", "groups"), ("by country", "countries"), ("by invite status", "invite_status"),
-                       ("status filters", "status_filters")):
+    for title, key in (
+        ("by group", "groups"),
+        ("by country", "countries"),
+        ("by invite status", "invite_status"),
+        ("status filters", "status_filters"),
+    ):
         click.echo(f"{title}:")
         for name, n in counts[key].items():
             click.echo(f"  {name:<28} {n:>7}")
@@ -306,7 +355,9 @@ def segment_access_command(event_id: str, export: str | None, fmt: str) -> None:
 
 @segment_group.command("page")
 @click.argument("event_id")
-@click.option("--group", "groups", multiple=True, required=True, help="A group the page is restricted to (repeatable).")
+@click.option(
+    "--group", "groups", multiple=True, required=True, help="A group the page is restricted to (repeatable)."
+)
 @_export
 @_export_format
 def segment_page_command(event_id: str, groups: Sequence[str], export: str | None, fmt: str) -> None:
@@ -334,7 +385,9 @@ def segment_message_command(
     _event(event_id)
     with platform_engine() as engine:
         rows = message_recipients(engine, event_id, groups, countries)
-    audience = " or ".join([*(f"group {g}" for g in groups), *(f"country {c}" for c in countries)]) or "everyone"
+    audience = (
+        " or ".join([*(f"group {g}" for g in groups), *(f"country {c}" for c in countries)]) or "everyone"
+    )
     _segment_out(event_id, f"message to {audience}", rows, export, fmt)
 
 
@@ -363,8 +416,10 @@ def outbox_status_command(event_id: str | None, show_failed: bool, limit: int) -
     if not counts:
         click.echo("(the outbox is empty)")
     for row in failed:
-        click.echo(f"  #{row['id']} {row['event_id']} attendee {row['attendee_id']} {row['kind']} "
-                   f"after {row['attempts']} attempt(s): {row['last_error']}")
+        click.echo(
+            f"  #{row['id']} {row['event_id']} attendee {row['attendee_id']} {row['kind']} "
+            f"after {row['attempts']} attempt(s): {row['last_error']}"
+        )
 
 
 def run_delivery(instance: Any, *, trigger: str = "cli", show_progress: bool = True) -> dict[str, Any]:
@@ -380,17 +435,30 @@ def run_delivery(instance: Any, *, trigger: str = "cli", show_progress: bool = T
     with platform_engine() as engine:
         due = due_summary(engine).due
         stop = threading.Event()
-        watcher = threading.Thread(target=_watch, args=(engine, due, stop), daemon=True) if show_progress and due else None
+        watcher = (
+            threading.Thread(target=_watch, args=(engine, due, stop), daemon=True)
+            if show_progress and due
+            else None
+        )
         if watcher:
             watcher.start()
         try:
             job = dg.build_reconstructable_job(
-                "attendee_pipeline.cli.runs", "sync_job",
-                reconstructable_kwargs={"environment": environment_digest(), "job_name": "email_delivery_job"},
+                "attendee_pipeline.cli.runs",
+                "sync_job",
+                reconstructable_kwargs={
+                    "environment": environment_digest(),
+                    "job_name": "email_delivery_job",
+                },
             )
             config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-            with dg.execute_job(job, instance=instance, run_config=config, raise_on_error=False,
-                                tags={"attendee_pipeline/trigger": trigger}) as result:
+            with dg.execute_job(
+                job,
+                instance=instance,
+                run_config=config,
+                raise_on_error=False,
+                tags={"attendee_pipeline/trigger": trigger},
+            ) as result:
                 metadata = materialization_metadata(result, "email_outbox")
                 metadata.update(success=result.success, run_id=result.run_id)
         finally:
@@ -433,14 +501,23 @@ def outbox_deliver_command() -> None:
     with dg.DagsterInstance.get() as instance:
         metadata = run_delivery(instance)
     if not metadata.get("success"):
-        raise click.ClickException(f"the delivery run {metadata.get('run_id')} failed; see it in the Dagster UI")
+        raise click.ClickException(
+            f"the delivery run {metadata.get('run_id')} failed; see it in the Dagster UI"
+        )
     click.echo(f"delivery: {format_delivery(metadata)} (run {metadata['run_id']})")
 
 
 # --------------------------------------------------------------------------- registration
 
 
-COMMANDS = (email_group, attendees_command, invite_command, record_status_command, segment_group, outbox_group)
+COMMANDS = (
+    email_group,
+    attendees_command,
+    invite_command,
+    record_status_command,
+    segment_group,
+    outbox_group,
+)
 
 
 @click.command("smtp-sink")
@@ -511,9 +588,17 @@ def demo_delivery(instance: Any) -> str:
     says) and describe what happened in one line."""
     from attendee_pipeline.sandbox.smtp_sink import serve_smtp_sink
 
-    with serve_smtp_sink() as sink, _env({**sink.env(), "ATTENDEE_PIPELINE_SMTP_USER": "",
-                                          "ATTENDEE_PIPELINE_PLATFORM_URL":
-                                          os.environ.get("ATTENDEE_PIPELINE_PLATFORM_URL") or DEMO_PLATFORM_URL}):
+    with (
+        serve_smtp_sink() as sink,
+        _env(
+            {
+                **sink.env(),
+                "ATTENDEE_PIPELINE_SMTP_USER": "",
+                "ATTENDEE_PIPELINE_PLATFORM_URL": os.environ.get("ATTENDEE_PIPELINE_PLATFORM_URL")
+                or DEMO_PLATFORM_URL,
+            }
+        ),
+    ):
         metadata = run_delivery(instance, trigger="demo", show_progress=False)
         received = sink.handler.received
         connections = sink.handler.connections
@@ -521,7 +606,9 @@ def demo_delivery(instance: Any) -> str:
     for message in sink.messages:
         kind = str(message.message.get("X-Attendee-Pipeline-Email", "//")).split("/")[1]
         by_kind[kind] = by_kind.get(kind, 0) + 1
-    line = (f"e-mail: {by_kind.get('invite', 0)} invite(s) and {by_kind.get('cancellation', 0)} cancellation(s) "
-            f"delivered to a local SMTP sink ({received} message(s) over {connections} connection(s)); "
-            f"{format_delivery(metadata)}")
+    line = (
+        f"e-mail: {by_kind.get('invite', 0)} invite(s) and {by_kind.get('cancellation', 0)} cancellation(s) "
+        f"delivered to a local SMTP sink ({received} message(s) over {connections} connection(s)); "
+        f"{format_delivery(metadata)}"
+    )
     return line if metadata.get("success") else line + f"\ndelivery run {metadata.get('run_id')} failed"

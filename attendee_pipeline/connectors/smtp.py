@@ -58,7 +58,9 @@ class SmtpSettings:
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
-            raise ValueError(f"SMTP security must be one of {', '.join(SECURITY_MODES)}, not {self.security!r}")
+            raise ValueError(
+                f"SMTP security must be one of {', '.join(SECURITY_MODES)}, not {self.security!r}"
+            )
         if not parseaddr(self.sender)[1]:
             raise ValueError("the sender (From) has no e-mail address")
 
@@ -78,7 +80,8 @@ def _reply(code: int, message: bytes | str) -> str:
 
 class SmtpConnection:
     """One SMTP session used for many messages: ``with SmtpConnection(settings) as smtp:
-    smtp.send(message)`` (an :class:`~attendee_pipeline.sync.email.OutgoingEmail`). Opening raises SmtpUnavailable; see :meth:`send`."""
+    smtp.send(message)`` (an :class:`~attendee_pipeline.sync.email.OutgoingEmail`). Opening raises SmtpUnavailable; see :meth:`send`.
+    """
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -101,9 +104,13 @@ class SmtpConnection:
             if s.username:
                 smtp.login(s.username, s.password)
         except smtplib.SMTPAuthenticationError as exc:
-            raise SmtpUnavailable(f"SMTP login to {s.describe()} refused: {_reply(exc.smtp_code, exc.smtp_error)}") from None
+            raise SmtpUnavailable(
+                f"SMTP login to {s.describe()} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+            ) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise SmtpUnavailable(f"SMTP server {s.describe()} unavailable: {scrub(_describe(exc))}") from None
+            raise SmtpUnavailable(
+                f"SMTP server {s.describe()} unavailable: {scrub(_describe(exc))}"
+            ) from None
         self._smtp = smtp
         return self
 
@@ -135,26 +142,44 @@ class SmtpConnection:
         options: list[str] = []
         if message.smtputf8:
             if not self._smtp.has_extn("smtputf8"):
-                raise SendFailure("the server does not take non-ASCII addresses (no SMTPUTF8)", permanent=True)
+                raise SendFailure(
+                    "the server does not take non-ASCII addresses (no SMTPUTF8)", permanent=True
+                )
             options = ["SMTPUTF8", "BODY=8BITMIME"] if self._smtp.has_extn("8bitmime") else ["SMTPUTF8"]
         try:
-            self._smtp.sendmail(self.settings.envelope_sender, [message.recipient], message.raw, mail_options=options)
+            self._smtp.sendmail(
+                self.settings.envelope_sender, [message.recipient], message.raw, mail_options=options
+            )
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()), (550, b"recipient refused"))
             raise SendFailure(f"recipient refused: {_reply(code, text)}", permanent=code >= 500) from None
         except smtplib.SMTPSenderRefused as exc:
             if exc.smtp_code >= 500:
-                raise SmtpUnavailable(f"the server refused the sender: {_reply(exc.smtp_code, exc.smtp_error)}") from None
-            raise SendFailure(f"sender refused for now: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=False) from None
+                raise SmtpUnavailable(
+                    f"the server refused the sender: {_reply(exc.smtp_code, exc.smtp_error)}"
+                ) from None
+            raise SendFailure(
+                f"sender refused for now: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=False
+            ) from None
         except smtplib.SMTPDataError as exc:
-            raise SendFailure(f"message refused: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500) from None
+            raise SendFailure(
+                f"message refused: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500
+            ) from None
         except smtplib.SMTPNotSupportedError as exc:
-            raise SendFailure(f"the server cannot take this address: {scrub(str(exc))}", permanent=True) from None
+            raise SendFailure(
+                f"the server cannot take this address: {scrub(str(exc))}", permanent=True
+            ) from None
         except smtplib.SMTPResponseException as exc:
-            raise SendFailure(f"server answered {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500) from None
+            raise SendFailure(
+                f"server answered {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500
+            ) from None
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
-            raise SendFailure(f"connection lost while sending: {scrub(_describe(exc))}", permanent=False, connection_lost=True) from None
+            raise SendFailure(
+                f"connection lost while sending: {scrub(_describe(exc))}",
+                permanent=False,
+                connection_lost=True,
+            ) from None
         except smtplib.SMTPException as exc:
             raise SendFailure(f"SMTP error: {scrub(_describe(exc))}", permanent=False) from None
         self.sent += 1

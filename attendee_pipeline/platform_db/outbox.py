@@ -105,10 +105,21 @@ def _queue(
             sa.literal(now, UTCDateTime()),
             sa.literal(0, sa.Integer),
             sa.literal(now, UTCDateTime()),
-        ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+        ).where(
+            sa.true()
+        )  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
         stmt = _insert_ignore(conn, email_outbox, _OUTBOX_KEY).from_select(
-            ["event_id", "attendee_id", "kind", "status", "origin", "run_id", "created_at", "attempts",
-             "next_attempt_at"],
+            [
+                "event_id",
+                "attendee_id",
+                "kind",
+                "status",
+                "origin",
+                "run_id",
+                "created_at",
+                "attempts",
+                "next_attempt_at",
+            ],
             select,
         )
         queued += max(conn.execute(stmt).rowcount or 0, 0)
@@ -137,8 +148,14 @@ def _rearm(
                 email_outbox.c.attendee_id.in_(list(chunk)),
             )
             .values(  # queued again: a fresh queue time and attempt count
-                status=PENDING, attempts=0, created_at=now, next_attempt_at=now, last_error=None,
-                claim_token=None, claimed_at=None, origin=origin,
+                status=PENDING,
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+                last_error=None,
+                claim_token=None,
+                claimed_at=None,
+                origin=origin,
             )
         )
         rearmed += max(result.rowcount or 0, 0)
@@ -169,9 +186,13 @@ def queue_publish_emails(
         return counts
     if getattr(settings, "send_invites", False):
         ids = [*added_ids, *restored_ids]
-        counts["invites_queued"] = _queue(conn, event_id, INVITE, ids, origin=ORIGIN_SYNC, run_id=run_id, now=now)
+        counts["invites_queued"] = _queue(
+            conn, event_id, INVITE, ids, origin=ORIGIN_SYNC, run_id=run_id, now=now
+        )
         if restored_ids:
-            counts["invites_queued"] += _rearm(conn, event_id, INVITE, restored_ids, (SKIPPED,), now, ORIGIN_SYNC)
+            counts["invites_queued"] += _rearm(
+                conn, event_id, INVITE, restored_ids, (SKIPPED,), now, ORIGIN_SYNC
+            )
     if getattr(settings, "send_cancellation_email", False) and removed_ids:
         counts["cancellations_queued"] = _queue(
             conn, event_id, CANCELLATION, removed_ids, origin=ORIGIN_SYNC, run_id=run_id, now=now
@@ -206,11 +227,17 @@ def queue_manual(
 def _active_ids(conn: sa.Connection, event_id: str, ids: Sequence[int]) -> list[int]:
     out: list[int] = []
     for chunk in _chunks(list(ids)):
-        out += conn.execute(
-            sa.select(attendees.c.id).where(
-                attendees.c.event_id == event_id, attendees.c.status == ACTIVE, attendees.c.id.in_(list(chunk))
+        out += (
+            conn.execute(
+                sa.select(attendees.c.id).where(
+                    attendees.c.event_id == event_id,
+                    attendees.c.status == ACTIVE,
+                    attendees.c.id.in_(list(chunk)),
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     return sorted(out)
 
 
@@ -233,7 +260,9 @@ class ClaimedEmail:
 _ATTENDEE_FIELDS = ("email", "first_name", "name_infix", "last_name", "company", "status")
 
 
-def claim_due(engine: sa.Engine, limit: int, now: dt.datetime | None = None) -> tuple[str, list[ClaimedEmail]]:
+def claim_due(
+    engine: sa.Engine, limit: int, now: dt.datetime | None = None
+) -> tuple[str, list[ClaimedEmail]]:
     """Claim up to ``limit`` due pending rows (oldest first) for one delivery batch: they become
     ``sending`` under a new claim token. Returns (token, rows); the attendees get their personal
     link token on the way (see ensure_link_tokens)."""
@@ -241,19 +270,16 @@ def claim_due(engine: sa.Engine, limit: int, now: dt.datetime | None = None) -> 
     token = uuid.uuid4().hex
     o = email_outbox.c
     with write_transaction(engine) as conn:
-        due = (
-            sa.select(o.id)
-            .where(o.status == PENDING, o.next_attempt_at <= now)
-            .order_by(o.id)
-            .limit(limit)
-        )
+        due = sa.select(o.id).where(o.status == PENDING, o.next_attempt_at <= now).order_by(o.id).limit(limit)
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
         ids = conn.execute(due).scalars().all()
         if not ids:
             return token, []
         conn.execute(
-            email_outbox.update().where(o.id.in_(ids)).values(status=SENDING, claim_token=token, claimed_at=now)
+            email_outbox.update()
+            .where(o.id.in_(ids))
+            .values(status=SENDING, claim_token=token, claimed_at=now)
         )
         a = attendees.c
         rows = conn.execute(
@@ -301,7 +327,9 @@ def ensure_link_tokens(
                     sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.link_token).where(
                         attendee_statuses.c.attendee_id.in_(list(chunk))
                     )
-                ).tuples().all()
+                )
+                .tuples()
+                .all()
             )
         missing = [i for i in ids if i not in found]
         if not missing:
@@ -309,7 +337,12 @@ def ensure_link_tokens(
         conn.execute(
             _insert_ignore(conn, attendee_statuses, None),
             [
-                {"attendee_id": i, "event_id": event_id, "link_token": secrets.token_urlsafe(16), "updated_at": now}
+                {
+                    "attendee_id": i,
+                    "event_id": event_id,
+                    "link_token": secrets.token_urlsafe(16),
+                    "updated_at": now,
+                }
                 for i in missing
             ],
         )
@@ -358,9 +391,17 @@ def mark_sent(
     now = now or _utcnow()
     with _transaction(engine) as conn:
         _finish(
-            conn, email.id, token,
-            {"status": SENT, "sent_at": now, "last_attempt_at": now, "attempts": email.attempts + 1,
-             "last_error": None, "message_id": message_id},
+            conn,
+            email.id,
+            token,
+            {
+                "status": SENT,
+                "sent_at": now,
+                "last_attempt_at": now,
+                "attempts": email.attempts + 1,
+                "last_error": None,
+                "message_id": message_id,
+            },
         )
         if email.kind == INVITE:
             s = attendee_statuses.c
@@ -372,21 +413,36 @@ def mark_sent(
 
 
 def mark_retry(
-    engine: Bind, email: ClaimedEmail, token: str, reason: str, next_attempt_at: dt.datetime,
+    engine: Bind,
+    email: ClaimedEmail,
+    token: str,
+    reason: str,
+    next_attempt_at: dt.datetime,
     now: dt.datetime | None = None,
 ) -> None:
     """A counted attempt failed for now: back to pending, due again at ``next_attempt_at``."""
     now = now or _utcnow()
     with _transaction(engine) as conn:
         _finish(
-            conn, email.id, token,
-            {"status": PENDING, "attempts": email.attempts + 1, "last_attempt_at": now, "last_error": reason,
-             "next_attempt_at": next_attempt_at},
+            conn,
+            email.id,
+            token,
+            {
+                "status": PENDING,
+                "attempts": email.attempts + 1,
+                "last_attempt_at": now,
+                "last_error": reason,
+                "next_attempt_at": next_attempt_at,
+            },
         )
 
 
 def mark_failed(
-    engine: Bind, email: ClaimedEmail, token: str, reason: str, attempted: bool = True,
+    engine: Bind,
+    email: ClaimedEmail,
+    token: str,
+    reason: str,
+    attempted: bool = True,
     now: dt.datetime | None = None,
 ) -> None:
     """Given up, or refused for good: ``failed`` with the reason (it stays visible)."""
@@ -417,8 +473,13 @@ def release(
             result = conn.execute(
                 email_outbox.update()
                 .where(o.id.in_(list(chunk)), o.claim_token == token, o.status == SENDING)
-                .values(status=PENDING, claim_token=None, claimed_at=None, last_error=reason,
-                        next_attempt_at=next_attempt_at)
+                .values(
+                    status=PENDING,
+                    claim_token=None,
+                    claimed_at=None,
+                    last_error=reason,
+                    next_attempt_at=next_attempt_at,
+                )
             )
             released += max(result.rowcount or 0, 0)
     return released
@@ -466,7 +527,9 @@ def counts_by_kind(engine: sa.Engine, event_id: str) -> dict[str, dict[str, int]
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         for kind, status, n in conn.execute(
-            sa.select(o.kind, o.status, sa.func.count()).where(o.event_id == event_id).group_by(o.kind, o.status)
+            sa.select(o.kind, o.status, sa.func.count())
+            .where(o.event_id == event_id)
+            .group_by(o.kind, o.status)
         ):
             out.setdefault(kind, {s: 0 for s in OUTBOX_STATUSES})[status] = int(n)
     return out
@@ -487,8 +550,11 @@ def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> DueSummary
     with engine.connect() as conn:
         n, max_id, attempts, oldest, latest = conn.execute(
             sa.select(
-                sa.func.count(), sa.func.max(o.id), sa.func.coalesce(sa.func.sum(o.attempts), 0),
-                sa.func.min(o.created_at), sa.func.max(o.next_attempt_at),
+                sa.func.count(),
+                sa.func.max(o.id),
+                sa.func.coalesce(sa.func.sum(o.attempts), 0),
+                sa.func.min(o.created_at),
+                sa.func.max(o.next_attempt_at),
             ).where(o.status == PENDING, o.next_attempt_at <= now)
         ).one()
     digest = hashlib.sha256(f"{n}:{max_id}:{attempts}:{latest}".encode()).hexdigest()[:16]
@@ -522,10 +588,24 @@ def outbox_rows(
     """Outbox rows (newest first) with attendee id, kind, status, attempts, times and last
     error -- no address."""
     o = email_outbox.c
-    stmt = sa.select(
-        o.id, o.event_id, o.attendee_id, o.kind, o.status, o.origin, o.attempts, o.created_at,
-        o.next_attempt_at, o.last_attempt_at, o.sent_at, o.last_error,
-    ).order_by(o.id.desc()).limit(limit)
+    stmt = (
+        sa.select(
+            o.id,
+            o.event_id,
+            o.attendee_id,
+            o.kind,
+            o.status,
+            o.origin,
+            o.attempts,
+            o.created_at,
+            o.next_attempt_at,
+            o.last_attempt_at,
+            o.sent_at,
+            o.last_error,
+        )
+        .order_by(o.id.desc())
+        .limit(limit)
+    )
     if event_id is not None:
         stmt = stmt.where(o.event_id == event_id)
     if statuses:

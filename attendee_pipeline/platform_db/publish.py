@@ -628,7 +628,8 @@ def publish_changes(
                 {"event_id": event_id},
             )
 
-        if email_settings is not None:  # e-mails of this publish, in its transaction
+        wants_email = (getattr(email_settings, f, False) for f in ("send_invites", "send_cancellation_email"))
+        if any(wants_email):  # the e-mails of this publish, in this transaction
             from attendee_pipeline.platform_db.outbox import queue_publish_emails
 
             queued = queue_publish_emails(
@@ -637,7 +638,8 @@ def publish_changes(
                 restored_ids=_column_values(touched[touched["change"] == "restored"], "attendee_id", integer=True),
                 removed_ids=gone_ids, run_id=run_id, now=now,
             )
-            result.invites_queued, result.cancellations_queued = queued["invites_queued"], queued["cancellations_queued"]
+            result.invites_queued = queued["invites_queued"]
+            result.cancellations_queued = queued["cancellations_queued"]
 
         ledger_values = _ledger_values(changeset.counts, rejected_count)
         result.ledger_id = _insert_ledger(

@@ -21,7 +21,17 @@ import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.tables import UTCDateTime
 
-_PEOPLE = ("attendee_id", "event_id", "attendee_key", "email", "first_name", "name_infix", "last_name", "company", "country")
+_PEOPLE = (
+    "attendee_id",
+    "event_id",
+    "attendee_key",
+    "email",
+    "first_name",
+    "name_infix",
+    "last_name",
+    "company",
+    "country",
+)
 _TIMES = ("invite_sent_at", "account_created_at", "first_accessed_at")
 
 
@@ -43,7 +53,14 @@ STATUS_FILTERS: dict[str, str] = {
 
 #: Columns of an exported / listed attendee row.
 EXPORT_COLUMNS: tuple[str, ...] = (
-    "attendee_id", "email", "first_name", "name_infix", "last_name", "company", "country", "groups",
+    "attendee_id",
+    "email",
+    "first_name",
+    "name_infix",
+    "last_name",
+    "company",
+    "country",
+    "groups",
 )
 STATUS_COLUMNS: tuple[str, ...] = (*EXPORT_COLUMNS, "invite_status", *_TIMES)
 
@@ -143,21 +160,32 @@ def segment_counts(engine: sa.Engine, event_id: str) -> dict[str, Any]:
     number of attendees per invite status."""
     a, g, s = access_view.c, group_members_view.c, invite_statuses_view.c
     with engine.connect() as conn:
-        access = conn.execute(sa.select(sa.func.count()).select_from(access_view).where(a.event_id == event_id)).scalar_one()
+        access = conn.execute(
+            sa.select(sa.func.count()).select_from(access_view).where(a.event_id == event_id)
+        ).scalar_one()
         by_group = conn.execute(
-            sa.select(g.group_name, sa.func.count()).where(g.event_id == event_id).group_by(g.group_name).order_by(g.group_name)
+            sa.select(g.group_name, sa.func.count())
+            .where(g.event_id == event_id)
+            .group_by(g.group_name)
+            .order_by(g.group_name)
         ).all()
         country = sa.func.coalesce(sa.func.nullif(sa.func.trim(a.country), ""), "(none)")
         by_country = conn.execute(
-            sa.select(country, sa.func.count()).where(a.event_id == event_id).group_by(country)
+            sa.select(country, sa.func.count())
+            .where(a.event_id == event_id)
+            .group_by(country)
             .order_by(sa.func.count().desc(), country)
         ).all()
         by_status = conn.execute(
-            sa.select(s.invite_status, sa.func.count()).where(s.event_id == event_id).group_by(s.invite_status)
+            sa.select(s.invite_status, sa.func.count())
+            .where(s.event_id == event_id)
+            .group_by(s.invite_status)
         ).all()
         filters = {
             name: conn.execute(
-                sa.select(sa.func.count()).select_from(_view(view, "event_id")).where(sa.column("event_id") == event_id)
+                sa.select(sa.func.count())
+                .select_from(_view(view, "event_id"))
+                .where(sa.column("event_id") == event_id)
             ).scalar_one()
             for name, view in STATUS_FILTERS.items()
             if name != "all"

@@ -41,7 +41,9 @@ def _earliest(column: sa.Column, at: dt.datetime) -> Any:
     return sa.case((column.is_(None), value), (column > value, value), else_=column)
 
 
-def find_attendee(conn: sa.Connection, event_id: str, *, email: str | None = None, token: str | None = None) -> int:
+def find_attendee(
+    conn: sa.Connection, event_id: str, *, email: str | None = None, token: str | None = None
+) -> int:
     """The attendee id of the event's attendee with this e-mail address (any case) or personal
     link token; raises UnknownAttendee."""
     if token:
@@ -52,10 +54,14 @@ def find_attendee(conn: sa.Connection, event_id: str, *, email: str | None = Non
         key = attendee_key(email)
         if key is None:
             raise UnknownAttendee("no e-mail address or token given")
-        stmt = sa.select(attendees.c.id).where(attendees.c.event_id == event_id, attendees.c.attendee_key == key)
+        stmt = sa.select(attendees.c.id).where(
+            attendees.c.event_id == event_id, attendees.c.attendee_key == key
+        )
     found = conn.execute(stmt).scalar_one_or_none()
     if found is None:
-        raise UnknownAttendee(f"no attendee of event {event_id!r} has that {'token' if token else 'e-mail address'}")
+        raise UnknownAttendee(
+            f"no attendee of event {event_id!r} has that {'token' if token else 'e-mail address'}"
+        )
     return int(found)
 
 
@@ -87,9 +93,13 @@ def record_status(
             .where(s.attendee_id == attendee_id)
             .values({name: _earliest(s[name], at) for name in RECORDABLE[what]} | {"updated_at": now})
         )
-        row = conn.execute(
-            sa.select(s.attendee_id, s.invite_sent_at, s.account_created_at, s.first_accessed_at).where(
-                s.attendee_id == attendee_id
+        row = (
+            conn.execute(
+                sa.select(s.attendee_id, s.invite_sent_at, s.account_created_at, s.first_accessed_at).where(
+                    s.attendee_id == attendee_id
+                )
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
     return dict(row)

@@ -77,7 +77,12 @@ class SinkHandler:
             self.peers.add(tuple(session.peer))
             if self.keep_messages:
                 self.messages.append(
-                    ReceivedMessage(envelope.mail_from, list(envelope.rcpt_tos), tuple(session.peer), bytes(envelope.content))
+                    ReceivedMessage(
+                        envelope.mail_from,
+                        list(envelope.rcpt_tos),
+                        tuple(session.peer),
+                        bytes(envelope.content),
+                    )
                 )
         return "250 Message accepted for delivery"
 
@@ -142,7 +147,9 @@ class SmtpSink:
 
 
 @contextlib.contextmanager
-def serve_smtp_sink(handler: SinkHandler | None = None, host: str = LOOPBACK, port: int = 0) -> Iterator[SmtpSink]:
+def serve_smtp_sink(
+    handler: SinkHandler | None = None, host: str = LOOPBACK, port: int = 0
+) -> Iterator[SmtpSink]:
     """Run an SMTP sink on a loopback port (0: a free one) while the block runs."""
     sink = SmtpSink(handler, host, port).start()
     try:
@@ -151,7 +158,9 @@ def serve_smtp_sink(handler: SinkHandler | None = None, host: str = LOOPBACK, po
         sink.stop()
 
 
-def serve_forever(host: str = LOOPBACK, port: int = 2525, stats_path: str | None = None, echo: bool = True) -> None:
+def serve_forever(
+    host: str = LOOPBACK, port: int = 2525, stats_path: str | None = None, echo: bool = True
+) -> None:
     """Serve until SIGINT / SIGTERM; print one line per message (a count and the size only)."""
     handler = SinkHandler(keep_messages=False)
     sink = SmtpSink(handler, host, port).start()

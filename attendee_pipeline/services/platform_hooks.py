@@ -33,7 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from attendee_pipeline.platform_db.statuses import ACCOUNT_CREATED, FIRST_ACCESSED, UnknownAttendee, record_status
+from attendee_pipeline.platform_db.statuses import (
+    ACCOUNT_CREATED,
+    FIRST_ACCESSED,
+    UnknownAttendee,
+    record_status,
+)
 from attendee_pipeline.services.platform_auth import check_platform_key
 from attendee_pipeline.sync.feed import FeedDecodeError, decode_json
 
@@ -104,7 +109,9 @@ class PlatformHooks:
         if report is None:
             return 422, {"error": "invalid payload", "problems": problems}
         try:
-            statuses = record_status(self.engine, event_id, what, email=report.email, token=report.token, at=report.at)
+            statuses = record_status(
+                self.engine, event_id, what, email=report.email, token=report.token, at=report.at
+            )
         except UnknownAttendee:
             return 404, {"error": "unknown attendee"}
         return 200, {"status": "recorded", **{k: _json(v) for k, v in statuses.items()}}
@@ -114,7 +121,9 @@ class PlatformHooks:
         if refused is not None:
             return refused
         if (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower() != "application/json":
-            return JSONResponse({"error": "unsupported media type", "expected": "application/json"}, status_code=415)
+            return JSONResponse(
+                {"error": "unsupported media type", "expected": "application/json"}, status_code=415
+            )
         try:
             raw = await _read(request)
         except ClientDisconnect:
@@ -149,6 +158,8 @@ def platform_hook_routes(engine: sa.Engine) -> list[Route]:
     """The hook routes, for the feed service's app."""
     hooks = PlatformHooks(engine)
     return [
-        Route("/platform/events/{event_id}/attendees/account-created", hooks.account_created, methods=["POST"]),
+        Route(
+            "/platform/events/{event_id}/attendees/account-created", hooks.account_created, methods=["POST"]
+        ),
         Route("/platform/events/{event_id}/attendees/first-accessed", hooks.first_accessed, methods=["POST"]),
     ]

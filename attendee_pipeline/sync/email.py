@@ -87,9 +87,7 @@ def template_problems(parts: Mapping[str, str | None]) -> list[str]:
             continue
         unknown = sorted(declared - PLACEHOLDERS.keys())
         for name in unknown:
-            problems.append(
-                f"{part}: unknown placeholder {name!r} (known: {', '.join(PLACEHOLDERS)})"
-            )
+            problems.append(f"{part}: unknown placeholder {name!r} (known: {', '.join(PLACEHOLDERS)})")
         if unknown:
             continue
         try:  # an undefined attribute or a bad operation fails only when rendered
@@ -310,7 +308,11 @@ def compose(
 
 
 def _compose_smtputf8(
-    rendered: RenderedEmail, sender: str, address: str, name: str, message_id: str,
+    rendered: RenderedEmail,
+    sender: str,
+    address: str,
+    name: str,
+    message_id: str,
     headers: Mapping[str, str] | None,
 ) -> OutgoingEmail:
     message = EmailMessage(policy=email.policy.SMTPUTF8)

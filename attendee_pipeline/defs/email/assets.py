@@ -15,7 +15,6 @@ Nothing here logs an address, a name or a body. Not partitioned: one delivery se
 event, the per-event counts are in the metadata.
 """
 
-
 import datetime as dt
 import time
 
@@ -94,11 +93,15 @@ def email_outbox(
     totals = outbox.counts_by_event(engine)
     now = dt.datetime.now(dt.timezone.utc)
     overdue_after = dt.timedelta(minutes=email.overdue_minutes)
-    waiting = {e: round((now - t).total_seconds() / 60, 1) for e, t in outbox.oldest_pending_by_event(engine).items()}
+    waiting = {
+        e: round((now - t).total_seconds() / 60, 1) for e, t in outbox.oldest_pending_by_event(engine).items()
+    }
     overdue = {e: minutes for e, minutes in waiting.items() if minutes > email.overdue_minutes}
     flowing_problems = []
     if report.smtp_unavailable:
-        flowing_problems.append(f"SMTP server unavailable, {report.deferred} e-mail(s) left pending: {report.smtp_unavailable}")
+        flowing_problems.append(
+            f"SMTP server unavailable, {report.deferred} e-mail(s) left pending: {report.smtp_unavailable}"
+        )
     if overdue:
         flowing_problems.append(
             f"e-mails waiting longer than {overdue_after} in {len(overdue)} event(s): "
@@ -121,7 +124,9 @@ def email_outbox(
             check_name=NO_FAILED_EMAILS,
             passed=report.failed == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            description=f"{report.failed} e-mail(s) failed in this delivery" if report.failed else "no failures",
+            description=(
+                f"{report.failed} e-mail(s) failed in this delivery" if report.failed else "no failures"
+            ),
             metadata={"failed": report.failed, "problems": _problems(report)},
         ),
     ]

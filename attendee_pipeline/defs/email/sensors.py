@@ -8,7 +8,6 @@ a retry delay (or an SMTP outage) change the digest and get a new run. Two deliv
 send the same e-mail anyway (rows are claimed), so the in-progress check only saves work.
 """
 
-
 import dagster as dg
 
 from attendee_pipeline.defs.email.jobs import EMAIL_DELIVERY_JOB, email_delivery_job

@@ -98,7 +98,9 @@ def upgrade() -> None:
         _ts("sent_at", True),
         sa.Column("message_id", sa.Text, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_email_outbox"),
-        sa.UniqueConstraint("event_id", "attendee_id", "kind", name="uq_email_outbox_event_id_attendee_id_kind"),
+        sa.UniqueConstraint(
+            "event_id", "attendee_id", "kind", name="uq_email_outbox_event_id_attendee_id_kind"
+        ),
         sa.CheckConstraint("kind IN ('invite', 'cancellation')", name="ck_email_outbox_kind"),
         sa.CheckConstraint(
             "status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="ck_email_outbox_status"
