@@ -14,17 +14,21 @@ from attendee_pipeline.defs.attendees.assets import attendee_assets
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
+from attendee_pipeline.defs.email.assets import email_assets
+from attendee_pipeline.defs.email.jobs import email_delivery_job
+from attendee_pipeline.defs.email.resources import email_resources
+from attendee_pipeline.defs.email.sensors import email_sensors
 from attendee_pipeline.defs.feed.sensors import feed_sensors
 from attendee_pipeline.defs.resources import default_resources
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=attendee_assets,
-        jobs=[attendee_sync_job],
+        assets=[*attendee_assets, *email_assets],
+        jobs=[attendee_sync_job, email_delivery_job],
         schedules=attendee_schedules,
-        sensors=[*catalog_sensors, *feed_sensors],
-        resources={**default_resources(), **(resources or {})},
+        sensors=[*catalog_sensors, *feed_sensors, *email_sensors],
+        resources={**default_resources(), **email_resources(), **(resources or {})},
         executor=dg.in_process_executor,
     )
 

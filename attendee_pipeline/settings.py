@@ -38,10 +38,42 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Secret key the event platform sends (Authorization: Bearer) to the service's platform hook "
         "endpoints; compared in constant time, never logged.",
     ),
+    # ---- e-mail (invites, cancellations): read by the Dagster resource `email` through EnvVar
+    "ATTENDEE_PIPELINE_PLATFORM_URL": (
+        "(unset: delivery refuses to start)",
+        "Base URL of the event platform; each e-mail's personal link is "
+        "<url>/events/<event>/invite/<token>.",
+    ),
+    "ATTENDEE_PIPELINE_SMTP_HOST": ("127.0.0.1", "SMTP server that delivers the e-mails."),
+    "ATTENDEE_PIPELINE_SMTP_PORT": ("25", "SMTP server port."),
+    "ATTENDEE_PIPELINE_SMTP_SECURITY": (
+        "none",
+        "none | starttls (upgrade a plain connection) | tls (TLS from the start, usually port 465).",
+    ),
+    "ATTENDEE_PIPELINE_SMTP_USER": ("(unset: no login)", "SMTP login user name."),
+    "ATTENDEE_PIPELINE_SMTP_PASSWORD": ("(unset)", "SMTP login password (secret; never logged)."),
+    "ATTENDEE_PIPELINE_EMAIL_FROM": (
+        "no-reply@localhost",
+        "From header of every e-mail (`Name <address>` or an address); its address is the envelope sender.",
+    ),
+    "ATTENDEE_PIPELINE_EMAIL_MAX_ATTEMPTS": (
+        "10",
+        "Attempts before an e-mail is given up (status failed); an SMTP outage does not count.",
+    ),
+    "ATTENDEE_PIPELINE_EMAIL_RETRY_SECONDS": (
+        "60",
+        "Wait before the first retry of a temporarily refused e-mail; doubles per attempt, at most 6 h. "
+        "Also how long e-mails wait after the SMTP server was unreachable.",
+    ),
+    "ATTENDEE_PIPELINE_EMAIL_BATCH_SIZE": ("500", "E-mails claimed and sent over one SMTP connection at a time."),
+    "ATTENDEE_PIPELINE_EMAIL_OVERDUE_MINUTES": (
+        "60",
+        "The `emails_flowing` check fails when an e-mail has waited longer than this.",
+    ),
 }
 
 #: Settings that hold secrets: read only where used, never hashed, logged or shown.
-SECRET_SETTINGS = frozenset({"ATTENDEE_PIPELINE_PLATFORM_API_KEY"})
+SECRET_SETTINGS = frozenset({"ATTENDEE_PIPELINE_PLATFORM_API_KEY", "ATTENDEE_PIPELINE_SMTP_PASSWORD"})
 
 
 def data_dir() -> Path:

@@ -69,6 +69,8 @@ def test_demo_twice_second_run_changes_nothing(_isolated_env: Path, monkeypatch)
     assert "rejected=2" in first.output
     assert "pushed 3 attendee record(s) to the feed service for demo-expo" in first.output
     assert "demo-expo                published added=2 " in first.output
+    # demo-meetup sends invites: one per new attendee, to the local SMTP sink, over one connection
+    assert "e-mail: 58 invite(s) and 0 cancellation(s) delivered to a local SMTP sink (58 message(s) over 1 connection(s))" in first.output
     second = runner.invoke(cli, ["demo", "--port", port])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
@@ -81,6 +83,7 @@ def test_demo_twice_second_run_changes_nothing(_isolated_env: Path, monkeypatch)
     # the feed event got the same pushes again: new inbox rows, the same attendees, nothing written
     assert "demo-expo                published added=0 restored=0 updated=0 removed=0 unchanged=2" in second.output
     assert "demo-summit              unchanged added=0 restored=0 updated=0 removed=0 unchanged=232" in second.output
+    assert "e-mail: 0 invite(s) and 0 cancellation(s) delivered to a local SMTP sink (0 message(s)" in second.output
 
 
 def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_env: Path):
@@ -92,6 +95,7 @@ def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_en
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
     assert len(lines) == 3 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
+    assert "e-mail: 0 invite(s) and 0 cancellation(s)" in second.output
 
 
 def test_a_missing_dagster_home_elsewhere_is_a_clear_error(_isolated_env: Path, monkeypatch):

@@ -27,15 +27,29 @@ def test_assets_checks_schedules_sensors():
         "attendee_changes",
         "published_attendees",
         "published_groups",
+        "email_outbox",
     }
     checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"mapped_attendees_schema", "no_rejected_attendees", "mass_removal_guard"}
+    assert checks == {
+        "mapped_attendees_schema",
+        "no_rejected_attendees",
+        "mass_removal_guard",
+        "emails_flowing",
+        "no_failed_emails",
+    }
     for key in graph.get_all_asset_keys():
-        assert graph.get(key).partitions_def.name == "events"
+        partitions = graph.get(key).partitions_def
+        if key.to_user_string() == "email_outbox":  # one delivery serves every event
+            assert partitions is None
+        else:
+            assert partitions.name == "events"
     assert {s.name for s in defs.schedules} == {"hourly_attendee_sync", "daily_attendee_sync"}
-    assert {s.name for s in defs.sensors} == {"event_catalog_sensor", "feed_inbox_sensor"}
+    assert {s.name for s in defs.sensors} == {"event_catalog_sensor", "feed_inbox_sensor", "email_outbox_sensor"}
     job = defs.resolve_job_def("attendee_sync_job")
     assert job.partitions_def.name == "events"
+    assert "email_outbox" not in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    delivery = defs.resolve_job_def("email_delivery_job")
+    assert {k.to_user_string() for k in delivery.asset_layer.executable_asset_keys} == {"email_outbox"}
 
 
 def test_workspace_pins_the_code_location_name():
@@ -50,3 +64,12 @@ def test_workspace_pins_the_code_location_name():
 def test_secrets_are_not_in_the_catalog_or_definitions():
     text = (ROOT / "attendee_pipeline" / "catalog" / "demo_catalog.yaml").read_text()
     assert "DEMO_SUMMIT_API_KEY" in text and "demo-summit-key" not in text
+
+
+def test_every_setting_is_documented_once_in_the_readme():
+    from attendee_pipeline.settings import SETTINGS
+
+    readme = (ROOT / "README.md").read_text()
+    settings_section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    for name in SETTINGS:
+        assert settings_section.count(f"`{name}`") == 1, name

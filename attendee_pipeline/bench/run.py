@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-big", action="store_true", help="skip the big sync")
     parser.add_argument("--skip-feed", action="store_true", help="skip the push feed benchmark (needs PostgreSQL)")
     parser.add_argument("--only-feed", action="store_true", help="run only the push feed benchmark")
+    parser.add_argument("--skip-email", action="store_true", help="skip the e-mail benchmark (outbox, SMTP delivery)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument(
         "--instance",
@@ -235,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.only_feed:
             run(args, report, tmp)
+        if not args.only_feed and not args.skip_email:
+            from attendee_pipeline.bench.email import run_email_bench
+
+            run_email_bench(report, tmp, records=args.records, db_url=args.db_url)
         if not args.skip_feed:
             from attendee_pipeline.bench.feed import run_feed_bench
 
@@ -248,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.only_feed:
             report_targets(report, args)
+        if not args.only_feed and not args.skip_email:
+            from attendee_pipeline.bench.email import report_email_targets
+
+            report_email_targets(report)
         from attendee_pipeline.bench.feed import report_feed_targets
 
         report_feed_targets(report)

@@ -88,7 +88,11 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
                 label = _event_label(raw_events, loc[1])
                 key = _loc_text(_drop_union_tags(loc[2:]))
-                problems.append(f"{label}: {key or '(entry)'}: {_msg(err)}")
+                message = _msg(err)
+                if not key and _KEYED_MESSAGE.match(message):  # an entry check that names its key
+                    problems.append(f"{label}: {message}")
+                else:
+                    problems.append(f"{label}: {key or '(entry)'}: {message}")
             else:
                 problems.append(f"{_loc_text(loc) or '(top level)'}: {_msg(err)}")
     else:
@@ -101,6 +105,8 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
         raise CatalogError(source, problems)
     return catalog
 
+
+_KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
 _UNION_TAGS = {"rest_api", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
 

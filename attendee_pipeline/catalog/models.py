@@ -265,8 +265,40 @@ class SyncPolicy(_Strict):
 
 
 class EventSettings(_Strict):
+    #: Queue an invite e-mail for every attendee a publish adds (needs email_templates.invite).
     send_invites: bool = False
+    #: Queue a cancellation e-mail for every attendee a publish removes (needs
+    #: email_templates.cancellation).
     send_cancellation_email: bool = False
+
+
+class EmailTemplate(_Strict):
+    """One e-mail of an event: a one-line subject, a plain-text body and an optional HTML body,
+    jinja2 templates over the placeholders of ``attendee_pipeline.sync.email.PLACEHOLDERS``
+    (``{{ first_name }}``, ``{{ event_dates }}``, ``{{ personal_link }}``, ...). Checked when the
+    catalog loads: a syntax error or an unknown placeholder is an error naming the event."""
+
+    subject: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    html: str | None = None
+
+    @model_validator(mode="after")
+    def _renders(self) -> "EmailTemplate":
+        from attendee_pipeline.sync.email import template_problems
+
+        problems = template_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class EmailTemplates(_Strict):
+    invite: EmailTemplate | None = None
+    cancellation: EmailTemplate | None = None
+
+    def get(self, kind: str) -> EmailTemplate | None:
+        """The template of an e-mail kind (``invite`` / ``cancellation``), or None."""
+        return {"invite": self.invite, "cancellation": self.cancellation}.get(kind)
 
 
 # --------------------------------------------------------------------------- event
@@ -284,6 +316,7 @@ class EventEntry(_Strict):
     delete_flag: DeleteFlag | None = None
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
     settings: EventSettings = Field(default_factory=EventSettings)
+    email_templates: EmailTemplates = Field(default_factory=EmailTemplates)
 
     @field_validator("id")
     @classmethod
@@ -339,6 +372,17 @@ class EventEntry(_Strict):
                 )
             if self.sync.auto.interval != "off":
                 raise ValueError("sync.auto.interval: a feed event is synced when pushes arrive, not on a schedule")
+        return self
+
+    @model_validator(mode="after")
+    def _email_templates_exist(self) -> "EventEntry":
+        # seed 000: "make sure to set the invitation template before enabling this option"
+        if self.settings.send_invites and self.email_templates.invite is None:
+            raise ValueError("settings.send_invites: needs an invite template (email_templates.invite)")
+        if self.settings.send_cancellation_email and self.email_templates.cancellation is None:
+            raise ValueError(
+                "settings.send_cancellation_email: needs a cancellation template (email_templates.cancellation)"
+            )
         return self
 
     @property

@@ -5,6 +5,7 @@ e-mail addresses or names except where the operator asks for attendee data expli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -17,6 +18,7 @@ import warnings
 import click
 
 from attendee_pipeline import settings
+from attendee_pipeline.cli.email import register as register_email_commands
 
 # Dagster flags partitioned asset checks as "preview"; that is not news to a CLI user.
 warnings.filterwarnings("ignore", message=".*is currently in preview.*")
@@ -210,10 +212,14 @@ def demo(port: int) -> None:
                 summary = run_sync(event.id, instance=instance, trigger="demo", log_level="WARNING")
                 summaries.append(summary)
                 click.echo(f"  done in {time.monotonic() - started:.1f}s")
+            from attendee_pipeline.cli.email import demo_delivery
+
+            email_line = demo_delivery(instance)  # the invites the syncs queued, to a local SMTP sink
     click.echo("")
     click.echo(f"{'event':<24} {'status':<9} counts")
     for summary in summaries:
         click.echo(format_summary(summary))
+    click.echo(email_line)
     click.echo("")
     _print_platform_state([s.event_id for s in summaries])
     click.echo("")
@@ -328,10 +334,14 @@ def dev(sandbox_port: int, port: int, feed_port: int) -> None:
     dagster_home()
     root = Path(__file__).resolve().parents[2]
     with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox, \
-            serve_feed_in_thread(settings.db_url(), port=feed_port) as feed:
+            serve_feed_in_thread(settings.db_url(), port=feed_port) as feed, \
+            contextlib.ExitStack() as stack:
         os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
         click.echo(f"sandbox attendee API on {sandbox.url}")
         click.echo(f"push feed service on {feed.url} (keys: attendee-pipeline feed-key create demo-expo)")
+        from attendee_pipeline.cli.email import dev_smtp_sink
+
+        click.echo(dev_smtp_sink(stack))  # e-mails go to a local sink unless an SMTP server is set
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
         subprocess.call(cmd, cwd=root)
 
@@ -497,6 +507,9 @@ def sandbox_attendee_api(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+register_email_commands(cli)  # email preview, invite, attendees, record-status, segment, outbox
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,14 +52,20 @@ def _check_result(result: Any, check_name: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def sync_job(
-    catalog_path: str = "", db_url: str = "", raw_root: str = "", environment: str = ""
+    catalog_path: str = "",
+    db_url: str = "",
+    raw_root: str = "",
+    environment: str = "",
+    job_name: str = "attendee_sync_job",
 ) -> dg.JobDefinition:
     """The code location's ``attendee_sync_job``; a non-empty argument overrides that resource's
     setting (catalog file, platform database URL, raw extract folder). This is the reconstructor
     :func:`run_sync` hands to ``dagster.execute_job``. ``environment`` is not used to build the
     job: it is :func:`settings.environment_digest`, so that Dagster's cache of the last built
-    job is not reused after the settings changed. Memoised: Dagster reconstructs the job several
-    times per run (the plan, each step), and resolving the asset graph costs ~60 ms each time."""
+    job is not reused after the settings changed. ``job_name`` picks another job of the code
+    location (``email_delivery_job`` for ``attendee-pipeline outbox deliver``). Memoised: Dagster
+    reconstructs the job several times per run (the plan, each step), and resolving the asset
+    graph costs ~60 ms each time."""
     from attendee_pipeline.definitions import build_definitions
     from attendee_pipeline.defs.resources import (
         EventCatalogResource,
@@ -74,7 +80,7 @@ def sync_job(
         resources["platform_db"] = PlatformDatabaseResource(url=db_url)
     if raw_root:
         resources["raw_store"] = RawExtractStore(root=raw_root)
-    return build_definitions(resources).resolve_job_def("attendee_sync_job")
+    return build_definitions(resources).resolve_job_def(job_name)
 
 
 def run_sync(event_id: str, *, instance: dg.DagsterInstance, **options: Any) -> SyncSummary:

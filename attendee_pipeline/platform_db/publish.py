@@ -79,6 +79,8 @@ class PublishResult:
     active: int = 0
     ledger_id: int = 0
     seconds: float = 0.0
+    invites_queued: int = 0
+    cancellations_queued: int = 0
 
 
 def _utcnow() -> dt.datetime:
@@ -570,6 +572,7 @@ def publish_changes(
     started_at: dt.datetime | None = None,
     input_fingerprint: str | None = None,
     source_position: str | None = None,
+    email_settings: Any = None,
 ) -> PublishResult:
     """Apply ``changeset`` to the event's published list in one transaction.
 
@@ -577,7 +580,9 @@ def publish_changes(
     (``status = 'removed'``, their memberships deleted), creates missing groups (shared by name
     across events), rewrites the memberships of the written attendees, and adds a
     ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
-    writes nothing) when the rows changed since the diff.
+    writes nothing) when the rows changed since the diff. With ``email_settings`` (the event's
+    catalog settings) the invite / cancellation e-mails it asks for are queued in the same
+    transaction (see platform_db.outbox).
     """
     clock = time.monotonic()
     now = _utcnow()
@@ -666,6 +671,19 @@ def publish_changes(
                 result.memberships_written += _bulk_insert(
                     conn, memberships, {"attendee_id": members, "group_id": groups_of}, {"event_id": event_id}
                 )
+
+        wants_email = (getattr(email_settings, f, False) for f in ("send_invites", "send_cancellation_email"))
+        if any(wants_email):  # the e-mails of this publish, in this transaction
+            from attendee_pipeline.platform_db.outbox import queue_publish_emails
+
+            queued = queue_publish_emails(
+                conn, event_id, email_settings,
+                added_ids=added_ids,
+                restored_ids=_column_values(touched[touched["change"] == "restored"], "attendee_id", integer=True),
+                removed_ids=gone_ids, run_id=run_id, now=now,
+            )
+            result.invites_queued = queued["invites_queued"]
+            result.cancellations_queued = queued["cancellations_queued"]
 
         ledger_values = _ledger_values(changeset.counts, rejected_count)
         result.ledger_id = _insert_ledger(

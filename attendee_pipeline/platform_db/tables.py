@@ -9,8 +9,9 @@ held / dry-run sync) with its counts and, for a push source, how far the publish
 (``source_position``); ``rejected_records`` keeps every quarantined record with its reason.
 ``feed_keys`` holds the push feed's API keys (only their SHA-256 hashes) per event and
 ``feed_inbox`` every attendee record the feed accepted, in arrival order (see
-``attendee_pipeline.platform_db.feed``). The alembic migrations create exactly this metadata (a
-test compares them).
+``attendee_pipeline.platform_db.feed``). ``email_outbox`` queues invite and cancellation
+e-mails and ``attendee_statuses`` keeps invite statuses (see the e-mail section at the end). The
+alembic migrations create exactly this metadata (a test compares them).
 """
 
 from __future__ import annotations
@@ -196,3 +197,66 @@ feed_inbox = sa.Table(
 
 #: Attendee columns a publish writes from a change set (besides bookkeeping columns).
 ATTENDEE_CONTENT_COLUMNS: tuple[str, ...] = (*PROFILE_FIELDS, "custom_fields", "groups", "source_record_id")
+
+
+# --------------------------------------------------------------------------- e-mail (migration 0003)
+#
+# ``email_outbox`` holds every invite / cancellation e-mail a publish (or a manual ``invite``)
+# queued: one row per (event, attendee, kind) for ever -- the unique constraint is what makes an
+# e-mail go out at most once, whatever retries or re-runs happen -- with its delivery state
+# (attempts, last error without any address, next attempt time). ``attendee_statuses`` holds
+# the invite statuses organisers filter on (invite sent / account created / first accessed) and
+# the token of each attendee's personal link; rows are created on first need. The SQL views of
+# statuses and segments (see ``attendee_pipeline.platform_db.segments``) are created by the same
+# migration; views are not part of this metadata.
+
+#: email_outbox.kind values.
+OUTBOX_KINDS = ("invite", "cancellation")
+
+#: email_outbox.status values: ``pending`` (due at ``next_attempt_at``), ``sending`` (claimed by
+#: a delivery), ``sent``, ``failed`` (given up, or refused for good: see ``last_error``),
+#: ``skipped`` (no longer applies: an invite to an attendee removed before delivery, ...).
+OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+
+email_outbox = sa.Table(
+    "email_outbox",
+    metadata,
+    sa.Column("id", INBOX_ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    # attendees.id (no foreign key: one less check per row when a publish queues 100k invites)
+    sa.Column("attendee_id", sa.Integer, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    # what queued it: ``sync`` (a publish; run_id is its Dagster run) or ``manual`` (the CLI)
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_attempt_at", UTCDateTime, nullable=True),
+    # the reason of the last failed attempt; never an address, a name or a body
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("claim_token", sa.Text, nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+    sa.Column("message_id", sa.Text, nullable=True),
+    sa.UniqueConstraint("event_id", "attendee_id", "kind"),
+    sa.CheckConstraint("kind IN ('invite', 'cancellation')", name="kind"),
+    sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="status"),
+    sa.Index(None, "status", "next_attempt_at"),
+)
+
+attendee_statuses = sa.Table(
+    "attendee_statuses",
+    metadata,
+    sa.Column("attendee_id", sa.Integer, sa.ForeignKey("attendees.id"), primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    # random URL-safe token of the attendee's personal link (``personal_link`` in templates)
+    sa.Column("link_token", sa.Text, nullable=False),
+    sa.Column("invite_sent_at", UTCDateTime, nullable=True),
+    sa.Column("account_created_at", UTCDateTime, nullable=True),
+    sa.Column("first_accessed_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("link_token"),
+    sa.Index(None, "event_id"),
+)

@@ -393,6 +393,7 @@ def publish_attendees(
         started_at=started,
         input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
         source_position=attendee_raw_extract.get("source_position"),
+        email_settings=event.settings,
     )
     counts = _as_counts(result)
     yield dg.MaterializeResult(
@@ -406,6 +407,8 @@ def publish_attendees(
             "rejected": rejected,
             "active_attendees": counts.get("active", 0),
             "rows_written": counts.get("rows_written", 0),
+            "invites_queued": counts.get("invites_queued", 0),
+            "cancellations_queued": counts.get("cancellations_queued", 0),
         },
     )
     yield dg.MaterializeResult(

@@ -1,0 +1,157 @@
+"""E-mails end to end through Dagster: the real sync assets against the sandbox attendee API,
+then the ``email_outbox`` asset (its checks, the sensor) delivering to a real local SMTP server
+(aiosmtpd). New attendees get exactly one invite however often the sync and the delivery run,
+removed attendees one cancellation, an SMTP outage loses nothing, and no address, name or body
+reaches a log line."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import dagster as dg
+
+from attendee_pipeline.defs.email.sensors import email_outbox_sensor
+from attendee_pipeline.defs.resources import PlatformDatabaseResource
+from attendee_pipeline.platform_db import outbox
+from attendee_pipeline.platform_db.engine import make_engine
+from attendee_pipeline.platform_db.segments import list_attendees
+from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+from attendee_pipeline_tests.catalog_factory import event_entry
+from attendee_pipeline_tests.email_fixtures import BODY_MARKER, deliver, email_settings, recipients
+from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, materialized
+from attendee_pipeline_tests.test_sync_e2e import api, h  # noqa: F401 - fixtures: sandbox API, harness
+
+FORCE = {"ops": {"attendee_raw_extract": {"config": {"force": True}}}}
+
+
+def _events(api, h: Harness, **events: dict) -> None:
+    entries = []
+    for slug, overrides in events.items():
+        api.add_dataset(slug, SandboxConfig(records=overrides.pop("records", 20), seed=len(slug)))
+        entries.append(event_entry(slug, api.event_url(slug), **overrides))
+    h.write_catalog(*entries)
+
+
+def _emails(api, slug: str) -> list[str]:
+    return [r["email"].lower() for r in api.records(slug) if not r.get("deleted")]
+
+
+def test_new_attendees_get_exactly_one_invite_whatever_reruns(api, h, sink, caplog):
+    caplog.set_level(logging.DEBUG)
+    _events(api, h, invites={**email_settings(cancellations=False), "records": 25})
+    first = h.sync("invites")
+    assert first.success and materialized(first, "published_attendees")["invites_queued"] == 25
+
+    delivered = deliver(h, sink)
+    meta = materialized(delivered, "email_outbox")
+    assert delivered.success and (meta["sent"], meta["failed"], meta["smtp_connections"]) == (25, 0, 1)
+    assert meta["outbox_by_event"]["invites"]["sent"] == 25
+    assert check_evaluation(delivered, "emails_flowing").passed
+    assert check_evaluation(delivered, "no_failed_emails").passed
+
+    # re-materialised (forced through every step) and delivered again: nothing new goes out
+    again = h.sync("invites", run_config=FORCE)
+    assert materialized(again, "published_attendees")["invites_queued"] == 0
+    assert materialized(deliver(h, sink), "email_outbox")["sent"] == 0
+
+    # five more registrations: only they are invited
+    api["invites"].add_records(5)
+    assert materialized(h.sync("invites"), "published_attendees")["invites_queued"] == 5
+    assert materialized(deliver(h, sink), "email_outbox")["sent"] == 5
+
+    got = Counter(recipients(sink, "invite"))
+    assert sorted(got) == sorted(_emails(api, "invites")) and set(got.values()) == {1}
+    engine = make_engine(h.db_url)
+    assert list_attendees(engine, "invites", "not-invited") == []
+    assert len(list_attendees(engine, "invites", "invited-no-account")) == 30
+    engine.dispose()
+
+    # what went out: the template, rendered per attendee, with a personal link
+    message = sink.messages[0].message
+    assert message["Subject"] == "Invitation: Event invites"
+    assert BODY_MARKER in message.get_body(("plain",)).get_content()
+    assert "http://127.0.0.1:8000/events/invites/invite/" in message.get_body(("html",)).get_content()
+
+    # no address, name or body in any log line: Python logging and the runs' Dagster event logs
+    people = [(r["email"], f'{r["firstName"]} {r["lastName"]}') for r in api.records("invites")]
+    lines = [record.getMessage() for record in caplog.records]
+    for run in h.instance.get_run_records():
+        lines += [entry.user_message or "" for entry in h.instance.all_logs(run.dagster_run.run_id)]
+        lines += [
+            str(entry.dagster_event.event_specific_data)
+            for entry in h.instance.all_logs(run.dagster_run.run_id)
+            if entry.dagster_event is not None
+        ]
+    text = "\n".join(lines)
+    assert "Invitation" not in text and BODY_MARKER not in text
+    for address, name in people:
+        assert address not in text and address.lower() not in text and name not in text
+
+
+def test_removed_attendees_get_one_cancellation_when_the_setting_is_on(api, h, sink):
+    _events(api, h, cancel={**email_settings(invites=False)}, quiet={"records": 20})
+    assert h.sync("cancel").success and h.sync("quiet").success
+    assert deliver(h, sink).success and sink.messages == []  # invites are off, nobody removed yet
+    gone = [r["email"].lower() for r in api.records("cancel")[:3]]
+    api["cancel"].mark_deleted([0, 1, 2])
+    api["quiet"].mark_deleted([0, 1, 2])
+    assert materialized(h.sync("cancel"), "published_attendees")["cancellations_queued"] == 3
+    assert materialized(h.sync("quiet"), "published_attendees")["cancellations_queued"] == 0
+    assert materialized(deliver(h, sink), "email_outbox")["sent"] == 3
+    assert materialized(deliver(h, sink), "email_outbox")["sent"] == 0
+    # back on the list and removed again: still one cancellation each
+    api["cancel"].undelete([0, 1, 2])
+    assert materialized(h.sync("cancel"), "published_attendees")["restored"] == 3
+    api["cancel"].mark_deleted([0, 1, 2])
+    assert materialized(h.sync("cancel"), "published_attendees")["removed"] == 3
+    deliver(h, sink)
+    assert sorted(recipients(sink, "cancellation")) == sorted(gone)
+    assert "cancelled" in sink.messages[0].message.get_body(("plain",)).get_content()
+
+
+def test_smtp_down_keeps_emails_pending_until_it_is_back(api, h, sink):
+    _events(api, h, outage={**email_settings(), "records": 12})
+    assert h.sync("outage").success
+    sensor_resources = {"platform_db": PlatformDatabaseResource(url=h.db_url)}
+    with dg.build_sensor_context(instance=h.instance, resources=sensor_resources) as context:
+        request = email_outbox_sensor(context)
+    assert isinstance(request, dg.RunRequest) and request.run_key.startswith("email:")
+
+    sink.stop()
+    down = deliver(h, sink)
+    meta = materialized(down, "email_outbox")
+    assert (meta["sent"], meta["deferred"]) == (0, 12) and "unavailable" in meta["smtp_unavailable"]
+    flowing = check_evaluation(down, "emails_flowing")
+    assert not flowing.passed and "SMTP server unavailable" in flowing.description
+    engine = make_engine(h.db_url)
+    rows = outbox.outbox_rows(engine, "outage")
+    assert len(rows) == 12 and {(r["status"], r["attempts"]) for r in rows} == {("pending", 0)}
+    assert all("unavailable" in r["last_error"] for r in rows)
+    with dg.build_sensor_context(instance=h.instance, resources=sensor_resources) as context:
+        retry = email_outbox_sensor(context)
+    assert isinstance(retry, dg.RunRequest) and retry.run_key != request.run_key  # a new delivery
+
+    sink.start()  # back on the same port
+    back = materialized(deliver(h, sink), "email_outbox")
+    assert (back["sent"], back["deferred"]) == (12, 0)
+    assert sorted(recipients(sink)) == sorted(_emails(api, "outage"))
+    assert outbox.counts_by_event(engine)["outage"]["sent"] == 12
+    engine.dispose()
+    with dg.build_sensor_context(instance=h.instance, resources=sensor_resources) as context:
+        assert isinstance(email_outbox_sensor(context), dg.SkipReason)
+
+
+def test_a_malformed_address_fails_alone_and_the_check_says_why(api, h, sink):
+    _events(api, h, mixed={**email_settings(), "records": 10})
+    api["mixed"].set_field([4], "email", "john..doe@example.org")
+    assert h.sync("mixed").success
+    result = deliver(h, sink)
+    meta = materialized(result, "email_outbox")
+    assert (meta["sent"], meta["failed"]) == (9, 1)
+    failed = check_evaluation(result, "no_failed_emails")
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.WARN
+    assert "malformed e-mail address" in failed.metadata["problems"].value
+    assert "john..doe" not in failed.metadata["problems"].value
+    assert check_evaluation(result, "emails_flowing").passed
+    assert "john..doe@example.org" not in recipients(sink) and len(recipients(sink)) == 9

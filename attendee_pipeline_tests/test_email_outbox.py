@@ -1,0 +1,232 @@
+"""The e-mail outbox on SQLite and PostgreSQL (``db_url`` runs each test on both), delivered to
+a real local SMTP server (aiosmtpd): queued in the publish's own transaction, at most once per
+(event, attendee, kind), every delivery outcome recorded without an address, one connection
+per batch, and no e-mail sent twice by overlapping or crashed deliveries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+
+import pytest
+import sqlalchemy as sa
+
+from attendee_pipeline.catalog import parse_catalog
+from attendee_pipeline.catalog.models import ApplyPolicy, EventSettings
+from attendee_pipeline.connectors.smtp import SmtpSettings
+from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
+from attendee_pipeline.platform_db import outbox
+from attendee_pipeline.platform_db import publish as db
+from attendee_pipeline.platform_db.engine import write_transaction
+from attendee_pipeline.platform_db.tables import attendee_statuses, email_outbox
+from attendee_pipeline.sync.diff import compute_changes
+from attendee_pipeline_tests.catalog_factory import event_entry
+from attendee_pipeline_tests.email_fixtures import (
+    PLATFORM_URL,
+    REJECTED_DOMAIN,
+    TEMPFAIL_DOMAIN,
+    email_settings,
+    recipients,
+)
+from attendee_pipeline_tests.test_diff import frame, person
+from attendee_pipeline_tests.test_platform_db import (
+    engine,
+)  # noqa: F401 - fixture: a migrated engine per backend
+
+BOTH = EventSettings(send_invites=True, send_cancellation_email=True)
+CATALOG = parse_catalog({"events": [event_entry("ev", **email_settings())]})
+
+
+def publish(engine, records, settings=BOTH, policy=ApplyPolicy(), event="ev"):
+    changes = compute_changes(frame(*records), db.load_published(engine, event), policy)
+    return db.publish_changes(engine, event, changes, run_id="run", email_settings=settings)
+
+
+def rows(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(email_outbox.c.attendee_id, email_outbox.c.kind, email_outbox.c.status).order_by(
+                    email_outbox.c.id
+                )
+            )
+        ]
+
+
+def settings_for(sink, **overrides) -> DeliverySettings:
+    options = dict(
+        smtp=SmtpSettings(host=sink.host, port=sink.port), platform_url=PLATFORM_URL, retry_seconds=0
+    )
+    options.update(overrides)
+    return DeliverySettings(**options)
+
+
+ANN, BOB, CAT = person("ann@x.org"), person("bob@x.org"), person("cat@x.org")
+
+
+def test_the_publish_queues_its_emails_in_its_own_transaction(engine, monkeypatch):
+    original = db._insert_ledger
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("crash after the outbox insert")
+
+    monkeypatch.setattr(db, "_insert_ledger", fail)
+    with pytest.raises(RuntimeError):
+        publish(engine, [ANN, BOB])
+    assert rows(engine) == []  # rolled back with the attendees
+    monkeypatch.setattr(db, "_insert_ledger", original)
+    result = publish(engine, [ANN, BOB])
+    assert (result.added, result.invites_queued) == (2, 2)
+    assert [(k, s) for _, k, s in rows(engine)] == [("invite", "pending")] * 2
+
+
+def test_each_email_is_queued_at_most_once_whatever_is_rerun(engine):
+    first = compute_changes(frame(ANN, BOB), db.load_published(engine, "ev"), ApplyPolicy())
+    db.publish_changes(engine, "ev", first, run_id="a", email_settings=BOTH)
+    with pytest.raises(db.StalePublishError):  # a retried publish step with the same change set
+        db.publish_changes(engine, "ev", first, run_id="a-retry", email_settings=BOTH)
+    assert publish(engine, [ANN, BOB]).invites_queued == 0  # re-materialised: nothing new
+    ids = [i for i, _, _ in rows(engine)]
+    with write_transaction(engine) as conn:  # the same e-mails queued again by hand: ignored
+        again = outbox.queue_publish_emails(
+            conn,
+            "ev",
+            BOTH,
+            added_ids=ids,
+            restored_ids=[],
+            removed_ids=ids,
+            run_id="x",
+            now=dt.datetime.now(dt.timezone.utc),
+        )
+    assert again["invites_queued"] == 0 and again["cancellations_queued"] == 2
+    assert (
+        publish(engine, [ANN, person("bob@x.org", flagged=True)]).cancellations_queued == 0
+    )  # already queued
+
+    # remove, restore, remove again: one cancellation and one invite per attendee, ever
+    with engine.begin() as conn:
+        conn.execute(email_outbox.delete().where(email_outbox.c.kind == "cancellation"))
+    gone = publish(engine, [ANN, person("bob@x.org", flagged=True)])
+    assert gone.removed == 0 and gone.cancellations_queued == 0  # bob was removed above
+    back = publish(engine, [ANN, BOB])
+    assert (back.restored, back.invites_queued) == (1, 0)
+    again = publish(engine, [ANN, person("bob@x.org", flagged=True)])
+    assert (again.removed, again.cancellations_queued) == (1, 1)
+    final = publish(engine, [ANN, BOB])
+    assert publish(engine, [ANN, person("bob@x.org", flagged=True)]).cancellations_queued == 0
+    assert final.invites_queued == 0
+    assert Counter((i, k) for i, k, _ in rows(engine)) == {
+        (ids[0], "invite"): 1,
+        (ids[1], "invite"): 1,
+        (ids[1], "cancellation"): 1,
+    }
+
+
+def test_settings_off_queue_nothing_and_a_manual_invite_never_doubles(engine):
+    result = publish(engine, [ANN, BOB, CAT], settings=EventSettings())
+    assert (result.added, result.invites_queued) == (3, 0) and rows(engine) == []
+    assert (
+        publish(engine, [ANN, BOB], settings=EventSettings(), policy=ApplyPolicy(missing="remove")).removed
+        == 1
+    )
+    assert rows(engine) == []
+    active = db.published_attendees(engine, "ev")["id"].tolist()
+    removed = [i for i in db.published_attendees(engine, "ev", include_removed=True)["id"] if i not in active]
+    manual = outbox.queue_manual(engine, "ev", active + removed)
+    assert (manual.selected, manual.queued, manual.requeued, manual.already) == (3, 2, 0, 0)  # removed: never
+    again = outbox.queue_manual(engine, "ev", active)
+    assert (again.queued, again.already) == (0, 2)
+
+
+def test_every_delivery_outcome_is_recorded_and_blocks_nothing_else(engine, sink):
+    people = [
+        ANN,
+        person("john..doe@x.org"),  # passes the sync's check, but is not a deliverable address
+        person(f"gone@{REJECTED_DOMAIN}"),  # refused for good by the server
+        person(f"later@{TEMPFAIL_DOMAIN}"),  # refused for now, every time
+        BOB,
+        CAT,
+        person("zoë@x.org"),  # a non-ASCII local part: sent with SMTPUTF8
+    ]
+    publish(engine, people)
+    settings = settings_for(sink, max_attempts=2)
+    report = deliver_outbox(engine, CATALOG, settings)
+    assert (report.sent, report.failed, report.retried, report.deferred) == (4, 2, 1, 0)
+    assert sorted(recipients(sink)) == ["ann@x.org", "bob@x.org", "cat@x.org", "zoë@x.org"]
+    assert sink.handler.connections == 1  # the whole batch over one reused connection
+    second = deliver_outbox(engine, CATALOG, settings)  # the temporary refusal again: given up
+    assert (second.sent, second.failed) == (0, 1)
+    by_key = {r["attendee_id"]: r for r in outbox.outbox_rows(engine, "ev")}
+    keys = dict(
+        zip(db.published_attendees(engine, "ev")["attendee_key"], db.published_attendees(engine, "ev")["id"])
+    )
+    malformed, refused, later = (
+        by_key[keys[k]] for k in ("john..doe@x.org", f"gone@{REJECTED_DOMAIN}", f"later@{TEMPFAIL_DOMAIN}")
+    )
+    assert malformed["status"] == "failed" and malformed["attempts"] == 0
+    assert (
+        malformed["last_error"]
+        == "malformed e-mail address: the part before the @ has a leading, trailing or double dot"
+    )
+    assert refused["status"] == "failed" and refused["last_error"].startswith("recipient refused: 550")
+    assert later["status"] == "failed" and later["attempts"] == 2
+    assert later["last_error"].startswith("gave up after 2 attempt(s): recipient refused: 451")
+    for row in by_key.values():  # reasons, never addresses
+        assert not any(key in (row["last_error"] or "") for key in keys)
+    assert outbox.counts_by_event(engine)["ev"] == {
+        "pending": 0,
+        "sending": 0,
+        "sent": 4,
+        "failed": 3,
+        "skipped": 0,
+    }
+    with engine.connect() as conn:
+        sent_at = dict(
+            conn.execute(sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.invite_sent_at))
+            .tuples()
+            .all()
+        )
+    assert {i for i, at in sent_at.items() if at is not None} == {
+        keys[k] for k in ("ann@x.org", "bob@x.org", "cat@x.org", "zoë@x.org")
+    }
+
+
+def test_an_invite_to_someone_removed_before_delivery_is_skipped_and_requeued_on_return(engine, sink):
+    publish(engine, [ANN, BOB])
+    publish(engine, [ANN, person("bob@x.org", flagged=True)])
+    report = deliver_outbox(engine, CATALOG, settings_for(sink))
+    assert (report.sent, report.skipped) == (2, 1)  # ann's invite, bob's cancellation; bob's invite skipped
+    assert sorted(recipients(sink, "invite")) == ["ann@x.org"] and recipients(sink, "cancellation") == [
+        "bob@x.org"
+    ]
+    back = publish(engine, [ANN, BOB])
+    assert back.invites_queued == 1  # the skipped invite is queued again
+    assert deliver_outbox(engine, CATALOG, settings_for(sink)).sent == 1
+    assert sorted(recipients(sink, "invite")) == ["ann@x.org", "bob@x.org"]
+
+
+def test_a_crashed_delivery_is_never_resent_and_overlapping_deliveries_send_each_once(engine, sink):
+    publish(engine, [person(f"p{i}@x.org") for i in range(40)])
+    token, claimed = outbox.claim_due(engine, 5)  # a delivery that died after claiming five
+    assert len(claimed) == 5
+    assert outbox.fail_stale_claims(engine, dt.timedelta(minutes=15)) == 0  # not stale yet
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=16)
+    assert outbox.fail_stale_claims(engine, dt.timedelta(minutes=15), now=later) == 5
+    reports = []
+    settings = settings_for(sink, batch_size=7)
+    threads = [
+        threading.Thread(target=lambda: reports.append(deliver_outbox(engine, CATALOG, settings)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sum(r.sent for r in reports) == 35
+    got = recipients(sink)
+    assert len(got) == 35 and len(set(got)) == 35  # nobody twice, the five crashed ones not at all
+    counts = outbox.counts_by_event(engine)["ev"]
+    assert (counts["sent"], counts["failed"]) == (35, 5)
+    assert {r["last_error"] for r in outbox.outbox_rows(engine, "ev", ["failed"])} == {outbox.INTERRUPTED}
