@@ -16,17 +16,21 @@ from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
 from attendee_pipeline.defs.feed.sensors import feed_sensors
+from attendee_pipeline.defs.procurios.assets import procurios_assets
+from attendee_pipeline.defs.procurios.checkins import checkin_assets, checkin_jobs, checkin_sensors
+from attendee_pipeline.defs.procurios.resources import procurios_resources
+from attendee_pipeline.defs.procurios.schedules import procurios_schedules
 from attendee_pipeline.defs.resources import default_resources
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=attendee_assets,
+        assets=[*attendee_assets, *procurios_assets, *checkin_assets],
         asset_checks=attendee_checks,
-        jobs=[attendee_sync_job],
-        schedules=attendee_schedules,
-        sensors=[*catalog_sensors, *feed_sensors],
-        resources={**default_resources(), **(resources or {})},
+        jobs=[attendee_sync_job, *checkin_jobs],
+        schedules=[*attendee_schedules, *procurios_schedules],
+        sensors=[*catalog_sensors, *feed_sensors, *checkin_sensors],
+        resources={**default_resources(), **procurios_resources, **(resources or {})},
         executor=dg.in_process_executor,
     )
 

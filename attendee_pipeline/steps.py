@@ -66,11 +66,18 @@ def extract_event(
     pull: Extractor,
     replay_from: str | None = None,
     progress: Any = None,
+    full_import: bool = False,
 ) -> dict[str, Any]:
     """Store the event's raw extract in ``dest`` and return its manifest (a dict): a replay of
-    a stored extract, the feed inbox after the last published position, or ``pull``'s fetch."""
+    a stored extract, the feed inbox after the last published position, or ``pull``'s fetch.
+    A Procurios event's extract is its registrations changed since the last publish (all of
+    them for a ``full_import``; see :mod:`attendee_pipeline.batched`)."""
     if replay_from:
         return replay_extract(Path(replay_from), dest)
+    if event.source.kind == "procurios":
+        from attendee_pipeline.batched import extract_procurios
+
+        return extract_procurios(event, dest, engine=engine, pull=pull, full_import=full_import, progress=progress)
     if event.source.kind == "feed":
         after = int(last_published_position(engine, event.id) or 0)
         return extract_inbox(engine, event.id, dest, after_id=after, progress=progress).to_dict()

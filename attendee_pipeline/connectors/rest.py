@@ -92,6 +92,9 @@ class ExtractManifest:
     format: str = EXTRACT_FORMAT
     #: How far into the source this extract reaches (a feed: the last inbox id it holds).
     source_position: str | None = None
+    #: :func:`extract_digest` of this extract, computed while it was stored (a Procurios
+    #: extract's digest covers its session pages too).
+    content_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -517,6 +520,8 @@ def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20) -> str:
     counters are not part of it)."""
     extract_dir = Path(extract_dir)
     manifest = read_manifest(extract_dir)
+    if manifest.content_sha256:
+        return manifest.content_sha256
     digest = hashlib.sha256(f"{EXTRACT_FORMAT}\0{manifest.record_path}\0".encode())
     for name in manifest.page_files():
         with (extract_dir / name).open("rb") as page:

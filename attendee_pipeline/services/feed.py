@@ -65,6 +65,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from attendee_pipeline.platform_db.engine import ensure_schema
 from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify_key
+from attendee_pipeline.services.checkins import checkin_routes
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,7 @@ def create_app(db_url: str) -> Starlette:
             Route("/events/{event_id}/attendees", service.attendees, methods=["POST"]),
             Route("/events/{event_id}/attendees:batch", service.attendees_batch, methods=["POST"]),
             Route("/health", service.health, methods=["GET"]),
+            *checkin_routes(engine),  # the platform's check-in hook (services/checkins.py)
         ],
         middleware=[Middleware(_InternalErrors)],
         exception_handlers={HTTPException: _http_error},

@@ -17,6 +17,7 @@ import pandas as pd
 from attendee_pipeline import __version__, steps
 from attendee_pipeline.connectors.rest import ExtractError, extract_digest
 from attendee_pipeline.defs.memory import release_memory
+from attendee_pipeline.defs.procurios import batched as procurios_batched
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
     AttendeeSource,
@@ -25,7 +26,7 @@ from attendee_pipeline.defs.resources import (
     RawExtractStore,
 )
 from attendee_pipeline.platform_db import publish as db_publish
-from attendee_pipeline.sync.diff import ChangeSet, compute_changes
+from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline.sync.fingerprint import is_unchanged, sync_fingerprint
 
 GROUP = "attendees"
@@ -52,6 +53,9 @@ class SyncRunConfig(dg.Config):
     #: Map, diff and publish even when the extract and the catalog entry are identical to those of
     #: the event's last publish (by default such a sync stops after the extract as ``unchanged``).
     force: bool = False
+    #: Procurios: a full import ("reset import") -- read every registration, not only those changed
+    #: since the last sync, and overwrite every attendee's data (``existing: overwrite``).
+    full_import: bool = False
 
 
 @dg.asset(
@@ -88,6 +92,7 @@ def attendee_raw_extract(
             pull=attendee_source,
             replay_from=config.replay_extract or None,
             progress=progress,
+            full_import=config.full_import,
         )
     except ExtractError as exc:
         # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
@@ -98,7 +103,7 @@ def attendee_raw_extract(
     manifest["path"] = str(dest)
     fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
     last = db_publish.last_decision(platform_db.engine(), event.id)
-    unchanged = is_unchanged(fingerprint, last) and not config.force
+    unchanged = is_unchanged(fingerprint, last) and not (config.force or config.full_import)
     manifest["input_fingerprint"] = fingerprint
     manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
     unchanged_attendees = db_publish.active_count(platform_db.engine(), event.id) if unchanged else 0
@@ -124,6 +129,7 @@ def attendee_raw_extract(
             "extract_path": dg.MetadataValue.path(str(dest)),
             "seconds": round(time.monotonic() - started, 3),
             "extracts_pruned": pruned,
+            **procurios_batched.extract_metadata(manifest),
         },
     )
 
@@ -169,6 +175,9 @@ def map_attendees(
         context.log.info("input unchanged since the last publish: mapping, diff and publish skipped")
         return
     release_memory()
+    if event.source.kind == "procurios":  # mapped in batches: see defs/procurios/batched.py
+        yield from procurios_batched.map_outputs(context, event, attendee_raw_extract, platform_db.engine())
+        return
     mapped = steps.map_extract(event, Path(attendee_raw_extract["path"]))
     db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, mapped.rejects)
     if len(mapped.rejects):
@@ -204,9 +213,13 @@ def map_attendees(
     kinds={"pandas"},
     description="Which group each (not removed) attendee of the event belongs to.",
 )
-def attendee_group_memberships(mapped_attendees: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def attendee_group_memberships(mapped_attendees: Any) -> dg.Output[pd.DataFrame]:
+    # mapped_attendees: a frame, or batched.BatchedAttendees for a batched source (Procurios)
     release_memory()
-    memberships = steps.group_memberships(mapped_attendees)
+    if procurios_batched.is_batched(mapped_attendees):
+        memberships = procurios_batched.batched.group_memberships(mapped_attendees)
+    else:
+        memberships = steps.group_memberships(mapped_attendees)
     groups = sorted(memberships["group_name"].unique().tolist())
     return dg.Output(
         memberships,
@@ -227,12 +240,15 @@ def attendee_group_memberships(mapped_attendees: pd.DataFrame) -> dg.Output[pd.D
 )
 def attendee_changes(
     context: dg.AssetExecutionContext,
-    mapped_attendees: pd.DataFrame,
+    mapped_attendees: Any,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
-) -> dg.Output[ChangeSet]:
+) -> dg.Output[Any]:
+    # mapped_attendees: a frame, or batched.BatchedAttendees for a batched source (Procurios)
     release_memory()
     event = catalog.event(context.partition_key)
+    if procurios_batched.is_batched(mapped_attendees):
+        return procurios_batched.changes_output(context, event, mapped_attendees, platform_db.engine())
     policy = event.sync.apply
     published = db_publish.load_published(
         platform_db.engine(), event.id, with_content=policy.existing == "update_provided"
@@ -275,7 +291,7 @@ def attendee_changes(
 def publish_attendees(
     context: dg.AssetExecutionContext,
     attendee_raw_extract: dict[str, Any],
-    attendee_changes: ChangeSet,
+    attendee_changes: Any,  # a ChangeSet, or batched.BatchedChanges for a batched source
     rejected_attendees: pd.DataFrame,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
@@ -284,18 +300,23 @@ def publish_attendees(
     event = catalog.event(context.partition_key)
     rejected = int(rejected_attendees["source_row"].nunique()) if len(rejected_attendees) else 0
     started = dt.datetime.now(dt.timezone.utc)
-    result = db_publish.publish_changes(
-        platform_db.engine(),
-        event.id,
-        attendee_changes,
-        run_id=context.run_id,
-        source_kind=event.source.kind,
-        rejected_count=rejected,
-        raw_extract_path=attendee_raw_extract.get("path"),
-        started_at=started,
-        input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
-        source_position=attendee_raw_extract.get("source_position"),
-    )
+    if procurios_batched.is_batched(attendee_changes):  # one transaction per batch
+        result = procurios_batched.publish(
+            context, event, attendee_raw_extract, attendee_changes, rejected, platform_db.engine(), started
+        )
+    else:
+        result = db_publish.publish_changes(
+            platform_db.engine(),
+            event.id,
+            attendee_changes,
+            run_id=context.run_id,
+            source_kind=event.source.kind,
+            rejected_count=rejected,
+            raw_extract_path=attendee_raw_extract.get("path"),
+            started_at=started,
+            input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
+            source_position=attendee_raw_extract.get("source_position"),
+        )
     counts = _as_counts(result)
     yield dg.MaterializeResult(
         asset_key="published_attendees",

@@ -5,16 +5,18 @@ the mapped frame, and the mass-removal guard on the changes. The rejected-record
 
 import logging
 import warnings
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from attendee_pipeline.defs.memory import release_memory
+from attendee_pipeline.defs.procurios import batched as procurios_batched
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import publish as db_publish
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
-from attendee_pipeline.sync.diff import ChangeSet, mass_removal_verdict
+from attendee_pipeline.sync.diff import mass_removal_verdict
 from attendee_pipeline.sync.schemas import failure_cases
 
 # Partitioned asset checks are a Dagster "preview" feature; we rely on it knowingly (one check
@@ -47,9 +49,12 @@ logging.getLogger("dagster._core.execution.plan.active").addFilter(_SkippedCheck
     ),
 )
 def mapped_attendees_schema(
-    context: dg.AssetCheckExecutionContext, mapped_attendees: pd.DataFrame, catalog: EventCatalogResource
+    context: dg.AssetCheckExecutionContext, mapped_attendees: Any, catalog: EventCatalogResource
 ) -> dg.AssetCheckResult:
+    # mapped_attendees: a frame, or batched.BatchedAttendees for a batched source (Procurios)
     release_memory()
+    if procurios_batched.is_batched(mapped_attendees):
+        return procurios_batched.schema_check(mapped_attendees)
     partial = catalog.event(context.partition_key).partial_records
     cases = failure_cases(mapped_attendees, partial=partial)
     if cases is None or cases.empty:
@@ -104,7 +109,7 @@ def no_rejected_attendees(rejected_attendees: pd.DataFrame) -> dg.AssetCheckResu
 )
 def mass_removal_guard(
     context: dg.AssetCheckExecutionContext,
-    attendee_changes: ChangeSet,
+    attendee_changes: Any,  # a ChangeSet, or batched.BatchedChanges (both have .counts)
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ) -> dg.AssetCheckResult:
