@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 import pickle
 import shutil
 from collections.abc import Iterator
@@ -156,29 +157,27 @@ class BatchedAttendees:
 
 def superseded_rows(event: EventEntry, extract_dir: Path) -> set[int]:
     """Rows of registrations another registration of the same e-mail address wins over (see
-    ``sync.procurios.resolve_duplicates``). One pass; per registration it keeps only a 64-bit
-    hash of the address, a flag, a timestamp and the row while it reads."""
+    ``sync.procurios.resolve_duplicates``). One pass over the stored extract that keeps 17
+    bytes per registration (a 64-bit hash of the address, the modification time, a flag)."""
     assert event.mapping is not None
     email_path = event.mapping.fields["email"]
-    hashes: list[int] = []
-    active: list[bool] = []
-    modified: list[str] = []
+    hashes, modified, active = array("q"), array("q"), bytearray()
     for record in iter_extract_records(extract_dir):
-        key = rules.duplicate_keys([record], email_path)[0][1]
+        _, key, cancelled, when = rules.duplicate_keys([record], email_path)[0]
         hashes.append(hash(key) if key is not None else 0)
-        active.append(not rules.is_cancelled(record))
-        value = record.get("modifiedAt") if isinstance(record, dict) else None
-        modified.append(value if isinstance(value, str) else "")
+        moment = rules.parse_timestamp(when)
+        modified.append(int(moment.timestamp() * 1000) if moment is not None else 0)
+        active.append(0 if cancelled else 1)
     if not hashes:
         return set()
-    h = np.asarray(hashes, dtype=np.int64)
+    h = np.frombuffer(hashes, dtype=np.int64)
     values, counts = np.unique(h[h != 0], return_counts=True)
-    shared = set(values[counts > 1].tolist())
-    if not shared:
+    shared = values[counts > 1]
+    if not len(shared):
         return set()
-    rows = [i for i, v in enumerate(hashes) if v in shared]
-    winners = rules.resolve_duplicates((i, str(hashes[i]), not active[i], modified[i]) for i in rows)
-    return rules.superseded_positions(winners, ((i, str(hashes[i]), False, "") for i in rows))
+    rows = np.flatnonzero(np.isin(h, shared)).tolist()
+    keyed = [(i, str(hashes[i]), not active[i], f"{modified[i]:020d}") for i in rows]
+    return rules.superseded_positions(rules.resolve_duplicates(keyed), keyed)
 
 
 def map_batches(

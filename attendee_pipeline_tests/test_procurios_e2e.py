@@ -25,6 +25,14 @@ def h(tmp_path: Path, sqlite_url: str) -> Iterator[Harness]:
         yield value
 
 
+@pytest.fixture
+def h_any(tmp_path: Path, db_url: str) -> Iterator[Harness]:
+    """The harness on SQLite and on PostgreSQL."""
+    with harness(tmp_path, db_url) as value:
+        value.extra_assets = tuple(procurios_assets)
+        yield value
+
+
 def _event(procurios, h: Harness, config: MeetingConfig, meeting: str = "1001", **overrides) -> str:
     procurios.sandbox.add_meeting(meeting, config)
     h.write_catalog(procurios_entry("congress", procurios.url, meeting, **overrides))
@@ -106,7 +114,8 @@ def test_token_expiry_mid_sync_and_a_401_are_renewed(procurios, h):
     assert procurios.sandbox.count("sessions", status=401) == 1
 
 
-def test_personal_programmes_follow_the_registrations(procurios, h):
+def test_personal_programmes_follow_the_registrations(procurios, h_any):
+    h = h_any
     ev = _event(procurios, h, MeetingConfig(registrations=30, seed=7, sessions=8, max_sessions=3),
                 source={"settings": {"event_tag": True}})
     result = h.sync(ev)

@@ -309,7 +309,7 @@ class ProcuriosExtractor:
         registrations_path = f"/meetings/{source.meeting_id}/registrations"
         digest = hashlib.sha256(f"{EXTRACT_FORMAT}\0{RECORD_PATH}\0".encode())
         page_records: list[int] = []
-        modified: list[str] = []
+        position = since  # the newest modifiedAt seen so far (the next pull's since)
         sessions = 0
         session_pages = 0
         client = ProcuriosClient.for_source(source, **self.retry_kw)
@@ -324,7 +324,7 @@ class ProcuriosExtractor:
                     digest.update(content)
                     digest.update(b"\0")
                     page_records.append(len(records))
-                    modified.extend(r.get("modifiedAt") for r in records if isinstance(r, dict))
+                    position = next_since(position, (r.get("modifiedAt") for r in records if isinstance(r, dict)))
                     if progress is not None:
                         progress(number, sum(page_records))
                 digest.update(b"sessions\0")
@@ -348,7 +348,7 @@ class ProcuriosExtractor:
                     finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
                     duration_seconds=round(time.monotonic() - started, 3),
                     page_records=page_records,
-                    source_position=next_since(since, modified),
+                    source_position=position,
                     content_sha256=digest.hexdigest(),
                 ).to_dict()
                 manifest.update(

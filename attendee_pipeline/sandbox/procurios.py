@@ -59,6 +59,7 @@ inclusive. Control endpoints (JSON)::
                                                        attendance, any
     DELETE /_control/meetings/{meeting}/faults
     POST /_control/tokens/revoke                      every issued token becomes invalid
+    POST /_control/latency                            {"ms": 100} added to every API answer
     GET  /_control/meetings/{meeting}/attendance      registration id -> attendance POSTs
 """
 
@@ -484,6 +485,7 @@ class ProcuriosSandbox:
             ),
             Route("/_control/state", self._ctl_state, methods=["GET"]),
             Route("/_control/tokens/revoke", self._ctl_revoke, methods=["POST"]),
+            Route("/_control/latency", self._ctl_latency, methods=["POST"]),
             Route("/_control/meetings/{meeting}", self._ctl_meeting, methods=["GET", "PUT", "DELETE"]),
             Route("/_control/meetings/{meeting}/{action}", self._ctl_action, methods=["GET", "POST", "DELETE"]),
         ]
@@ -675,6 +677,16 @@ class ProcuriosSandbox:
     async def _ctl_revoke(self, request: Request) -> Response:
         self.revoke_tokens()
         return JSONResponse({"ok": True})
+
+    async def _ctl_latency(self, request: Request) -> Response:
+        try:
+            ms = float((await self._payload(request)).get("ms", 0))
+        except (ValueError, TypeError) as exc:
+            return _error(400, "invalid_request", str(exc))
+        if ms < 0:
+            return _error(400, "invalid_request", "ms must be >= 0")
+        self.latency_ms = ms
+        return JSONResponse({"latency_ms": ms})
 
     async def _ctl_meeting(self, request: Request) -> Response:
         meeting_id = request.path_params["meeting"]

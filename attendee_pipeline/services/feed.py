@@ -8,6 +8,7 @@ Routes::
     POST /events/{event_id}/attendees        one attendee (nested or flat "profile.x" payload)
     POST /events/{event_id}/attendees:batch  {"attendees": [payload, ...], "key": optional}
     GET  /health                             {"status": "ok"} when the database answers
+    POST /events/{event_id}/check-ins        the platform's check-in hook (services/checkins.py)
 
 Order of checks for both POST routes, and the answers:
 

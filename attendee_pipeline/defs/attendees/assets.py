@@ -217,7 +217,7 @@ def attendee_group_memberships(mapped_attendees: Any) -> dg.Output[pd.DataFrame]
     # mapped_attendees: a frame, or batched.BatchedAttendees for a batched source (Procurios)
     release_memory()
     if procurios_batched.is_batched(mapped_attendees):
-        memberships = procurios_batched.batched.group_memberships(mapped_attendees)
+        memberships = procurios_batched.group_memberships(mapped_attendees)
     else:
         memberships = steps.group_memberships(mapped_attendees)
     groups = sorted(memberships["group_name"].unique().tolist())

@@ -30,6 +30,10 @@ def _preview(frame: pd.DataFrame, columns: list[str], limit: int = 20) -> dg.Met
     return dg.MetadataValue.md(frame[columns].head(limit).to_markdown(index=False))
 
 
+#: ``attendee_group_memberships`` of a batched source (every batch's memberships).
+group_memberships = batched.group_memberships
+
+
 def is_batched(value: Any) -> bool:
     return isinstance(value, (batched.BatchedAttendees, batched.BatchedChanges))
 
