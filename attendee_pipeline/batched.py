@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import ApplyPolicy, EventEntry
 from attendee_pipeline.connectors.procurios import ProcuriosExtractor
-from attendee_pipeline.connectors.rest import iter_extract_records, read_manifest
+from attendee_pipeline.connectors.rest import iter_extract_records
 from attendee_pipeline.platform_db import procurios as db_procurios
 from attendee_pipeline.platform_db.publish import PublishResult, active_count, last_published_position, publish_changes
 from attendee_pipeline.sync import procurios as rules
@@ -480,27 +480,9 @@ def sync_programmes(event: EventEntry, extract_dir: Path, engine: sa.Engine) -> 
     return total
 
 
-def remove_staging(staging: Path) -> None:
-    """Delete a run's batch files (the dry run's, which nothing re-executes)."""
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def extract_mode(manifest: dict[str, Any]) -> str | None:
     """The mode a stored Procurios extract was fetched in (its manifest's ``mode``)."""
     mode = manifest.get("mode")
     if mode is None and manifest.get("path") and os.path.isdir(str(manifest["path"])):
         mode = json.loads((Path(manifest["path"]) / "manifest.json").read_text(encoding="utf-8")).get("mode")
     return mode
-
-
-__all__ = [
-    "BatchedAttendees",
-    "BatchedChanges",
-    "BatchedPublish",
-    "FrameBatches",
-    "diff_batches",
-    "extract_procurios",
-    "map_batches",
-    "publish_batches",
-    "read_manifest",
-]
