@@ -19,16 +19,20 @@ from attendee_pipeline.defs.email.jobs import email_delivery_job
 from attendee_pipeline.defs.email.resources import email_resources
 from attendee_pipeline.defs.email.sensors import email_sensors
 from attendee_pipeline.defs.feed.sensors import feed_sensors
+from attendee_pipeline.defs.procurios.assets import procurios_assets
+from attendee_pipeline.defs.procurios.checkins import checkin_assets, checkin_jobs, checkin_sensors
+from attendee_pipeline.defs.procurios.resources import procurios_resources
+from attendee_pipeline.defs.procurios.schedules import procurios_schedules
 from attendee_pipeline.defs.resources import default_resources
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*attendee_assets, *email_assets],
-        jobs=[attendee_sync_job, email_delivery_job],
-        schedules=attendee_schedules,
-        sensors=[*catalog_sensors, *feed_sensors, *email_sensors],
-        resources={**default_resources(), **email_resources(), **(resources or {})},
+        assets=[*attendee_assets, *email_assets, *procurios_assets, *checkin_assets],
+        jobs=[attendee_sync_job, email_delivery_job, *checkin_jobs],
+        schedules=[*attendee_schedules, *procurios_schedules],
+        sensors=[*catalog_sensors, *feed_sensors, *email_sensors, *checkin_sensors],
+        resources={**default_resources(), **email_resources(), **procurios_resources, **(resources or {})},
         executor=dg.in_process_executor,
     )
 

@@ -33,6 +33,10 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "http://127.0.0.1:8765",
         "Base URL of the sandbox attendee API; the demo catalog's URLs use it.",
     ),
+    "ATTENDEE_PIPELINE_PROCURIOS_URL": (
+        "http://127.0.0.1:8790",
+        "Base URL of the sandbox Procurios environment; the demo catalog's Procurios event uses it.",
+    ),
     "ATTENDEE_PIPELINE_PLATFORM_API_KEY": (
         "(unset: hooks answer 503)",
         "Secret key the event platform sends (Authorization: Bearer) to the service's platform hook "

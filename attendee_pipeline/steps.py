@@ -40,10 +40,15 @@ class MappedExtract:
 
     @property
     def reason_counts(self) -> dict[str, int]:
-        if self.rejects.empty:
-            return {}
-        counts = self.rejects.groupby(["field", "reason"]).size()
-        return {f"{field}: {reason}": int(n) for (field, reason), n in counts.items()}
+        return reason_counts(self.rejects)
+
+
+def reason_counts(rejects: pd.DataFrame) -> dict[str, int]:
+    """"field: reason" -> how many reject rows say so."""
+    if rejects.empty:
+        return {}
+    counts = rejects.groupby(["field", "reason"]).size()
+    return {f"{field}: {reason}": int(n) for (field, reason), n in counts.items()}
 
 
 def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -119,12 +124,19 @@ def extract_event(
     replay_from: str | None = None,
     progress: Any = None,
     on_page: Any = None,
+    full_import: bool = False,
 ) -> dict[str, Any]:
     """Store the event's raw extract in ``dest`` and return its manifest (a dict): a replay of
     a stored extract, the feed inbox after the last published position, or ``pull``'s fetch
-    (which hands each page to ``on_page`` as it is stored, see :class:`PageMapper`)."""
+    (which hands each page to ``on_page`` as it is stored, see :class:`PageMapper`).
+    A Procurios event's extract is its registrations changed since the last publish (all of
+    them for a ``full_import``; see :mod:`attendee_pipeline.batched`)."""
     if replay_from:
         return replay_extract(Path(replay_from), dest)
+    if event.source.kind == "procurios":
+        from attendee_pipeline.batched import extract_procurios
+
+        return extract_procurios(event, dest, engine=engine, pull=pull, full_import=full_import, progress=progress)
     if event.source.kind == "feed":
         after = int(last_published_position(engine, event.id) or 0)
         return extract_inbox(engine, event.id, dest, after_id=after, progress=progress).to_dict()

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.assets import attendee_assets
 from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import (
     EventCatalogResource,
     HttpAttendeeSource,
@@ -31,6 +32,8 @@ class Harness:
     catalog_path: Path
     db_url: str
     raw_root: Path
+    #: Materialised with the attendee assets (e.g. the Procurios step after the publish).
+    extra_assets: tuple[Any, ...] = ()
 
     def write_catalog(self, *entries: dict[str, Any]) -> None:
         write_catalog(self.catalog_path, *entries)
@@ -45,11 +48,12 @@ class Harness:
             "raw_store": RawExtractStore(root=str(self.raw_root)),
             "attendee_source": HttpAttendeeSource(max_retries=4, backoff_factor=0.05),
             "io_manager": StepOutputIOManager(),
+            "procurios": ProcuriosApiResource(max_retries=4, backoff_factor=0.05),
         }
 
     def sync(self, event_id: str, tags: dict[str, str] | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            attendee_assets,
+            [*attendee_assets, *self.extra_assets],
             partition_key=event_id,
             instance=self.instance,
             resources=self.resources(),

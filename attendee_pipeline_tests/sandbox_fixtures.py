@@ -80,3 +80,46 @@ def sandbox_source(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, A
         return source
 
     return make
+
+
+# --------------------------------------------------------------------------- Procurios (seed 002)
+
+#: The Procurios sandbox client of the tests (its credentials are set in these env variables).
+PROCURIOS_ID_ENV, PROCURIOS_SECRET_ENV = "TEST_PROCURIOS_CLIENT_ID", "TEST_PROCURIOS_CLIENT_SECRET"
+PROCURIOS_CREDENTIALS = {PROCURIOS_ID_ENV: "test-client-7d1f", PROCURIOS_SECRET_ENV: "test-secret-4b9a2e"}
+
+
+@pytest.fixture
+def procurios(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Procurios sandbox (no meetings yet: ``procurios.sandbox.add_meeting(id, MeetingConfig(...))``)
+    on a free loopback port whose client's credentials are in the TEST_PROCURIOS_* variables."""
+    from attendee_pipeline.sandbox.procurios import ProcuriosSandbox, serve_procurios
+
+    for name, value in PROCURIOS_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    sandbox = ProcuriosSandbox(
+        clients={PROCURIOS_CREDENTIALS[PROCURIOS_ID_ENV]: {"secret": PROCURIOS_CREDENTIALS[PROCURIOS_SECRET_ENV]}}
+    )
+    with serve_procurios(sandbox) as handle:
+        yield handle
+
+
+def procurios_entry(event_id: str, base_url: str, meeting_id: str, **overrides: Any) -> dict[str, Any]:
+    """A catalog entry of a Procurios event reading ``meeting_id`` with the tests' client."""
+    source = {
+        "kind": "procurios",
+        "base_url": base_url,
+        "client_id_env": PROCURIOS_ID_ENV,
+        "client_secret_env": PROCURIOS_SECRET_ENV,
+        "meeting_id": meeting_id,
+        **overrides.pop("source", {}),
+    }
+    return {
+        "id": event_id,
+        "name": f"Congress {event_id}",
+        "timezone": "Europe/Amsterdam",
+        "start": "2027-06-10T09:00",
+        "end": "2027-06-11T17:00",
+        "source": source,
+        **overrides,
+    }

@@ -33,8 +33,9 @@ def _problems(data) -> list[str]:
 
 def test_demo_catalog_loads():
     catalog = load_catalog()
-    assert {e.id for e in catalog.events} == {"demo-summit", "demo-meetup", "demo-expo"}
+    assert {e.id for e in catalog.events} == {"demo-summit", "demo-meetup", "demo-expo", "demo-congress"}
     assert catalog.get("demo-expo").source.kind == "feed"
+    assert catalog.get("demo-congress").source.kind == "procurios"
     summit = catalog.get("demo-summit")
     assert summit.delete_flag is not None and summit.mapping.fields["groups"] == "groups"
 

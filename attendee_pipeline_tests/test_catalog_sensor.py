@@ -57,3 +57,23 @@ def test_sensor_adds_and_removes_partitions(tmp_path: Path, sqlite_url: str):
         assert sorted(instance.get_dynamic_partitions(events_partitions.name)) == ["beta", "gamma"]
         # the platform keeps the removed event's row (and its history), marked out of the catalog
         assert _events_table(sqlite_url) == {"alpha": False, "beta": True, "gamma": True}
+
+
+def test_sensor_logs_catalog_warnings_when_they_change(tmp_path: Path, sqlite_url: str, capsys):
+    from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
+
+    warned = procurios_entry("congress", "http://127.0.0.1:9", "1", source={"settings": {"attendees_may_edit_programme": True}})
+    catalog = write_catalog(tmp_path / "catalog.yaml", warned)
+    resources = {
+        "catalog": EventCatalogResource(path=str(catalog)),
+        "platform_db": PlatformDatabaseResource(url=sqlite_url),
+    }
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            first = event_catalog_sensor(context)
+        logged = capsys.readouterr()
+        assert "catalog warning: event 'congress': source.settings.sync_personal_programme" in logged.err + logged.out
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor) as context:
+            again = event_catalog_sensor(context)
+        logged = capsys.readouterr()
+        assert again.cursor == first.cursor and "catalog warning" not in logged.err + logged.out  # once per change

@@ -49,7 +49,7 @@ def test_catalog_validate_names_event_and_key(tmp_path: Path, monkeypatch):
     assert result.exit_code != 0
     assert "event 'broken-event': mapping: required field(s) not mapped: last_name" in result.output
     ok = CliRunner().invoke(cli, ["catalog", "validate"])
-    assert ok.exit_code == 0 and "3 event(s)" in ok.output
+    assert ok.exit_code == 0 and "4 event(s)" in ok.output
 
 
 def _free_port() -> int:
@@ -71,16 +71,21 @@ def test_demo_twice_second_run_changes_nothing(_isolated_env: Path, monkeypatch)
     assert "demo-expo                published added=2 " in first.output
     # demo-meetup sends invites: one per new attendee, to the local SMTP sink, over one connection
     assert "e-mail: 58 invite(s) and 0 cancellation(s) delivered to a local SMTP sink (58 message(s) over 1 connection(s))" in first.output
+    assert "demo-congress            published added=141 " in first.output
+    assert "demo-congress            sessions=12 personal schedule entries=" in first.output
     second = runner.invoke(cli, ["demo", "--port", port])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
-    assert len(lines) == 3
+    assert len(lines) == 4
     for line in lines:
         assert "added=0" in line and "updated=0" in line and "removed=0" in line and "restored=0" in line
-        if not line.startswith("demo-expo"):
+        if not line.startswith(("demo-expo", "demo-congress")):
             # same extract and catalog entry as the last publish: nothing mapped, nothing written
             assert " unchanged " in line
-    # the feed event got the same pushes again: new inbox rows, the same attendees, nothing written
+    # the feed event got the same pushes again: new inbox rows, the same attendees, nothing written;
+    # the Procurios event pulled only what changed since its last sync (the newest registration
+    # again: ``since`` is inclusive) and wrote nothing
+    assert "demo-congress            published added=0 restored=0 updated=0 removed=0 unchanged=1" in second.output
     assert "demo-expo                published added=0 restored=0 updated=0 removed=0 unchanged=2" in second.output
     assert "demo-summit              unchanged added=0 restored=0 updated=0 removed=0 unchanged=232" in second.output
     assert "e-mail: 0 invite(s) and 0 cancellation(s) delivered to a local SMTP sink (0 message(s)" in second.output
@@ -94,7 +99,7 @@ def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_en
     second = runner.invoke(cli, ["demo", "--port", "0"])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
-    assert len(lines) == 3 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
+    assert len(lines) == 4 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
     assert "e-mail: 0 invite(s) and 0 cancellation(s)" in second.output
 
 

@@ -28,6 +28,11 @@ def test_assets_checks_schedules_sensors():
         "published_attendees",
         "published_groups",
         "email_outbox",
+        # Procurios (seed 002): after the publish, and the check-in write-back
+        "procurios_sessions",
+        "personal_programmes",
+        "event_tags",
+        "procurios_checkin_writeback",
     }
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {
@@ -36,6 +41,8 @@ def test_assets_checks_schedules_sensors():
         "mass_removal_guard",
         "emails_flowing",
         "no_failed_emails",
+        "procurios_catalog_settings",
+        "checkin_writeback_failures",
     }
     for key in graph.get_all_asset_keys():
         partitions = graph.get(key).partitions_def
@@ -43,13 +50,27 @@ def test_assets_checks_schedules_sensors():
             assert partitions is None
         else:
             assert partitions.name == "events"
-    assert {s.name for s in defs.schedules} == {"hourly_attendee_sync", "daily_attendee_sync"}
-    assert {s.name for s in defs.sensors} == {"event_catalog_sensor", "feed_inbox_sensor", "email_outbox_sensor"}
+    assert {s.name for s in defs.schedules} == {
+        "hourly_attendee_sync",
+        "daily_attendee_sync",
+        "procurios_window_sync",
+        "procurios_nightly_sync",
+    }
+    assert {s.name for s in defs.sensors} == {
+        "event_catalog_sensor",
+        "feed_inbox_sensor",
+        "email_outbox_sensor",
+        "procurios_checkin_sensor",
+    }
     job = defs.resolve_job_def("attendee_sync_job")
     assert job.partitions_def.name == "events"
     assert "email_outbox" not in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     delivery = defs.resolve_job_def("email_delivery_job")
     assert {k.to_user_string() for k in delivery.asset_layer.executable_asset_keys} == {"email_outbox"}
+    # the sync job runs the Procurios step after the publish (a no-op for other events), not the write-back
+    synced = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"personal_programmes", "published_attendees"} <= synced and "procurios_checkin_writeback" not in synced
+    assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "events"
 
 
 def test_workspace_pins_the_code_location_name():

@@ -448,3 +448,13 @@ def test_100k_against_100k_counts_every_outcome():
     cs = compute_changes(incoming, pub, ApplyPolicy(missing="remove"))
     assert cs.counts["added"] == 1000 and cs.counts["removed"] == 1000 and cs.counts["updated"] == n - 1000
     assert cs.writes == n + 1000
+
+
+def test_a_row_hashes_the_same_whatever_the_other_rows_hold():
+    # a null contributes the same whether or not other rows fill the column, so a row's hash
+    # (and whether it counts as changed) never depends on the rest of its frame or batch
+    ann = person("ann@x.org", company=None, name_infix=None)
+    bob = person("bob@x.org", company="Initech", name_infix="de")
+    alone = row_hash(frame(ann)).iloc[0]
+    assert row_hash(frame(ann, bob)).iloc[0] == alone
+    assert row_hash(frame(bob, ann)).iloc[1] == alone

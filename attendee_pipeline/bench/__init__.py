@@ -11,5 +11,7 @@ child process for its time and peak memory, then that list's floor (``big_sync_o
 same ratio where a run's fixed cost weighs less). Each figure is one JSON line on stdout (progress goes
 to stderr), followed by one line per target (``ok`` true/false); missing a target does not fail
 the command, a crash does. ``python -m attendee_pipeline.bench.profile`` profiles one full sync
-with cProfile. Bench code never imports the test suite.
+with cProfile. :mod:`.procurios` adds a Procurios event (seed 002) of 50,000 registrations: fetch
+floors, the initial and the full import, and incremental syncs, with peak memory at two list
+sizes. Bench code never imports the test suite.
 """

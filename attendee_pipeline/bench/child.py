@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 
-def run_child(spec: dict[str, Any], spec_path: Path, timeout: float | None = None) -> dict[str, Any]:
-    """Run the child with ``spec``; returns its result (raises when it failed)."""
+def run_child(
+    spec: dict[str, Any], spec_path: Path, timeout: float | None = None, module: str = "attendee_pipeline.bench.child"
+) -> dict[str, Any]:
+    """Run the child ``module`` with ``spec``; returns its result (raises when it failed)."""
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "attendee_pipeline.bench.child", str(spec_path)],
+        [sys.executable, "-m", module, str(spec_path)],
         stdout=sys.stderr,  # keep stdout for the figures
         timeout=timeout,
         check=False,

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-feed", action="store_true", help="skip the push feed benchmark (needs PostgreSQL)")
     parser.add_argument("--only-feed", action="store_true", help="run only the push feed benchmark")
     parser.add_argument("--skip-email", action="store_true", help="skip the e-mail benchmark (outbox, SMTP delivery)")
+    parser.add_argument("--skip-procurios", action="store_true", help="skip the Procurios benchmark (bench/procurios.py)")
+    parser.add_argument("--procurios-records", type=int, default=50_000, help="registrations of the Procurios event")
+    parser.add_argument("--procurios-latency-ms", type=float, default=100.0, help="API latency of its remote incremental")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument(
         "--instance",
@@ -244,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             from attendee_pipeline.bench.feed import run_feed_bench
 
             run_feed_bench(report, tmp)
+        if not (args.skip_procurios or args.only_feed):
+            from attendee_pipeline.bench.procurios import run_procurios_bench
+
+            run_procurios_bench(report, tmp, args.procurios_records, args.procurios_latency_ms)
     except BaseException as exc:  # noqa: BLE001 - report, still print the targets, exit non-zero
         if isinstance(exc, KeyboardInterrupt):
             progress("interrupted")
@@ -258,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
 
             report_email_targets(report)
         from attendee_pipeline.bench.feed import report_feed_targets
+        from attendee_pipeline.bench.procurios import report_procurios_targets
 
         report_feed_targets(report)
+        report_procurios_targets(report)
     finally:
         report.close()
         if args.keep:

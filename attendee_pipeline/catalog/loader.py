@@ -101,6 +101,7 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
             if event.id in seen:
                 problems.append(f"event {event.id!r}: id: duplicate event id")
             seen.add(event.id)
+        problems.extend(_meetings_linked_twice(catalog))
     if problems:
         raise CatalogError(source, problems)
     return catalog
@@ -108,7 +109,25 @@ def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
 
 _KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
-_UNION_TAGS = {"rest_api", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
+_UNION_TAGS = {"rest_api", "feed", "procurios", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
+
+
+def _meetings_linked_twice(catalog: Catalog) -> list[str]:
+    """Seed 002: one Procurios meeting per event -- a problem naming both events otherwise."""
+    problems: list[str] = []
+    linked: dict[tuple[str, str], str] = {}
+    for event in catalog.events:
+        if event.source.kind != "procurios":
+            continue
+        ref = event.source.meeting_ref()
+        if ref in linked:
+            problems.append(
+                f"event {event.id!r}: source.meeting_id: Procurios meeting {ref[1]} of {event.source.base_url} "
+                f"is already linked to event {linked[ref]!r} (one meeting per event)"
+            )
+        else:
+            linked[ref] = event.id
+    return problems
 
 
 def _drop_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:

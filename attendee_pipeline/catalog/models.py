@@ -170,7 +170,77 @@ class FeedSource(_Strict):
     kind: Literal["feed"]
 
 
-Source = Annotated[RestApiSource | FeedSource, Field(discriminator="kind")]
+class ProcuriosWindow(_Strict):
+    """When the automatic sync of a Procurios event runs: every 20 minutes from
+    ``weeks_before_start`` weeks before the event's start until ``weeks_after_end`` weeks after
+    its end (wall-clock time in the event's timezone), and once a night at ``nightly_at`` (local
+    time) outside that window."""
+
+    weeks_before_start: int = Field(default=14, ge=0, le=520)
+    weeks_after_end: int = Field(default=1, ge=0, le=520)
+    nightly_at: dt.time = dt.time(3, 0)
+
+
+class ProcuriosSettings(_Strict):
+    """Seed 002's extra settings of a Procurios event (the cancellation e-mail is the event's
+    ``settings.send_cancellation_email``)."""
+
+    #: Tag every imported attendee with a hidden tag named after the event.
+    event_tag: bool = False
+    #: Import the sessions each attendee signed up for into their personal schedule.
+    sync_personal_programme: bool = True
+    #: The platform lets attendees change their personal programme (warned about when the
+    #: programme sync is on: their changes are overwritten on the next sync).
+    attendees_may_edit_programme: bool = False
+    #: The platform's registration only allows unique e-mail addresses (warned about: it
+    #: conflicts with how Procurios handles duplicates).
+    registration_requires_unique_emails: bool = False
+
+
+class ProcuriosSource(_Strict):
+    """Seed 002: one meeting of a Procurios environment, pulled over its OAuth2 API (client
+    credentials). Only changed registrations are pulled by the automatic sync (``since`` the
+    last publish); ``attendee-pipeline sync EVENT --full`` reads everything and overwrites."""
+
+    kind: Literal["procurios"]
+    #: The Procurios environment, e.g. https://vereniging.example.nl
+    base_url: str
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    #: The Procurios meeting (event) whose registrations this event holds; one per event.
+    meeting_id: str
+    #: Registrations mapped, diffed and applied together (memory is bounded by the batch).
+    batch_size: int = Field(default=500, ge=1, le=50_000)
+    #: Synced by the window schedules (off: only manual syncs).
+    auto_sync: bool = True
+    window: ProcuriosWindow = Field(default_factory=ProcuriosWindow)
+    settings: ProcuriosSettings = Field(default_factory=ProcuriosSettings)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    _check_env = field_validator("client_id_env", "client_secret_env")(lambda v: _env_name(v))
+
+    @field_validator("meeting_id", mode="before")
+    @classmethod
+    def _meeting(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("the Procurios meeting id must not be empty")
+        return v.strip() if isinstance(v, str) else v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v.rstrip("/")
+
+    def meeting_ref(self) -> tuple[str, str]:
+        """(environment, meeting): what may be linked to one event only."""
+        return self.base_url.lower(), self.meeting_id
+
+
+Source = Annotated[RestApiSource | FeedSource | ProcuriosSource, Field(discriminator="kind")]
 
 #: The apply policy of a feed event unless the catalog says otherwise: partial updates.
 FEED_APPLY_DEFAULTS = {"new": "create", "existing": "update_provided", "flagged": "ignore", "missing": "keep"}
@@ -311,7 +381,8 @@ class EventEntry(_Strict):
     start: dt.datetime
     end: dt.datetime
     source: Source
-    #: Required for a rest_api source; a feed sends platform fields and has none.
+    #: Required for a rest_api source; a feed sends platform fields and has none; a procurios
+    #: source has a default (sync.procurios.DEFAULT_MAPPING) that entries here amend.
     mapping: FieldMapping | None = None
     delete_flag: DeleteFlag | None = None
     sync: SyncPolicy = Field(default_factory=SyncPolicy)
@@ -350,6 +421,30 @@ class EventEntry(_Strict):
                 data = {**data, "sync": sync}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _procurios_defaults(cls, data: Any) -> Any:
+        # A Procurios event: the default mapping (amended by the entry's), cancellations as the
+        # delete flag, and the automatic sync's policy unless the entry says otherwise.
+        if not (isinstance(data, dict) and isinstance(data.get("source"), dict)):
+            return data
+        if data["source"].get("kind") != "procurios":
+            return data
+        from attendee_pipeline.sync import procurios as rules
+
+        data = dict(data)
+        if data.get("mapping") is None or isinstance(data.get("mapping"), dict):
+            data["mapping"] = rules.merged_mapping(data.get("mapping"))
+        if data.get("delete_flag") is None:
+            data["delete_flag"] = {"field": rules.STATUS_FIELD, "values": list(rules.CANCELLED_STATUSES)}
+        sync = data.get("sync")
+        if sync is None or isinstance(sync, dict):
+            sync = dict(sync or {})
+            if sync.get("apply") is None or isinstance(sync.get("apply"), dict):
+                sync["apply"] = {**rules.AUTOMATIC_POLICY, **(sync.get("apply") or {})}
+            data["sync"] = sync
+        return data
+
     @model_validator(mode="after")
     def _dates(self) -> "EventEntry":
         if self.local(self.end) < self.local(self.start):
@@ -372,6 +467,23 @@ class EventEntry(_Strict):
                 )
             if self.sync.auto.interval != "off":
                 raise ValueError("sync.auto.interval: a feed event is synced when pushes arrive, not on a schedule")
+        if self.source.kind == "procurios":
+            apply = self.sync.apply
+            if apply.missing != "keep":
+                raise ValueError(
+                    "sync.apply.missing: must be 'keep' for a procurios source: the automatic sync pulls "
+                    "only the registrations changed since the last one (a cancellation is a flag)"
+                )
+            if apply.existing not in ("keep", "overwrite"):
+                raise ValueError(
+                    "sync.apply.existing: 'keep' (seed 002's automatic sync) or 'overwrite' for a procurios "
+                    "source; a full import (sync --full) overwrites anyway"
+                )
+            if self.sync.auto.interval != "off":
+                raise ValueError(
+                    "sync.auto.interval: a procurios event is synced by the window schedules "
+                    "(source.auto_sync, source.window), not hourly/daily"
+                )
         return self
 
     @model_validator(mode="after")

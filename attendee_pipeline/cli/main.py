@@ -44,11 +44,15 @@ def catalog_validate(path: str | None) -> None:
     """Validate the catalog; errors name the event and the key."""
     from attendee_pipeline.catalog import CatalogError, load_catalog
 
+    from attendee_pipeline.catalog.warnings import catalog_warnings
+
     try:
         loaded = load_catalog(path)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"catalog OK: {len(loaded.events)} event(s)")
+    for warning in catalog_warnings(loaded):
+        click.echo(f"warning: {warning}")
 
 
 @cli.command("events")
@@ -59,6 +63,11 @@ def events() -> None:
     for event in load_catalog().events:
         auto = event.sync.auto
         schedule = "manual" if auto.interval == "off" else f"{auto.interval} until {event.auto_until:%Y-%m-%d %H:%M %Z}"
+        if event.source.kind == "procurios" and event.source.auto_sync:
+            from attendee_pipeline.sync.windows import procurios_window
+
+            first, last = procurios_window(event)
+            schedule = f"20 min {first:%Y-%m-%d}..{last:%Y-%m-%d}, nightly else"
         click.echo(f"{event.id:<24} {event.source.kind:<10} {schedule:<36} {event.name}")
 
 
@@ -92,14 +101,19 @@ def db_upgrade() -> None:
     is_flag=True,
     help="Map, diff and publish even when the extract and catalog entry equal the last publish's.",
 )
-def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None, force: bool) -> None:
+@click.option("--full", is_flag=True, help="Procurios: full import -- read every registration, overwrite every attendee.")
+def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None, force: bool, full: bool) -> None:
     """Sync one event now (the same job the schedules and the UI run).
 
     Exits 0 when the run published or found nothing to do (status "unchanged"), 1 when it was
     held by the mass-removal guard or failed.
     """
+    if full:
+        from attendee_pipeline.cli.procurios import _procurios_event
+
+        _procurios_event(event_id)  # a usage error for any other event
     if dry_run:
-        _dry_run(event_id, replay)
+        _dry_run(event_id, replay, full)
         return
     from attendee_pipeline.cli.runs import format_summary, run_sync
     from attendee_pipeline.instance import dagster_home
@@ -112,6 +126,8 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
         extract_config["replay_extract"] = str(Path(replay).resolve())
     if force:
         extract_config["force"] = True
+    if full:
+        extract_config["full_import"] = True
     run_config = {"ops": {"attendee_raw_extract": {"config": extract_config}}} if extract_config else None
     click.echo(f"syncing {event_id} ...")
     with dg.DagsterInstance.get() as instance:
@@ -124,7 +140,7 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
         sys.exit(1)
 
 
-def _dry_run(event_id: str, replay: str | None) -> None:
+def _dry_run(event_id: str, replay: str | None, full: bool = False) -> None:
     import tempfile
 
     from attendee_pipeline import steps
@@ -145,12 +161,16 @@ def _dry_run(event_id: str, replay: str | None) -> None:
         engine = make_engine(settings.db_url())
         try:
             manifest = steps.extract_event(
-                event, dest, engine=engine, pull=HttpAttendeeSource(), replay_from=replay, progress=progress
+                event, dest, engine=engine, pull=HttpAttendeeSource(), replay_from=replay, progress=progress,
+                full_import=full,
             )
             click.echo("", err=True)
-            mapped = steps.map_extract(event, dest)
-            published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
-            changes = compute_changes(mapped.valid, published, event.sync.apply)
+            if event.source.kind == "procurios":  # the batched steps of a sync, on a scratch folder
+                mapped, changes = _dry_run_batched(event, dest, manifest, engine, Path(tmp) / "batches")
+            else:
+                mapped = steps.map_extract(event, dest)
+                published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
+                changes = compute_changes(mapped.valid, published, event.sync.apply)
         finally:
             engine.dispose()
     click.echo(f"dry run for {event.id}: {manifest.get('records', 0)} record(s) fetched, nothing published")
@@ -174,12 +194,29 @@ def _dry_run(event_id: str, replay: str | None) -> None:
             click.echo(f"  ... and {len(frame) - 50} more")
 
 
+def _dry_run_batched(event, dest: Path, manifest: dict, engine, staging: Path):  # type: ignore[no-untyped-def]
+    """(mapped, changes) of a batched (Procurios) dry run, shaped like the whole-frame ones."""
+    import pandas as pd
+
+    from attendee_pipeline import batched, steps
+    from attendee_pipeline.sync.diff import ChangeSet
+
+    staging.mkdir(parents=True, exist_ok=True)
+    mapped, rejects = batched.map_batches(event, dest, staging, mode=manifest.get("mode"))
+    changes = batched.diff_batches(event, mapped, engine, staging)
+    frames = [frame for frame, _ in changes.batches if len(frame)]
+    frame = pd.concat(frames, ignore_index=True) if frames else changes.preview.iloc[0:0]
+    summary = steps.MappedExtract(valid=pd.DataFrame(), rejects=rejects, records=mapped.records)
+    return summary, ChangeSet(frame=frame, counts=dict(changes.counts), published_active=changes.published_active)
+
+
 # --------------------------------------------------------------------------- demo
 
 
 def _demo_secrets() -> None:
     """The demo sandbox's credentials: random per process unless already set in the env."""
-    for name in ("DEMO_SUMMIT_API_KEY", "DEMO_MEETUP_USERNAME", "DEMO_MEETUP_SECRET"):
+    for name in ("DEMO_SUMMIT_API_KEY", "DEMO_MEETUP_USERNAME", "DEMO_MEETUP_SECRET",
+                 "DEMO_PROCURIOS_CLIENT_ID", "DEMO_PROCURIOS_CLIENT_SECRET"):
         os.environ.setdefault(name, "demo-" + secrets.token_urlsafe(12))
 
 
@@ -196,10 +233,12 @@ def demo(port: int) -> None:
 
     _demo_secrets()
     home = dagster_home()
-    with serve_sandbox(_demo_datasets(), port=_free_or_any(port)) as sandbox:
+    with serve_sandbox(_demo_datasets(), port=_free_or_any(port)) as sandbox, _demo_procurios(8790) as procurios:
         os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
+        os.environ["ATTENDEE_PIPELINE_PROCURIOS_URL"] = procurios.url
         catalog = load_catalog()
         click.echo(f"sandbox attendee API on {sandbox.url}; platform DB {_safe_url(settings.db_url())}")
+        click.echo(f"sandbox Procurios on {procurios.url}")
         click.echo(f"Dagster instance: {home}")
         for event in catalog.events:
             if event.source.kind == "feed":
@@ -222,6 +261,7 @@ def demo(port: int) -> None:
     click.echo(email_line)
     click.echo("")
     _print_platform_state([s.event_id for s in summaries])
+    _print_procurios_state([e.id for e in catalog.events if e.source.kind == "procurios"])
     click.echo("")
     click.echo("Open the same in the Dagster UI: make dev  (then http://127.0.0.1:3000)")
     if not all(s.success for s in summaries):
@@ -290,6 +330,38 @@ def _print_platform_state(event_ids: list[str]) -> None:
     click.echo(f"groups shared between events: {total_groups}")
 
 
+def _demo_procurios(port: int):  # type: ignore[no-untyped-def]
+    """The demo's Procurios sandbox (meeting 2027) with the demo client's credentials."""
+    from attendee_pipeline.sandbox.procurios import demo_sandbox, serve_procurios
+
+    sandbox = demo_sandbox(os.environ["DEMO_PROCURIOS_CLIENT_ID"], os.environ["DEMO_PROCURIOS_CLIENT_SECRET"])
+    return serve_procurios(sandbox, port=_free_or_any(port))
+
+
+def _print_procurios_state(event_ids: list[str]) -> None:
+    """Sessions, personal-schedule entries and tagged attendees of the Procurios events."""
+    import sqlalchemy as sa
+
+    from attendee_pipeline.platform_db.engine import make_engine
+
+    if not event_ids:
+        return
+    engine = make_engine(settings.db_url())
+    with engine.connect() as conn:
+        for event_id in event_ids:
+            sessions, schedule, tagged = conn.execute(
+                sa.text(
+                    "select (select count(*) from sessions where event_id = :e and status = 'active'), "
+                    "(select count(*) from personal_schedule where event_id = :e), "
+                    "(select count(*) from attendee_tags where event_id = :e)"
+                ),
+                {"e": event_id},
+            ).one()
+            click.echo(f"{event_id:<24} sessions={sessions} personal schedule entries={schedule} "
+                       f"attendees with the hidden event tag={tagged}")
+    engine.dispose()
+
+
 def _demo_datasets() -> dict:
     """The demo sandbox's events, with badge URLs that do not depend on the port it got."""
     from attendee_pipeline.sandbox.attendee_api import demo_datasets
@@ -335,9 +407,12 @@ def dev(sandbox_port: int, port: int, feed_port: int) -> None:
     root = Path(__file__).resolve().parents[2]
     with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox, \
             serve_feed_in_thread(settings.db_url(), port=feed_port) as feed, \
+            _demo_procurios(8790) as procurios, \
             contextlib.ExitStack() as stack:
         os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
+        os.environ["ATTENDEE_PIPELINE_PROCURIOS_URL"] = procurios.url
         click.echo(f"sandbox attendee API on {sandbox.url}")
+        click.echo(f"sandbox Procurios on {procurios.url} (check-ins: POST {feed.url}/events/demo-congress/check-ins)")
         click.echo(f"push feed service on {feed.url} (keys: attendee-pipeline feed-key create demo-expo)")
         from attendee_pipeline.cli.email import dev_smtp_sink
 
@@ -510,6 +585,14 @@ def sandbox_attendee_api(
 
 
 register_email_commands(cli)  # email preview, invite, attendees, record-status, segment, outbox
+# --------------------------------------------------------------------------- Procurios (seed 002)
+
+from attendee_pipeline.cli import procurios as procurios_cli  # noqa: E402
+
+cli.add_command(procurios_cli.check_connection)
+cli.add_command(procurios_cli.checkin)
+cli.add_command(procurios_cli.checkins)
+sandbox.add_command(procurios_cli.sandbox_procurios)
 
 
 if __name__ == "__main__":  # pragma: no cover

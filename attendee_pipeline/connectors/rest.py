@@ -108,7 +108,8 @@ class ExtractManifest:
     #: SHA-256 of each stored page's bytes, in order (lets the next sync see early whether
     #: the provider sends what it sent last time).
     page_sha256: list[str] = field(default_factory=list)
-    #: :func:`extract_digest` of this extract, computed while the pages were stored.
+    #: :func:`extract_digest` of this extract, computed while it was stored (a Procurios
+    #: extract's digest covers its session pages too).
     content_sha256: str | None = None
     #: Requests sent for the page after the current one while the current one was stored and
     #: whose answer was not used (the list ended, or the answer was not a success).

@@ -260,3 +260,100 @@ attendee_statuses = sa.Table(
     sa.UniqueConstraint("link_token"),
     sa.Index(None, "event_id"),
 )
+
+
+# --------------------------------------------------------------------------- Procurios (seed 002)
+#
+# ``sessions``: the programme of an event as its source lists it (external id, title, start,
+# end, room, track); rows are never deleted (a session the source no longer lists is marked
+# ``removed``), so schedules and a later outbound sync (Swoogo, PRODUCT.md integration 5) can
+# rely on the ids. ``personal_schedule``: which sessions each attendee signed up for.
+# ``tags`` / ``attendee_tags``: hidden tags such as the per-event tag every imported attendee of
+# a Procurios event gets. ``check_ins``: the platform's check-ins (on-site / online / hybrid)
+# with the state of their write-back to the source (see attendee_pipeline.platform_db.procurios).
+
+#: session status values.
+SESSION_STATUSES = ("active", "removed")
+#: check-in kinds and write-back states.
+CHECK_IN_KINDS = ("on_site", "online", "hybrid")
+WRITEBACK_STATES = ("pending", "sending", "sent", "failed", "skipped")
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, sa.ForeignKey("events.id"), nullable=False),
+    # where the session comes from ('procurios') and its id there
+    sa.Column("source_kind", sa.Text, nullable=False),
+    sa.Column("external_id", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("starts_at", UTCDateTime, nullable=True),
+    sa.Column("ends_at", UTCDateTime, nullable=True),
+    sa.Column("room", sa.Text, nullable=True),
+    sa.Column("track", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("event_id", "source_kind", "external_id"),
+    sa.CheckConstraint("status IN ('active', 'removed')", name="status"),
+)
+
+personal_schedule = sa.Table(
+    "personal_schedule",
+    metadata,
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("attendee_id", sa.Integer, sa.ForeignKey("attendees.id"), primary_key=True),
+    sa.Column("session_id", sa.Integer, sa.ForeignKey("sessions.id"), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "session_id"),
+)
+
+tags = sa.Table(
+    "tags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    # hidden tags are for targeting (e-mails, access rules), not shown to attendees
+    sa.Column("hidden", sa.Boolean, nullable=False),
+    # set for the automatic tag of one event (one per event)
+    sa.Column("event_id", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("event_id"),
+)
+
+attendee_tags = sa.Table(
+    "attendee_tags",
+    metadata,
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("attendee_id", sa.Integer, sa.ForeignKey("attendees.id"), primary_key=True),
+    sa.Column("tag_id", sa.Integer, sa.ForeignKey("tags.id"), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "event_id"),
+    sa.Index(None, "tag_id"),
+)
+
+check_ins = sa.Table(
+    "check_ins",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("attendee_id", sa.Integer, sa.ForeignKey("attendees.id"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("checked_in_at", UTCDateTime, nullable=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    # who recorded it ('api' = the platform's hook, 'cli') and the platform's own id, if any
+    sa.Column("recorded_by", sa.Text, nullable=False),
+    sa.Column("external_id", sa.Text, nullable=True),
+    sa.Column("writeback", sa.Text, nullable=False),
+    sa.Column("writeback_attempts", sa.Integer, nullable=False),
+    # why a write-back failed or was skipped
+    sa.Column("writeback_detail", sa.Text, nullable=True),
+    sa.Column("writeback_at", UTCDateTime, nullable=True),
+    sa.Column("writeback_run_id", sa.Text, nullable=True),
+    sa.UniqueConstraint("event_id", "external_id"),
+    sa.CheckConstraint("kind IN ('on_site', 'online', 'hybrid')", name="kind"),
+    sa.CheckConstraint("writeback IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="writeback"),
+    sa.Index(None, "event_id", "writeback"),
+    sa.Index(None, "attendee_id"),
+)

@@ -1510,20 +1510,22 @@ def catalog_source(
     return source, env
 
 
-def run_in_thread(
-    datasets: Mapping[str, SandboxConfig] | SandboxServer | None = None,
+def serve_app_in_thread(
+    app: Any,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    name: str = "sandbox",
     startup_timeout: float = 10.0,
     access_log: bool = False,
     log_level: str = "warning",
-) -> SandboxHandle:
-    """Start the sandbox in a background thread (port 0: a free port); call ``handle.stop()``."""
+) -> tuple[int, Callable[[], None]]:
+    """Serve an ASGI app with uvicorn in a daemon thread on a loopback ``host:port`` (port 0: a
+    free one) once it has started; (the bound port, a function that stops it). Used by every
+    sandbox provider."""
     import uvicorn
 
     _check_loopback(host)
-    server = datasets if isinstance(datasets, SandboxServer) else SandboxServer(datasets)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1535,7 +1537,7 @@ def run_in_thread(
     sock.set_inheritable(True)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
-        server.app,
+        app,
         host=host,
         port=bound_port,
         log_config=None,
@@ -1554,17 +1556,17 @@ def run_in_thread(
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             errors.append(exc)
 
-    thread = threading.Thread(target=target, name=f"sandbox-attendee-api-{bound_port}", daemon=True)
+    thread = threading.Thread(target=target, name=f"{name}-{bound_port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
     while not uv.started:
         if errors or not thread.is_alive():
             sock.close()
-            raise RuntimeError(f"the sandbox failed to start: {errors[0] if errors else 'thread exited'}")
+            raise RuntimeError(f"the {name} failed to start: {errors[0] if errors else 'thread exited'}")
         if time.monotonic() > deadline:
             uv.should_exit = True
             sock.close()
-            raise RuntimeError(f"the sandbox did not start within {startup_timeout}s")
+            raise RuntimeError(f"the {name} did not start within {startup_timeout}s")
         time.sleep(0.01)
 
     def stop() -> None:
@@ -1572,6 +1574,24 @@ def run_in_thread(
         thread.join(timeout=10)
         sock.close()
 
+    return bound_port, stop
+
+
+def run_in_thread(
+    datasets: Mapping[str, SandboxConfig] | SandboxServer | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout: float = 10.0,
+    access_log: bool = False,
+    log_level: str = "warning",
+) -> SandboxHandle:
+    """Start the sandbox in a background thread (port 0: a free port); call ``handle.stop()``."""
+    server = datasets if isinstance(datasets, SandboxServer) else SandboxServer(datasets)
+    bound_port, stop = serve_app_in_thread(
+        server.app, host=host, port=port, name="sandbox", startup_timeout=startup_timeout,
+        access_log=access_log, log_level=log_level,
+    )
     return SandboxHandle(server, host, bound_port, stop)
 
 

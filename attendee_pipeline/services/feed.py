@@ -10,6 +10,7 @@ Routes::
     GET  /health                             {"status": "ok"} when the database answers
     POST /platform/events/{event_id}/attendees/account-created | first-accessed
                                              the platform's status hooks (services.platform_hooks)
+    POST /events/{event_id}/check-ins        the platform's check-in hook (services/checkins.py)
 
 Order of checks for both POST routes, and the answers:
 
@@ -68,6 +69,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from attendee_pipeline.platform_db.engine import ensure_schema
 from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify_key
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
+from attendee_pipeline.services.checkins import checkin_routes
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
@@ -289,6 +291,7 @@ def create_app(db_url: str) -> Starlette:
             Route("/events/{event_id}/attendees:batch", service.attendees_batch, methods=["POST"]),
             Route("/health", service.health, methods=["GET"]),
             *platform_hook_routes(engine),  # the platform's status hooks (services.platform_hooks)
+            *checkin_routes(engine),  # the platform's check-in hook (services/checkins.py)
         ],
         middleware=[Middleware(_InternalErrors)],
         exception_handlers={HTTPException: _http_error},

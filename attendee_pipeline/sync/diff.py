@@ -63,6 +63,8 @@ PUBLISHED_COLUMNS: tuple[str, ...] = ("attendee_id", "attendee_key", "row_hash",
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
+#: The hash of "", what every null contributes to its column (besides its bit in the null bitmap).
+_EMPTY_HASH = hash_array(np.array([""], dtype=object))[0]
 
 
 # --------------------------------------------------------------------------- hashing
@@ -109,8 +111,8 @@ def row_hash(frame: pd.DataFrame) -> pd.Series:
                 if arrow.null_count:
                     isnull = arrow.is_null().to_numpy(zero_copy_only=False)
                     nulls |= isnull.astype(np.uint64) << np.uint64(bit)
-                    if arrow.null_count == n:
-                        h *= _FNV_PRIME
+                    if arrow.null_count == n:  # as below: a null hashes as "" plus its bit
+                        h = (h ^ _EMPTY_HASH) * _FNV_PRIME
                         continue
                 h = (h ^ _arrow_hash(arrow)) * _FNV_PRIME
                 continue
@@ -119,7 +121,9 @@ def row_hash(frame: pd.DataFrame) -> pd.Series:
             if isnull.any():
                 nulls |= isnull.astype(np.uint64) << np.uint64(bit)
                 if isnull.all():
-                    h *= _FNV_PRIME
+                    # a null hashes as "" (plus its null bit) whatever else the column holds, so
+                    # a row's hash never depends on the other rows of the frame
+                    h = (h ^ _EMPTY_HASH) * _FNV_PRIME
                     continue
                 values = values.copy()
                 values[isnull] = ""

@@ -12,6 +12,7 @@ embedded SQLite instance cost more than the work of a small sync.
 
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.rest import ExtractError, extract_digest, read_manifest
+from attendee_pipeline.connectors.rest import MANIFEST_NAME, ExtractError, extract_digest, read_manifest
 from attendee_pipeline.defs.attendees import checks
 from attendee_pipeline.defs.memory import release_memory
+from attendee_pipeline.defs.procurios import batched as procurios_batched
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
     AttendeeSource,
@@ -31,7 +33,7 @@ from attendee_pipeline.defs.resources import (
     RawExtractStore,
 )
 from attendee_pipeline.platform_db import publish as db_publish
-from attendee_pipeline.sync.diff import ChangeSet, compute_changes
+from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline.sync.fingerprint import is_unchanged, sync_fingerprint
 
 GROUP = "attendees"
@@ -58,6 +60,9 @@ class SyncRunConfig(dg.Config):
     #: Map, diff and publish even when the extract and the catalog entry are identical to those of
     #: the event's last publish (by default such a sync stops after the extract as ``unchanged``).
     force: bool = False
+    #: Procurios: a full import ("reset import") -- read every registration, not only those changed
+    #: since the last sync, and overwrite every attendee's data (``existing: overwrite``).
+    full_import: bool = False
 
 
 _MAPPED_OUTPUTS = ("mapped_attendees", "rejected_attendees", "attendee_group_memberships")
@@ -146,10 +151,11 @@ def extract_attendees(
                 description=f"event {event.id!r} has no stored raw extract to map: materialize attendee_raw_extract"
             )
         extract_dir = latest
+        manifest = {**json.loads((latest / MANIFEST_NAME).read_text(encoding="utf-8")), "path": str(latest)}
         context.log.info(f"mapping the newest stored raw extract {latest.name}")
     if not set(_MAPPED_OUTPUTS) & set(selected):
         return
-    yield from _map(context, event, extract_dir, premapped, platform_db)
+    yield from _map(context, event, manifest, premapped, platform_db)
 
 
 def _extract(
@@ -174,7 +180,9 @@ def _extract(
 
     last = db_publish.last_decision(engine, event.id)
     mapper = None
-    if event.mapping is not None and not config.replay_extract:
+    # a REST source's pages are mapped as they arrive (a Procurios extract is mapped in
+    # batches after the fetch, see defs/procurios/batched.py)
+    if event.source.kind == "rest_api" and not config.replay_extract:
         previous = None if config.force else _previous_pages(last)
         mapper = steps.PageMapper(event, previous)
     try:
@@ -186,6 +194,7 @@ def _extract(
             replay_from=config.replay_extract or None,
             progress=progress,
             on_page=mapper,
+            full_import=config.full_import,
         )
     except ExtractError as exc:
         # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
@@ -195,7 +204,7 @@ def _extract(
         raise
     manifest["path"] = str(dest)
     fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
-    unchanged = is_unchanged(fingerprint, last) and not config.force
+    unchanged = is_unchanged(fingerprint, last) and not (config.force or config.full_import)
     manifest["input_fingerprint"] = fingerprint
     manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
     manifest["unchanged_attendees"] = db_publish.active_count(engine, event.id) if unchanged else 0
@@ -235,50 +244,55 @@ def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         "extract_path": dg.MetadataValue.path(manifest["path"]),
         "seconds": manifest["seconds"],
         "extracts_pruned": manifest["extracts_pruned"],
+        **procurios_batched.extract_metadata(manifest),
     }
 
 
 def _map(
     context: dg.AssetExecutionContext,
     event: Any,
-    extract_dir: Path,
+    manifest: dict[str, Any],
     premapped: Any,
     platform_db: PlatformDatabaseResource,
 ):
     """The mapped, rejected and membership outputs (those selected) and their checks."""
     release_memory()
-    mapped = steps.map_extract(event, extract_dir, premapped)
-    db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, mapped.rejects)
-    if len(mapped.rejects):
-        context.log.warning(
-            f"{len(mapped.rejects)} record problem(s) quarantined; see rejected_attendees metadata"
-        )
+    if event.source.kind == "procurios":  # mapped in batches: see defs/procurios/batched.py
+        batches = procurios_batched.map_batches(context, event, manifest)
+        mapped_value, rejects, mapped_metadata = batches.mapped, batches.rejects, batches.metadata
+        memberships_of = lambda: procurios_batched.group_memberships(batches.mapped)  # noqa: E731
+        schema_of = lambda: procurios_batched.schema_check(batches.mapped)  # noqa: E731
+    else:
+        mapped = steps.map_extract(event, Path(manifest["path"]), premapped)
+        mapped_value, rejects = mapped.valid, mapped.rejects
+        mapped_metadata = {
+            "records": mapped.records,
+            "valid": len(mapped.valid),
+            "delete_flagged": int(mapped.valid["flagged"].sum()),
+            "dagster/row_count": len(mapped.valid),
+        }
+        memberships_of = lambda: steps.group_memberships(mapped.valid)  # noqa: E731
+        schema_of = lambda: checks.schema_check(mapped.valid, partial=event.partial_records)  # noqa: E731
+    db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, rejects)
+    if len(rejects):
+        context.log.warning(f"{len(rejects)} record problem(s) quarantined; see rejected_attendees metadata")
     selected = context.selected_output_names
     if "mapped_attendees" in selected:
-        yield dg.Output(
-            mapped.valid,
-            output_name="mapped_attendees",
-            metadata={
-                "records": mapped.records,
-                "valid": len(mapped.valid),
-                "delete_flagged": int(mapped.valid["flagged"].sum()),
-                "dagster/row_count": len(mapped.valid),
-            },
-        )
+        yield dg.Output(mapped_value, output_name="mapped_attendees", metadata=mapped_metadata)
     if "rejected_attendees" in selected:
         yield dg.Output(
-            mapped.rejects,
+            rejects,
             output_name="rejected_attendees",
             metadata={
-                "rejected_records": int(mapped.rejects["source_row"].nunique()) if len(mapped.rejects) else 0,
-                "problems": len(mapped.rejects),
-                "by_reason": dg.MetadataValue.json(mapped.reason_counts),
-                "preview": _preview(mapped.rejects, ["source_row", "source_record_id", "field", "reason"]),
-                "dagster/row_count": len(mapped.rejects),
+                "rejected_records": int(rejects["source_row"].nunique()) if len(rejects) else 0,
+                "problems": len(rejects),
+                "by_reason": dg.MetadataValue.json(steps.reason_counts(rejects)),
+                "preview": _preview(rejects, ["source_row", "source_record_id", "field", "reason"]),
+                "dagster/row_count": len(rejects),
             },
         )
     if "attendee_group_memberships" in selected:
-        memberships = steps.group_memberships(mapped.valid)
+        memberships = memberships_of()
         groups = sorted(memberships["group_name"].unique().tolist())
         yield dg.Output(
             memberships,
@@ -292,11 +306,11 @@ def _map(
         )
     selected_checks = context.selected_asset_check_keys
     if checks.NO_REJECTED.key in selected_checks:
-        yield checks.rejected_check(mapped.rejects)
+        yield checks.rejected_check(rejects)
     # Last: a failed blocking check fails this step after the outputs are stored, so the
     # diff and the publish are skipped.
     if checks.MAPPED_SCHEMA.key in selected_checks:
-        yield checks.schema_check(mapped.valid, partial=event.partial_records)
+        yield schema_of()
 
 
 @dg.asset(
@@ -308,27 +322,33 @@ def _map(
 )
 def attendee_changes(
     context: dg.AssetExecutionContext,
-    mapped_attendees: pd.DataFrame,
+    mapped_attendees: Any,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ):
+    # mapped_attendees: a frame, or batched.BatchedAttendees for a batched source (Procurios)
     release_memory()
     event = catalog.event(context.partition_key)
-    policy = event.sync.apply
-    published = db_publish.load_published(
-        platform_db.engine(), event.id, with_content=policy.existing == "update_provided"
-    )
-    changes = compute_changes(mapped_attendees, published, policy)
-    active_before = int((published["status"] == "active").sum()) if len(published) else 0
-    yield dg.Output(
-        changes,
-        metadata={
-            **{k: int(v) for k, v in changes.counts.items()},
-            "published_before": active_before,
-            "policy": dg.MetadataValue.json(policy.model_dump()),
-            "preview": _preview(changes.frame, ["change", "source_row", "source_record_id"]),
-        },
-    )
+    if procurios_batched.is_batched(mapped_attendees):
+        output = procurios_batched.changes_output(context, event, mapped_attendees, platform_db.engine())
+        changes, active_before = output.value, int(output.value.published_active)
+        yield output
+    else:
+        policy = event.sync.apply
+        published = db_publish.load_published(
+            platform_db.engine(), event.id, with_content=policy.existing == "update_provided"
+        )
+        changes = compute_changes(mapped_attendees, published, policy)
+        active_before = int((published["status"] == "active").sum()) if len(published) else 0
+        yield dg.Output(
+            changes,
+            metadata={
+                **{k: int(v) for k, v in changes.counts.items()},
+                "published_before": active_before,
+                "policy": dg.MetadataValue.json(policy.model_dump()),
+                "preview": _preview(changes.frame, ["change", "source_row", "source_record_id"]),
+            },
+        )
     guard = event.sync.mass_removal
     result, held = checks.mass_removal_check(
         changes, active_before, guard.max_share, guard.min_count, checks.override_requested(context.run.tags)
@@ -373,7 +393,7 @@ def attendee_changes(
 def publish_attendees(
     context: dg.AssetExecutionContext,
     attendee_raw_extract: dict[str, Any],
-    attendee_changes: ChangeSet,
+    attendee_changes: Any,  # a ChangeSet, or batched.BatchedChanges for a batched source
     rejected_attendees: pd.DataFrame,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
@@ -382,19 +402,24 @@ def publish_attendees(
     event = catalog.event(context.partition_key)
     rejected = int(rejected_attendees["source_row"].nunique()) if len(rejected_attendees) else 0
     started = dt.datetime.now(dt.timezone.utc)
-    result = db_publish.publish_changes(
-        platform_db.engine(),
-        event.id,
-        attendee_changes,
-        run_id=context.run_id,
-        source_kind=event.source.kind,
-        rejected_count=rejected,
-        raw_extract_path=attendee_raw_extract.get("path"),
-        started_at=started,
-        input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
-        source_position=attendee_raw_extract.get("source_position"),
-        email_settings=event.settings,
-    )
+    if procurios_batched.is_batched(attendee_changes):  # one transaction per batch
+        result = procurios_batched.publish(
+            context, event, attendee_raw_extract, attendee_changes, rejected, platform_db.engine(), started
+        )
+    else:
+        result = db_publish.publish_changes(
+            platform_db.engine(),
+            event.id,
+            attendee_changes,
+            run_id=context.run_id,
+            source_kind=event.source.kind,
+            rejected_count=rejected,
+            raw_extract_path=attendee_raw_extract.get("path"),
+            started_at=started,
+            input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
+            source_position=attendee_raw_extract.get("source_position"),
+            email_settings=event.settings,
+        )
     counts = _as_counts(result)
     yield dg.MaterializeResult(
         asset_key="published_attendees",

@@ -12,12 +12,13 @@ downstream, exactly as a separate blocking ``@asset_check`` would.
 
 import logging
 import warnings
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
-from attendee_pipeline.sync.diff import ChangeSet, mass_removal_verdict
+from attendee_pipeline.sync.diff import mass_removal_verdict
 from attendee_pipeline.sync.schemas import failure_cases
 
 # Partitioned asset checks are a Dagster "preview" feature; we rely on it knowingly (one check
@@ -117,10 +118,11 @@ def rejected_check(rejected: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 def mass_removal_check(
-    changes: ChangeSet, active: int, max_share: float, min_count: int, override: bool
+    changes: Any, active: int, max_share: float, min_count: int, override: bool
 ) -> tuple[dg.AssetCheckResult, str | None]:
-    """``mass_removal_guard``: (result, message of the hold or None). ``active`` is the event's
-    number of published, not removed attendees before this sync."""
+    """``mass_removal_guard``: (result, message of the hold or None). ``changes`` is a
+    ChangeSet or a batched source's BatchedChanges (both have ``counts``); ``active`` is the
+    event's number of published, not removed attendees before this sync."""
     removed = int(changes.counts.get("removed", 0))
     verdict = mass_removal_verdict(removed, int(active), max_share, min_count)
     metadata = {

@@ -4,8 +4,11 @@ the partitions of events removed from the catalog, and upserts the platform's ``
 """
 
 
+import hashlib
+
 import dagster as dg
 
+from attendee_pipeline.catalog.warnings import catalog_warnings
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.publish import upsert_events
@@ -21,7 +24,8 @@ def event_catalog_sensor(
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ) -> dg.SensorResult:
-    events = catalog.load().events  # a CatalogError fails the tick with its message, visibly
+    loaded = catalog.load()  # a CatalogError fails the tick with its message, visibly
+    events = loaded.events
     wanted = [e.id for e in events]
     existing = set(context.instance.get_dynamic_partitions(events_partitions.name))
     to_add = [e for e in wanted if e not in existing]
@@ -34,7 +38,12 @@ def event_catalog_sensor(
         requests.append(events_partitions.build_delete_request(to_delete))
     if requests:
         context.log.info(f"events partitions: +{len(to_add)} -{len(to_delete)}")
-    return dg.SensorResult(dynamic_partitions_requests=requests)
+    warnings = catalog_warnings(loaded)  # logged again whenever they change
+    digest = hashlib.sha256("\n".join(warnings).encode()).hexdigest()[:16]
+    if digest != (context.cursor or ""):
+        for warning in warnings:
+            context.log.warning(f"catalog warning: {warning}")
+    return dg.SensorResult(dynamic_partitions_requests=requests, cursor=digest)
 
 
 catalog_sensors = [event_catalog_sensor]

@@ -1,0 +1,156 @@
+"""The Procurios commands of ``attendee-pipeline`` (seed 002): verify an event's connection,
+record check-ins and follow their write-back, and serve the Procurios sandbox.
+
+``cli/main.py`` registers each command with one line. Nothing here prints credentials, e-mail
+addresses or names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import click
+
+
+def _procurios_event(event_id: str):  # type: ignore[no-untyped-def]
+    from attendee_pipeline.catalog import CatalogError, load_catalog
+
+    try:
+        event = load_catalog().by_id().get(event_id)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    if event is None:
+        raise click.UsageError(f"{event_id} is not in the catalog")
+    if event.source.kind != "procurios":
+        raise click.UsageError(f"{event_id} is not a Procurios event (its source kind is {event.source.kind})")
+    return event
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    from attendee_pipeline.cli.main import _feed_engine  # the platform database, migrated
+
+    return _feed_engine()
+
+
+@click.command("check-connection")
+@click.argument("event_id")
+def check_connection(event_id: str) -> None:
+    """Verify a Procurios event's connection: credentials, base URL, meeting and permission.
+
+    Prints one line per step and stops at the first failure with what to check; exits 1 when
+    a step failed.
+    """
+    from attendee_pipeline.connectors.procurios import check_connection as check
+
+    event = _procurios_event(event_id)
+    source = event.source
+    click.echo(f"checking {event_id}: Procurios {source.base_url}, meeting {source.meeting_id}")
+    results = check(source)
+    for result in results:
+        click.echo(f"  {'ok    ' if result.ok else 'FAILED'} {result.step:<14} {result.message}")
+    if not all(r.ok for r in results):
+        sys.exit(1)
+    click.echo("connection OK")
+
+
+@click.command("checkin")
+@click.argument("event_id")
+@click.option("--attendee-id", type=int, default=None, help="The attendee's platform id.")
+@click.option("--email", default=None, help="Or the attendee's e-mail address.")
+@click.option("--kind", type=click.Choice(["on_site", "online", "hybrid"]), default="on_site", show_default=True)
+@click.option("--at", "at", default=None, help="When (ISO 8601 with timezone; default now).")
+@click.option("--id", "external_id", default=None, help="The platform's id of the check-in (repeats are ignored).")
+def checkin(event_id: str, attendee_id: int | None, email: str | None, kind: str, at: str | None,
+            external_id: str | None) -> None:
+    """Record a check-in of an attendee of EVENT_ID, as the platform's hook does.
+
+    An on-site check-in of a Procurios event is written back to Procurios as "present" by
+    procurios_checkin_sensor (or `attendee-pipeline checkins EVENT_ID --send`).
+    """
+    from attendee_pipeline.platform_db.procurios import CheckInError, record_check_in
+
+    when = None
+    if at is not None:
+        try:
+            when = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter("not an ISO 8601 time", param_hint="--at") from None
+    engine = _engine()
+    try:
+        check_in, created = record_check_in(
+            engine, event_id, kind=kind, attendee_id=attendee_id, email=email, checked_in_at=when,
+            recorded_by="cli", external_id=external_id,
+        )
+    except CheckInError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    state = check_in["writeback"] + (f" ({check_in['writeback_detail']})" if check_in["writeback_detail"] else "")
+    click.echo(f"check-in {check_in['id']} {'recorded' if created else 'already recorded'}: "
+               f"attendee {check_in['attendee_id']}, {kind}; write-back {state}")
+
+
+@click.command("checkins")
+@click.argument("event_id")
+@click.option("--retry-failed", is_flag=True, help="Queue the failed write-backs again.")
+@click.option("--send", is_flag=True, help="Send the pending write-backs now (runs procurios_checkin_job).")
+def checkins(event_id: str, retry_failed: bool, send: bool) -> None:
+    """Show the check-in write-back of EVENT_ID: counts per state, failures per reason."""
+    from attendee_pipeline.platform_db.procurios import requeue, writeback_summary
+
+    engine = _engine()
+    try:
+        if retry_failed:
+            click.echo(f"{requeue(engine, event_id)} failed write-back(s) queued again")
+        if send:
+            _send(event_id)
+        summary = writeback_summary(engine, event_id)
+    finally:
+        engine.dispose()
+    click.echo(f"check-in write-back of {event_id}:")
+    for state in ("pending", "sending", "sent", "failed", "skipped"):
+        click.echo(f"  {state:<8} {summary[state]}")
+    for reason, count in summary["failed_reasons"].items():
+        click.echo(f"    {count} x {reason}")
+    if summary["sending"]:
+        click.echo("  (sending: claimed by a run that did not finish; --retry-failed does not resend them)")
+
+
+def _send(event_id: str) -> None:
+    import dagster as dg
+
+    from attendee_pipeline.definitions import defs
+    from attendee_pipeline.defs.partitions import events_partitions
+    from attendee_pipeline.instance import dagster_home
+
+    _procurios_event(event_id)
+    dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        if not instance.has_dynamic_partition(events_partitions.name, event_id):
+            instance.add_dynamic_partitions(events_partitions.name, [event_id])
+        job = defs.resolve_job_def("procurios_checkin_job")
+        result = job.execute_in_process(instance=instance, partition_key=event_id, raise_on_error=False,
+                                        tags={"attendee_pipeline/trigger": "cli"})
+    click.echo(f"write-back run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
+
+
+@click.command("procurios")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback addresses only.")
+@click.option("--port", default=8790, type=int, show_default=True)
+@click.option("--registrations", default=None, type=int, help="Registrations of the demo meeting (default 150).")
+@click.option("--token-ttl", default=3600.0, type=float, show_default=True, help="Seconds an access token lives.")
+@click.option("--latency-ms", default=0.0, type=float, show_default=True, help="Added to every API answer.")
+def sandbox_procurios(host: str, port: int, registrations: int | None, token_ttl: float, latency_ms: float) -> None:
+    """Serve the Procurios sandbox (the demo meeting 2027) until interrupted.
+
+    Its client credentials are DEMO_PROCURIOS_CLIENT_ID / DEMO_PROCURIOS_CLIENT_SECRET (export
+    the same values where you run `attendee-pipeline sync`). Faults and data changes go through
+    its /_control/ endpoints (see README.md, "Procurios").
+    """
+    from attendee_pipeline.sandbox.procurios import main
+
+    try:
+        main(host=host, port=port, registrations=registrations, token_ttl=token_ttl, latency_ms=latency_ms)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc

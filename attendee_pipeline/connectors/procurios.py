@@ -1,0 +1,436 @@
+"""The Procurios connector (seed 002): an OAuth2 client of a Procurios environment's meeting API
+and the extract of one meeting's registrations as a raw, replayable extract.
+
+What belongs here: :class:`ProcuriosClient` -- client credentials from environment variables
+(read when a request is made, registered for redaction, never logged), the access token cached
+and renewed shortly before it expires and once on a 401, the ``application/vnd.procurios.
+meeting2+json`` accept header, GETs retried as in the spine (429 with Retry-After, 5xx,
+connection errors; see :mod:`.http`), pagination until an empty page -- and
+:class:`ProcuriosExtractor`, which stores the registration pages (``since`` a position, or all
+of them for a full import) and the meeting's session pages exactly as received in the raw
+extract format of :mod:`.rest` (``page-000001.json`` ... + ``sessions-000001.json`` ... +
+``manifest.json``), so replay, the input fingerprint and the mapping work unchanged.
+:func:`check_connection` verifies credentials and meeting with one clear message per failure.
+Plain Python, no Dagster imports, no attendee data in log lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from attendee_pipeline.connectors.http import (
+    MissingSecretError,
+    RetryStats,
+    make_retry,
+    make_session,
+    redact,
+    resolve_secret,
+)
+from attendee_pipeline.connectors.rest import (
+    EXTRACT_FORMAT,
+    MANIFEST_NAME,
+    PAGE_NAME,
+    ExtractError,
+    ExtractManifest,
+    staged_extract,
+)
+from attendee_pipeline.sync.procurios import next_since
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "application/vnd.procurios.meeting2+json"
+API_PREFIX = "/l/meeting2_api"
+TOKEN_PATH = "/l/oauth2/token"
+RECORD_PATH = "data"
+SESSION_PAGE_NAME = "sessions-{:06d}.json"
+
+#: Renew a token this long before it expires (at most a tenth of its lifetime).
+RENEW_MARGIN_SECONDS = 60.0
+
+#: Stop paginating after this many pages (a provider that never sends an empty page).
+MAX_PAGES = 1_000_000
+
+
+class ProcuriosError(RuntimeError):
+    """A Procurios request failed; the message says which step, why, and what to check.
+    ``status`` is the HTTP status (None for a connection problem)."""
+
+    def __init__(self, step: str, problem: str, status: int | None = None) -> None:
+        self.step = step
+        self.problem = redact(problem)
+        self.status = status
+        super().__init__(f"{step}: {self.problem}")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+@dataclass
+class ClientStats:
+    """What a client did (for the manifest and metadata)."""
+
+    requests: int = 0
+    token_requests: int = 0
+    renewed_before_expiry: int = 0
+    renewed_after_401: int = 0
+    retry: RetryStats = field(default_factory=RetryStats)
+
+
+class ProcuriosClient:
+    """One Procurios environment's API for one client (id and secret from the named env vars).
+
+    ``max_retries`` / ``backoff_factor`` / ``backoff_max`` are the spine's retry policy for GETs
+    and the token request; other POSTs (the attendance write-back) are sent once -- their
+    caller decides about retries.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id_env: str,
+        client_secret_env: str,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff_factor: float = 0.5,
+        backoff_max: float = 60.0,
+        renew_margin: float = RENEW_MARGIN_SECONDS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_id_env = client_id_env
+        self.client_secret_env = client_secret_env
+        self.timeout = timeout
+        self.renew_margin = renew_margin
+        self.stats = ClientStats()
+        retry_kw = dict(max_retries=max_retries, backoff_factor=backoff_factor, backoff_max=backoff_max)
+        self.session = make_session(**retry_kw, stats=self.stats.retry)
+        self.session.headers["Accept"] = ACCEPT
+        # the token POST is safe to repeat: retried like a GET
+        token_retry = make_retry(**retry_kw, stats=self.stats.retry).new(allowed_methods=frozenset({"POST"}))
+        self._token_session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(max_retries=token_retry, pool_connections=1, pool_maxsize=1)
+        self._token_session.mount("http://", adapter)
+        self._token_session.mount("https://", adapter)
+        self._once = make_session(max_retries=0, backoff_factor=0)
+        self._once.headers["Accept"] = ACCEPT
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    @classmethod
+    def for_source(cls, source: Any, **kwargs: Any) -> "ProcuriosClient":
+        """A client for a catalog ``ProcuriosSource``."""
+        kwargs.setdefault("timeout", source.timeout_seconds)
+        return cls(source.base_url, source.client_id_env, source.client_secret_env, **kwargs)
+
+    def close(self) -> None:
+        for session in (self.session, self._token_session, self._once):
+            session.close()
+
+    def __enter__(self) -> "ProcuriosClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- token
+
+    def _credentials(self) -> tuple[str, str]:
+        try:
+            return resolve_secret(self.client_id_env), resolve_secret(self.client_secret_env)
+        except MissingSecretError as exc:
+            raise ProcuriosError("credentials", str(exc)) from None
+
+    def _new_token(self) -> str:
+        client_id, secret = self._credentials()
+        url = self.base_url + TOKEN_PATH
+        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+        self.stats.token_requests += 1
+        try:
+            response = self._token_session.post(url, data=data, headers={"Accept": "application/json"}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ProcuriosError(
+                "token", f"cannot reach {url} ({type(exc).__name__}) -- check the base URL"
+            ) from None
+        status = response.status_code
+        if status in (400, 401) and _error_code(response) in ("invalid_client", "unauthorized_client", "invalid_grant", ""):
+            raise ProcuriosError(
+                "token",
+                f"the client credentials were refused (HTTP {status} {_error_code(response) or 'error'}) -- check "
+                f"the environment variables {self.client_id_env} and {self.client_secret_env}",
+                status,
+            )
+        if status == 404:
+            raise ProcuriosError("token", f"no OAuth2 token endpoint at {url} (HTTP 404) -- check the base URL", status)
+        if not 200 <= status < 300:
+            raise ProcuriosError("token", f"the token request failed with HTTP {status}", status)
+        try:
+            body = response.json()
+            token = str(body["access_token"])
+        except (ValueError, KeyError, TypeError):
+            raise ProcuriosError(
+                "token", f"{url} did not answer with an OAuth2 access token -- is the base URL a Procurios environment?"
+            ) from None
+        try:
+            lifetime = float(body.get("expires_in", 3600))
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        margin = min(self.renew_margin, lifetime / 10)
+        self._token, self._expires_at = token, time.monotonic() + lifetime - margin
+        return token
+
+    def token(self) -> str:
+        """The cached access token, renewed when it is about to expire."""
+        if self._token is not None and time.monotonic() < self._expires_at:
+            return self._token
+        if self._token is not None:
+            self.stats.renewed_before_expiry += 1
+        return self._new_token()
+
+    # ----------------------------------------------------------------- requests
+
+    def request(self, method: str, path: str, *, step: str, params: dict[str, Any] | None = None,
+                json_body: Any = None, retry: bool = True) -> requests.Response:
+        """An API request with the bearer token (renewed and repeated once after a 401);
+        raises ProcuriosError for anything but a success. ``retry=False``: one attempt."""
+        url = self.base_url + API_PREFIX + path
+        session = self.session if retry and method == "GET" else self._once
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {self.token()}"}
+            self.stats.requests += 1
+            try:
+                response = session.request(method, url, params=params, json=json_body, headers=headers, timeout=self.timeout)
+            except requests.RequestException as exc:
+                raise ProcuriosError(step, f"request failed: {type(exc).__name__}: {_short(str(exc))}") from None
+            if response.status_code == 401 and attempt == 1:
+                # the token expired or was revoked on the server's side: a new one, once
+                self.stats.renewed_after_401 += 1
+                self._token = None
+                continue
+            break
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status == 401:
+            raise ProcuriosError(step, "a fresh access token was refused too (HTTP 401) -- check the client's access", status)
+        if status == 403:
+            raise ProcuriosError(
+                step, f"no permission (HTTP 403) -- the client in {self.client_id_env} may not use {path}", status
+            )
+        if status == 404:
+            raise ProcuriosError(step, f"not found (HTTP 404): {path}", status)
+        if status == 406:
+            raise ProcuriosError(step, f"HTTP 406 for Accept: {ACCEPT} -- is the base URL a Procurios environment?", status)
+        if status in (429, 500, 502, 503, 504) and retry:
+            retries = self.stats.retry.retries
+            raise ProcuriosError(step, f"HTTP {status} after the retries ({retries} in this client)", status)
+        return self._fail(step, response)
+
+    def _fail(self, step: str, response: requests.Response) -> requests.Response:
+        code = _error_code(response)
+        raise ProcuriosError(step, f"HTTP {response.status_code}{' ' + code if code else ''}", response.status_code)
+
+    def pages(self, path: str, *, step: str, params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, list[Any]]]:
+        """(page number, body bytes, records) of ``path``'s pages: page 1, 2, ... up to and
+        including the first empty one. A body that is not JSON, or has no ``data`` list, is an
+        error naming the page."""
+        for number in range(1, MAX_PAGES + 1):
+            response = self.request("GET", path, step=f"{step} page {number}", params={**(params or {}), "page": number})
+            content = response.content
+            try:
+                records = json.loads(content)[RECORD_PATH]
+                if not isinstance(records, list):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise ProcuriosError(f"{step} page {number}", f"the answer is not a JSON object with a '{RECORD_PATH}' list") from None
+            yield number, content, records
+            if not records:
+                return
+        raise ProcuriosError(step, f"more than {MAX_PAGES} pages without an empty one; stopping")
+
+    # ----------------------------------------------------------------- endpoints
+
+    def meeting(self, meeting_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/meetings/{meeting_id}", step="meeting").json()
+
+    def mark_present(self, meeting_id: str, registration_id: str) -> dict[str, Any]:
+        """Record a registration's attendance as "present" (one attempt)."""
+        path = f"/meetings/{meeting_id}/registrations/{registration_id}/attendance"
+        return self.request("POST", path, step="attendance", json_body={"status": "present"}, retry=False).json()
+
+
+# --------------------------------------------------------------------------- extract
+
+
+Progress = Callable[[int, int], None]
+
+
+class ProcuriosExtractor:
+    """Stores one meeting's registrations (all, or those modified ``since``) and sessions as a
+    raw extract folder. Only the current page is held in memory."""
+
+    def __init__(self, *, max_retries: int = 5, backoff_factor: float = 0.5, backoff_max: float = 60.0) -> None:
+        self.retry_kw = dict(max_retries=max_retries, backoff_factor=backoff_factor, backoff_max=backoff_max)
+
+    def extract(
+        self,
+        source: Any,
+        event_id: str,
+        dest_dir: Path,
+        *,
+        since: str | None = None,
+        full_import: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Fetch into ``dest_dir`` (created; must not hold files yet); returns the manifest as a
+        dict: the :class:`ExtractManifest` fields plus ``since``, ``mode``, ``session_pages``,
+        ``sessions``, ``token_requests`` and ``content_sha256``."""
+        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        started = time.monotonic()
+        since = None if full_import else since
+        registrations_path = f"/meetings/{source.meeting_id}/registrations"
+        digest = hashlib.sha256(f"{EXTRACT_FORMAT}\0{RECORD_PATH}\0".encode())
+        page_records: list[int] = []
+        position = since  # the newest modifiedAt seen so far (the next pull's since)
+        sessions = 0
+        session_pages = 0
+        client = ProcuriosClient.for_source(source, **self.retry_kw)
+        mode = "full_import" if full_import else ("incremental" if since else "initial")
+        log.info("extract %s: Procurios meeting %s, %s%s", event_id, source.meeting_id, mode,
+                 f" since {since}" if since else "")
+        try:
+            with staged_extract(dest_dir, event_id) as tmp:
+                params = {"since": since} if since else {}
+                for number, content, records in client.pages(registrations_path, step="registrations", params=params):
+                    (tmp / PAGE_NAME.format(number)).write_bytes(content)
+                    digest.update(content)
+                    digest.update(b"\0")
+                    page_records.append(len(records))
+                    position = next_since(position, (r.get("modifiedAt") for r in records if isinstance(r, dict)))
+                    if progress is not None:
+                        progress(number, sum(page_records))
+                digest.update(b"sessions\0")
+                for number, content, records in client.pages(f"/meetings/{source.meeting_id}/sessions", step="sessions"):
+                    (tmp / SESSION_PAGE_NAME.format(number)).write_bytes(content)
+                    digest.update(content)
+                    digest.update(b"\0")
+                    sessions += len(records)
+                    session_pages = number
+                manifest = ExtractManifest(
+                    event_id=event_id,
+                    source_kind="procurios",
+                    url=f"{source.base_url}{API_PREFIX}{registrations_path}",
+                    pagination="page",
+                    record_path=RECORD_PATH,
+                    pages=len(page_records),
+                    records=sum(page_records),
+                    requests=client.stats.requests + client.stats.retry.retries,
+                    retries=client.stats.retry.retries,
+                    started_at=started_at,
+                    finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+                    duration_seconds=round(time.monotonic() - started, 3),
+                    page_records=page_records,
+                    source_position=position,
+                    content_sha256=digest.hexdigest(),
+                ).to_dict()
+                manifest.update(
+                    since=since,
+                    mode=mode,
+                    meeting_id=source.meeting_id,
+                    session_pages=session_pages,
+                    sessions=sessions,
+                    token_requests=client.stats.token_requests,
+                    tokens_renewed=client.stats.renewed_before_expiry + client.stats.renewed_after_401,
+                )
+                (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        except ProcuriosError as exc:
+            raise ExtractError(event_id, None, f"Procurios {exc}", status=exc.status) from None
+        finally:
+            client.close()
+        log.info(
+            "extract %s: %d registration(s) in %d page(s), %d session(s), %d request(s), %d token request(s), %.2fs",
+            event_id, manifest["records"], manifest["pages"], sessions, manifest["requests"],
+            manifest["token_requests"], manifest["duration_seconds"],
+        )
+        return manifest
+
+
+def session_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
+    """The meeting's sessions stored with a Procurios extract, in order."""
+    extract_dir = Path(extract_dir)
+    manifest = json.loads((extract_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    for number in range(1, int(manifest.get("session_pages", 0)) + 1):
+        body = json.loads((extract_dir / SESSION_PAGE_NAME.format(number)).read_bytes())
+        yield from (r for r in body.get(RECORD_PATH, []) if isinstance(r, dict))
+
+
+# --------------------------------------------------------------------------- check-connection
+
+
+@dataclass
+class ConnectionCheck:
+    step: str
+    ok: bool
+    message: str
+
+
+def check_connection(source: Any, **client_kwargs: Any) -> list[ConnectionCheck]:
+    """Verify a ``ProcuriosSource``: its secrets are set, the base URL answers OAuth2, the
+    credentials get a token, the meeting exists and the client may read its registrations.
+    Stops at the first failure; every failure says what to check."""
+    checks: list[ConnectionCheck] = []
+    client_kwargs.setdefault("max_retries", 1)
+    client_kwargs.setdefault("backoff_factor", 0.2)
+    with ProcuriosClient.for_source(source, **client_kwargs) as client:
+        steps: list[tuple[str, Callable[[], str]]] = [
+            ("credentials", lambda: (client._credentials(), f"{source.client_id_env} and {source.client_secret_env} are set")[1]),
+            ("token", lambda: (client.token(), f"{source.base_url}{TOKEN_PATH} issued an access token")[1]),
+            ("meeting", lambda: _meeting_line(client, source.meeting_id)),
+            ("registrations", lambda: _registrations_line(client, source.meeting_id)),
+        ]
+        for step, run in steps:
+            try:
+                checks.append(ConnectionCheck(step, True, run()))
+            except ProcuriosError as exc:
+                message = exc.problem
+                if step == "meeting" and exc.status == 404:
+                    message = f"meeting {source.meeting_id} does not exist in {source.base_url} (HTTP 404) -- check source.meeting_id"
+                elif exc.status == 403:
+                    message = (f"the client may not read meeting {source.meeting_id} (HTTP 403) -- ask the Procurios "
+                               "administrator to grant it access")
+                checks.append(ConnectionCheck(step, False, message))
+                break
+    return checks
+
+
+def _meeting_line(client: ProcuriosClient, meeting_id: str) -> str:
+    meeting = client.meeting(meeting_id)
+    title = meeting.get("title") if isinstance(meeting, dict) else None
+    return f"meeting {meeting_id} found" + (f": {title}" if title else "")
+
+
+def _registrations_line(client: ProcuriosClient, meeting_id: str) -> str:
+    response = client.request("GET", f"/meetings/{meeting_id}/registrations", step="registrations", params={"page": 1})
+    try:
+        count = len(response.json()[RECORD_PATH])
+    except (ValueError, KeyError, TypeError):
+        raise ProcuriosError("registrations", f"the answer is not a JSON object with a '{RECORD_PATH}' list") from None
+    return f"registrations readable ({count} on the first page)"

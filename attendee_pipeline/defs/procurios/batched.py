@@ -1,0 +1,140 @@
+"""The Dagster side of a batched sync (a Procurios event) in the shared attendee assets.
+
+What belongs here: the outputs, metadata and check results the ``attendees`` assets produce
+for an event whose records are processed in batches (see :mod:`attendee_pipeline.batched` for
+the steps themselves and why). ``defs/attendees/assets.py`` and ``checks.py`` branch here with
+one short block each, so the asset names, the graph and the run config stay those of every
+source; the objects passed between the steps are small (:class:`~attendee_pipeline.batched.
+BatchedAttendees`, :class:`~attendee_pipeline.batched.BatchedChanges`: counts plus the path of
+their batch file), never the list. The map step records the rejects and yields the outputs
+and checks itself (see ``_map`` there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from attendee_pipeline import batched
+from attendee_pipeline.defs.attendees.checks import MAPPED_SCHEMA
+
+
+def _preview(frame: pd.DataFrame, columns: list[str], limit: int = 20) -> dg.MetadataValue:
+    """A markdown preview of a few columns (never names or e-mail addresses)."""
+    if frame.empty:
+        return dg.MetadataValue.md("_none_")
+    return dg.MetadataValue.md(frame[columns].head(limit).to_markdown(index=False))
+
+
+#: ``attendee_group_memberships`` of a batched source (every batch's memberships).
+group_memberships = batched.group_memberships
+
+
+def is_batched(value: Any) -> bool:
+    return isinstance(value, (batched.BatchedAttendees, batched.BatchedChanges))
+
+
+def extract_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a Procurios extract adds to ``attendee_raw_extract``'s metadata ({} for others)."""
+    if manifest.get("source_kind") != "procurios":
+        return {}
+    return {
+        "mode": str(manifest.get("mode") or ""),
+        "since": str(manifest.get("since") or ""),
+        "next_since": str(manifest.get("source_position") or ""),
+        "sessions": int(manifest.get("sessions", 0)),
+        "token_requests": int(manifest.get("token_requests", 0)),
+        "tokens_renewed": int(manifest.get("tokens_renewed", 0)),
+    }
+
+
+@dataclass
+class MappedBatches:
+    """What the map step of a batched source produces: the ``mapped_attendees`` value (batch
+    file + counts), the rejects, and the metadata of ``mapped_attendees``."""
+
+    mapped: batched.BatchedAttendees
+    rejects: pd.DataFrame
+    metadata: dict[str, Any]
+
+
+def map_batches(context: Any, event: Any, manifest: dict[str, Any]) -> MappedBatches:
+    """Map, validate and quarantine a batched source's extract, batch by batch."""
+    extract_dir = Path(manifest["path"])
+    staging = batched.staging_dir(extract_dir, context.run_id)
+    mapped, rejects = batched.map_batches(event, extract_dir, staging, mode=batched.extract_mode(manifest))
+    metadata = {
+        "records": mapped.records,
+        "valid": mapped.valid,
+        "delete_flagged": mapped.flagged,
+        "superseded_registrations": mapped.superseded,
+        "batches": mapped.batches.batches,
+        "batch_size": mapped.batch_size,
+        "mode": mapped.mode,
+        "policy": dg.MetadataValue.json(mapped.policy),
+        "dagster/row_count": mapped.valid,
+    }
+    return MappedBatches(mapped, rejects, metadata)
+
+
+def changes_output(context: Any, event: Any, mapped: batched.BatchedAttendees, engine: Any) -> dg.Output:
+    """``attendee_changes`` of a batched source: every batch diffed against its published rows."""
+    staging = Path(mapped.batches.path).parent
+    changes = batched.diff_batches(event, mapped, engine, staging)
+    return dg.Output(
+        changes,
+        metadata={
+            **{k: int(v) for k, v in changes.counts.items()},
+            "published_before": changes.published_active,
+            "policy": dg.MetadataValue.json(mapped.policy),
+            "mode": mapped.mode,
+            "batches": changes.batches.batches,
+            "preview": _preview(changes.preview, ["change", "source_row", "source_record_id"]),
+        },
+    )
+
+
+def publish(context: Any, event: Any, manifest: dict[str, Any], changes: batched.BatchedChanges,
+            rejected: int, engine: Any, started: dt.datetime) -> batched.BatchedPublish:
+    """Apply a batched change set, one transaction per batch (see ``batched.publish_batches``)."""
+    result = batched.publish_batches(
+        engine,
+        event,
+        changes,
+        run_id=context.run_id,
+        rejected_count=rejected,
+        raw_extract_path=manifest.get("path"),
+        started_at=started,
+        input_fingerprint=manifest.get("input_fingerprint"),
+        source_position=manifest.get("source_position"),
+        previous_position=manifest.get("since"),
+    )
+    context.log.info(f"published in {result.transactions} transaction(s) over {result.batches} batch(es)")
+    return result
+
+
+def schema_check(mapped: batched.BatchedAttendees) -> dg.AssetCheckResult:
+    """``mapped_attendees_schema`` over every batch."""
+    rows, cases, failing = batched.schema_failures(mapped)
+    common = {"check_name": MAPPED_SCHEMA.name, "asset_key": MAPPED_SCHEMA.asset_key}
+    if cases is None:
+        return dg.AssetCheckResult(
+            **common, passed=True, metadata={"rows": rows, "failures": 0, "batches": mapped.batches.batches}
+        )
+    by_check = {str(k): int(v) for k, v in cases["check"].astype(str).value_counts().items()}
+    return dg.AssetCheckResult(
+        **common,
+        passed=False,
+        metadata={
+            "rows": rows,
+            "failures": len(cases),
+            "by_check": dg.MetadataValue.json(by_check),
+            "failing_source_rows": dg.MetadataValue.json(failing[:100]),
+        },
+        description=f"{len(cases)} schema failure(s): {by_check}",
+    )

@@ -1,0 +1,65 @@
+"""The Procurios schedules (seed 002): every 20 minutes in each event's window (14 weeks before
+its start until 1 week after its end, in the event's timezone), and once a night outside it.
+
+Both are ``@schedule`` functions returning one ``RunRequest`` of the attendee sync job per due
+event (a plain ``ScheduleDefinition`` on a dynamically partitioned job would run without a
+partition). Which events are due is pure logic in :mod:`attendee_pipeline.sync.windows`; at any
+tick only one of the two schedules is responsible for an event, so no event runs twice at a
+window edge, and the nightly one picks each event once per local night, DST changes included.
+Run keys are ``window:<event>:<UTC tick>`` and ``nightly:<event>:<local date>``.
+"""
+
+import dagster as dg
+
+from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
+from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
+from attendee_pipeline.defs.resources import EventCatalogResource
+from attendee_pipeline.sync import windows
+
+
+def _tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
+    tick = context.scheduled_execution_time
+    if tick is None:
+        raise dg.DagsterInvariantViolationError("schedule evaluated without a scheduled time")
+    return tick
+
+
+def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key,
+        partition_key=event_id,
+        tags={EVENT_TAG: event_id, SOURCE_KIND_TAG: "procurios", TRIGGER_TAG: trigger},
+    )
+
+
+@dg.schedule(
+    job=attendee_sync_job,
+    cron_schedule=f"*/{windows.WINDOW_MINUTES} * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every 20 minutes: sync each Procurios event inside its window (14 weeks before start .. 1 week after end).",
+)
+def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
+    tick = _tick(context)
+    events = windows.window_due(catalog.load().events, tick)
+    if not events:
+        return dg.SkipReason(f"no Procurios event is inside its sync window at {tick.isoformat()}")
+    return [_request(e.id, windows.window_run_key(e.id, tick), "schedule:procurios_window") for e in events]
+
+
+@dg.schedule(
+    job=attendee_sync_job,
+    cron_schedule="0 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly check: sync each Procurios event outside its window once a night (source.window.nightly_at, local time).",
+)
+def procurios_nightly_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
+    tick = _tick(context)
+    due = windows.nightly_due(catalog.load().events, tick)
+    if not due:
+        return dg.SkipReason(f"no Procurios event has its nightly sync at {tick.isoformat()}")
+    return [_request(e.id, windows.nightly_run_key(e.id, day), "schedule:procurios_nightly") for e, day in due]
+
+
+procurios_schedules = [procurios_window_sync, procurios_nightly_sync]
