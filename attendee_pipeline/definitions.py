@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.assets import attendee_assets
-from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
+from attendee_pipeline.defs.attendees.jobs import sync_jobs
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
 from attendee_pipeline.defs.email.assets import email_assets
@@ -29,7 +29,7 @@ from attendee_pipeline.defs.resources import default_resources
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*attendee_assets, *email_assets, *procurios_assets, *checkin_assets],
-        jobs=[attendee_sync_job, email_delivery_job, *checkin_jobs],
+        jobs=[*sync_jobs, email_delivery_job, *checkin_jobs],
         schedules=[*attendee_schedules, *procurios_schedules],
         sensors=[*catalog_sensors, *feed_sensors, *email_sensors, *checkin_sensors],
         resources={**default_resources(), **email_resources(), **procurios_resources, **(resources or {})},

@@ -8,6 +8,7 @@ import dagster as dg
 import yaml
 
 from attendee_pipeline.definitions import defs
+from attendee_pipeline.defs.attendees.jobs import sync_job_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,9 +68,16 @@ def test_assets_checks_schedules_sensors():
     assert "email_outbox" not in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     delivery = defs.resolve_job_def("email_delivery_job")
     assert {k.to_user_string() for k in delivery.asset_layer.executable_asset_keys} == {"email_outbox"}
-    # the sync job runs the Procurios step after the publish (a no-op for other events), not the write-back
+    # a Procurios event's sync job adds the step after the publish; neither runs the write-back
     synced = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert "published_attendees" in synced and "personal_programmes" not in synced
+    procurios = defs.resolve_job_def("procurios_sync_job")
+    synced = {k.to_user_string() for k in procurios.asset_layer.selected_asset_keys}
     assert {"personal_programmes", "published_attendees"} <= synced and "procurios_checkin_writeback" not in synced
+    assert sync_job_name("procurios") == "procurios_sync_job" and sync_job_name("rest_api") == "attendee_sync_job"
+    for schedule in defs.schedules:
+        expected = "procurios_sync_job" if schedule.name.startswith("procurios_") else "attendee_sync_job"
+        assert schedule.job_name == expected
     assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "events"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from attendee_pipeline.defs.attendees.jobs import sync_job_name
 from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG, environment_digest
@@ -134,6 +135,7 @@ def sync_run(
             "db_url": db_url,
             "raw_root": raw_root,
             "environment": environment_digest(),
+            "job_name": sync_job_name(event.source.kind),
         },
     )
     config = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}}

@@ -1,5 +1,7 @@
-"""The attendee sync job: every asset and check of the ``attendees`` group for one event, and
-the ``procurios`` group's step after the publish (which does nothing for other events)."""
+"""The sync jobs: one event's partition of the ``attendees`` group -- and, for a Procurios
+event, the ``procurios`` group's step after the publish (sessions, personal programmes, the
+event tag). Which one an event runs depends on its source kind (:func:`sync_job_name`), so an
+event of any other source pays no step it has no use for."""
 
 from __future__ import annotations
 
@@ -9,7 +11,24 @@ from attendee_pipeline.defs.partitions import events_partitions
 
 attendee_sync_job = dg.define_asset_job(
     name="attendee_sync_job",
-    selection=dg.AssetSelection.groups("attendees", "procurios"),
+    selection=dg.AssetSelection.groups("attendees"),
     partitions_def=events_partitions,
     description="Sync one event's attendees: extract, map, validate, diff, publish.",
 )
+
+procurios_sync_job = dg.define_asset_job(
+    name="procurios_sync_job",
+    selection=dg.AssetSelection.groups("attendees", "procurios"),
+    partitions_def=events_partitions,
+    description=(
+        "Sync one Procurios event: extract, map, validate, diff and publish its registrations in "
+        "batches, then its sessions, personal programmes and event tag."
+    ),
+)
+
+sync_jobs = [attendee_sync_job, procurios_sync_job]
+
+
+def sync_job_name(source_kind: str) -> str:
+    """The job that syncs an event of this source kind."""
+    return procurios_sync_job.name if source_kind == "procurios" else attendee_sync_job.name

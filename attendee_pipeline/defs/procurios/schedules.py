@@ -11,7 +11,7 @@ Run keys are ``window:<event>:<UTC tick>`` and ``nightly:<event>:<local date>``.
 
 import dagster as dg
 
-from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
+from attendee_pipeline.defs.attendees.jobs import procurios_sync_job
 from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
@@ -33,7 +33,7 @@ def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
 
 
 @dg.schedule(
-    job=attendee_sync_job,
+    job=procurios_sync_job,
     cron_schedule=f"*/{windows.WINDOW_MINUTES} * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -48,7 +48,7 @@ def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventC
 
 
 @dg.schedule(
-    job=attendee_sync_job,
+    job=procurios_sync_job,
     cron_schedule="0 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
