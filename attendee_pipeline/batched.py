@@ -347,7 +347,8 @@ class _BatchChangeSet(ChangeSet):
 
 
 _SUMMED = ("added", "restored", "updated", "removed", "unchanged", "skipped", "groups_created",
-           "memberships_written", "memberships_deleted", "rows_written")
+           "memberships_written", "memberships_deleted", "rows_written", "invites_queued",
+           "cancellations_queued")
 
 
 @dataclass

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from attendee_pipeline.defs.procurios.assets import procurios_assets
 from attendee_pipeline.platform_db.procurios import schedule_of
 from attendee_pipeline.sandbox.procurios import MeetingConfig
+from attendee_pipeline_tests.email_fixtures import deliver, email_settings, recipients
 from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, harness, materialized
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
 
@@ -98,6 +99,20 @@ def test_automatic_sync_adds_and_removes_but_keeps_details_until_a_full_import(p
 
     # nothing changed since: the next automatic sync writes nothing
     assert _published(h.sync(ev))["rows_written"] == 0
+
+
+def test_a_cancelled_registration_gets_one_cancellation_email(procurios, h, sink):
+    """Seed 002's "send cancellation e-mail": a cancellation is a removal, so the publish of
+    that batch queues the e-mail through the outbox, once, and the delivery sends it."""
+    ev = _event(procurios, h, MeetingConfig(registrations=30, seed=8), source={"batch_size": 10},
+                **email_settings(invites=False))
+    assert _published(h.sync(ev))["cancellations_queued"] == 0
+    procurios["1001"].cancel([2])
+    meta = _published(h.sync(ev))
+    assert (meta["removed"], meta["cancellations_queued"]) == (1, 1)
+    assert _published(h.sync(ev, run_config=FULL))["cancellations_queued"] == 0  # re-read: still once
+    assert materialized(deliver(h, sink), "email_outbox")["sent"] == 1
+    assert recipients(sink, "cancellation") == [_row(h, "r-0000003")["email"].lower()]
 
 
 def test_token_expiry_mid_sync_and_a_401_are_renewed(procurios, h):
