@@ -106,7 +106,13 @@ def upgrade() -> None:
             "status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="ck_email_outbox_status"
         ),
     )
-    op.create_index("ix_email_outbox_status_next_attempt_at", "email_outbox", ["status", "next_attempt_at"])
+    op.create_index(
+        "ix_email_outbox_pending",
+        "email_outbox",
+        ["id"],
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "attendee_statuses",
         sa.Column("attendee_id", sa.Integer, nullable=False),
@@ -132,5 +138,5 @@ def downgrade() -> None:
         op.execute(f"DROP VIEW {name}")
     op.drop_index("ix_attendee_statuses_event_id", table_name="attendee_statuses")
     op.drop_table("attendee_statuses")
-    op.drop_index("ix_email_outbox_status_next_attempt_at", table_name="email_outbox")
+    op.drop_index("ix_email_outbox_pending", table_name="email_outbox")
     op.drop_table("email_outbox")
