@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -313,12 +314,18 @@ class ProcuriosExtractor:
         sessions = 0
         session_pages = 0
         client = ProcuriosClient.for_source(source, **self.retry_kw)
+        # The session list does not depend on the registrations: it is read at the same time,
+        # on a client of its own that starts with the same token (see _read_sessions).
+        sessions_client = ProcuriosClient.for_source(source, **self.retry_kw)
         mode = "full_import" if full_import else ("incremental" if since else "initial")
         log.info("extract %s: Procurios meeting %s, %s%s", event_id, source.meeting_id, mode,
                  f" since {since}" if since else "")
+        reader = None
         try:
             with staged_extract(dest_dir, event_id) as tmp:
                 params = {"since": since} if since else {}
+                sessions_client._token, sessions_client._expires_at = client.token(), client._expires_at
+                reader = _SessionReader(sessions_client, f"/meetings/{source.meeting_id}/sessions")
                 for number, content, records in client.pages(registrations_path, step="registrations", params=params):
                     (tmp / PAGE_NAME.format(number)).write_bytes(content)
                     digest.update(content)
@@ -328,7 +335,7 @@ class ProcuriosExtractor:
                     if progress is not None:
                         progress(number, sum(page_records))
                 digest.update(b"sessions\0")
-                for number, content, records in client.pages(f"/meetings/{source.meeting_id}/sessions", step="sessions"):
+                for number, content, records in reader.result():
                     (tmp / SESSION_PAGE_NAME.format(number)).write_bytes(content)
                     digest.update(content)
                     digest.update(b"\0")
@@ -342,8 +349,8 @@ class ProcuriosExtractor:
                     record_path=RECORD_PATH,
                     pages=len(page_records),
                     records=sum(page_records),
-                    requests=client.stats.requests + client.stats.retry.retries,
-                    retries=client.stats.retry.retries,
+                    requests=_requests(client) + _requests(sessions_client),
+                    retries=client.stats.retry.retries + sessions_client.stats.retry.retries,
                     started_at=started_at,
                     finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
                     duration_seconds=round(time.monotonic() - started, 3),
@@ -357,20 +364,55 @@ class ProcuriosExtractor:
                     meeting_id=source.meeting_id,
                     session_pages=session_pages,
                     sessions=sessions,
-                    token_requests=client.stats.token_requests,
-                    tokens_renewed=client.stats.renewed_before_expiry + client.stats.renewed_after_401,
+                    token_requests=client.stats.token_requests + sessions_client.stats.token_requests,
+                    tokens_renewed=sum(
+                        c.stats.renewed_before_expiry + c.stats.renewed_after_401 for c in (client, sessions_client)
+                    ),
                 )
                 (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         except ProcuriosError as exc:
             raise ExtractError(event_id, None, f"Procurios {exc}", status=exc.status) from None
         finally:
+            if reader is not None:
+                reader.wait()
             client.close()
+            sessions_client.close()
         log.info(
             "extract %s: %d registration(s) in %d page(s), %d session(s), %d request(s), %d token request(s), %.2fs",
             event_id, manifest["records"], manifest["pages"], sessions, manifest["requests"],
             manifest["token_requests"], manifest["duration_seconds"],
         )
         return manifest
+
+
+def _requests(client: "ProcuriosClient") -> int:
+    return client.stats.requests + client.stats.retry.retries
+
+
+class _SessionReader:
+    """Reads every page of a meeting's session list in a thread of its own while the
+    registrations are read: the pages (number, bytes, records) or the error, at :meth:`result`."""
+
+    def __init__(self, client: "ProcuriosClient", path: str) -> None:
+        self._pages: list[tuple[int, bytes, list[Any]]] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(client, path), name="procurios-sessions", daemon=True)
+        self._thread.start()
+
+    def _run(self, client: "ProcuriosClient", path: str) -> None:
+        try:
+            self._pages.extend(client.pages(path, step="sessions"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the extract's thread
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> list[tuple[int, bytes, list[Any]]]:
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._pages
 
 
 def session_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
