@@ -38,6 +38,7 @@ from attendee_pipeline.catalog.models import Catalog, EventEntry
 from attendee_pipeline.connectors.smtp import SendFailure, SmtpConnection, SmtpSettings, SmtpUnavailable
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db.outbox import ClaimedEmail
+from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.tables import ACTIVE, REMOVED
 from attendee_pipeline.sync.email import (
     CANCELLATION,
@@ -144,10 +145,6 @@ def render_email(
 Progress = Callable[[int, int], None]
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 def deliver_outbox(
     engine: sa.Engine,
     catalog: Catalog,
@@ -164,7 +161,7 @@ def deliver_outbox(
             "the outbox is left as it is"
         )
     clock = time.monotonic()
-    started = _utcnow()
+    started = utcnow()
     report = DeliveryReport()
     report.interrupted = outbox.fail_stale_claims(
         engine, dt.timedelta(seconds=settings.claim_timeout_seconds), started
@@ -269,7 +266,7 @@ def _send_batch(
             except SmtpUnavailable as exc:
                 rest = [e for e, _ in ready[position:]]
                 outbox.release(
-                    db, rest, token, str(exc), _utcnow() + dt.timedelta(seconds=settings.retry_seconds)
+                    db, rest, token, str(exc), utcnow() + dt.timedelta(seconds=settings.retry_seconds)
                 )
                 for item in rest:
                     report.count(item.event_id, "deferred")
@@ -303,6 +300,6 @@ def _record_failure(
         report.problem(email, reason)
     else:
         delay = retry_delay(attempts, settings.retry_seconds, settings.retry_max_seconds)
-        outbox.mark_retry(engine, email, token, failure.reason, _utcnow() + delay)
+        outbox.mark_retry(engine, email, token, failure.reason, utcnow() + delay)
         report.count(email.event_id, "retried")
         report.problem(email, failure.reason)

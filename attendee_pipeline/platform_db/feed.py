@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.engine import is_sqlite, make_engine, write_transaction
+from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.tables import feed_inbox, feed_keys
 
 #: Prefix of a key's public id.
@@ -38,9 +39,6 @@ KEY_BYTES = 32
 #: Compared against when an event has no active key, so "no keys" costs what "one key" costs.
 _NO_KEY_HASH = hashlib.sha256(b"no active key").hexdigest()
 
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def hash_key(plain: str) -> str:
@@ -88,7 +86,7 @@ def create_key(engine: sa.Engine, event_id: str) -> tuple[str, str]:
             with write_transaction(engine) as conn:
                 conn.execute(
                     feed_keys.insert().values(
-                        event_id=event_id, key_id=key_id, key_hash=hash_key(plain), created_at=_utcnow()
+                        event_id=event_id, key_id=key_id, key_hash=hash_key(plain), created_at=utcnow()
                     )
                 )
         except sa.exc.IntegrityError:  # a key id collision (40 random bits): draw another
@@ -120,7 +118,7 @@ def revoke_key(engine: sa.Engine, event_id: str, key_id: str) -> bool:
                 feed_keys.c.key_id == key_id,
                 feed_keys.c.revoked_at.is_(None),
             )
-            .values(revoked_at=_utcnow())
+            .values(revoked_at=utcnow())
         )
         return result.rowcount == 1
 
@@ -166,7 +164,7 @@ def append_inbox(
     acknowledge before that)."""
     if not records and not check_key:
         return []
-    received_at = _utcnow()
+    received_at = utcnow()
     rows = [{"event_id": event_id, "received_at": received_at, "record": _record_text(r)} for r in records]
     with write_transaction(engine) as conn:
         if check_key and not _key_matches(conn, event_id, key):

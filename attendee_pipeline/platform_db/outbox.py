@@ -23,15 +23,15 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from attendee_pipeline.platform_db.engine import write_transaction
+from attendee_pipeline.platform_db.sql import chunks, insert_ignore, utcnow
 from attendee_pipeline.platform_db.tables import (
     ACTIVE,
     OUTBOX_STATUSES,
@@ -54,22 +54,7 @@ ORIGIN_MANUAL = "manual"
 _OUTBOX_KEY = ["event_id", "attendee_id", "kind"]
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
-
-def _chunks(values: Sequence[int], size: int = ID_CHUNK) -> Iterable[Sequence[int]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _insert_ignore(conn: sa.Connection, table: sa.Table, conflict: list[str] | None) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING (on ``conflict``, or any unique constraint when None)."""
-    if conn.dialect.name == "postgresql":
-        return pg_dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    if conn.dialect.name == "sqlite":
-        return sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    raise NotImplementedError(f"unsupported database dialect {conn.dialect.name!r}")
 
 
 def _id_rows(conn: sa.Connection, ids: Sequence[int]) -> Any:
@@ -93,7 +78,7 @@ def _queue(
 ) -> int:
     """Queue ``kind`` for each attendee id (insert-ignore); returns how many rows were new."""
     queued = 0
-    for chunk in _chunks(list(attendee_ids)):
+    for chunk in chunks(list(attendee_ids), ID_CHUNK):
         source = _id_rows(conn, chunk)
         select = sa.select(
             sa.literal(event_id, sa.Text),
@@ -108,7 +93,7 @@ def _queue(
         ).where(
             sa.true()
         )  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
-        stmt = _insert_ignore(conn, email_outbox, _OUTBOX_KEY).from_select(
+        stmt = insert_ignore(conn, email_outbox, _OUTBOX_KEY).from_select(
             [
                 "event_id",
                 "attendee_id",
@@ -138,7 +123,7 @@ def _rearm(
     """Put the event's ``kind`` rows of these attendees that are in ``statuses`` back to
     pending with a fresh attempt count (never a ``sent`` one). Returns how many."""
     rearmed = 0
-    for chunk in _chunks(list(attendee_ids)):
+    for chunk in chunks(list(attendee_ids), ID_CHUNK):
         result = conn.execute(
             email_outbox.update()
             .where(
@@ -214,7 +199,7 @@ def queue_manual(
     """Queue ``kind`` for the chosen attendees of the event (the "send invite" button): new rows
     for those who never had one, failed or skipped rows put back to pending; a pending or sent
     e-mail is never queued twice. Only active attendees are queued."""
-    now = _utcnow()
+    now = utcnow()
     result = ManualQueueResult(selected=len(attendee_ids))
     with write_transaction(engine) as conn:
         active = _active_ids(conn, event_id, attendee_ids)
@@ -226,7 +211,7 @@ def queue_manual(
 
 def _active_ids(conn: sa.Connection, event_id: str, ids: Sequence[int]) -> list[int]:
     out: list[int] = []
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids), ID_CHUNK):
         out += (
             conn.execute(
                 sa.select(attendees.c.id).where(
@@ -266,7 +251,7 @@ def claim_due(
     """Claim up to ``limit`` due pending rows (oldest first) for one delivery batch: they become
     ``sending`` under a new claim token. Returns (token, rows); the attendees get their personal
     link token on the way (see ensure_link_tokens)."""
-    now = now or _utcnow()
+    now = now or utcnow()
     token = uuid.uuid4().hex
     o = email_outbox.c
     with write_transaction(engine) as conn:
@@ -317,11 +302,11 @@ def ensure_link_tokens(
     token) that do not exist yet; race-safe (insert-ignore, then read back)."""
     import secrets
 
-    now = now or _utcnow()
+    now = now or utcnow()
     ids = sorted(set(int(i) for i in attendee_ids))
     found: dict[int, str] = {}
     for _ in range(3):  # a token collision (never seen: 128 random bits) leaves a row out; retry
-        for chunk in _chunks([i for i in ids if i not in found]):
+        for chunk in chunks([i for i in ids if i not in found], ID_CHUNK):
             found.update(
                 conn.execute(
                     sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.link_token).where(
@@ -335,7 +320,7 @@ def ensure_link_tokens(
         if not missing:
             break
         conn.execute(
-            _insert_ignore(conn, attendee_statuses, None),
+            insert_ignore(conn, attendee_statuses, None),
             [
                 {
                     "attendee_id": i,
@@ -388,7 +373,7 @@ def mark_sent(
 ) -> None:
     """The server took the message: the row is ``sent`` and, for an invite, the attendee's
     ``invite_sent_at`` is set (first one wins) -- in one transaction."""
-    now = now or _utcnow()
+    now = now or utcnow()
     with _transaction(engine) as conn:
         _finish(
             conn,
@@ -421,7 +406,7 @@ def mark_retry(
     now: dt.datetime | None = None,
 ) -> None:
     """A counted attempt failed for now: back to pending, due again at ``next_attempt_at``."""
-    now = now or _utcnow()
+    now = now or utcnow()
     with _transaction(engine) as conn:
         _finish(
             conn,
@@ -446,7 +431,7 @@ def mark_failed(
     now: dt.datetime | None = None,
 ) -> None:
     """Given up, or refused for good: ``failed`` with the reason (it stays visible)."""
-    now = now or _utcnow()
+    now = now or utcnow()
     values: dict[str, Any] = {"status": FAILED, "last_error": reason}
     if attempted:
         values.update(attempts=email.attempts + 1, last_attempt_at=now)
@@ -469,7 +454,7 @@ def release(
     ids = [e.id for e in emails]
     released = 0
     with _transaction(engine) as conn:
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids, ID_CHUNK):
             result = conn.execute(
                 email_outbox.update()
                 .where(o.id.in_(list(chunk)), o.claim_token == token, o.status == SENDING)
@@ -494,7 +479,7 @@ INTERRUPTED = (
 
 def fail_stale_claims(engine: sa.Engine, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
     """Rows claimed longer than ``older_than`` ago (their delivery died) become failed."""
-    now = now or _utcnow()
+    now = now or utcnow()
     o = email_outbox.c
     with write_transaction(engine) as conn:
         result = conn.execute(
@@ -545,7 +530,7 @@ class DueSummary:
 
 def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> DueSummary:
     """How many rows are due now, and a digest of them (ids, attempts, next attempt times)."""
-    now = now or _utcnow()
+    now = now or utcnow()
     o = email_outbox.c
     with engine.connect() as conn:
         n, max_id, attempts, oldest, latest = conn.execute(

@@ -24,6 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.engine import write_transaction
+from attendee_pipeline.platform_db.sql import chunks, utcnow
 from attendee_pipeline.platform_db.tables import (
     ACTIVE,
     CHECK_IN_KINDS,
@@ -40,18 +41,6 @@ from attendee_pipeline.platform_db.tables import (
 from attendee_pipeline.sync.diff import empty_published
 from attendee_pipeline.sync.procurios import parse_timestamp
 
-#: Keys / ids per ``IN (...)`` list.
-IN_CHUNK = 5_000
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
 
 # --------------------------------------------------------------------------- published rows
 
@@ -62,7 +51,7 @@ def load_published_keys(conn: sa.Connection, event_id: str, keys: Sequence[str])
     c = attendees.c
     columns = [c.id.label("attendee_id"), c.attendee_key, c.row_hash, c.status, c.source_record_id]
     rows: list[Any] = []
-    for chunk in _chunks(list(keys)):
+    for chunk in chunks(list(keys)):
         rows.extend(conn.execute(sa.select(*columns).where(c.event_id == event_id, c.attendee_key.in_(chunk))).all())
     if not rows:
         return empty_published().assign(source_record_id=pd.Series(dtype=object))
@@ -74,7 +63,7 @@ def attendees_by_key(conn: sa.Connection, event_id: str, keys: Sequence[str]) ->
     """attendee_key -> (attendee id, status) for the given keys of the event."""
     c = attendees.c
     out: dict[str, tuple[int, str]] = {}
-    for chunk in _chunks(list(keys)):
+    for chunk in chunks(list(keys)):
         stmt = sa.select(c.attendee_key, c.id, c.status).where(c.event_id == event_id, c.attendee_key.in_(chunk))
         out.update({key: (attendee_id, status) for key, attendee_id, status in conn.execute(stmt)})
     return out
@@ -104,7 +93,7 @@ def upsert_sessions(
 ) -> SessionSync:
     """Make the event's ``source_kind`` sessions equal the complete list the source sent: new ones
     added, changed ones updated, ones no longer listed marked ``removed`` (never deleted)."""
-    now = _utcnow()
+    now = utcnow()
     result = SessionSync()
     wanted: dict[str, dict[str, Any]] = {}
     for record in listed:
@@ -145,7 +134,7 @@ def upsert_sessions(
             conn.execute(sessions.insert(), inserts)
             result.added = len(inserts)
         gone = [row.id for key, row in current.items() if key not in wanted and row.status != "removed"]
-        for chunk in _chunks(gone):
+        for chunk in chunks(gone):
             conn.execute(sessions.update().where(s.id.in_(chunk)).values(status="removed", updated_at=now))
         result.removed = len(gone)
     return result
@@ -180,7 +169,7 @@ def sync_schedules(
     """Make each given attendee's personal schedule exactly ``wanted[attendee id]`` (external
     session ids; ``known`` maps them to session ids) in one transaction. Attendees not in
     ``wanted`` are not touched."""
-    now = _utcnow()
+    now = utcnow()
     result = ScheduleSync(attendees=len(wanted))
     targets: dict[int, set[int]] = {}
     for attendee_id, external_ids in wanted.items():
@@ -197,7 +186,7 @@ def sync_schedules(
     p = personal_schedule.c
     with write_transaction(engine) as conn:
         current: dict[int, set[int]] = {attendee_id: set() for attendee_id in targets}
-        for chunk in _chunks(list(targets)):
+        for chunk in chunks(list(targets)):
             for attendee_id, session_id in conn.execute(
                 sa.select(p.attendee_id, p.session_id).where(p.attendee_id.in_(chunk))
             ):
@@ -251,7 +240,7 @@ class TagSync:
 def sync_event_tag(engine: sa.Engine, event_id: str, name: str) -> TagSync:
     """The event's hidden tag (created named after the event, renamed with it) on every active
     attendee of the event and on no removed one; set-based statements, one transaction."""
-    now = _utcnow()
+    now = utcnow()
     result = TagSync()
     t, at, a = tags.c, attendee_tags.c, attendees.c
     with write_transaction(engine) as conn:
@@ -320,7 +309,7 @@ def record_check_in(
         raise CheckInError(f"kind: must be one of {', '.join(CHECK_IN_KINDS)}")
     if (attendee_id is None) == (email is None):
         raise CheckInError("attendee: give exactly one of attendee_id or email")
-    now = _utcnow()
+    now = utcnow()
     at = checked_in_at or now
     if at.tzinfo is None:
         raise CheckInError("checked_in_at: must carry a timezone (e.g. 2027-06-10T09:12:00+02:00 or ...Z)")
@@ -391,7 +380,7 @@ def finish_writeback(engine: sa.Engine, check_in_id: int, state: str, attempts: 
         conn.execute(
             check_ins.update()
             .where(check_ins.c.id == check_in_id)
-            .values(writeback=state, writeback_attempts=attempts, writeback_detail=detail, writeback_at=_utcnow())
+            .values(writeback=state, writeback_attempts=attempts, writeback_detail=detail, writeback_at=utcnow())
         )
 
 

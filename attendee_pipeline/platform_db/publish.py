@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from attendee_pipeline.platform_db.engine import write_transaction
+from attendee_pipeline.platform_db.sql import IN_CHUNK, chunks, insert_ignore, utcnow
 from attendee_pipeline.platform_db.tables import (
     ACTIVE,
     ATTENDEE_CONTENT_COLUMNS,
@@ -46,8 +45,6 @@ from attendee_pipeline.sync.model import CONTENT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-#: Ids / keys per ``IN (...)`` list (well under SQLite's 32,766 variable limit).
-IN_CHUNK = 5_000
 
 #: Attendee rows per INSERT / UPDATE batch inside a publish's transaction (bounds memory).
 WRITE_BATCH = 50_000
@@ -83,9 +80,6 @@ class PublishResult:
     cancellations_queued: int = 0
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
 
 def _row_batches(frame: pd.DataFrame, size: int | None = None) -> Iterator[pd.DataFrame]:
     """``frame`` in consecutive row slices of at most ``size`` (default WRITE_BATCH) rows."""
@@ -94,18 +88,6 @@ def _row_batches(frame: pd.DataFrame, size: int | None = None) -> Iterator[pd.Da
         yield frame.iloc[start : start + size]
 
 
-def _chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _insert_ignore(conn: sa.Connection, table: sa.Table, conflict: list[str]) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        return pg_dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    if conn.dialect.name == "sqlite":
-        return sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=conflict)
-    raise NotImplementedError(f"unsupported database dialect {conn.dialect.name!r}")
 
 
 def _column_values(frame: pd.DataFrame, column: str, integer: bool = False) -> list[Any]:
@@ -271,7 +253,7 @@ def _bulk_update(
     if n == 0:
         return 0
     if not data:  # constants only: a few UPDATE ... WHERE id IN (...)
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             conn.execute(table.update().where(table.c.id.in_(chunk)).values(constants))
         return n
     path = _fast_path(conn)
@@ -333,7 +315,7 @@ def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any]) -> dict[str,
     ones no longer in the catalog (``in_catalog = false``, ``removed_from_catalog_at``); never
     deletes. Writes nothing when nothing changed. Returns counts (added, updated, marked_removed).
     """
-    now = _utcnow()
+    now = utcnow()
     wanted = {e.id: _event_values(e) for e in catalog_events}
     counts = {"added": 0, "updated": 0, "marked_removed": 0}
     with write_transaction(engine) as conn:
@@ -347,7 +329,7 @@ def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any]) -> dict[str,
                 updates.append({"b_id": event_id, **{f"b_{k}": v for k, v in values.items()}})
         gone = [eid for eid, row in current.items() if eid not in wanted and row["in_catalog"]]
         if inserts:  # ON CONFLICT DO NOTHING: a publish may have created a minimal row meanwhile
-            conn.execute(_insert_ignore(conn, events, ["id"]), inserts)
+            conn.execute(insert_ignore(conn, events, ["id"]), inserts)
         if updates:
             stmt = (
                 events.update()
@@ -369,7 +351,7 @@ def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any]) -> dict[str,
 
 def _ensure_event(conn: sa.Connection, event_id: str, source_kind: str | None, now: dt.datetime) -> None:
     """A minimal ``events`` row when the catalog sensor has not upserted the event yet."""
-    stmt = _insert_ignore(conn, events, ["id"]).values(
+    stmt = insert_ignore(conn, events, ["id"]).values(
         id=event_id,
         name=event_id,
         timezone="UTC",
@@ -519,7 +501,7 @@ def _membership_rows(
 def _ensure_groups(conn: sa.Connection, names: Sequence[str], now: dt.datetime) -> tuple[dict[str, int], int]:
     """Ids of the named groups, creating the missing ones (race-safe). Returns (ids, created)."""
     ids: dict[str, int] = {}
-    for chunk in _chunks(list(names)):
+    for chunk in chunks(list(names)):
         ids.update(
             {
                 name: gid
@@ -531,12 +513,12 @@ def _ensure_groups(conn: sa.Connection, names: Sequence[str], now: dt.datetime) 
     missing = [n for n in names if n not in ids]
     created = 0
     if missing:
-        stmt = _insert_ignore(conn, groups, ["name"]).returning(groups.c.id, groups.c.name)
+        stmt = insert_ignore(conn, groups, ["name"]).returning(groups.c.id, groups.c.name)
         rows = conn.execute(stmt, [{"name": n, "created_at": now} for n in missing]).all()
         created = len(rows)
         ids.update({name: gid for gid, name in rows})
         still = [n for n in missing if n not in ids]  # created concurrently by another event
-        for chunk in _chunks(still):
+        for chunk in chunks(still):
             ids.update(
                 {
                     name: gid
@@ -585,7 +567,7 @@ def publish_changes(
     transaction (see platform_db.outbox).
     """
     clock = time.monotonic()
-    now = _utcnow()
+    now = utcnow()
     frame = changeset.frame
     change = frame["change"]
     added = frame[change == "added"]
@@ -655,7 +637,7 @@ def publish_changes(
             for attendee_id, text, kind in zip(touched_ids, touched_groups, touched["change"].tolist())
             if kind == "restored" or published_groups.get(attendee_id) != text
         ]
-        for chunk in _chunks(gone_ids + [attendee_id for attendee_id, _ in regroup]):
+        for chunk in chunks(gone_ids + [attendee_id for attendee_id, _ in regroup]):
             deleted = conn.execute(memberships.delete().where(memberships.c.attendee_id.in_(chunk)))
             result.memberships_deleted += max(deleted.rowcount or 0, 0)
         group_ids: dict[str, int] = {}
@@ -726,7 +708,7 @@ def record_rejects(engine: sa.Engine, event_id: str, run_id: str, rejects: pd.Da
     """Keep a run's quarantined records (columns source_row, source_record_id, field, reason and
     optionally raw_record). Replaces what the same run recorded before (a retried step does not
     duplicate them). Returns the number of rows written."""
-    now = _utcnow()
+    now = utcnow()
     with write_transaction(engine) as conn:
         conn.execute(
             rejected_records.delete().where(
@@ -788,7 +770,7 @@ def _insert_ledger(
     conn: sa.Connection, *, values: dict[str, int], started_at: dt.datetime | None, **columns: Any
 ) -> int:
     """Insert one sync_ledger row (counts in ``values``); returns its id."""
-    row = {**columns, **values, "started_at": started_at, "finished_at": _utcnow()}
+    row = {**columns, **values, "started_at": started_at, "finished_at": utcnow()}
     return conn.execute(sync_ledger.insert().returning(sync_ledger.c.id), row).scalar_one()
 
 
