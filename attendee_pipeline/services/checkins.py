@@ -25,21 +25,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import uuid
 from typing import Any
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from attendee_pipeline.platform_db import procurios as db_procurios
 from attendee_pipeline.platform_db.tables import CHECK_IN_KINDS
+from attendee_pipeline.services.bodies import BodyTooLarge, read_capped
 from attendee_pipeline.services.platform_auth import check_platform_key
 
-log = logging.getLogger(__name__)
 
 #: Largest check-in body accepted.
 MAX_CHECKIN_BYTES = 16 * 1024
@@ -129,15 +127,14 @@ class CheckInService:
         denied = check_platform_key(request)
         if denied is not None:
             return denied
-        raw = await request.body()
-        if len(raw) > MAX_CHECKIN_BYTES:
-            return JSONResponse({"error": "payload too large", "max_bytes": MAX_CHECKIN_BYTES}, status_code=413)
         try:
-            status, body = await run_in_threadpool(self._record, request.path_params["event_id"], raw)
-        except Exception as exc:  # noqa: BLE001 - one line, no data
-            error_id = uuid.uuid4().hex
-            log.error("check-in failed: error_id=%s exception=%s", error_id, type(exc).__name__)
-            return JSONResponse({"error": "internal error", "error_id": error_id}, status_code=500)
+            raw = await read_capped(request, MAX_CHECKIN_BYTES)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except BodyTooLarge:
+            return JSONResponse({"error": "payload too large", "max_bytes": MAX_CHECKIN_BYTES}, status_code=413)
+        # an unexpected error is answered 500 with an error id by the feed app's middleware
+        status, body = await run_in_threadpool(self._record, request.path_params["event_id"], raw)
         return JSONResponse(body, status_code=status)
 
     async def summary(self, request: Request) -> Response:

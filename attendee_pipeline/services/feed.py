@@ -68,6 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from attendee_pipeline.platform_db.engine import ensure_schema
 from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify_key
+from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
 from attendee_pipeline.services.checkins import checkin_routes
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
@@ -79,8 +80,6 @@ MAX_BATCH_ITEMS = 1000
 
 #: Byte cap of a batch body (a single POST's cap is ``MAX_BODY_BYTES``).
 MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024
-
-JSON_MEDIA_TYPE = "application/json"
 
 #: Default port of ``attendee-pipeline serve-feed``.
 DEFAULT_PORT = 8780
@@ -132,29 +131,6 @@ class _InternalErrors:
             response = _internal_error(exc)
             if not started:
                 await response(scope, receive, send)
-
-
-def _is_json(content_type: str | None) -> bool:
-    return (content_type or "").split(";", 1)[0].strip().lower() == JSON_MEDIA_TYPE
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_capped(request: Request, cap: int) -> bytes:
-    """The request body, refusing (``_TooLarge``) more than ``cap`` bytes: a declared
-    Content-Length over the cap before reading anything, and a streamed body as soon as it
-    passes the cap (never more than ``cap + 1`` bytes are kept)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > cap:
-        raise _TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk[: cap + 1 - len(body)]
-        if len(body) > cap:
-            raise _TooLarge
-    return bytes(body)
 
 
 def _body_key(body: Any) -> str | None:
@@ -234,13 +210,13 @@ class FeedService:
     async def _post(
         self, request: Request, cap: int, handle: Callable[[str, bytes, str | None], Outcome]
     ) -> Response:
-        if not _is_json(request.headers.get("content-type")):
+        if not is_json(request.headers.get("content-type")):
             return JSONResponse(
                 {"error": "unsupported media type", "expected": JSON_MEDIA_TYPE}, status_code=415
             )
         try:
-            raw = await _read_capped(request, cap)
-        except _TooLarge:
+            raw = await read_capped(request, cap)
+        except BodyTooLarge:
             return JSONResponse({"error": "payload too large", "max_bytes": cap}, status_code=413)
         except ClientDisconnect:  # nobody is left to read an answer
             return Response(status_code=400)

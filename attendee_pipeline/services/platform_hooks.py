@@ -39,6 +39,7 @@ from attendee_pipeline.platform_db.statuses import (
     UnknownAttendee,
     record_status,
 )
+from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_auth import check_platform_key
 from attendee_pipeline.sync.feed import FeedDecodeError, decode_json
 
@@ -120,15 +121,15 @@ class PlatformHooks:
         refused = check_platform_key(request)
         if refused is not None:
             return refused
-        if (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower() != "application/json":
+        if not is_json(request.headers.get("content-type")):
             return JSONResponse(
-                {"error": "unsupported media type", "expected": "application/json"}, status_code=415
+                {"error": "unsupported media type", "expected": JSON_MEDIA_TYPE}, status_code=415
             )
         try:
-            raw = await _read(request)
+            raw = await read_capped(request, MAX_HOOK_BYTES)
         except ClientDisconnect:
             return Response(status_code=400)
-        if raw is None:
+        except BodyTooLarge:
             return JSONResponse({"error": "payload too large", "max_bytes": MAX_HOOK_BYTES}, status_code=413)
         status, body = await run_in_threadpool(self.record, request.path_params["event_id"], what, raw)
         return JSONResponse(body, status_code=status)
@@ -138,16 +139,6 @@ class PlatformHooks:
 
     async def first_accessed(self, request: Request) -> Response:
         return await self._handle(request, FIRST_ACCESSED)
-
-
-async def _read(request: Request) -> bytes | None:
-    """The body, or None when it is larger than MAX_HOOK_BYTES (never read further)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_HOOK_BYTES:
-            return None
-    return bytes(body)
 
 
 def _json(value: Any) -> Any:
