@@ -15,7 +15,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.jobs import sync_job_name
-from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
+from attendee_pipeline.defs.attendees.schedules import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG, environment_digest
 
@@ -119,12 +119,7 @@ def sync_run(
     event = EventCatalogResource(path=catalog_path).event(event_id)
     if not instance.has_dynamic_partition(events_partitions.name, event_id):
         instance.add_dynamic_partitions(events_partitions.name, [event_id])
-    tags = {
-        EVENT_TAG: event_id,
-        TRIGGER_TAG: trigger,
-        SOURCE_KIND_TAG: event.source.kind,
-        "dagster/partition": event_id,
-    }
+    tags = {**sync_tags(event_id, event.source.kind, trigger), "dagster/partition": event_id}
     if allow_mass_removal:
         tags[ALLOW_MASS_REMOVAL_TAG] = "true"
     job = dg.build_reconstructable_job(

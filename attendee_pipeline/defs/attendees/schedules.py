@@ -18,12 +18,23 @@ SOURCE_KIND_TAG = "attendee_pipeline/source_kind"
 TRIGGER_TAG = "attendee_pipeline/trigger"
 
 
-def _requests(
-    context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource, interval: Interval
-) -> dg.SkipReason | list[dg.RunRequest]:
+def sync_tags(event_id: str, source_kind: str, trigger: str) -> dict[str, str]:
+    """The tags of every run that syncs an event (the run coordinator limits per source kind)."""
+    return {EVENT_TAG: event_id, SOURCE_KIND_TAG: source_kind, TRIGGER_TAG: trigger}
+
+
+def scheduled_tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
+    """The time of the tick a schedule is evaluated for."""
     tick = context.scheduled_execution_time
     if tick is None:
         raise dg.DagsterInvariantViolationError("schedule evaluated without a scheduled time")
+    return tick
+
+
+def _requests(
+    context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource, interval: Interval
+) -> dg.SkipReason | list[dg.RunRequest]:
+    tick = scheduled_tick(context)
     events = due_events(catalog.load().events, interval, tick)
     if not events:
         return dg.SkipReason(f"no event has a due {interval} sync at {tick.isoformat()}")
@@ -31,7 +42,7 @@ def _requests(
         dg.RunRequest(
             run_key=run_key(interval, event.id, tick),
             partition_key=event.id,
-            tags={EVENT_TAG: event.id, SOURCE_KIND_TAG: event.source.kind, TRIGGER_TAG: f"schedule:{interval}"},
+            tags=sync_tags(event.id, event.source.kind, f"schedule:{interval}"),
         )
         for event in events
     ]

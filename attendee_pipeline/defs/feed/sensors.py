@@ -11,7 +11,7 @@ reached (not after the cursor), so rows of a failed run are picked up by the nex
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
-from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
+from attendee_pipeline.defs.attendees.schedules import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.feed import inbox_heads
@@ -50,7 +50,7 @@ def feed_inbox_sensor(
             dg.RunRequest(
                 run_key=f"feed:{event_id}:{head}",
                 partition_key=event_id,
-                tags={EVENT_TAG: event_id, SOURCE_KIND_TAG: "feed", TRIGGER_TAG: "sensor:feed_inbox"},
+                tags=sync_tags(event_id, "feed", "sensor:feed_inbox"),
             )
         )
     # Keep the cursor while an event waits for its partition: the next tick sees its rows again

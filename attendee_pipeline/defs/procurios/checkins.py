@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from attendee_pipeline.connectors.procurios import ProcuriosError
-from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
+from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
@@ -175,8 +175,7 @@ def procurios_checkin_sensor(
         requests.append(
             dg.RunRequest(
                 partition_key=event_id,
-                tags={EVENT_TAG: event_id, SOURCE_KIND_TAG: "procurios", TRIGGER_TAG: "sensor:checkins",
-                      "attendee_pipeline/checkin_head": str(head)},
+                tags={**sync_tags(event_id, "procurios", "sensor:checkins"), "attendee_pipeline/checkin_head": str(head)},
             )
         )
     if not requests:

@@ -12,24 +12,13 @@ Run keys are ``window:<event>:<UTC tick>`` and ``nightly:<event>:<local date>``.
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import procurios_sync_job
-from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG
+from attendee_pipeline.defs.attendees.schedules import scheduled_tick, sync_tags
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
 
 
-def _tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
-    tick = context.scheduled_execution_time
-    if tick is None:
-        raise dg.DagsterInvariantViolationError("schedule evaluated without a scheduled time")
-    return tick
-
-
 def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=run_key,
-        partition_key=event_id,
-        tags={EVENT_TAG: event_id, SOURCE_KIND_TAG: "procurios", TRIGGER_TAG: trigger},
-    )
+    return dg.RunRequest(run_key=run_key, partition_key=event_id, tags=sync_tags(event_id, "procurios", trigger))
 
 
 @dg.schedule(
@@ -40,7 +29,7 @@ def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
     description="Every 20 minutes: sync each Procurios event inside its window (14 weeks before start .. 1 week after end).",
 )
 def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
-    tick = _tick(context)
+    tick = scheduled_tick(context)
     events = windows.window_due(catalog.load().events, tick)
     if not events:
         return dg.SkipReason(f"no Procurios event is inside its sync window at {tick.isoformat()}")
@@ -55,7 +44,7 @@ def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventC
     description="Hourly check: sync each Procurios event outside its window once a night (source.window.nightly_at, local time).",
 )
 def procurios_nightly_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
-    tick = _tick(context)
+    tick = scheduled_tick(context)
     due = windows.nightly_due(catalog.load().events, tick)
     if not due:
         return dg.SkipReason(f"no Procurios event has its nightly sync at {tick.isoformat()}")
