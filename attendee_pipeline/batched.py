@@ -24,6 +24,7 @@ imported from. The Dagster assets call these through ``defs/procurios/batched.py
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from array import array
@@ -48,7 +49,7 @@ from attendee_pipeline.sync.diff import ChangeSet, compute_changes
 from attendee_pipeline.sync.mapping import map_records
 from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.policy import COUNT_KEYS
-from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failure_cases, quarantine
+from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failing_source_rows, failure_cases, quarantine
 from attendee_pipeline.steps import _chunks
 
 #: Count of the cancellations that do not remove anyone (see :func:`drop_other_cancellations`).
@@ -155,12 +156,18 @@ class BatchedAttendees:
         return iter(self.batches)
 
 
-def superseded_rows(event: EventEntry, extract_dir: Path) -> set[int]:
+def superseded_rows(event: EventEntry, extract_dir: Path) -> frozenset[int]:
     """Rows of registrations another registration of the same e-mail address wins over (see
     ``sync.procurios.resolve_duplicates``). One pass over the stored extract that keeps 17
-    bytes per registration (a 64-bit hash of the address, the modification time, a flag)."""
+    bytes per registration (a 64-bit hash of the address, the modification time, a flag);
+    remembered per extract, which never changes once stored, so the map step and the
+    programme step of a run share the pass."""
     assert event.mapping is not None
-    email_path = event.mapping.fields["email"]
+    return _superseded_rows(str(Path(extract_dir).resolve()), event.mapping.fields["email"])
+
+
+@functools.lru_cache(maxsize=4)
+def _superseded_rows(extract_dir: str, email_path: str) -> frozenset[int]:
     hashes, modified, active = array("q"), array("q"), bytearray()
     for record in iter_extract_records(extract_dir):
         _, key, cancelled, when = rules.duplicate_keys([record], email_path)[0]
@@ -169,15 +176,15 @@ def superseded_rows(event: EventEntry, extract_dir: Path) -> set[int]:
         modified.append(int(moment.timestamp() * 1000) if moment is not None else 0)
         active.append(0 if cancelled else 1)
     if not hashes:
-        return set()
+        return frozenset()
     h = np.frombuffer(hashes, dtype=np.int64)
     values, counts = np.unique(h[h != 0], return_counts=True)
     shared = values[counts > 1]
     if not len(shared):
-        return set()
+        return frozenset()
     rows = np.flatnonzero(np.isin(h, shared)).tolist()
     keyed = [(i, str(hashes[i]), not active[i], f"{modified[i]:020d}") for i in rows]
-    return rules.superseded_positions(rules.resolve_duplicates(keyed), keyed)
+    return frozenset(rules.superseded_positions(rules.resolve_duplicates(keyed), keyed))
 
 
 def map_batches(
@@ -258,8 +265,7 @@ def schema_failures(mapped: BatchedAttendees) -> tuple[int, pd.DataFrame | None,
         found = failure_cases(frame, partial=False)
         if found is not None and not found.empty:
             cases.append(found)
-            index = found["index"].dropna().astype(int).unique()
-            failing += [int(r) for r in frame.loc[frame.index.intersection(index), "source_row"]]
+            failing += failing_source_rows(frame, found)
     return rows, (pd.concat(cases, ignore_index=True) if cases else None), failing
 
 

@@ -157,6 +157,12 @@ def failure_cases(frame: pd.DataFrame, partial: bool = False) -> pd.DataFrame | 
     return None
 
 
+def failing_source_rows(frame: pd.DataFrame, cases: pd.DataFrame) -> list[int]:
+    """The ``source_row`` of each row of ``frame`` that pandera's failure ``cases`` name."""
+    index = cases["index"].dropna().astype(int).unique()
+    return [int(r) for r in frame.loc[frame.index.intersection(index), "source_row"]]
+
+
 def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
     """Split ``frame`` into valid rows and reject rows (one per failed record and field)."""
     cases = failure_cases(frame, partial)

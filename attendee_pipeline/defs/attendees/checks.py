@@ -19,7 +19,7 @@ import pandas as pd
 
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
 from attendee_pipeline.sync.diff import mass_removal_verdict
-from attendee_pipeline.sync.schemas import failure_cases
+from attendee_pipeline.sync.schemas import failing_source_rows, failure_cases
 
 # Partitioned asset checks are a Dagster "preview" feature; we rely on it knowingly (one check
 # result per event partition) and keep the warning out of every log.
@@ -71,25 +71,29 @@ MASS_REMOVAL_GUARD = dg.AssetCheckSpec(
 def schema_check(mapped: pd.DataFrame, partial: bool) -> dg.AssetCheckResult:
     """``mapped_attendees_schema``: the pandera schema on the frame that goes on to the diff."""
     cases = failure_cases(mapped, partial=partial)
+    failing = failing_source_rows(mapped, cases) if cases is not None and not cases.empty else []
+    return schema_result(len(mapped), cases, failing)
+
+
+def schema_result(
+    rows: int, cases: pd.DataFrame | None, failing: list[int], **metadata: Any
+) -> dg.AssetCheckResult:
+    """The ``mapped_attendees_schema`` result for ``rows`` validated rows, pandera's failure
+    ``cases`` (None: none) and the source rows that failed (a frame, or a batched source's
+    batches); ``metadata`` is added to the result's."""
+    common = {"check_name": MAPPED_SCHEMA.name, "asset_key": MAPPED_SCHEMA.asset_key}
     if cases is None or cases.empty:
-        return dg.AssetCheckResult(
-            check_name=MAPPED_SCHEMA.name,
-            asset_key=MAPPED_SCHEMA.asset_key,
-            passed=True,
-            metadata={"rows": len(mapped), "failures": 0},
-        )
+        return dg.AssetCheckResult(**common, passed=True, metadata={"rows": rows, "failures": 0, **metadata})
     by_check = {str(k): int(v) for k, v in cases["check"].astype(str).value_counts().items()}
-    rows = cases["index"].dropna().astype(int).unique()
-    source_rows = mapped.loc[mapped.index.intersection(rows), "source_row"]
     return dg.AssetCheckResult(
-        check_name=MAPPED_SCHEMA.name,
-        asset_key=MAPPED_SCHEMA.asset_key,
+        **common,
         passed=False,
         metadata={
-            "rows": len(mapped),
+            "rows": rows,
             "failures": len(cases),
             "by_check": dg.MetadataValue.json(by_check),
-            "failing_source_rows": dg.MetadataValue.json([int(r) for r in source_rows.head(100)]),
+            "failing_source_rows": dg.MetadataValue.json(failing[:100]),
+            **metadata,
         },
         description=f"{len(cases)} schema failure(s): {by_check}",
     )

@@ -21,7 +21,7 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import batched
-from attendee_pipeline.defs.attendees.checks import MAPPED_SCHEMA
+from attendee_pipeline.defs.attendees.checks import schema_result
 
 
 def _preview(frame: pd.DataFrame, columns: list[str], limit: int = 20) -> dg.MetadataValue:
@@ -121,20 +121,4 @@ def publish(context: Any, event: Any, manifest: dict[str, Any], changes: batched
 def schema_check(mapped: batched.BatchedAttendees) -> dg.AssetCheckResult:
     """``mapped_attendees_schema`` over every batch."""
     rows, cases, failing = batched.schema_failures(mapped)
-    common = {"check_name": MAPPED_SCHEMA.name, "asset_key": MAPPED_SCHEMA.asset_key}
-    if cases is None:
-        return dg.AssetCheckResult(
-            **common, passed=True, metadata={"rows": rows, "failures": 0, "batches": mapped.batches.batches}
-        )
-    by_check = {str(k): int(v) for k, v in cases["check"].astype(str).value_counts().items()}
-    return dg.AssetCheckResult(
-        **common,
-        passed=False,
-        metadata={
-            "rows": rows,
-            "failures": len(cases),
-            "by_check": dg.MetadataValue.json(by_check),
-            "failing_source_rows": dg.MetadataValue.json(failing[:100]),
-        },
-        description=f"{len(cases)} schema failure(s): {by_check}",
-    )
+    return schema_result(rows, cases, failing, batches=mapped.batches.batches)
