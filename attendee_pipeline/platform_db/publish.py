@@ -585,6 +585,15 @@ def publish_changes(
         # Content columns that are null in every row of the change set are not bound at all
         # (most providers map a handful of the profile fields).
         content = [c for c in ATTENDEE_CONTENT_COLUMNS if frame[c].notna().any()]
+        group_ids: dict[str, int] = {}  # name -> id, filled as groups are met
+
+        def write_memberships(ids: Sequence[int], group_texts: Sequence[str | None]) -> None:
+            members, groups_of = _membership_rows(conn, ids, group_texts, now, group_ids, result)
+            if members:
+                result.memberships_written += _bulk_insert(
+                    conn, memberships, {"attendee_id": members, "group_id": groups_of}, {"event_id": event_id}
+                )
+
         added_ids: list[int] = []
         for part in _row_batches(added):
             ids = _reserve_ids(conn, attendees, len(part))
@@ -606,6 +615,7 @@ def publish_changes(
                     "last_run_id": run_id,
                 },
             )
+            write_memberships(ids, _column_values(part, "groups"))
 
         touched_ids = _column_values(touched, "attendee_id", integer=True)
         nulls = {c: None for c in ATTENDEE_CONTENT_COLUMNS if c not in content}
@@ -629,8 +639,8 @@ def publish_changes(
             {"status": REMOVED, "removed_at": now, "last_changed_at": now, "last_run_id": run_id},
         )
 
-        # memberships: removed attendees lose theirs; added and restored attendees, and updated
-        # ones whose group list changed, get theirs rewritten (groups created as needed)
+        # memberships: added attendees got theirs above; removed attendees lose theirs;
+        # restored ones, and updated ones whose group list changed, get theirs rewritten
         touched_groups = _column_values(touched, "groups")
         regroup = [
             (attendee_id, text)
@@ -640,22 +650,11 @@ def publish_changes(
         for chunk in chunks(gone_ids + [attendee_id for attendee_id, _ in regroup]):
             deleted = conn.execute(memberships.delete().where(memberships.c.attendee_id.in_(chunk)))
             result.memberships_deleted += max(deleted.rowcount or 0, 0)
-        group_ids: dict[str, int] = {}
-        batches = [
-            *((added_ids[i : i + WRITE_BATCH], _column_values(part, "groups"))
-              for i, part in zip(range(0, len(added), WRITE_BATCH), _row_batches(added))),
-            *(([a for a, _ in regroup[i : i + WRITE_BATCH]], [t for _, t in regroup[i : i + WRITE_BATCH]])
-              for i in range(0, len(regroup), WRITE_BATCH)),
-        ]
-        for ids, texts in batches:
-            members, groups_of = _membership_rows(conn, ids, texts, now, group_ids, result)
-            if members:
-                result.memberships_written += _bulk_insert(
-                    conn, memberships, {"attendee_id": members, "group_id": groups_of}, {"event_id": event_id}
-                )
+        for part in chunks(regroup, WRITE_BATCH):
+            write_memberships([attendee_id for attendee_id, _ in part], [text for _, text in part])
 
-        wants_email = (getattr(email_settings, f, False) for f in ("send_invites", "send_cancellation_email"))
-        if any(wants_email):  # the e-mails of this publish, in this transaction
+        if email_settings is not None and (email_settings.send_invites or email_settings.send_cancellation_email):
+            # the e-mails of this publish, in this transaction
             from attendee_pipeline.platform_db.outbox import queue_publish_emails
 
             queued = queue_publish_emails(
