@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.util import hash_array
 
-from attendee_pipeline.sync.model import CONTENT_COLUMNS, FRAME_COLUMNS, as_text, null_text_array, text_array
+from attendee_pipeline.sync.model import (
+    CONTENT_COLUMNS,
+    FRAME_COLUMNS,
+    arrow_text,
+    as_text,
+    null_text_array,
+    text_array,
+)
 from attendee_pipeline.sync.policy import (
     blanks_to_null,
     ADDED,
@@ -77,14 +84,6 @@ def _column_hash(values: np.ndarray) -> np.ndarray:
         return hash_array(np.array([v if isinstance(v, str) else str(v) for v in values], dtype=object))
 
 
-def _arrow_text(column: pd.Series) -> pa.Array | None:
-    """The column as one Arrow string array when it is Arrow-backed text, else None."""
-    if not (isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow"):
-        return None
-    array = pa.array(column.array)
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
 def _arrow_hash(array: pa.Array) -> np.ndarray:
     """What ``_column_hash`` gives for the same text with nulls as "", computed on Arrow:
     each distinct value is hashed once and the hashes are gathered by dictionary index."""
@@ -106,7 +105,7 @@ def row_hash(frame: pd.DataFrame) -> pd.Series:
     nulls = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for bit, column in enumerate(CONTENT_COLUMNS):
-            arrow = _arrow_text(frame[column]) if n else None
+            arrow = arrow_text(frame[column]) if n else None
             if arrow is not None:
                 if arrow.null_count:
                     isnull = arrow.is_null().to_numpy(zero_copy_only=False)

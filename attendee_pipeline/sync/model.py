@@ -107,6 +107,15 @@ def as_text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
     return column.array if column.dtype == TEXT_DTYPE else text_array(column.to_numpy(dtype=object))
 
 
+def arrow_text(column: pd.Series) -> pa.Array | None:
+    """The column as one Arrow string array when it is Arrow-backed text, else None (for
+    vectorised work that must not make a Python string per row)."""
+    if not (isinstance(column.dtype, pd.StringDtype) and column.dtype.storage == "pyarrow"):
+        return None
+    array = pa.array(column.array)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def null_text_array(n: int) -> pd.api.extensions.ExtensionArray:
     """``n`` nulls as an Arrow-backed string array (an unmapped field)."""
     return pd.arrays.ArrowStringArray(pa.nulls(n, type=pa.large_string()))

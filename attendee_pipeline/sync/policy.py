@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
-from attendee_pipeline.sync.model import CONTENT_COLUMNS
+from attendee_pipeline.sync.model import CONTENT_COLUMNS, arrow_text
 
 # --------------------------------------------------------------------------- categories
 
@@ -156,9 +155,9 @@ def blanks_to_null(frame: pd.DataFrame) -> pd.DataFrame:
             if cleaned is values:
                 continue
         else:
-            if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-                if not pc.any(pc.equal(pa.array(values.array), "")).as_py():  # Arrow: no Python strings
-                    continue
+            arrow = arrow_text(values)
+            if arrow is not None and not pc.any(pc.equal(arrow, "")).as_py():  # no Python strings
+                continue
             blank = values.eq("").astype("boolean").fillna(False).astype(bool)
             if not blank.any():
                 continue
