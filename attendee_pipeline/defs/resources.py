@@ -75,25 +75,24 @@ class RawExtractStore(dg.ConfigurableResource):
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
         return self.base() / event_id / f"{stamp}-{run_id[:8] or uuid.uuid4().hex[:8]}"
 
-    def latest(self, event_id: str) -> Path | None:
-        """The event's newest complete stored extract (None when there is none)."""
+    def stored(self, event_id: str) -> list[Path]:
+        """The event's stored extracts, oldest first. Folder names start with the UTC second
+        they were made in; the folder's own time orders two of the same second. Hidden folders
+        (an extract being written, batch files) are not extracts."""
         folder = self.base() / event_id
         if not folder.exists():
-            return None
-        manifests = [
-            p / "manifest.json" for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-        ]
-        complete = [m for m in manifests if m.is_file()]
-        # folder names start with the UTC second they were made; the manifest's time breaks ties
-        newest = max(complete, key=lambda m: (m.parent.name[:15], m.stat().st_mtime_ns), default=None)
-        return newest.parent if newest is not None else None
+            return []
+        extracts = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(extracts, key=lambda p: (p.name[:15], p.stat().st_mtime_ns))
+
+    def latest(self, event_id: str) -> Path | None:
+        """The event's newest complete stored extract (None when there is none)."""
+        complete = [p for p in self.stored(event_id) if (p / "manifest.json").is_file()]
+        return complete[-1] if complete else None
 
     def prune(self, event_id: str, keep: int) -> int:
         """Delete all but the newest ``keep`` extracts of an event; returns how many went."""
-        folder = self.base() / event_id
-        if not folder.exists():
-            return 0
-        extracts = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        extracts = self.stored(event_id)
         doomed = extracts[:-keep] if keep > 0 else extracts
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
