@@ -198,6 +198,11 @@ class ProcuriosClient:
         self._token, self._expires_at = token, time.monotonic() + lifetime - margin
         return token
 
+    def share_token(self, other: "ProcuriosClient") -> None:
+        """Start with ``other``'s current token (obtained first if need be): a second client of
+        the same credentials then needs no token request of its own until it expires."""
+        self._token, self._expires_at = other.token(), other._expires_at
+
     def token(self) -> str:
         """The cached access token, renewed when it is about to expire."""
         if self._token is not None and time.monotonic() < self._expires_at:
@@ -324,7 +329,7 @@ class ProcuriosExtractor:
         try:
             with staged_extract(dest_dir, event_id) as tmp:
                 params = {"since": since} if since else {}
-                sessions_client._token, sessions_client._expires_at = client.token(), client._expires_at
+                sessions_client.share_token(client)
                 reader = _SessionReader(sessions_client, f"/meetings/{source.meeting_id}/sessions")
                 for number, content, records in client.pages(registrations_path, step="registrations", params=params):
                     (tmp / PAGE_NAME.format(number)).write_bytes(content)
