@@ -5,8 +5,9 @@ loopback port, creates a 100,000-attendee dataset through its ``/_control/`` API
 fresh platform database (a temporary SQLite file, or a throw-away PostgreSQL database with
 ``--db-url``), measures: the *floor* -- fetching every page with a bare ``requests.Session`` plus
 one bulk SQLAlchemy Core insert of the raw rows, the least any sync has to do; the real Dagster
-assets and checks (``dagster.materialize``) for a full sync, an unchanged re-sync and a re-sync
-after 1 % of the attendees changed, with per-step times; and a 1,000,000-attendee full sync in a
+assets and checks (``dagster.execute_job``) for a full sync -- floor and full sync are taken
+``--repeats`` times in turn, each pair in a fresh platform database, and the best of each kept
+-- an unchanged re-sync and a re-sync after 1 % of the attendees changed, with per-step times; and a 1,000,000-attendee full sync in a
 child process for its time and peak memory, then that list's floor (``big_sync_over_floor``: the
 same ratio where a run's fixed cost weighs less). Each figure is one JSON line on stdout (progress goes
 to stderr), followed by one line per target (``ok`` true/false); missing a target does not fail
