@@ -129,6 +129,12 @@ class AttendeeFrameSchema(pa.DataFrameModel):
         return df["flagged"] | df["last_name"].notna()
 
 
+# pandera registers its pandas backends on a schema's first validate, which imports its
+# data-synthesis strategies (and hypothesis, where installed): ~0.2 s, once per process. Do it
+# when this module is imported, with the code location, instead of inside a sync's first step.
+pa.DataFrameSchema.register_default_backends(pd.DataFrame)
+
+
 class FrameShapeError(ValueError):
     """The frame itself is wrong (a missing column, a wrong dtype): a bug or a bad mapping."""
 
