@@ -11,12 +11,15 @@ e-mail syntax, duplicates, badge kind) live in :mod:`attendee_pipeline.sync.sche
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from attendee_pipeline.sync.model import (
     FRAME_COLUMNS,
@@ -31,6 +34,10 @@ from attendee_pipeline.sync.model import (
 
 _MISSING = object()
 _TEXT_OR_NONE = frozenset({str, type(None)})
+#: Every character ``str.strip()`` removes (``str.isspace``), so that Arrow's trim strips
+#: exactly what Python's would.
+_WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+_NULL_TEXT = pa.scalar(None, type=pa.large_string())
 
 
 @dataclass
@@ -108,6 +115,20 @@ def _groups(value: Any, separator: str, name_key: str) -> str:
     raise _BadValue(f"expected a list of group names or a delimited string, got {type(value).__name__}")
 
 
+def _arrow_texts(values: list[Any]) -> pd.api.extensions.ExtensionArray | None:
+    """``values`` stripped, with "" as null, as an Arrow string array -- the same text as
+    ``(v.strip() or None)`` per value, computed in C. None unless every value is a str or None
+    (then the caller takes the per-value path, which words a reject for a bad value)."""
+    if not set(map(type, values)) <= _TEXT_OR_NONE:
+        return None
+    try:
+        array = pa.array(values, type=pa.large_string())
+    except (pa.ArrowException, UnicodeEncodeError):  # e.g. a lone surrogate from the JSON
+        return None
+    trimmed = pc.utf8_trim(array, characters=_WHITESPACE)
+    return pd.arrays.ArrowStringArray(pc.if_else(pc.equal(trimmed, ""), _NULL_TEXT, trimmed))
+
+
 def _column(records: list[Any], get: Callable[[Any], Any], flat_key: str | None) -> list[Any]:
     if flat_key is not None:  # dict.get mapped in C: a third of a list comprehension's time
         return list(map(dict.get, records, itertools.repeat(flat_key)))
@@ -147,8 +168,14 @@ def map_records(
     def values_of(path: str) -> list[Any]:
         return _column(recs, getter(path), None if "." in path else path)
 
-    def texts(path: str, field_name: str) -> list[Any]:
+    def texts(path: str, field_name: str, arrow: bool = False) -> Any:
+        """The field's values as stripped text or None; ``arrow``: as an Arrow string array
+        when every value is text (no Python string per value), else as a list."""
         raw = values_of(path)
+        if arrow:
+            array = _arrow_texts(raw)
+            if array is not None:
+                return array
         out: list[Any] = [
             (v.strip() or None) if type(v) is str else (None if v is None else v) for v in raw
         ]
@@ -170,7 +197,8 @@ def map_records(
     record_ids = texts(fields["source_record_id"], "source_record_id") if "source_record_id" in fields else None
     for name in PROFILE_FIELDS:
         if name in fields:
-            columns[name] = texts(fields[name], name)
+            # the e-mail is also needed as Python text (for the key); the rest go to the frame
+            columns[name] = texts(fields[name], name, arrow=name != "email")
 
     groups: list[Any] | None = None
     if "groups" in fields:
@@ -223,8 +251,10 @@ def map_records(
         flagged = [False] * n
 
     email = columns.get("email", [None] * n)
-    def text(values: list[Any] | None) -> Any:
-        return text_array(values) if values is not None else null_text_array(n)
+    def text(values: Any) -> Any:
+        if values is None:
+            return null_text_array(n)
+        return values if isinstance(values, pd.api.extensions.ExtensionArray) else text_array(values)
 
     data: dict[str, Any] = {
         # texts() gave stripped str or None, so attendee_key() is just lower()
