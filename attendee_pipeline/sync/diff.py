@@ -51,6 +51,7 @@ from attendee_pipeline.sync.policy import (
 __all__ = [
     "CHANGE_COLUMNS",
     "PUBLISHED_COLUMNS",
+    "RECORD_COLUMNS",
     "ChangeSet",
     "Verdict",
     "compute_changes",
@@ -64,6 +65,11 @@ __all__ = [
 #: row has after the publish; ``previous_hash`` the published hash the diff saw (NA when added),
 #: which the publish step uses to detect that the list changed in between.
 CHANGE_COLUMNS: tuple[str, ...] = (*FRAME_COLUMNS, "change", "attendee_id", "row_hash", "previous_hash")
+
+#: The columns of :meth:`ChangeSet.without_content`: the row, its change and ids and hashes.
+RECORD_COLUMNS: tuple[str, ...] = (
+    "attendee_key", "source_row", "source_record_id", "flagged", "change", "attendee_id", "row_hash", "previous_hash",
+)
 
 #: Columns of the ``published`` frame (plus CONTENT_COLUMNS for update_provided).
 PUBLISHED_COLUMNS: tuple[str, ...] = ("attendee_id", "attendee_key", "row_hash", "status")
@@ -146,6 +152,12 @@ class ChangeSet:
     frame: pd.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
     published_active: int = 0
+
+    def without_content(self) -> "ChangeSet":
+        """The same change set with only the columns that say which row changes how
+        (:data:`RECORD_COLUMNS`): what is kept as the ``attendee_changes`` asset. The content of
+        each row is in the frame it was diffed from (``mapped_attendees``)."""
+        return ChangeSet(self.frame[list(RECORD_COLUMNS)], dict(self.counts), self.published_active)
 
     def of(self, *changes: str) -> pd.DataFrame:
         """The rows of the given change types."""

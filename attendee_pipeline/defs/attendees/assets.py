@@ -4,10 +4,11 @@ raw extract (kept, replayable) -> mapped attendees + rejected attendees (quarant
 memberships -> attendee changes (diff against what is published) -> published attendee list +
 groups (one transaction). Each materialisation reports what it did as metadata.
 
-Three steps per run: the extract and the mapping share one (pages are mapped as they arrive,
-each parsed once), the diff, and the publish; the asset checks run inside the steps of the
-assets they check (see checks.py). Fewer steps means fewer stored run events, which on the
-embedded SQLite instance cost more than the work of a small sync.
+Two steps per run: the extract and the mapping share one (pages are mapped as they arrive,
+each parsed once), the diff and the publish the other (the change set goes to the publish in
+memory); the asset checks run inside the steps of the assets they check (see checks.py). Fewer
+steps means fewer stored run events and stored frames, which on the embedded SQLite instance
+cost more than the work of a small sync.
 """
 
 
@@ -170,7 +171,7 @@ def _extract(
     engine = platform_db.engine()
     dest = raw_store.new_extract_dir(event.id, context.run_id)
     started = time.monotonic()
-    last_log = [0.0]
+    last_log = [started]  # progress every 5 s, from 5 s in (a short extract logs none)
 
     def progress(pages: int, records: int) -> None:
         now = time.monotonic()
@@ -313,35 +314,84 @@ def _map(
         yield schema_of()
 
 
-@dg.asset(
+_PUBLISHED_OUTPUTS = ("published_attendees", "published_groups")
+
+
+@dg.multi_asset(
+    name="publish_attendees",
     partitions_def=events_partitions,
     group_name=GROUP,
-    kinds={"pandas"},
+    ins={
+        "mapped_attendees": dg.AssetIn(),
+        "attendee_raw_extract": dg.AssetIn(),
+        "rejected_attendees": dg.AssetIn(),
+    },
+    deps=["attendee_group_memberships"],
+    outs={
+        "attendee_changes": dg.AssetOut(
+            kinds={"pandas"},
+            is_required=False,
+            description=(
+                "The diff against the published list under the event's apply policy: each row to "
+                "write, its change and ids (the content is in mapped_attendees)."
+            ),
+        ),
+        "published_attendees": dg.AssetOut(
+            dagster_type=dg.Nothing,
+            kinds={"sqlite", "postgres"},
+            is_required=False,
+            description="The event's attendee list in the platform database.",
+        ),
+        "published_groups": dg.AssetOut(
+            dagster_type=dg.Nothing,
+            kinds={"sqlite", "postgres"},
+            is_required=False,
+            description="Groups (shared between events) and the event's memberships.",
+        ),
+    },
+    internal_asset_deps={
+        "attendee_changes": {dg.AssetKey("mapped_attendees")},
+        "published_attendees": {
+            dg.AssetKey("attendee_raw_extract"),
+            dg.AssetKey("attendee_changes"),
+            dg.AssetKey("rejected_attendees"),
+        },
+        "published_groups": {dg.AssetKey("attendee_changes"), dg.AssetKey("attendee_group_memberships")},
+    },
     check_specs=[checks.MASS_REMOVAL_GUARD],
-    description="The diff against the published list under the event's apply policy.",
+    # Subsettable: materialising only attendee_changes computes and stores the diff without
+    # publishing it (a dry run in the UI).
+    can_subset=True,
 )
-def attendee_changes(
+def publish_attendees(
     context: dg.AssetExecutionContext,
-    mapped_attendees: Any,
+    mapped_attendees: Any,  # a frame, or batched.BatchedAttendees for a batched source (Procurios)
+    attendee_raw_extract: dict[str, Any],
+    rejected_attendees: pd.DataFrame,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ):
-    # mapped_attendees: a frame, or batched.BatchedAttendees for a batched source (Procurios)
+    """Diff the mapped attendees against the published list, guard against mass removal, and
+    publish -- one step, so the change set goes from the diff to the publish in memory. The
+    guard is a blocking check on attendee_changes: a held publish stores the changes and the
+    check's verdict, writes nothing, and fails the step."""
     release_memory()
     event = catalog.event(context.partition_key)
+    engine = platform_db.engine()
+    selected = context.selected_output_names
+    started = dt.datetime.now(dt.timezone.utc)
     if procurios_batched.is_batched(mapped_attendees):
-        output = procurios_batched.changes_output(context, event, mapped_attendees, platform_db.engine())
-        changes, active_before = output.value, int(output.value.published_active)
-        yield output
+        output = procurios_batched.changes_output(context, event, mapped_attendees, engine)
+        changes, active_before, stored = output.value, int(output.value.published_active), output
     else:
         policy = event.sync.apply
-        published = db_publish.load_published(
-            platform_db.engine(), event.id, with_content=policy.existing == "update_provided"
-        )
+        published = db_publish.load_published(engine, event.id, with_content=policy.existing == "update_provided")
         changes = compute_changes(mapped_attendees, published, policy)
         active_before = int((published["status"] == "active").sum()) if len(published) else 0
-        yield dg.Output(
-            changes,
+        del published
+        stored = dg.Output(
+            changes.without_content(),
+            output_name="attendee_changes",
             metadata={
                 **{k: int(v) for k, v in changes.counts.items()},
                 "published_before": active_before,
@@ -349,13 +399,17 @@ def attendee_changes(
                 "preview": _preview(changes.frame, ["change", "source_row", "source_record_id"]),
             },
         )
+    if "attendee_changes" in selected:
+        yield stored
     guard = event.sync.mass_removal
     result, held = checks.mass_removal_check(
         changes, active_before, guard.max_share, guard.min_count, checks.override_requested(context.run.tags)
     )
+    if checks.MASS_REMOVAL_GUARD.key in context.selected_asset_check_keys:
+        yield result
     if held is not None:
         db_publish.record_ledger(
-            platform_db.engine(),
+            engine,
             event_id=event.id,
             run_id=context.run.run_id,
             source_kind=event.source.kind,
@@ -364,53 +418,21 @@ def attendee_changes(
             counts=dict(changes.counts),
         )
         context.log.warning(f"publish held: {held}")
-    yield result
-
-
-@dg.multi_asset(
-    partitions_def=events_partitions,
-    group_name=GROUP,
-    ins={
-        "attendee_raw_extract": dg.AssetIn(),
-        "attendee_changes": dg.AssetIn(),
-        "rejected_attendees": dg.AssetIn(),
-    },
-    specs=[
-        dg.AssetSpec(
-            "published_attendees",
-            deps=["attendee_raw_extract", "attendee_changes", "rejected_attendees"],
-            kinds={"sqlite", "postgres"},
-            description="The event's attendee list in the platform database.",
-        ),
-        dg.AssetSpec(
-            "published_groups",
-            deps=["attendee_changes", "attendee_group_memberships"],
-            kinds={"sqlite", "postgres"},
-            description="Groups (shared between events) and the event's memberships.",
-        ),
-    ],
-)
-def publish_attendees(
-    context: dg.AssetExecutionContext,
-    attendee_raw_extract: dict[str, Any],
-    attendee_changes: Any,  # a ChangeSet, or batched.BatchedChanges for a batched source
-    rejected_attendees: pd.DataFrame,
-    catalog: EventCatalogResource,
-    platform_db: PlatformDatabaseResource,
-):
-    release_memory()
-    event = catalog.event(context.partition_key)
+        if checks.MASS_REMOVAL_GUARD.key not in context.selected_asset_check_keys:
+            raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
+        return  # the failed blocking check fails the step: nothing is published
+    if not set(_PUBLISHED_OUTPUTS) & set(selected):
+        return
     rejected = int(rejected_attendees["source_row"].nunique()) if len(rejected_attendees) else 0
-    started = dt.datetime.now(dt.timezone.utc)
-    if procurios_batched.is_batched(attendee_changes):  # one transaction per batch
-        result = procurios_batched.publish(
-            context, event, attendee_raw_extract, attendee_changes, rejected, platform_db.engine(), started
+    if procurios_batched.is_batched(changes):  # one transaction per batch
+        published_result = procurios_batched.publish(
+            context, event, attendee_raw_extract, changes, rejected, engine, started
         )
     else:
-        result = db_publish.publish_changes(
-            platform_db.engine(),
+        published_result = db_publish.publish_changes(
+            engine,
             event.id,
-            attendee_changes,
+            changes,
             run_id=context.run_id,
             source_kind=event.source.kind,
             rejected_count=rejected,
@@ -420,9 +442,11 @@ def publish_attendees(
             source_position=attendee_raw_extract.get("source_position"),
             email_settings=event.settings,
         )
-    counts = _as_counts(result)
-    yield dg.MaterializeResult(
-        asset_key="published_attendees",
+    counts = _as_counts(published_result)
+    # Both are written by the one publish (one transaction): reported together.
+    yield dg.Output(
+        None,
+        output_name="published_attendees",
         metadata={
             "added": counts.get("added", 0),
             "restored": counts.get("restored", 0),
@@ -436,8 +460,9 @@ def publish_attendees(
             "cancellations_queued": counts.get("cancellations_queued", 0),
         },
     )
-    yield dg.MaterializeResult(
-        asset_key="published_groups",
+    yield dg.Output(
+        None,
+        output_name="published_groups",
         metadata={
             "groups_created": counts.get("groups_created", 0),
             "memberships_written": counts.get("memberships_written", 0),
@@ -455,4 +480,4 @@ def _as_counts(result: Any) -> dict[str, int]:
     return {k: int(v) for k, v in vars(result).items() if isinstance(v, (int, float))}
 
 
-attendee_assets = [extract_attendees, attendee_changes, publish_attendees]
+attendee_assets = [extract_attendees, publish_attendees]

@@ -88,6 +88,7 @@ def changes_output(context: Any, event: Any, mapped: batched.BatchedAttendees, e
     changes = batched.diff_batches(event, mapped, engine, staging)
     return dg.Output(
         changes,
+        output_name="attendee_changes",
         metadata={
             **{k: int(v) for k, v in changes.counts.items()},
             "published_before": changes.published_active,
