@@ -126,6 +126,38 @@ def test_every_record_is_either_valid_or_rejected(records):
     assert failure_cases(checked.valid) is None
 
 
+_WHITESPACE = [chr(c) for c in range(0x3000 + 1) if chr(c).isspace()]
+_AWKWARD_TEXT = st.one_of(
+    st.none(),
+    st.text(alphabet=st.sampled_from([*_WHITESPACE, "a", "é", "漢", "\u200b", "\x00"]), max_size=6),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_AWKWARD_TEXT, _AWKWARD_TEXT), min_size=1, max_size=30))
+def test_text_fields_are_stripped_like_python_whatever_the_whitespace(values):
+    # all-text columns are stripped in Arrow: the result must be exactly Python's strip, with
+    # "" as null (every Unicode whitespace, zero-width spaces and NULs kept inside the text)
+    records = [rec(i, first=first, org=org) for i, (first, org) in enumerate(values)]
+    frame = map_records(records, MAPPING).frame
+    assert list(frame["first_name"].astype(object).where(frame["first_name"].notna(), None)) == [
+        (first.strip() or None) if first is not None else None for first, _ in values
+    ]
+    assert list(frame["company"].astype(object).where(frame["company"].notna(), None)) == [
+        (org.strip() or None) if org is not None else None for _, org in values
+    ]
+
+
+def test_a_non_text_value_in_a_text_column_is_rejected_and_the_rest_mapped_as_text():
+    records = [rec(0, first="  Ada "), rec(1, first=7), rec(2, first=["x"]), rec(3, first=" ")]
+    mapped = map_records(records, MAPPING)
+    assert [(r.source_row, r.field) for r in mapped.rejects] == [(2, "first_name")]
+    assert list(mapped.frame["first_name"].astype(object).where(mapped.frame["first_name"].notna(), None)) == [
+        "Ada", "7", None,
+    ]
+
+
 @pytest.mark.parametrize(
     "badge,ok",
     [

@@ -218,6 +218,25 @@ def test_mass_removal_is_held_then_released_by_the_override(api, h):
     assert (h.attendees(ev)["status"] == "removed").all()
 
 
+def test_attendee_changes_alone_diffs_without_publishing(api, h):
+    ev = _event(api, h, "diffonly", SandboxConfig(records=30, seed=13))
+    assert _published(h.sync(ev))["added"] == 30
+    api["diffonly"].mark_deleted([1, 2, 3])
+    h.sync(ev, selection=["attendee_raw_extract", "mapped_attendees", "rejected_attendees"])
+
+    result = h.sync(ev, selection=["attendee_changes"])
+    assert result.success
+    assert materialized(result, "attendee_changes")["removed"] == 3
+    assert materialized(result, "published_attendees") is None
+    assert (h.attendees(ev)["status"] == "active").sum() == 30  # nothing written
+    # the stored change set says which row changes how; the content stays in mapped_attendees
+    changes = result.output_for_node("publish_attendees", "attendee_changes")
+    assert sorted(changes.frame["change"]) == ["removed"] * 3
+    assert "email" not in changes.frame.columns and "first_name" not in changes.frame.columns
+    statuses = [row[0] for row in h.query("select status from sync_ledger where event_id = :e", e=ev)]
+    assert statuses.count("published") == 1
+
+
 def test_small_removals_are_not_held(api, h):
     ev = _event(api, h, "few", SandboxConfig(records=100, seed=9))
     h.sync(ev)
