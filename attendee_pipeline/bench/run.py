@@ -73,9 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=3,
+        default=5,
         help="floor and full sync measured this many times in turn, each pair in a fresh platform "
-        "database; the best of each is kept (3)",
+        "database; the best of each is kept (5)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed on stderr)")
     args = parser.parse_args(argv)
