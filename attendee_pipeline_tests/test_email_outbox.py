@@ -230,3 +230,28 @@ def test_a_crashed_delivery_is_never_resent_and_overlapping_deliveries_send_each
     counts = outbox.counts_by_event(engine)["ev"]
     assert (counts["sent"], counts["failed"]) == (35, 5)
     assert {r["last_error"] for r in outbox.outbox_rows(engine, "ev", ["failed"])} == {outbox.INTERRUPTED}
+
+
+def test_a_manual_queue_of_more_ids_than_sqlite_binds_in_one_statement(tmp_path):
+    # SQLite's default build binds at most 32,766 variables per statement (this machine's
+    # allows more, so the test sets the default): an IN (...) list of every chosen id must
+    # not be one statement
+    import sqlite3
+
+    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
+
+    url = f"sqlite:///{tmp_path / 'limits.sqlite3'}"
+    ensure_schema(url)
+    limited = make_engine(url)
+
+    @sa.event.listens_for(limited, "connect")
+    def _default_limit(dbapi_connection, _record):
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+
+    try:
+        publish(limited, [person("ann@example.org")])
+        chosen = list(range(1, 40_001))  # one published attendee among 40,000 chosen ids
+        result = outbox.queue_manual(limited, "ev", chosen)
+        assert (result.selected, result.queued, result.already) == (40_000, 0, 1)  # invited at publish
+    finally:
+        limited.dispose()

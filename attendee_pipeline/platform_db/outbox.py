@@ -44,7 +44,8 @@ from attendee_pipeline.sync.email import CANCELLATION, INVITE
 
 PENDING, SENDING, SENT, FAILED, SKIPPED = OUTBOX_STATUSES
 
-#: Ids per INSERT ... SELECT / IN (...) statement.
+#: Ids per INSERT ... SELECT (bound as one parameter, see _id_rows). An ``IN (...)`` list binds
+#: one parameter per id, so those go in chunks of sql.IN_CHUNK (SQLite's variable limit).
 ID_CHUNK = 50_000
 
 #: Where a queued e-mail came from (``email_outbox.origin``).
@@ -123,7 +124,7 @@ def _rearm(
     """Put the event's ``kind`` rows of these attendees that are in ``statuses`` back to
     pending with a fresh attempt count (never a ``sent`` one). Returns how many."""
     rearmed = 0
-    for chunk in chunks(list(attendee_ids), ID_CHUNK):
+    for chunk in chunks(list(attendee_ids)):
         result = conn.execute(
             email_outbox.update()
             .where(
@@ -211,7 +212,7 @@ def queue_manual(
 
 def _active_ids(conn: sa.Connection, event_id: str, ids: Sequence[int]) -> list[int]:
     out: list[int] = []
-    for chunk in chunks(list(ids), ID_CHUNK):
+    for chunk in chunks(list(ids)):
         out += (
             conn.execute(
                 sa.select(attendees.c.id).where(
@@ -306,7 +307,7 @@ def ensure_link_tokens(
     ids = sorted(set(int(i) for i in attendee_ids))
     found: dict[int, str] = {}
     for _ in range(3):  # a token collision (never seen: 128 random bits) leaves a row out; retry
-        for chunk in chunks([i for i in ids if i not in found], ID_CHUNK):
+        for chunk in chunks([i for i in ids if i not in found]):
             found.update(
                 conn.execute(
                     sa.select(attendee_statuses.c.attendee_id, attendee_statuses.c.link_token).where(
@@ -454,7 +455,7 @@ def release(
     ids = [e.id for e in emails]
     released = 0
     with _transaction(engine) as conn:
-        for chunk in chunks(ids, ID_CHUNK):
+        for chunk in chunks(ids):
             result = conn.execute(
                 email_outbox.update()
                 .where(o.id.in_(list(chunk)), o.claim_token == token, o.status == SENDING)
