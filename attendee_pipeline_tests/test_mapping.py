@@ -183,3 +183,12 @@ def test_both_schemas_keep_their_check_names_whichever_is_built_first():
     assert partial == {"email_present", "email_syntax", "email_unique", "badge_url_kind"}
     assert full == partial | {"first_name_present", "last_name_present"}
     assert full <= set(REASONS)
+
+
+def test_equal_values_of_other_types_map_on_their_own():
+    # 1, 1.0 and True are equal Python keys; each must map as itself, whatever came before
+    records = [rec(i, groups=g, status=f) for i, (g, f) in enumerate([([1], True), ([True], 1), ([1.0], 1.0)])]
+    flag = DeleteFlag(field="status", values=["true"])
+    frame = map_records(records, MAPPING, flag).frame
+    assert [json.loads(g) for g in frame["groups"]] == [["1"], ["True"], ["1.0"]]
+    assert frame["flagged"].tolist() == [True, False, False]

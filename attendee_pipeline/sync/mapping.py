@@ -205,7 +205,8 @@ def map_records(
         cache: dict[Any, str] = {}
         groups = []
         for i, v in enumerate(values_of(fields["groups"])):
-            cache_key = tuple(v) if type(v) is list else None
+            # keyed with the items' types: 1, 1.0 and True are equal keys but "1", "1.0", "True"
+            cache_key = (tuple(v), tuple(map(type, v))) if type(v) is list else None
             try:
                 if cache_key is not None:  # few distinct group lists, many attendees
                     groups.append(cache[cache_key])
@@ -238,12 +239,13 @@ def map_records(
             if v is None or v is _MISSING:
                 flagged.append(False)
                 continue
+            key = (type(v), v)  # 1 and True are equal keys, but "1" and "true" differ
             try:
-                hit = flag_cache[v]
+                hit = flag_cache[key]
             except (KeyError, TypeError):
                 hit = str(v).strip().lower() in flag_values
                 try:
-                    flag_cache[v] = hit
+                    flag_cache[key] = hit
                 except TypeError:
                     pass
             flagged.append(hit)
