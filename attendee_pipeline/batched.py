@@ -281,12 +281,6 @@ class BatchedChanges:
     published_active: int = 0
     preview: pd.DataFrame = field(default_factory=pd.DataFrame)
 
-    @property
-    def writes(self) -> int:
-        return self.batches.rows
-
-    def summary(self) -> str:
-        return ChangeSet(pd.DataFrame(), dict(self.counts)).summary()
 
 
 def drop_other_cancellations(frame: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFrame, int]:

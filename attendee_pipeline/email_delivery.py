@@ -114,14 +114,6 @@ class DeliveryReport:
     def per_second(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
 
-    def summary(self) -> str:
-        text = (
-            f"sent={self.sent} retried={self.retried} failed={self.failed} skipped={self.skipped} "
-            f"deferred={self.deferred}"
-        )
-        if self.interrupted:
-            text += f" interrupted={self.interrupted}"
-        return text + (f"; SMTP unavailable: {self.smtp_unavailable}" if self.smtp_unavailable else "")
 
 
 def render_email(

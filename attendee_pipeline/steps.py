@@ -38,10 +38,6 @@ class MappedExtract:
     rejects: pd.DataFrame  # REJECT_COLUMNS + raw_record
     records: int
 
-    @property
-    def reason_counts(self) -> dict[str, int]:
-        return reason_counts(self.rejects)
-
 
 def reason_counts(rejects: pd.DataFrame) -> dict[str, int]:
     """"field: reason" -> how many reject rows say so."""

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attendee_pipeline.catalog.models import DeleteFlag, FieldMapping
-from attendee_pipeline.sync.mapping import map_records
+from attendee_pipeline.sync.mapping import WHITESPACE, map_records
 from attendee_pipeline.sync.model import FRAME_COLUMNS
 from attendee_pipeline.sync.schemas import failure_cases, quarantine
 
@@ -127,6 +127,12 @@ def test_every_record_is_either_valid_or_rejected(records):
 
 
 _WHITESPACE = [chr(c) for c in range(0x3000 + 1) if chr(c).isspace()]
+
+
+def test_the_arrow_trim_strips_what_str_isspace_says():
+    import sys
+
+    assert WHITESPACE == "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
 _AWKWARD_TEXT = st.one_of(
     st.none(),
     st.text(alphabet=st.sampled_from([*_WHITESPACE, "a", "é", "漢", "\u200b", "\x00"]), max_size=6),

@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                     require_success("first sync", sync_event(
                         "bench", instance=instance, catalog_path=catalog, db_url=db.url, raw_root=tmp / "raw"
                     ))
+                # as in make bench: the database migrated and the code location loaded first
+                from attendee_pipeline.cli.runs import load_sync_job
+                from attendee_pipeline.platform_db.engine import ensure_schema
+
+                ensure_schema(db.url)
+                load_sync_job("bench", catalog_path=str(catalog), db_url=db.url, raw_root=str(tmp / "raw"))
                 what = f"{args.resync} re-sync" if args.resync else "full sync"
                 progress(f"profiling a {what} of {args.records} records ({db.kind})")
                 profiler = cProfile.Profile()

@@ -507,26 +507,11 @@ def counts_by_event(engine: sa.Engine, event_id: str | None = None) -> dict[str,
     return dict(sorted(out.items()))
 
 
-def counts_by_kind(engine: sa.Engine, event_id: str) -> dict[str, dict[str, int]]:
-    """kind -> {status: n} for one event."""
-    o = email_outbox.c
-    out: dict[str, dict[str, int]] = {}
-    with engine.connect() as conn:
-        for kind, status, n in conn.execute(
-            sa.select(o.kind, o.status, sa.func.count())
-            .where(o.event_id == event_id)
-            .group_by(o.kind, o.status)
-        ):
-            out.setdefault(kind, {s: 0 for s in OUTBOX_STATUSES})[status] = int(n)
-    return out
-
-
 @dataclass
 class DueSummary:
     due: int
     #: Changes whenever the set of due rows or their attempt counts change (sensor run keys).
     digest: str
-    oldest_due_at: dt.datetime | None
 
 
 def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> DueSummary:
@@ -534,19 +519,16 @@ def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> DueSummary
     now = now or utcnow()
     o = email_outbox.c
     with engine.connect() as conn:
-        n, max_id, attempts, oldest, latest = conn.execute(
+        n, max_id, attempts, latest = conn.execute(
             sa.select(
                 sa.func.count(),
                 sa.func.max(o.id),
                 sa.func.coalesce(sa.func.sum(o.attempts), 0),
-                sa.func.min(o.created_at),
                 sa.func.max(o.next_attempt_at),
             ).where(o.status == PENDING, o.next_attempt_at <= now)
         ).one()
     digest = hashlib.sha256(f"{n}:{max_id}:{attempts}:{latest}".encode()).hexdigest()[:16]
-    if isinstance(oldest, dt.datetime) and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=dt.timezone.utc)
-    return DueSummary(int(n), digest, oldest)
+    return DueSummary(int(n), digest)
 
 
 def oldest_pending_by_event(engine: sa.Engine) -> dict[str, dt.datetime]:

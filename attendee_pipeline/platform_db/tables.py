@@ -280,7 +280,6 @@ attendee_statuses = sa.Table(
 # with the state of their write-back to the source (see attendee_pipeline.platform_db.procurios).
 
 #: session status values.
-SESSION_STATUSES = ("active", "removed")
 #: check-in kinds and write-back states.
 CHECK_IN_KINDS = ("on_site", "online", "hybrid")
 WRITEBACK_STATES = ("pending", "sending", "sent", "failed", "skipped")

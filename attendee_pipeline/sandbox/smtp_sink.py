@@ -91,9 +91,6 @@ class SinkHandler:
         """Distinct client connections that delivered at least one message."""
         return len(self.peers)
 
-    def recipients(self) -> list[str]:
-        return [rcpt for m in self.messages for rcpt in m.rcpt_tos]
-
     def stats(self) -> dict[str, int]:
         return {"received": self.received, "connections": self.connections}
 
@@ -127,10 +124,6 @@ class SmtpSink:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._controller is not None
 
     # conveniences for tests and the demo
     @property

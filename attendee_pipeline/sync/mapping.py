@@ -11,7 +11,6 @@ e-mail syntax, duplicates, badge kind) live in :mod:`attendee_pipeline.sync.sche
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +33,12 @@ from attendee_pipeline.sync.model import (
 
 _MISSING = object()
 _TEXT_OR_NONE = frozenset({str, type(None)})
-#: Every character ``str.strip()`` removes (``str.isspace``), so that Arrow's trim strips
-#: exactly what Python's would.
-_WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+#: Every character ``str.strip()`` removes (``str.isspace``; a test recomputes it), so that
+#: Arrow's trim strips exactly what Python's would.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 _NULL_TEXT = pa.scalar(None, type=pa.large_string())
 
 
@@ -125,7 +127,7 @@ def _arrow_texts(values: list[Any]) -> pd.api.extensions.ExtensionArray | None:
         array = pa.array(values, type=pa.large_string())
     except (pa.ArrowException, UnicodeEncodeError):  # e.g. a lone surrogate from the JSON
         return None
-    trimmed = pc.utf8_trim(array, characters=_WHITESPACE)
+    trimmed = pc.utf8_trim(array, characters=WHITESPACE)
     return pd.arrays.ArrowStringArray(pc.if_else(pc.equal(trimmed, ""), _NULL_TEXT, trimmed))
 
 

@@ -103,7 +103,6 @@ class Winners:
     """
 
     chosen: dict[str, int] = field(default_factory=dict)
-    superseded: set[int] = field(default_factory=set)
 
 
 def resolve_duplicates(keyed: Iterable[tuple[int, str | None, bool, str]]) -> Winners:
@@ -193,17 +192,3 @@ def chosen_sessions(registration: Any) -> list[str] | None:
         if isinstance(item, (str, int)) and not isinstance(item, bool) and str(item).strip():
             ids.add(str(item).strip())
     return sorted(ids)
-
-
-@dataclass(frozen=True)
-class ScheduleChange:
-    """What syncing one attendee's personal programme writes."""
-
-    add: frozenset[int]
-    remove: frozenset[int]
-
-
-def schedule_change(current: Iterable[int], wanted: Iterable[int]) -> ScheduleChange:
-    """Rows to add and to remove so an attendee's schedule is exactly ``wanted`` (session ids)."""
-    have, want = set(current), set(wanted)
-    return ScheduleChange(frozenset(want - have), frozenset(have - want))

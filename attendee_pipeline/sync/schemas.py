@@ -129,10 +129,12 @@ class AttendeeFrameSchema(pa.DataFrameModel):
         return df["flagged"] | df["last_name"].notna()
 
 
-# pandera registers its pandas backends on a schema's first validate, which imports its
-# data-synthesis strategies (and hypothesis, where installed): ~0.2 s, once per process. Do it
-# when this module is imported, with the code location, instead of inside a sync's first step.
-pa.DataFrameSchema.register_default_backends(pd.DataFrame)
+def register_backends() -> None:
+    """Register pandera's pandas backends now. pandera does it on a schema's first validate,
+    importing its data-synthesis strategies (and hypothesis, where installed): ~0.2 s, once
+    per process. The code location calls this when it loads, so that cost is not paid inside
+    a sync's first step (and a process that never validates, e.g. the feed service, skips it)."""
+    pa.DataFrameSchema.register_default_backends(pd.DataFrame)
 
 
 class FrameShapeError(ValueError):

@@ -18,8 +18,11 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
+from attendee_pipeline.steps import reason_counts
 from attendee_pipeline.sync.diff import mass_removal_verdict
-from attendee_pipeline.sync.schemas import failing_source_rows, failure_cases
+from attendee_pipeline.sync.schemas import failing_source_rows, failure_cases, register_backends
+
+register_backends()  # with the code location, not inside the first run's map step
 
 # Partitioned asset checks are a Dagster "preview" feature; we rely on it knowingly (one check
 # result per event partition) and keep the warning out of every log.
@@ -104,10 +107,6 @@ def rejected_check(rejected: pd.DataFrame) -> dg.AssetCheckResult:
     common = {"check_name": NO_REJECTED.name, "asset_key": NO_REJECTED.asset_key}
     if rejected.empty:
         return dg.AssetCheckResult(**common, passed=True, metadata={"rejected_records": 0})
-    by_reason = (
-        rejected.groupby(["field", "reason"]).size().rename("n").reset_index()
-        .assign(key=lambda f: f["field"] + ": " + f["reason"])
-    )
     records = int(rejected["source_row"].nunique())
     return dg.AssetCheckResult(
         **common,
@@ -115,7 +114,7 @@ def rejected_check(rejected: pd.DataFrame) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "rejected_records": records,
-            "by_reason": dg.MetadataValue.json(dict(zip(by_reason["key"], by_reason["n"].astype(int)))),
+            "by_reason": dg.MetadataValue.json(reason_counts(rejected)),
         },
         description=f"{records} record(s) quarantined; see the rejected_attendees asset",
     )
