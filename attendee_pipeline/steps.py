@@ -9,6 +9,7 @@ run would publish without writing anything.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 from collections.abc import Iterator
@@ -199,16 +200,27 @@ def map_extract(
 
 
 def _raw_records(extract_dir: Path, rows: set[int], rejects: pd.DataFrame) -> list[str | None]:
-    """The raw JSON of each rejected record, re-read from the extract (kept with the reject)."""
+    """The raw JSON of each rejected record, re-read from the extract (kept with the reject):
+    only the pages that hold a rejected record are parsed again."""
     if not rows:
         return []
+    manifest = read_manifest(extract_dir)
     found: dict[int, str] = {}
-    last = max(rows)
-    for position, record in enumerate(iter_extract_records(extract_dir)):
-        if position in rows:
-            found[position] = json.dumps(record, ensure_ascii=False, default=str)
-        if position >= last:
-            break
+    if len(manifest.page_records) == manifest.pages:
+        starts = [0, *itertools.accumulate(manifest.page_records)]
+        for page in sorted({bisect.bisect_right(starts, row) for row in rows if row < starts[-1]}):
+            first = starts[page - 1]
+            records = page_records(extract_dir, manifest, page)
+            for row in rows:
+                if first <= row < first + len(records):
+                    found[row] = json.dumps(records[row - first], ensure_ascii=False, default=str)
+    else:  # an extract without per-page counts: read it in order up to the last rejected record
+        last = max(rows)
+        for position, record in enumerate(iter_extract_records(extract_dir)):
+            if position in rows:
+                found[position] = json.dumps(record, ensure_ascii=False, default=str)
+            if position >= last:
+                break
     return [found.get(int(r)) for r in rejects["source_row"]]
 
 

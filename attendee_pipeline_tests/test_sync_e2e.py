@@ -183,6 +183,18 @@ def test_bad_rows_are_quarantined_and_good_rows_publish(api, h):
     assert (extract / "manifest.json").exists() and list(extract.glob("page-*.json"))
 
 
+def test_each_reject_keeps_its_own_raw_record_across_pages(api, h):
+    ev = _event(
+        api, h, "badpages",
+        SandboxConfig(records=35, seed=14, pagination="page", page_size=10,
+                      bad_records={3: "invalid_email", 9: "missing_last_name", 20: "invalid_email", 31: "invalid_email"}),
+    )
+    assert h.sync(ev).success
+    rejects = h.query("select source_row, source_record_id, raw_record from rejected_records where event_id = :e order by source_row", e=ev)
+    assert [r[0] for r in rejects] == [3, 9, 20, 31]  # first and last rows of pages too
+    assert [str(json.loads(r[2])["id"]) for r in rejects] == [r[1] for r in rejects]
+
+
 def test_rate_limit_with_retry_after_is_honoured(api, h):
     ev = _event(api, h, "busy", SandboxConfig(records=30, seed=7, pagination="page", page_size=10))
     api["busy"].rate_limit(count=1, retry_after=1)
