@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from array import array
 import pickle
 import shutil
@@ -480,11 +479,3 @@ def sync_programmes(event: EventEntry, extract_dir: Path, engine: sa.Engine) -> 
         total.removed += done.removed
         total.unknown_sessions += done.unknown_sessions
     return total
-
-
-def extract_mode(manifest: dict[str, Any]) -> str | None:
-    """The mode a stored Procurios extract was fetched in (its manifest's ``mode``)."""
-    mode = manifest.get("mode")
-    if mode is None and manifest.get("path") and os.path.isdir(str(manifest["path"])):
-        mode = json.loads((Path(manifest["path"]) / "manifest.json").read_text(encoding="utf-8")).get("mode")
-    return mode

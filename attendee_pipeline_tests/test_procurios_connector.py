@@ -38,8 +38,10 @@ def test_extract_pages_until_empty_and_stores_a_replayable_extract(procurios, tm
     records = list(iter_extract_records(tmp_path / "a"))
     assert [r["id"] for r in records] == [f"r-{i:07d}" for i in range(1, 61)]
     assert "secret" not in json.dumps(manifest).lower() and "test-client" not in json.dumps(manifest)
-    replay_extract(tmp_path / "a", tmp_path / "copy")
+    replayed = replay_extract(tmp_path / "a", tmp_path / "copy")
     assert extract_digest(tmp_path / "copy") == extract_digest(tmp_path / "a")
+    # a replay reports what the fetch stored (mode, sessions: what its sync goes by)
+    assert {k: replayed[k] for k in ("mode", "sessions", "pages")} == {k: manifest[k] for k in ("mode", "sessions", "pages")}
     # the digest covers the session pages: a changed programme is a changed input
     procurios.sandbox.meeting("1001").config.sessions = 31
     assert _extract(_source(procurios.url), tmp_path / "b")["content_sha256"] != manifest["content_sha256"]

@@ -17,7 +17,6 @@ Plain Python, no Dagster imports, no attendee data in log lines.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import threading
@@ -38,11 +37,12 @@ from attendee_pipeline.connectors.http import (
     resolve_secret,
 )
 from attendee_pipeline.connectors.rest import (
-    EXTRACT_FORMAT,
     MANIFEST_NAME,
     PAGE_NAME,
     ExtractError,
     ExtractManifest,
+    content_digest,
+    short,
     staged_extract,
 )
 from attendee_pipeline.sync.procurios import next_since
@@ -71,10 +71,6 @@ class ProcuriosError(RuntimeError):
         self.problem = redact(problem)
         self.status = status
         super().__init__(f"{step}: {self.problem}")
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _error_code(response: requests.Response) -> str:
@@ -225,7 +221,7 @@ class ProcuriosClient:
             try:
                 response = session.request(method, url, params=params, json=json_body, headers=headers, timeout=self.timeout)
             except requests.RequestException as exc:
-                raise ProcuriosError(step, f"request failed: {type(exc).__name__}: {_short(str(exc))}") from None
+                raise ProcuriosError(step, f"request failed: {type(exc).__name__}: {short(str(exc))}") from None
             if response.status_code == 401 and attempt == 1:
                 # the token expired or was revoked on the server's side: a new one, once
                 self.stats.renewed_after_401 += 1
@@ -313,7 +309,7 @@ class ProcuriosExtractor:
         started = time.monotonic()
         since = None if full_import else since
         registrations_path = f"/meetings/{source.meeting_id}/registrations"
-        digest = hashlib.sha256(f"{EXTRACT_FORMAT}\0{RECORD_PATH}\0".encode())
+        digest = content_digest(RECORD_PATH)
         page_records: list[int] = []
         position = since  # the newest modifiedAt seen so far (the next pull's since)
         sessions = 0

@@ -348,7 +348,7 @@ class _Run:
         self.body_retries = 0
         self.page_records: list[int] = []
         self.page_sha256: list[str] = []
-        self.digest = _content_digest(source.record_path)
+        self.digest = content_digest(source.record_path)
         self.on_page = on_page
         self.secret_params = _secret_param_names(source)
         self.discarded = 0
@@ -545,7 +545,7 @@ class _Run:
                 raise self.error(
                     page,
                     f"the response is not valid JSON after {attempt} retr{'y' if attempt == 1 else 'ies'} "
-                    f"({type(exc).__name__}: {_short(str(exc))})",
+                    f"({type(exc).__name__}: {short(str(exc))})",
                 ) from None
             break
         if records is None and known is None:
@@ -597,7 +597,7 @@ class _Run:
             raise self.error(
                 page,
                 f"request failed after {retried} retr{'y' if retried == 1 else 'ies'}: "
-                f"{type(exc).__name__}: {_short(str(exc))}",
+                f"{type(exc).__name__}: {short(str(exc))}",
             ) from None
         status = response.status_code
         if 200 <= status < 300:
@@ -621,7 +621,8 @@ class _Run:
         raise self.error(page, f"HTTP {status}", status)
 
 
-def _short(text: str, limit: int = 200) -> str:
+def short(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters (an exception's message in an error)."""
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -661,7 +662,7 @@ def read_manifest(extract_dir: Path) -> ExtractManifest:
     return ExtractManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def _content_digest(record_path: str) -> Any:
+def content_digest(record_path: str) -> Any:
     """The running SHA-256 of :func:`extract_digest`, before the first page."""
     return hashlib.sha256(f"{EXTRACT_FORMAT}\0{record_path}\0".encode())
 
@@ -675,7 +676,7 @@ def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20, recompute: bool
     manifest = read_manifest(extract_dir)
     if manifest.content_sha256 and not recompute:
         return manifest.content_sha256
-    digest = _content_digest(manifest.record_path)
+    digest = content_digest(manifest.record_path)
     for name in manifest.page_files():
         with (extract_dir / name).open("rb") as page:
             while block := page.read(chunk_size):
@@ -690,7 +691,10 @@ def replay_extract(source_dir: Path, dest_dir: Path) -> dict[str, Any]:
     dest_dir = Path(dest_dir)
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source_dir, dest_dir)
-    manifest = read_manifest(dest_dir).to_dict()
+    # every key the extractor stored (a Procurios extract's mode, since, sessions...), on top
+    # of the manifest's known fields with their defaults
+    stored = json.loads((dest_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = {**read_manifest(dest_dir).to_dict(), **stored}
     manifest["replayed_from"] = os.fspath(source_dir)
     return manifest
 

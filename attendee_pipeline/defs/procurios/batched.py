@@ -67,7 +67,7 @@ def map_batches(context: Any, event: Any, manifest: dict[str, Any]) -> MappedBat
     """Map, validate and quarantine a batched source's extract, batch by batch."""
     extract_dir = Path(manifest["path"])
     staging = batched.staging_dir(extract_dir, context.run_id)
-    mapped, rejects = batched.map_batches(event, extract_dir, staging, mode=batched.extract_mode(manifest))
+    mapped, rejects = batched.map_batches(event, extract_dir, staging, mode=manifest.get("mode"))
     metadata = {
         "records": mapped.records,
         "valid": mapped.valid,
