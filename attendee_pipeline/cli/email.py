@@ -429,6 +429,7 @@ def run_delivery(instance: Any, *, trigger: str = "cli", show_progress: bool = T
     import dagster as dg
 
     from attendee_pipeline.cli.runs import materialization_metadata
+    from attendee_pipeline.defs.attendees.schedules import TRIGGER_TAG
     from attendee_pipeline.platform_db.outbox import due_summary
     from attendee_pipeline.settings import environment_digest
 
@@ -457,7 +458,7 @@ def run_delivery(instance: Any, *, trigger: str = "cli", show_progress: bool = T
                 instance=instance,
                 run_config=config,
                 raise_on_error=False,
-                tags={"attendee_pipeline/trigger": trigger},
+                tags={TRIGGER_TAG: trigger},
             ) as result:
                 metadata = materialization_metadata(result, "email_outbox")
                 metadata.update(success=result.success, run_id=result.run_id)

@@ -122,6 +122,7 @@ def _send(event_id: str) -> None:
 
     from attendee_pipeline.definitions import defs
     from attendee_pipeline.defs.partitions import events_partitions
+    from attendee_pipeline.defs.attendees.schedules import TRIGGER_TAG
     from attendee_pipeline.instance import dagster_home
 
     _procurios_event(event_id)
@@ -131,7 +132,7 @@ def _send(event_id: str) -> None:
             instance.add_dynamic_partitions(events_partitions.name, [event_id])
         job = defs.resolve_job_def("procurios_checkin_job")
         result = job.execute_in_process(instance=instance, partition_key=event_id, raise_on_error=False,
-                                        tags={"attendee_pipeline/trigger": "cli"})
+                                        tags={TRIGGER_TAG: "cli"})
     click.echo(f"write-back run {result.run_id}: {'succeeded' if result.success else 'FAILED'}")
 
 

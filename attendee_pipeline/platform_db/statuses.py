@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.outbox import ensure_link_tokens
 from attendee_pipeline.platform_db.tables import UTCDateTime, attendee_statuses, attendees
@@ -80,7 +81,7 @@ def record_status(
     first_accessed_at}``; raises UnknownAttendee or ValueError (unknown ``what``)."""
     if what not in RECORDABLE:
         raise ValueError(f"unknown status {what!r}; one of {', '.join(RECORDABLE)}")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = utcnow()
     at = at or now
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.timezone.utc)

@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.statuses import (
     ACCOUNT_CREATED,
     FIRST_ACCESSED,
@@ -67,7 +68,7 @@ def parse_at(value: str, now: dt.datetime | None = None) -> dt.datetime:
         raise ValueError("must be an ISO 8601 date-time, e.g. 2027-03-09T08:15:00+01:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
-    if moment > (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_SLACK:
+    if moment > (now or utcnow()) + FUTURE_SLACK:
         raise ValueError("lies in the future")
     return moment.astimezone(dt.timezone.utc)
 

@@ -17,6 +17,14 @@ EVENT_TAG = "attendee_pipeline/event"
 SOURCE_KIND_TAG = "attendee_pipeline/source_kind"
 TRIGGER_TAG = "attendee_pipeline/trigger"
 
+#: Run statuses of a run that is queued or running (a sensor launches no second one meanwhile).
+IN_PROGRESS_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
 
 def sync_tags(event_id: str, source_kind: str, trigger: str) -> dict[str, str]:
     """The tags of every run that syncs an event (the run coordinator limits per source kind)."""

@@ -20,6 +20,7 @@ import time
 
 import dagster as dg
 
+from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.defs.email.resources import EmailDeliveryResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.email_delivery import DeliveryConfigError, DeliveryReport, deliver_outbox
@@ -91,7 +92,7 @@ def email_outbox(
     if report.failed:
         context.log.warning(f"{report.failed} e-mail(s) failed; see the no_failed_emails check")
     totals = outbox.counts_by_event(engine)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = utcnow()
     overdue_after = dt.timedelta(minutes=email.overdue_minutes)
     waiting = {
         e: round((now - t).total_seconds() / 60, 1) for e, t in outbox.oldest_pending_by_event(engine).items()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from attendee_pipeline.defs.attendees.schedules import TRIGGER_TAG
+
 EMAIL_DELIVERY_JOB = "email_delivery_job"
 
 email_delivery_job = dg.define_asset_job(
     name=EMAIL_DELIVERY_JOB,
     selection=dg.AssetSelection.assets("email_outbox"),
     description="Deliver the due invite and cancellation e-mails of the outbox.",
-    tags={"attendee_pipeline/trigger": "email"},
+    tags={TRIGGER_TAG: "email"},
 )

@@ -10,20 +10,13 @@ send the same e-mail anyway (rows are claimed), so the in-progress check only sa
 
 import dagster as dg
 
+from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
 from attendee_pipeline.defs.email.jobs import EMAIL_DELIVERY_JOB, email_delivery_job
 from attendee_pipeline.defs.resources import PlatformDatabaseResource
 from attendee_pipeline.platform_db.outbox import due_summary
 
 #: Seconds between ticks: a queued e-mail leaves about this long (plus the run) after its publish.
 EMAIL_SENSOR_INTERVAL_SECONDS = 30
-
-_IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
 
 @dg.sensor(
     job=email_delivery_job,
@@ -38,7 +31,7 @@ def email_outbox_sensor(
     if not due.due:
         return dg.SkipReason("no e-mail is due")
     running = context.instance.get_run_records(
-        dg.RunsFilter(job_name=EMAIL_DELIVERY_JOB, statuses=_IN_PROGRESS), limit=1
+        dg.RunsFilter(job_name=EMAIL_DELIVERY_JOB, statuses=IN_PROGRESS_STATUSES), limit=1
     )
     if running:
         return dg.SkipReason(f"{due.due} e-mail(s) due; a delivery run is already in progress")

@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
 from attendee_pipeline.connectors.procurios import ProcuriosError
 from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
@@ -139,14 +140,6 @@ procurios_checkin_job = dg.define_asset_job(
     description="Write one Procurios event's pending on-site check-ins back to Procurios as 'present'.",
 )
 
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
 @dg.sensor(
     job=procurios_checkin_job,
     minimum_interval_seconds=CHECKIN_SENSOR_INTERVAL_SECONDS,
@@ -167,7 +160,7 @@ def procurios_checkin_sensor(
         if event_id not in procurios_events:
             continue
         running = context.instance.get_run_records(
-            dg.RunsFilter(job_name=procurios_checkin_job.name, tags={EVENT_TAG: event_id}, statuses=_IN_FLIGHT),
+            dg.RunsFilter(job_name=procurios_checkin_job.name, tags={EVENT_TAG: event_id}, statuses=IN_PROGRESS_STATUSES),
             limit=1,
         )
         if running:  # that run claims every pending row when it starts
