@@ -74,7 +74,13 @@ def test_the_hook_records_check_ins_with_their_write_back_state(procurios, synce
         bad = requests.post(url, json={"attendee_id": "7", "kind": "teleport", "extra": 1}, headers=auth, timeout=10)
         assert bad.status_code == 422
         assert {p["field"] for p in bad.json()["problems"]} == {"attendee_id", "kind", "extra"}
-        assert requests.post(url, data=b"{", headers={**auth, "Content-Type": "application/json"}, timeout=10).status_code == 400
+        json_headers = {**auth, "Content-Type": "application/json"}
+        assert requests.post(url, data=b"{", headers=json_headers, timeout=10).status_code == 400
+        # nested deeper than Python's recursion limit: a clear 400, not a 500 from json.loads
+        deep = requests.post(url, data=b"[" * 5000 + b"]" * 5000, headers=json_headers, timeout=10)
+        assert deep.status_code == 400 and "nested deeper" in deep.json()["problems"][0]["reason"]
+        duplicate = requests.post(url, data=b'{"kind": "on_site", "kind": "online"}', headers=json_headers, timeout=10)
+        assert duplicate.status_code == 400
         summary = requests.get(f"{url}/summary", headers=auth, timeout=10).json()
         assert (summary["pending"], summary["skipped"]) == (1, 2)
     engine = make_engine(h.db_url)

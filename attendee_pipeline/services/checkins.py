@@ -14,7 +14,9 @@ Both need the platform's key (``Authorization: Bearer <ATTENDEE_PIPELINE_PLATFOR
 see :mod:`attendee_pipeline.services.platform_auth`): ``503`` when no key is configured, ``401``
 for a missing or wrong one. Then: ``201`` {"status": "recorded", "check_in": {...}}; ``200``
 {"status": "already recorded", ...} when the platform sends a check-in ``id`` it sent before
-(retries are safe); ``400`` for a body that is not JSON; ``422`` {"error": "invalid check-in",
+(retries are safe); ``400`` {"error": "invalid JSON", "problems": [...]} for a body that is not
+strict JSON (:func:`~attendee_pipeline.sync.feed.decode_json`: UTF-8, no duplicate keys, nested
+at most 16 deep, as the feed and the status hooks); ``422`` {"error": "invalid check-in",
 "problems": [{"field", "reason"}, ...]}; ``404`` for an unknown event or attendee. The answer
 names the check-in's write-back state (``pending``, or ``skipped`` with the reason -- online and
 hybrid check-ins are never written back). Nothing here logs bodies, keys, e-mail addresses or
@@ -24,7 +26,6 @@ names.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,7 @@ from attendee_pipeline.platform_db import procurios as db_procurios
 from attendee_pipeline.platform_db.tables import CHECK_IN_KINDS
 from attendee_pipeline.services.bodies import BodyTooLarge, read_capped
 from attendee_pipeline.services.platform_auth import check_platform_key
+from attendee_pipeline.sync.feed import FeedDecodeError, decode_json
 
 
 #: Largest check-in body accepted.
@@ -108,9 +110,9 @@ class CheckInService:
 
     def _record(self, event_id: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return 400, {"error": "invalid JSON"}
+            body = decode_json(raw)
+        except FeedDecodeError as exc:
+            return 400, {"error": "invalid JSON", "problems": [exc.problem.to_dict()]}
         args, problems = parse_check_in(body)
         if problems:
             return 422, {"error": "invalid check-in", "problems": problems}
