@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from attendee_pipeline.catalog import parse_catalog
 from attendee_pipeline.cli.main import cli
+from attendee_pipeline.connectors.http import USER_AGENT
 from attendee_pipeline.connectors.procurios import ACCEPT, ProcuriosClient, ProcuriosExtractor, check_connection
 from attendee_pipeline.connectors.rest import ExtractError, extract_digest, iter_extract_records, replay_extract
 from attendee_pipeline.sandbox.procurios import MeetingConfig
@@ -82,6 +83,10 @@ def test_the_token_is_cached_renewed_after_a_401_and_the_spine_retries(procurios
         procurios.sandbox.revoke_tokens()
         assert client.meeting("1001")["id"] == "1001"
         assert client.stats.retry.retries >= 3  # 429, 502 and the token endpoint's 500
+    # every request, the token POSTs included, says who is asking
+    agents = {(r.endpoint, r.user_agent) for r in procurios.sandbox.log}
+    assert {endpoint for endpoint, _ in agents} >= {"token", "meeting"}
+    assert {agent for _, agent in agents} == {USER_AGENT}
 
 
 def test_a_failing_api_fails_the_extract_and_leaves_nothing_behind(procurios, tmp_path: Path):

@@ -200,8 +200,10 @@ def make_retry(
     backoff_max: float = 60.0,
     retry_after_max: float = 300.0,
     stats: RetryStats | None = None,
+    methods: frozenset[str] = frozenset({"GET", "HEAD"}),
 ) -> BackoffRetry:
-    """The retry policy for provider GETs (429/5xx, connection and read errors)."""
+    """The retry policy for provider GETs (429/5xx, connection and read errors); ``methods``
+    widens it to requests that are as safe to repeat (an OAuth2 token POST)."""
     return BackoffRetry(
         total=max_retries,
         connect=max_retries,
@@ -209,7 +211,7 @@ def make_retry(
         status=max_retries,
         other=0,
         redirect=False,
-        allowed_methods=frozenset({"GET", "HEAD"}),
+        allowed_methods=methods,
         status_forcelist=RETRY_STATUSES,
         backoff_factor=backoff_factor,
         backoff_max=backoff_max,
@@ -230,11 +232,13 @@ def make_session(
     stats: RetryStats | None = None,
     pool_maxsize: int = 4,
     trust_env: bool = True,
+    methods: frozenset[str] = frozenset({"GET", "HEAD"}),
 ) -> requests.Session:
     """A ``requests.Session`` whose http(s) adapters retry with :class:`BackoffRetry`.
 
     Pass a :class:`RetryStats` to learn how many retries the session made. ``trust_env=False``
-    ignores proxy settings and .netrc from the environment.
+    ignores proxy settings and .netrc from the environment. ``methods`` are the HTTP methods
+    retried (see :func:`make_retry`).
     """
     retry = make_retry(
         max_retries=max_retries,
@@ -242,6 +246,7 @@ def make_session(
         backoff_max=backoff_max,
         retry_after_max=retry_after_max,
         stats=stats,
+        methods=methods,
     )
     session = requests.Session()
     session.trust_env = trust_env

@@ -31,7 +31,6 @@ import requests
 from attendee_pipeline.connectors.http import (
     MissingSecretError,
     RetryStats,
-    make_retry,
     make_session,
     redact,
     resolve_secret,
@@ -122,11 +121,9 @@ class ProcuriosClient:
         self.session = make_session(**retry_kw, stats=self.stats.retry)
         self.session.headers["Accept"] = ACCEPT
         # the token POST is safe to repeat: retried like a GET
-        token_retry = make_retry(**retry_kw, stats=self.stats.retry).new(allowed_methods=frozenset({"POST"}))
-        self._token_session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(max_retries=token_retry, pool_connections=1, pool_maxsize=1)
-        self._token_session.mount("http://", adapter)
-        self._token_session.mount("https://", adapter)
+        self._token_session = make_session(
+            **retry_kw, stats=self.stats.retry, pool_maxsize=1, methods=frozenset({"POST"})
+        )
         self._once = make_session(max_retries=0, backoff_factor=0)
         self._once.headers["Accept"] = ACCEPT
         self._token: str | None = None

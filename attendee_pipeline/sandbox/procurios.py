@@ -399,6 +399,7 @@ class RequestRecord:
     endpoint: str
     status: int
     at: float
+    user_agent: str = ""
 
 
 # --------------------------------------------------------------------------- server
@@ -493,7 +494,11 @@ class ProcuriosSandbox:
 
     def _record(self, request: Request, endpoint: str, status: int) -> None:
         with self._lock:
-            self.log.append(RequestRecord(request.method, request.url.path, endpoint, status, time.time()))
+            self.log.append(
+                RequestRecord(
+                    request.method, request.url.path, endpoint, status, time.time(), request.headers.get("user-agent", "")
+                )
+            )
 
     async def _faulted(self, faults: list[dict[str, Any]]) -> Response | None:
         """The answer a fired fault gives instead of the real one (slow faults just wait)."""
