@@ -30,22 +30,9 @@ from typing import Any
 
 import click
 
-from attendee_pipeline import settings
+from attendee_pipeline.cli.platform import platform_engine
 
 STATUS_CHOICES = ("all", "not-invited", "invited-no-account", "account-not-accessed")
-
-
-@contextlib.contextmanager
-def platform_engine() -> Iterator[Any]:
-    """An engine on the platform database (migrated to head), disposed afterwards."""
-    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
-
-    ensure_schema(settings.db_url())
-    engine = make_engine(settings.db_url())
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def _event(event_id: str) -> Any:

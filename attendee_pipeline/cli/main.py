@@ -19,6 +19,7 @@ import click
 
 from attendee_pipeline import settings
 from attendee_pipeline.cli.email import register as register_email_commands
+from attendee_pipeline.cli.platform import platform_engine
 
 # Dagster flags partitioned asset checks as "preview"; that is not news to a CLI user.
 warnings.filterwarnings("ignore", message=".*is currently in preview.*")
@@ -146,7 +147,6 @@ def _dry_run(event_id: str, replay: str | None, full: bool = False) -> None:
     from attendee_pipeline import steps
     from attendee_pipeline.catalog import load_catalog
     from attendee_pipeline.defs.resources import HttpAttendeeSource
-    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
     from attendee_pipeline.platform_db.publish import load_published
     from attendee_pipeline.sync.diff import compute_changes
 
@@ -157,9 +157,7 @@ def _dry_run(event_id: str, replay: str | None, full: bool = False) -> None:
         def progress(pages: int, records: int) -> None:
             click.echo(f"\r  fetched {pages} page(s), {records} record(s)", nl=False, err=True)
 
-        ensure_schema(settings.db_url())
-        engine = make_engine(settings.db_url())
-        try:
+        with platform_engine() as engine:
             manifest = steps.extract_event(
                 event, dest, engine=engine, pull=HttpAttendeeSource(), replay_from=replay, progress=progress,
                 full_import=full,
@@ -171,8 +169,6 @@ def _dry_run(event_id: str, replay: str | None, full: bool = False) -> None:
                 mapped = steps.map_extract(event, dest)
                 published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
                 changes = compute_changes(mapped.valid, published, event.sync.apply)
-        finally:
-            engine.dispose()
     click.echo(f"dry run for {event.id}: {manifest.get('records', 0)} record(s) fetched, nothing published")
     for key, value in changes.counts.items():
         click.echo(f"  {key:<15} {value}")
@@ -456,13 +452,6 @@ def feed_key() -> None:
     """
 
 
-def _feed_engine():  # type: ignore[no-untyped-def]
-    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
-
-    ensure_schema(settings.db_url())
-    return make_engine(settings.db_url())
-
-
 @feed_key.command("create")
 @click.argument("event_id")
 def feed_key_create(event_id: str) -> None:
@@ -473,13 +462,11 @@ def feed_key_create(event_id: str) -> None:
     event = load_catalog().by_id().get(event_id)
     if event is None or event.source.kind != "feed":
         raise click.UsageError(f"{event_id} is not a feed event of the catalog (source: {{kind: feed}})")
-    engine = _feed_engine()
-    try:
-        key_id, plain = create_key(engine, event_id)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    finally:
-        engine.dispose()
+    with platform_engine() as engine:
+        try:
+            key_id, plain = create_key(engine, event_id)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
     click.echo(f"key id: {key_id}")
     click.echo(f"api key: {plain}")
     click.echo("This key is shown only once: store it now (send it as the Api-Key header or the body's \"key\").")
@@ -491,11 +478,8 @@ def feed_key_list(event_id: str) -> None:
     """List EVENT_ID's keys: key id, created, revoked (never the keys)."""
     from attendee_pipeline.platform_db.feed import list_keys
 
-    engine = _feed_engine()
-    try:
+    with platform_engine() as engine:
         keys = list_keys(engine, event_id)
-    finally:
-        engine.dispose()
     if not keys:
         click.echo(f"no keys for {event_id}")
         return
@@ -512,11 +496,8 @@ def feed_key_revoke(event_id: str, key_id: str) -> None:
     """Revoke KEY_ID of EVENT_ID (requests with it get 401 from now on)."""
     from attendee_pipeline.platform_db.feed import revoke_key
 
-    engine = _feed_engine()
-    try:
+    with platform_engine() as engine:
         revoked = revoke_key(engine, event_id, key_id)
-    finally:
-        engine.dispose()
     if not revoked:
         raise click.ClickException(f"{event_id} has no active key {key_id}")
     click.echo(f"revoked {key_id} of {event_id}")

@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from attendee_pipeline.cli.platform import platform_engine
+
 
 def _procurios_event(event_id: str):  # type: ignore[no-untyped-def]
     from attendee_pipeline.catalog import CatalogError, load_catalog
@@ -25,12 +27,6 @@ def _procurios_event(event_id: str):  # type: ignore[no-untyped-def]
     if event.source.kind != "procurios":
         raise click.UsageError(f"{event_id} is not a Procurios event (its source kind is {event.source.kind})")
     return event
-
-
-def _engine():  # type: ignore[no-untyped-def]
-    from attendee_pipeline.cli.main import _feed_engine  # the platform database, migrated
-
-    return _feed_engine()
 
 
 @click.command("check-connection")
@@ -76,16 +72,14 @@ def checkin(event_id: str, attendee_id: int | None, email: str | None, kind: str
             when = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
             raise click.BadParameter("not an ISO 8601 time", param_hint="--at") from None
-    engine = _engine()
-    try:
-        check_in, created = record_check_in(
-            engine, event_id, kind=kind, attendee_id=attendee_id, email=email, checked_in_at=when,
-            recorded_by="cli", external_id=external_id,
-        )
-    except CheckInError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        engine.dispose()
+    with platform_engine() as engine:
+        try:
+            check_in, created = record_check_in(
+                engine, event_id, kind=kind, attendee_id=attendee_id, email=email, checked_in_at=when,
+                recorded_by="cli", external_id=external_id,
+            )
+        except CheckInError as exc:
+            raise click.ClickException(str(exc)) from None
     state = check_in["writeback"] + (f" ({check_in['writeback_detail']})" if check_in["writeback_detail"] else "")
     click.echo(f"check-in {check_in['id']} {'recorded' if created else 'already recorded'}: "
                f"attendee {check_in['attendee_id']}, {kind}; write-back {state}")
@@ -99,15 +93,12 @@ def checkins(event_id: str, retry_failed: bool, send: bool) -> None:
     """Show the check-in write-back of EVENT_ID: counts per state, failures per reason."""
     from attendee_pipeline.platform_db.procurios import requeue, writeback_summary
 
-    engine = _engine()
-    try:
+    with platform_engine() as engine:
         if retry_failed:
             click.echo(f"{requeue(engine, event_id)} failed write-back(s) queued again")
         if send:
             _send(event_id)
         summary = writeback_summary(engine, event_id)
-    finally:
-        engine.dispose()
     click.echo(f"check-in write-back of {event_id}:")
     for state in ("pending", "sending", "sent", "failed", "skipped"):
         click.echo(f"  {state:<8} {summary[state]}")
