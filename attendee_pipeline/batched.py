@@ -42,7 +42,13 @@ from attendee_pipeline.catalog.models import ApplyPolicy, EventEntry
 from attendee_pipeline.connectors.procurios import ProcuriosExtractor
 from attendee_pipeline.connectors.rest import iter_extract_records
 from attendee_pipeline.platform_db import procurios as db_procurios
-from attendee_pipeline.platform_db.publish import PublishResult, active_count, last_published_position, publish_changes
+from attendee_pipeline.platform_db.publish import (
+    PublishResult,
+    active_count,
+    last_published_position,
+    load_published,
+    publish_changes,
+)
 from attendee_pipeline.sync import procurios as rules
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
 from attendee_pipeline.sync.mapping import map_records
@@ -316,7 +322,9 @@ def diff_batches(event: EventEntry, mapped: BatchedAttendees, engine: sa.Engine,
     try:
         with engine.connect() as conn:
             for frame in mapped.frames():
-                published = db_procurios.load_published_keys(conn, event.id, python_values(frame["attendee_key"]).tolist())
+                published = load_published(
+                    conn, event.id, keys=python_values(frame["attendee_key"]).tolist(), also=["source_record_id"]
+                )
                 frame, other = drop_other_cancellations(frame, published)
                 changes = compute_changes(frame, published.drop(columns=["source_record_id"]), policy)
                 for key, value in changes.counts.items():

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.engine import write_transaction
@@ -38,25 +37,10 @@ from attendee_pipeline.platform_db.tables import (
     sessions,
     tags,
 )
-from attendee_pipeline.sync.diff import empty_published
 from attendee_pipeline.sync.procurios import parse_timestamp
 
 
 # --------------------------------------------------------------------------- published rows
-
-
-def load_published_keys(conn: sa.Connection, event_id: str, keys: Sequence[str]) -> pd.DataFrame:
-    """The published rows (active and removed) of the given attendee keys: the ``published``
-    frame of ``sync.diff.compute_changes`` for one batch, plus ``source_record_id``."""
-    c = attendees.c
-    columns = [c.id.label("attendee_id"), c.attendee_key, c.row_hash, c.status, c.source_record_id]
-    rows: list[Any] = []
-    for chunk in chunks(list(keys)):
-        rows.extend(conn.execute(sa.select(*columns).where(c.event_id == event_id, c.attendee_key.in_(chunk))).all())
-    if not rows:
-        return empty_published().assign(source_record_id=pd.Series(dtype=object))
-    frame = pd.DataFrame.from_records(rows, columns=[col.name for col in columns], coerce_float=False)
-    return frame.astype({"attendee_id": "int64", "row_hash": "int64"})
 
 
 def attendees_by_key(conn: sa.Connection, event_id: str, keys: Sequence[str]) -> dict[str, tuple[int, str]]:

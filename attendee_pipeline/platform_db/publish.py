@@ -376,14 +376,20 @@ def _ensure_event(conn: sa.Connection, event_id: str, source_kind: str | None, n
 
 
 def load_published(
-    conn_or_engine: sa.Engine | sa.Connection, event_id: str, with_content: bool = False
+    conn_or_engine: sa.Engine | sa.Connection,
+    event_id: str,
+    with_content: bool = False,
+    *,
+    keys: Sequence[str] | None = None,
+    also: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The frame ``sync.diff.compute_changes`` compares against: every attendee the event ever
     had (active and removed) as ``attendee_id, attendee_key, row_hash, status`` (+ the
-    CONTENT_COLUMNS when ``with_content``)."""
+    CONTENT_COLUMNS when ``with_content``, + the ``attendees`` columns named in ``also``).
+    ``keys`` narrows it to those attendee keys (one batch of a batched sync)."""
     if isinstance(conn_or_engine, sa.Engine):
         with conn_or_engine.connect() as conn:
-            return load_published(conn, event_id, with_content)
+            return load_published(conn, event_id, with_content, keys=keys, also=also)
     conn = conn_or_engine
     columns = [
         attendees.c.id.label("attendee_id"),
@@ -393,10 +399,15 @@ def load_published(
     ]
     if with_content:
         columns += [attendees.c[name] for name in CONTENT_COLUMNS]
+    columns += [attendees.c[name] for name in also]
     names = [c.name for c in columns]
-    rows = conn.execute(sa.select(*columns).where(attendees.c.event_id == event_id)).all()
+    stmt = sa.select(*columns).where(attendees.c.event_id == event_id)
+    if keys is None:
+        rows = conn.execute(stmt).all()
+    else:
+        rows = [row for chunk in chunks(list(keys)) for row in conn.execute(stmt.where(attendees.c.attendee_key.in_(chunk)))]
     if not rows:
-        return empty_published(with_content)
+        return empty_published(with_content).assign(**{name: pd.Series(dtype=object) for name in also})
     frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
     return frame.astype({"attendee_id": "int64", "row_hash": "int64"})
 
