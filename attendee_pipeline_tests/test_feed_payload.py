@@ -267,6 +267,10 @@ def test_an_empty_string_clears_and_null_or_absent_is_not_provided():
     assert parsed.record == {"email": "a@b.co", "city": "", "state": "", "phone": "123"}
     flat = parse_payload({"profile.email": "a@b.co", "profile.company": None, "profile.city": ""})
     assert flat.record == {"email": "a@b.co", "city": ""}
+    # a null eventInfo provides no groups (the published groups stay); an empty list clears them
+    assert "groups" not in parse_payload({"profile": {"email": "a@b.co"}, "eventInfo": None}).record
+    cleared = parse_payload({"profile": {"email": "a@b.co"}, "eventInfo": {"groups": {"groupNames": []}}})
+    assert cleared.record["groups"] == []
 
 
 def test_every_profile_key_maps_to_its_platform_name():
