@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from attendee_pipeline.catalog.models import Catalog, EventEntry
 from attendee_pipeline.connectors.smtp import SendFailure, SmtpConnection, SmtpSettings, SmtpUnavailable
 from attendee_pipeline.platform_db import outbox
+from attendee_pipeline.platform_db.engine import write_connection
 from attendee_pipeline.platform_db.outbox import ClaimedEmail
 from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.tables import ACTIVE, REMOVED
@@ -169,11 +170,8 @@ def deliver_outbox(
             break
         report.batches += 1
         handled += len(batch)
-        ready = [
-            item
-            for item in (_prepare(engine, email, token, events, settings, report) for email in batch)
-            if item
-        ]
+        with write_connection(engine) as db:  # one connection for the batch's pre-send outcomes
+            ready = [item for item in (_prepare(db, email, token, events, settings, report) for email in batch) if item]
         if ready and not _send_batch(engine, token, ready, settings, report):
             break
         if progress is not None:
@@ -183,7 +181,7 @@ def deliver_outbox(
 
 
 def _prepare(
-    engine: sa.Engine,
+    db: outbox.Bind,
     email: ClaimedEmail,
     token: str,
     events: dict[str, EventEntry],
@@ -193,7 +191,7 @@ def _prepare(
     """The message to send for a claimed row, or None after recording why there is none."""
 
     def fail(reason: str) -> None:
-        outbox.mark_failed(engine, email, token, reason, attempted=False)
+        outbox.mark_failed(db, email, token, reason, attempted=False)
         report.count(email.event_id, "failed")
         report.problem(email, reason)
 
@@ -202,11 +200,11 @@ def _prepare(
         fail("the attendee is no longer in the platform database")
         return None
     if email.kind == INVITE and status == REMOVED:
-        outbox.mark_skipped(engine, email, token, "the attendee was removed before the invite went out")
+        outbox.mark_skipped(db, email, token, "the attendee was removed before the invite went out")
         report.count(email.event_id, "skipped")
         return None
     if email.kind == CANCELLATION and status == ACTIVE:
-        outbox.mark_skipped(engine, email, token, "the attendee is on the list again")
+        outbox.mark_skipped(db, email, token, "the attendee is on the list again")
         report.count(email.event_id, "skipped")
         return None
     event = events.get(email.event_id)
@@ -248,7 +246,7 @@ def _send_batch(
     """Send a batch over one connection (one reconnect after a lost connection). Returns False
     when the server became unavailable: the untried rest is released and the run should stop."""
     connection = SmtpConnection(settings.smtp)
-    with outbox.writer(engine) as db, contextlib.closing(connection):
+    with write_connection(engine) as db, contextlib.closing(connection):
         for position, (email, message) in enumerate(ready):
             try:
                 if not connection.is_open:

@@ -87,15 +87,27 @@ def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-un
 
 
 @contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A connection in a transaction that will write: on SQLite it takes the write lock at BEGIN
-    (``BEGIN IMMEDIATE``), so a read-then-write transaction never fails half-way on a busy lock.
-    Commits on success, rolls back on any exception."""
+def write_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection whose every transaction will write: on SQLite each BEGIN takes the write
+    lock (``BEGIN IMMEDIATE``), so a read-then-write transaction never fails half-way on a busy
+    lock. For many short write transactions in a row (see :func:`write_transaction`)."""
     with engine.connect() as conn:
         if is_sqlite(conn):
             conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            yield conn
+        yield conn
+
+
+@contextmanager
+def write_transaction(bind: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
+    """A connection in a transaction that will write (see :func:`write_connection`): on an
+    engine, a connection of its own; on a connection from ``write_connection``, a new
+    transaction on it. Commits on success, rolls back on any exception."""
+    if isinstance(bind, sa.Connection):
+        with bind.begin():
+            yield bind
+        return
+    with write_connection(bind) as conn, conn.begin():
+        yield conn
 
 
 def alembic_config() -> Config:

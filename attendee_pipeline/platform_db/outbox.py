@@ -18,12 +18,11 @@ and the CLI. No Dagster imports; no address, name or body in any log line or sto
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -335,27 +334,9 @@ def ensure_link_tokens(
     return found
 
 
+#: An engine, or one connection of ``engine.write_connection`` for the many short write
+#: transactions of a delivery batch (each ``mark_*`` call commits on its own).
 Bind = sa.Engine | sa.Connection
-
-
-@contextlib.contextmanager
-def writer(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """One connection for the many short write transactions of a delivery batch (each
-    ``mark_*`` call commits on its own; SQLite takes the write lock at each BEGIN)."""
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execution_options(sqlite_begin="IMMEDIATE")
-        yield conn
-
-
-@contextlib.contextmanager
-def _transaction(bind: Bind) -> Iterator[sa.Connection]:
-    if isinstance(bind, sa.Engine):
-        with write_transaction(bind) as conn:
-            yield conn
-    else:
-        with bind.begin():
-            yield bind
 
 
 def _finish(conn: sa.Connection, row_id: int, token: str, values: dict[str, Any]) -> bool:
@@ -375,7 +356,7 @@ def mark_sent(
     """The server took the message: the row is ``sent`` and, for an invite, the attendee's
     ``invite_sent_at`` is set (first one wins) -- in one transaction."""
     now = now or utcnow()
-    with _transaction(engine) as conn:
+    with write_transaction(engine) as conn:
         _finish(
             conn,
             email.id,
@@ -408,7 +389,7 @@ def mark_retry(
 ) -> None:
     """A counted attempt failed for now: back to pending, due again at ``next_attempt_at``."""
     now = now or utcnow()
-    with _transaction(engine) as conn:
+    with write_transaction(engine) as conn:
         _finish(
             conn,
             email.id,
@@ -436,13 +417,13 @@ def mark_failed(
     values: dict[str, Any] = {"status": FAILED, "last_error": reason}
     if attempted:
         values.update(attempts=email.attempts + 1, last_attempt_at=now)
-    with _transaction(engine) as conn:
+    with write_transaction(engine) as conn:
         _finish(conn, email.id, token, values)
 
 
 def mark_skipped(engine: Bind, email: ClaimedEmail, token: str, reason: str) -> None:
     """The e-mail no longer applies (e.g. an invite to an attendee removed before delivery)."""
-    with _transaction(engine) as conn:
+    with write_transaction(engine) as conn:
         _finish(conn, email.id, token, {"status": SKIPPED, "last_error": reason})
 
 
@@ -454,7 +435,7 @@ def release(
     o = email_outbox.c
     ids = [e.id for e in emails]
     released = 0
-    with _transaction(engine) as conn:
+    with write_transaction(engine) as conn:
         for chunk in chunks(ids):
             result = conn.execute(
                 email_outbox.update()
