@@ -427,6 +427,7 @@ class SyncResult:
     changes: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)  # step key -> seconds
     failure: str = ""
+    extract: dict[str, Any] = field(default_factory=dict)  # the raw extract's metadata
 
 
 def _step_seconds(result: Any) -> dict[str, float]:
@@ -456,6 +457,7 @@ def sync_event(
     db_url: str,
     raw_root: Path,
     force: bool = False,
+    full_import: bool = False,
 ) -> SyncResult:
     """Run the attendee sync job (every asset and check) for one event partition, exactly as
     ``attendee-pipeline sync`` does (``dagster.execute_job``); time the run end to end, from
@@ -463,7 +465,7 @@ def sync_event(
 
     An unchanged input stops after the extract (see attendee_pipeline.sync.fingerprint); then
     ``published`` says so (``rows_written`` 0, ``skipped_unchanged`` true). ``force`` runs every
-    step anyway.
+    step anyway; ``full_import`` asks a Procurios extract for every registration.
     """
     from attendee_pipeline.cli.runs import load_sync_job, materialization_metadata, sync_run
     from attendee_pipeline.platform_db.engine import ensure_schema
@@ -479,7 +481,7 @@ def sync_event(
         event_id,
         instance=instance,
         trigger="bench",
-        run_config={"ops": {"attendee_raw_extract": {"config": {"force": force}}}},
+        run_config={"ops": {"attendee_raw_extract": {"config": {"force": force, "full_import": full_import}}}},
         log_level="WARNING",
         catalog_path=str(catalog_path),
         db_url=db_url,
@@ -506,6 +508,7 @@ def _sync_result(result: Any, seconds: float, materialization_metadata: Any) -> 
         changes=materialization_metadata(result, "attendee_changes"),
         steps=_step_seconds(result),
         failure=_failure(result),
+        extract=extract,
     )
 
 

@@ -11,7 +11,8 @@ The Procurios sandbox runs in its own process (``SandboxProcess``). For each lis
 * ``initial`` (the first sync: every registration added), ``full_import`` (``full_import:
   true`` over the imported list) and ``incremental`` (after 1 % of the list registered and 1 %
   cancelled) -- each the real Dagster job in a child process (:func:`child_main`, like
-  ``bench.child``) so its peak RSS is its own; the incremental's floor is the same pages
+  ``bench.child``) so its peak RSS is its own, timed by ``bench.common.sync_event`` as the main
+  syncs are (from a migrated database and a loaded code location); the incremental's floor is the same pages
   (``since`` the last publish) fetched the same bare way right before it.
 
 An incremental sync's pages are few, so on loopback its time is mostly the fixed cost of a
@@ -120,30 +121,26 @@ def child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     from attendee_pipeline.bench.common import (
         RssSampler,
-        _sync_result,
         dagster_instance,
         peak_rss_mib,
         quiet_warnings,
         step_rss,
         step_windows,
+        sync_event,
     )
-    from attendee_pipeline.cli.runs import materialization_metadata, sync_run
 
     quiet_warnings()
     import attendee_pipeline.definitions  # noqa: F401 - imports before the baseline
 
     baseline = peak_rss_mib()
-    config = {"full_import": True} if spec["full_import"] else {}
     with dagster_instance("sqlite", Path(spec["instance_dir"])) as instance:
         with RssSampler() as sampler:
-            started = time.perf_counter()
-            with sync_run(
-                spec["event_id"], instance=instance, trigger="bench",
-                run_config={"ops": {"attendee_raw_extract": {"config": config}}} if config else None,
-                log_level="WARNING", catalog_path=spec["catalog_path"], db_url=spec["db_url"], raw_root=spec["raw_root"],
-            ) as result:
-                sync = _sync_result(result, time.perf_counter() - started, materialization_metadata)
-                extract = materialization_metadata(result, "attendee_raw_extract")
+            # timed as make bench's main syncs: migrated database, code location loaded first
+            sync = sync_event(
+                spec["event_id"], instance=instance, catalog_path=Path(spec["catalog_path"]), db_url=spec["db_url"],
+                raw_root=Path(spec["raw_root"]), full_import=bool(spec["full_import"]),
+            )
+        extract = sync.extract
         steps_rss = step_rss(sampler.samples, step_windows(instance, sync.run_id))
     out = {
         "success": sync.success,
