@@ -6,16 +6,20 @@ reaches a log line."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import Counter
 
 import dagster as dg
+import sqlalchemy as sa
 
 from attendee_pipeline.defs.email.sensors import email_outbox_sensor
 from attendee_pipeline.defs.resources import PlatformDatabaseResource
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db.engine import make_engine
 from attendee_pipeline.platform_db.segments import list_attendees
+from attendee_pipeline.platform_db.sql import utcnow
+from attendee_pipeline.platform_db.tables import email_outbox
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.email_fixtures import BODY_MARKER, deliver, email_settings, recipients
@@ -131,6 +135,13 @@ def test_smtp_down_keeps_emails_pending_until_it_is_back(api, h, sink):
     with dg.build_sensor_context(instance=h.instance, resources=sensor_resources) as context:
         retry = email_outbox_sensor(context)
     assert isinstance(retry, dg.RunRequest) and retry.run_key != request.run_key  # a new delivery
+    assert outbox.outbox_state(engine).oldest_waiting.keys() == {"outage"}
+    # queued two hours ago and still waiting: the check names the event as overdue
+    with engine.begin() as conn:
+        conn.execute(sa.update(email_outbox).values(created_at=utcnow() - dt.timedelta(hours=2)))
+    late = check_evaluation(deliver(h, sink), "emails_flowing")
+    assert not late.passed and "waiting longer than 1:00:00 in 1 event(s): outage (12" in late.description
+    assert late.metadata["oldest_waiting_minutes"].value["outage"] >= 120
 
     sink.start()  # back on the same port
     back = materialized(deliver(h, sink), "email_outbox")

@@ -475,17 +475,40 @@ def fail_stale_claims(engine: sa.Engine, older_than: dt.timedelta, now: dt.datet
 # --------------------------------------------------------------------------- reading
 
 
-def counts_by_event(engine: sa.Engine, event_id: str | None = None) -> dict[str, dict[str, int]]:
-    """event id -> {status: n} over every status (zeros included), for events with outbox rows."""
+@dataclass
+class OutboxState:
+    #: event id -> {status: n} over every status (zeros included), for events with outbox rows
+    counts: dict[str, dict[str, int]]
+    #: event id -> queue time of its oldest pending (or sending) e-mail
+    oldest_waiting: dict[str, dt.datetime]
+
+
+def _as_utc(value: Any) -> dt.datetime:
+    if isinstance(value, str):  # SQLite aggregates lose the column type
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
+def outbox_state(engine: sa.Engine, event_id: str | None = None) -> OutboxState:
+    """Counts per event and status, and each event's oldest waiting e-mail: one GROUP BY."""
     o = email_outbox.c
-    stmt = sa.select(o.event_id, o.status, sa.func.count()).group_by(o.event_id, o.status)
+    stmt = sa.select(o.event_id, o.status, sa.func.count(), sa.func.min(o.created_at)).group_by(o.event_id, o.status)
     if event_id is not None:
         stmt = stmt.where(o.event_id == event_id)
-    out: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    oldest: dict[str, dt.datetime] = {}
     with engine.connect() as conn:
-        for event, status, n in conn.execute(stmt):
-            out.setdefault(event, {s: 0 for s in OUTBOX_STATUSES})[status] = int(n)
-    return dict(sorted(out.items()))
+        for event, status, n, first in conn.execute(stmt):
+            counts.setdefault(event, {s: 0 for s in OUTBOX_STATUSES})[status] = int(n)
+            if status in (PENDING, SENDING):
+                first = _as_utc(first)
+                oldest[event] = min(first, oldest.get(event, first))
+    return OutboxState(dict(sorted(counts.items())), oldest)
+
+
+def counts_by_event(engine: sa.Engine, event_id: str | None = None) -> dict[str, dict[str, int]]:
+    """event id -> {status: n} over every status (zeros included), for events with outbox rows."""
+    return outbox_state(engine, event_id).counts
 
 
 @dataclass
@@ -510,25 +533,6 @@ def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> DueSummary
         ).one()
     digest = hashlib.sha256(f"{n}:{max_id}:{attempts}:{latest}".encode()).hexdigest()[:16]
     return DueSummary(int(n), digest)
-
-
-def oldest_pending_by_event(engine: sa.Engine) -> dict[str, dt.datetime]:
-    """event id -> queue time of its oldest pending (or sending) e-mail."""
-    o = email_outbox.c
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(o.event_id, sa.func.min(o.created_at))
-            .where(o.status.in_((PENDING, SENDING)))
-            .group_by(o.event_id)
-        ).all()
-    out = {}
-    for event_id, oldest in rows:
-        if isinstance(oldest, str):  # SQLite aggregates lose the column type
-            oldest = dt.datetime.fromisoformat(oldest)
-        if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=dt.timezone.utc)
-        out[event_id] = oldest
-    return out
 
 
 def outbox_rows(

@@ -91,12 +91,11 @@ def email_outbox(
         context.log.warning(f"{report.deferred} e-mail(s) stay pending: {report.smtp_unavailable}")
     if report.failed:
         context.log.warning(f"{report.failed} e-mail(s) failed; see the no_failed_emails check")
-    totals = outbox.counts_by_event(engine)
+    state = outbox.outbox_state(engine)
+    totals = state.counts
     now = utcnow()
     overdue_after = dt.timedelta(minutes=email.overdue_minutes)
-    waiting = {
-        e: round((now - t).total_seconds() / 60, 1) for e, t in outbox.oldest_pending_by_event(engine).items()
-    }
+    waiting = {e: round((now - t).total_seconds() / 60, 1) for e, t in state.oldest_waiting.items()}
     overdue = {e: minutes for e, minutes in waiting.items() if minutes > email.overdue_minutes}
     flowing_problems = []
     if report.smtp_unavailable:
