@@ -198,3 +198,37 @@ def test_equal_values_of_other_types_map_on_their_own():
     frame = map_records(records, MAPPING, flag).frame
     assert [json.loads(g) for g in frame["groups"]] == [["1"], ["True"], ["1.0"]]
     assert frame["flagged"].tolist() == [True, False, False]
+
+
+class _Batches:
+    def __init__(self, frames):
+        self._frames = frames
+
+    def frames(self):
+        return iter(self._frames)
+
+
+def test_the_batched_schema_check_finds_the_same_failures_whatever_rows_it_validates_at_once(monkeypatch):
+    """A batched (Procurios) sync's schema check validates several batches at once: the rows it
+    counts and the source rows it names do not depend on how many."""
+    from attendee_pipeline import batched
+
+    # three batches as the map step stores them (a bad row left in the second and the third);
+    # a column all missing in one batch, present in the others
+    sizes = [4, 3, 5]
+    frames, first = [], 0
+    for n, size in enumerate(sizes):
+        records = [rec(first + i, org=None) if n == 1 else rec(first + i) for i in range(size)]
+        if n == 1:
+            records[1] = rec(first + 1, last=None)
+        if n == 2:
+            records[4] = rec(first + 4, badge="https://badges.example.org/x.gif")
+        frames.append(map_records(records, MAPPING, FLAG, first_row=first).frame)
+        first += size
+    results = []
+    for at_once in (1, 7, 100):
+        monkeypatch.setattr(batched, "SCHEMA_CHECK_ROWS", at_once)
+        rows, cases, failing = batched.schema_failures(_Batches(frames))
+        results.append((rows, sorted(failing), sorted(zip(cases["column"], cases["check"]))))
+    assert results[0] == results[1] == results[2]
+    assert results[0][:2] == (12, [5, 11])
