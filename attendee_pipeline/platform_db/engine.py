@@ -72,9 +72,12 @@ def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-un
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        # A page cache that holds an event's key index: a publish inserts keys in random order,
-        # and with SQLite's default 2 MiB cache a million-attendee insert spends most of its
-        # time re-reading index pages (11 s vs 7 s for 1M rows). Memory is taken as used.
+        # A page cache that holds an event's key index. It was added when a publish inserted
+        # keys in random order (1M rows: 11 s with SQLite's default 2 MiB, 7 s with 64 MiB).
+        # Publishes now insert in key order, and at 1M attendees the cache size no longer
+        # shows (make bench --records 1000000: publish 18.9 vs 18.7 s, 1 %-changed re-sync
+        # 9.6 vs 10.2 s, with vs without); kept for updates and removals, which still touch
+        # rows in any order. Memory is taken as used.
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
