@@ -107,4 +107,46 @@ def test_a_missing_dagster_home_elsewhere_is_a_clear_error(_isolated_env: Path, 
     monkeypatch.setenv("DAGSTER_HOME", str(_isolated_env / "nowhere"))
     result = CliRunner().invoke(cli, ["sync", "demo-meetup"])
     assert result.exit_code != 0
-    assert "DAGSTER_HOME=" in str(result.exception) and "is not a folder" in str(result.exception)
+    assert result.output.startswith("Error: DAGSTER_HOME=") and "is not a folder" in result.output
+
+
+def test_expected_errors_are_one_error_line_not_a_traceback(sandbox, _isolated_env: Path, monkeypatch):
+    runner = CliRunner()
+    for args in (["sync", "nope"], ["sync", "nope", "--dry-run"]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 1
+        assert result.output.strip() == "Error: event 'nope' is not in the catalog"
+    # the provider refuses the key: the dry run says what the extract met
+    monkeypatch.setenv("DEMO_SUMMIT_API_KEY", "not-the-key")
+    refused = runner.invoke(cli, ["sync", "demo-summit", "--dry-run"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    error = refused.output.strip().splitlines()[-1]
+    assert error.startswith("Error: extract of event 'demo-summit' failed") and "401" in error
+    assert "not-the-key" not in refused.output
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(_isolated_env / "missing.yaml"))
+    missing = runner.invoke(cli, ["events"])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: invalid event catalog")
+    assert "file not found" in missing.output
+
+
+def test_a_failed_sync_says_why_not_that_retries_ran_out():
+    """A step that used up its RetryPolicy fails with Dagster's "Exceeded max_retries"; the
+    summary shows the error that was retried."""
+    import sys
+
+    from dagster._utils.error import serializable_error_info_from_exc_info
+
+    from attendee_pipeline.cli.runs import failure_text
+    from attendee_pipeline.connectors.rest import ExtractError
+
+    try:
+        try:
+            raise ExtractError("x", 3, "HTTP 503")
+        except ExtractError as exc:
+            raise RuntimeError("Exceeded max_retries of 2") from exc
+    except RuntimeError:
+        info = serializable_error_info_from_exc_info(sys.exc_info())
+    wrapped = info._replace(cls_name="RetryRequestedFromPolicy")
+    assert failure_text(wrapped) == "extract of event 'x' failed at page 3: HTTP 503"
+    assert failure_text(info) == "Exceeded max_retries of 2"  # not a wrapper: its own message
+    assert failure_text(None) == "step failed"

@@ -442,10 +442,11 @@ def _step_seconds(result: Any) -> dict[str, float]:
 
 
 def _failure(result: Any) -> str:
+    from attendee_pipeline.cli.runs import failure_text
+
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            return f"{event.step_key}: {error.message.strip() if error else 'step failed'}"
+            return f"{event.step_key}: {failure_text(event.step_failure_data.error)}"
     return "" if result.success else "run failed"
 
 

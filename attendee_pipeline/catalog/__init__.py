@@ -5,6 +5,6 @@ See :mod:`attendee_pipeline.catalog.models` for the schema and
 """
 
 from attendee_pipeline.catalog.loader import CatalogError, load_catalog, parse_catalog
-from attendee_pipeline.catalog.models import Catalog, EventEntry
+from attendee_pipeline.catalog.models import Catalog, EventEntry, UnknownEventError
 
-__all__ = ["Catalog", "CatalogError", "EventEntry", "load_catalog", "parse_catalog"]
+__all__ = ["Catalog", "CatalogError", "EventEntry", "UnknownEventError", "load_catalog", "parse_catalog"]

@@ -528,6 +528,13 @@ class EventEntry(_Strict):
         return self.local(self.sync.auto.start) if self.sync.auto.start else None
 
 
+class UnknownEventError(KeyError):
+    """An event id that is not in the catalog."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown event"
+
+
 class Catalog(_Strict):
     events: list[EventEntry] = Field(default_factory=list)
 
@@ -538,4 +545,4 @@ class Catalog(_Strict):
         try:
             return self.by_id()[event_id]
         except KeyError:
-            raise KeyError(f"event {event_id!r} is not in the catalog") from None
+            raise UnknownEventError(f"event {event_id!r} is not in the catalog") from None

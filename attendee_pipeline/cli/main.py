@@ -25,7 +25,35 @@ from attendee_pipeline.cli.platform import platform_engine
 warnings.filterwarnings("ignore", message=".*is currently in preview.*")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are about the input or the world, not a bug in this program: a bad or
+    missing catalog, an unknown event, a provider that cannot be reached or refuses us, a
+    missing secret or setting. Imported when one is raised, so ``--help`` stays fast."""
+    from attendee_pipeline.catalog import CatalogError, UnknownEventError
+    from attendee_pipeline.connectors.http import MissingSecretError
+    from attendee_pipeline.connectors.procurios import ProcuriosError
+    from attendee_pipeline.connectors.rest import ExtractError
+    from attendee_pipeline.email_delivery import DeliveryConfigError
+    from attendee_pipeline.instance import DagsterHomeError
+
+    return (CatalogError, UnknownEventError, ExtractError, ProcuriosError, MissingSecretError,
+            DeliveryConfigError, DagsterHomeError)
+
+
+class _Commands(click.Group):
+    """The command group: an expected error ends the command with ``Error: <what went
+    wrong>`` and exit code 1, not a traceback (anything else still shows its traceback)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - re-raised unless expected
+            if isinstance(exc, click.ClickException) or not isinstance(exc, _expected_errors()):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="attendee_pipeline")
 def cli() -> None:
     """Keep event platforms' attendee lists in sync with registration systems."""
@@ -109,6 +137,9 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
     Exits 0 when the run published or found nothing to do (status "unchanged"), 1 when it was
     held by the mass-removal guard or failed.
     """
+    from attendee_pipeline.catalog import load_catalog
+
+    load_catalog().get(event_id)  # a bad catalog or an unknown event stops here, before anything runs
     if full:
         from attendee_pipeline.cli.procurios import _procurios_event
 

@@ -42,6 +42,33 @@ def materialization_metadata(result: Any, asset: str) -> dict[str, Any]:
     return {}
 
 
+#: Dagster's wrappers around a step's own error: a step that used up its RetryPolicy fails with
+#: "Exceeded max_retries of N"; the error it retried is the cause.
+_WRAPPER_ERRORS = frozenset({"RetryRequestedFromPolicy", "DagsterExecutionStepExecutionError"})
+
+
+def failure_text(error: Any) -> str:
+    """What went wrong, from a step failure's error info (``SerializableErrorInfo``): the step's
+    own error under Dagster's wrappers, without its module-qualified class name."""
+    if error is None:
+        return "step failed"
+    while error.cause is not None and error.cls_name in _WRAPPER_ERRORS:
+        error = error.cause
+    text = (error.message or "").strip()
+    qualified, sep, rest = text.partition(": ")
+    if sep and error.cls_name and qualified.split(".")[-1] == error.cls_name:
+        text = rest.strip()
+    return text or error.cls_name or "step failed"
+
+
+def first_failure(result: Any) -> str:
+    """The first failed step's :func:`failure_text` ("" when no step failed)."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            return failure_text(event.step_failure_data.error)
+    return ""
+
+
 def _check_result(result: Any, check_name: str) -> Any:
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
@@ -169,12 +196,7 @@ def summarize(event_id: str, result: Any) -> SyncSummary:
         changes = materialization_metadata(result, "attendee_changes")
         counts = {k: int(changes.get(k, 0)) for k in COUNT_KEYS if k in changes}
         return SyncSummary(event_id, result.run_id, False, "held", counts, guard.description or "held")
-    failure = ""
-    for ev in result.all_events:
-        if ev.is_step_failure and ev.step_failure_data is not None:
-            failure = ev.step_failure_data.error.message.strip() if ev.step_failure_data.error else "step failed"
-            break
-    return SyncSummary(event_id, result.run_id, False, "failed", {}, failure or "run failed")
+    return SyncSummary(event_id, result.run_id, False, "failed", {}, first_failure(result) or "run failed")
 
 
 def format_summary(summary: SyncSummary) -> str:

@@ -34,6 +34,10 @@ def embedded_home() -> Path:
     return home
 
 
+class DagsterHomeError(FileNotFoundError):
+    """DAGSTER_HOME names a folder that does not exist."""
+
+
 def dagster_home() -> Path:
     """DAGSTER_HOME when set, else the embedded default (and set DAGSTER_HOME to it).
 
@@ -47,7 +51,7 @@ def dagster_home() -> Path:
         if path == (settings.data_dir() / "dagster_home").resolve():
             return embedded_home()
         if not path.is_dir():
-            raise FileNotFoundError(
+            raise DagsterHomeError(
                 f"DAGSTER_HOME={value} is not a folder: create it (with a dagster.yaml) or unset "
                 "DAGSTER_HOME to use the embedded default under ATTENDEE_PIPELINE_DATA_DIR"
             )
