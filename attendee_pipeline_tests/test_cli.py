@@ -150,3 +150,14 @@ def test_a_failed_sync_says_why_not_that_retries_ran_out():
     assert failure_text(wrapped) == "extract of event 'x' failed at page 3: HTTP 503"
     assert failure_text(info) == "Exceeded max_retries of 2"  # not a wrapper: its own message
     assert failure_text(None) == "step failed"
+
+
+def test_events_lists_each_event_with_its_schedule_in_aligned_columns(_isolated_env: Path):
+    result = CliRunner().invoke(cli, ["events"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    names = {"demo-summit": "Demo Summit 2027", "demo-congress": "Demo Association Congress 2027"}
+    assert [line.split()[0] for line in lines] == ["demo-summit", "demo-meetup", "demo-expo", "demo-congress"]
+    starts = {line.split()[0]: line.index(names[line.split()[0]]) for line in lines if line.split()[0] in names}
+    assert len(set(starts.values())) == 1  # the Procurios window is wider than the others
+    assert "20 min 2027-03-04..2027-06-18, nightly else" in result.output

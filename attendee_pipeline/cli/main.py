@@ -89,6 +89,7 @@ def events() -> None:
     """List the catalog's events with their source and automatic sync."""
     from attendee_pipeline.catalog import load_catalog
 
+    rows = []
     for event in load_catalog().events:
         auto = event.sync.auto
         schedule = "manual" if auto.interval == "off" else f"{auto.interval} until {event.auto_until:%Y-%m-%d %H:%M %Z}"
@@ -97,7 +98,11 @@ def events() -> None:
 
             first, last = procurios_window(event)
             schedule = f"20 min {first:%Y-%m-%d}..{last:%Y-%m-%d}, nightly else"
-        click.echo(f"{event.id:<24} {event.source.kind:<10} {schedule:<36} {event.name}")
+        rows.append((event.id, event.source.kind, schedule, event.name))
+    # columns as wide as their widest value (at least 24, 10 and 36), the name last
+    widths = [max([least, *(len(row[i]) for row in rows)]) for i, least in enumerate((24, 10, 36))]
+    for *columns, name in rows:
+        click.echo(" ".join(f"{value:<{width}}" for value, width in zip(columns, widths)) + f" {name}")
 
 
 # --------------------------------------------------------------------------- database
