@@ -95,6 +95,21 @@ def test_inbox_appends_in_order_and_reads_by_position(engine: sa.Engine):
     assert feed.inbox_heads(engine, after_id=other[0]) == {}
 
 
+def test_an_inbox_extract_carries_the_digest_of_its_pages(engine: sa.Engine, tmp_path, monkeypatch):
+    """The digest the sync fingerprints is computed while the pages are written (no second read),
+    and equals a digest recomputed from the stored pages."""
+    from attendee_pipeline.connectors import feed_inbox
+    from attendee_pipeline.connectors.rest import extract_digest
+
+    monkeypatch.setattr(feed_inbox, "PAGE_ROWS", 2)  # three pages
+    ids = feed.append_inbox(engine, "summit", [{"email": f"p{i}@x.org", "city": "Zürich"} for i in range(5)])
+    manifest = feed_inbox.extract_inbox(engine, "summit", tmp_path / "a")
+    assert (manifest.pages, manifest.records, manifest.source_position) == (3, 5, str(ids[-1]))
+    assert manifest.content_sha256 == extract_digest(tmp_path / "a", recompute=True)
+    again = feed_inbox.extract_inbox(engine, "summit", tmp_path / "b", after_id=ids[0])
+    assert again.content_sha256 == extract_digest(tmp_path / "b", recompute=True) != manifest.content_sha256
+
+
 def test_inbox_append_is_one_transaction(engine: sa.Engine):
     with pytest.raises(TypeError):  # the second record is not JSON-serialisable
         feed.append_inbox(engine, "summit", [{"email": "a@x.org"}, {"email": object()}])

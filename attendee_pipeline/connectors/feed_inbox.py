@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from attendee_pipeline.connectors.rest import (
     PAGE_NAME,
     ExtractManifest,
+    content_digest,
     staged_extract,
     write_manifest,
 )
@@ -43,15 +44,17 @@ def extract_inbox(
     started = time.monotonic()
     rows = read_inbox(engine, event_id, after_id=after_id)
     page_records: list[int] = []
+    digest = content_digest("")  # extract_digest of the pages, as they are written
     with staged_extract(dest_dir, event_id) as tmp:
         for number, start in enumerate(range(0, len(rows), PAGE_ROWS), start=1):
             page = [
                 {"id": inbox_id, "received_at": received_at.isoformat(), "record": record}
                 for inbox_id, received_at, record in rows[start : start + PAGE_ROWS]
             ]
-            (tmp / PAGE_NAME.format(number)).write_text(
-                json.dumps(page, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
-            )
+            content = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            (tmp / PAGE_NAME.format(number)).write_bytes(content)
+            digest.update(content)
+            digest.update(b"\0")
             page_records.append(len(page))
             if progress is not None:
                 progress(number, start + len(page))
@@ -70,6 +73,7 @@ def extract_inbox(
             duration_seconds=round(time.monotonic() - started, 3),
             page_records=page_records,
             source_position=str(rows[-1][0] if rows else after_id),
+            content_sha256=digest.hexdigest(),
         )
         write_manifest(tmp, manifest)
     return manifest
