@@ -16,6 +16,7 @@ from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
+from attendee_pipeline_tests.test_schedules import instance, schedule_context  # noqa: F401 - fixture
 
 UTC = dt.timezone.utc
 
@@ -41,31 +42,30 @@ def catalog(tmp_path: Path) -> EventCatalogResource:
     return EventCatalogResource(path=str(path))
 
 
-def evaluate(schedule, tick: dt.datetime, catalog: EventCatalogResource):
-    context = dg.build_schedule_context(scheduled_execution_time=tick, resources={"catalog": catalog})
-    result = schedule(context)
+def evaluate(schedule, tick: dt.datetime, catalog: EventCatalogResource, instance: dg.DagsterInstance):
+    result = schedule(schedule_context(instance, tick, catalog))
     return {} if isinstance(result, dg.SkipReason) else {r.partition_key: r.run_key for r in result}
 
 
-def test_the_window_starts_14_weeks_before_in_local_time_across_a_dst_change(catalog):
+def test_the_window_starts_14_weeks_before_in_local_time_across_a_dst_change(catalog, instance):
     # the start is in summer time, the window's first day in winter time: the edge is 08:00Z
-    assert evaluate(procurios_window_sync, at("2027-03-04T07:40"), catalog) == {}
-    assert evaluate(procurios_window_sync, at("2027-03-04T08:00"), catalog) == {
+    assert evaluate(procurios_window_sync, at("2027-03-04T07:40"), catalog, instance) == {}
+    assert evaluate(procurios_window_sync, at("2027-03-04T08:00"), catalog, instance) == {
         "june": "window:june:2027-03-04T08:00"
     }
     # outside the window the nightly schedule syncs it once, at 03:00 local (02:00Z in winter)
-    assert evaluate(procurios_nightly_sync, at("2027-03-04T02:00"), catalog)["june"] == "nightly:june:2027-03-04"
+    assert evaluate(procurios_nightly_sync, at("2027-03-04T02:00"), catalog, instance)["june"] == "nightly:june:2027-03-04"
     # at the window's first tick only the window schedule is responsible
-    assert "june" not in evaluate(procurios_nightly_sync, at("2027-03-04T08:00"), catalog)
+    assert "june" not in evaluate(procurios_nightly_sync, at("2027-03-04T08:00"), catalog, instance)
 
 
-def test_the_window_ends_one_week_after_the_end_then_nightly(catalog):
+def test_the_window_ends_one_week_after_the_end_then_nightly(catalog, instance):
     # end 2027-06-11 17:00 CEST + 1 week = 2027-06-18 15:00Z, inclusive
-    assert "june" in evaluate(procurios_window_sync, at("2027-06-18T15:00"), catalog)
-    assert "june" not in evaluate(procurios_window_sync, at("2027-06-18T15:20"), catalog)
-    assert "june" not in evaluate(procurios_nightly_sync, at("2027-06-18T01:00"), catalog)  # in the window
-    assert evaluate(procurios_nightly_sync, at("2027-06-19T01:00"), catalog)["june"] == "nightly:june:2027-06-19"
-    assert "june" not in evaluate(procurios_nightly_sync, at("2027-06-19T02:00"), catalog)
+    assert "june" in evaluate(procurios_window_sync, at("2027-06-18T15:00"), catalog, instance)
+    assert "june" not in evaluate(procurios_window_sync, at("2027-06-18T15:20"), catalog, instance)
+    assert "june" not in evaluate(procurios_nightly_sync, at("2027-06-18T01:00"), catalog, instance)  # in the window
+    assert evaluate(procurios_nightly_sync, at("2027-06-19T01:00"), catalog, instance)["june"] == "nightly:june:2027-06-19"
+    assert "june" not in evaluate(procurios_nightly_sync, at("2027-06-19T02:00"), catalog, instance)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_the_window_ends_one_week_after_the_end_then_nightly(catalog):
         (("2027-10-30", "2027-10-31", "2027-11-01"), ["2027-10-30T01:00", "2027-10-31T01:00", "2027-11-01T02:00"]),
     ],
 )
-def test_nightly_runs_once_per_local_night_across_dst_changes(catalog, days, expected_ticks):
+def test_nightly_runs_once_per_local_night_across_dst_changes(catalog, instance, days, expected_ticks):
     events = load_catalog(catalog.path).events
     first = dt.datetime.fromisoformat(days[0]).replace(tzinfo=UTC) - dt.timedelta(hours=3)
     keys, ticks = [], []
@@ -90,17 +90,17 @@ def test_nightly_runs_once_per_local_night_across_dst_changes(catalog, days, exp
     assert keys == [f"nightly:late:{day}" for day in days]
     assert ticks == expected_ticks
     for tick, key in zip(ticks, keys):  # the schedule itself at those ticks, and an hour later
-        assert evaluate(procurios_nightly_sync, at(tick), catalog)["late"] == key
-        assert "late" not in evaluate(procurios_nightly_sync, at(tick) + dt.timedelta(hours=1), catalog)
+        assert evaluate(procurios_nightly_sync, at(tick), catalog, instance)["late"] == key
+        assert "late" not in evaluate(procurios_nightly_sync, at(tick) + dt.timedelta(hours=1), catalog, instance)
 
 
-def test_a_half_hour_timezone_gets_its_nightly_sync_on_the_next_tick(catalog):
+def test_a_half_hour_timezone_gets_its_nightly_sync_on_the_next_tick(catalog, instance):
     # 03:00 in Kolkata (UTC+05:30) is 21:30Z the day before: the 22:00Z tick takes it
-    assert "kolkata" not in evaluate(procurios_nightly_sync, at("2027-06-30T21:00"), catalog)
-    assert evaluate(procurios_nightly_sync, at("2027-06-30T22:00"), catalog)["kolkata"] == "nightly:kolkata:2027-07-01"
+    assert "kolkata" not in evaluate(procurios_nightly_sync, at("2027-06-30T21:00"), catalog, instance)
+    assert evaluate(procurios_nightly_sync, at("2027-06-30T22:00"), catalog, instance)["kolkata"] == "nightly:kolkata:2027-07-01"
 
 
-def test_never_two_runs_for_an_event_around_the_window_edges(catalog):
+def test_never_two_runs_for_an_event_around_the_window_edges(catalog, instance):
     events = load_catalog(catalog.path).events
     june = next(e for e in events if e.id == "june")
     first, last = windows.procurios_window(june)
@@ -117,12 +117,11 @@ def test_never_two_runs_for_an_event_around_the_window_edges(catalog):
         assert len(nights) == len(set(nights))
 
 
-def test_only_automatic_procurios_events_and_stable_run_keys(catalog):
+def test_only_automatic_procurios_events_and_stable_run_keys(catalog, instance):
     tick = at("2027-05-01T10:20")
-    first = evaluate(procurios_window_sync, tick, catalog)
+    first = evaluate(procurios_window_sync, tick, catalog, instance)
     assert first == {"june": "window:june:2027-05-01T10:20"}  # not manual, not the REST event
-    assert evaluate(procurios_window_sync, tick, catalog) == first
-    context = dg.build_schedule_context(scheduled_execution_time=tick, resources={"catalog": catalog})
-    (request,) = procurios_window_sync(context)
+    assert evaluate(procurios_window_sync, tick, catalog, instance) == first
+    (request,) = procurios_window_sync(schedule_context(instance, tick, catalog))
     assert request.tags["attendee_pipeline/source_kind"] == "procurios"
     assert request.tags["attendee_pipeline/trigger"] == "schedule:procurios_window"

@@ -3,13 +3,16 @@ catalog policy is due (see :mod:`attendee_pipeline.sync.windows`), with stable r
 event and slot so a re-evaluated tick never launches a second run.
 
 A plain ``ScheduleDefinition`` on a dynamically partitioned job would run without a partition;
-these are ``@schedule`` functions returning one ``RunRequest`` per due event instead.
+these are ``@schedule`` functions returning one ``RunRequest`` per due event instead. A due
+event whose partition the catalog sensor has not added yet waits for a later tick
+(:func:`with_partitions`) instead of failing the tick for every event.
 """
 
 
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
+from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync.windows import Interval, due_events, run_key
 
@@ -39,21 +42,41 @@ def scheduled_tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-un
     return tick
 
 
+def with_partitions(
+    context: dg.ScheduleEvaluationContext, requests: list[dg.RunRequest], nothing_due: str
+) -> dg.SkipReason | list[dg.RunRequest]:
+    """The requests whose event has its partition already. A run request for a partition that
+    does not exist fails the whole tick, so an event just added to the catalog (the catalog
+    sensor adds its partition within a minute) is left for a later tick, with a warning,
+    while the other due events run. ``nothing_due``: the skip reason when none was due."""
+    if not requests:
+        return dg.SkipReason(nothing_due)
+    known = set(context.instance.get_dynamic_partitions(events_partitions.name))
+    ready = [r for r in requests if r.partition_key in known]
+    waiting = sorted({str(r.partition_key) for r in requests} - known)
+    if waiting:
+        context.log.warning(
+            f"due but without a partition yet (the event_catalog_sensor adds it), left for a later tick: "
+            f"{', '.join(waiting)}"
+        )
+    if not ready:
+        return dg.SkipReason(f"every due event lacks its partition so far: {', '.join(waiting)}")
+    return ready
+
+
 def _requests(
     context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource, interval: Interval
 ) -> dg.SkipReason | list[dg.RunRequest]:
     tick = scheduled_tick(context)
-    events = due_events(catalog.load().events, interval, tick)
-    if not events:
-        return dg.SkipReason(f"no event has a due {interval} sync at {tick.isoformat()}")
-    return [
+    requests = [
         dg.RunRequest(
             run_key=run_key(interval, event.id, tick),
             partition_key=event.id,
             tags=sync_tags(event.id, event.source.kind, f"schedule:{interval}"),
         )
-        for event in events
+        for event in due_events(catalog.load().events, interval, tick)
     ]
+    return with_partitions(context, requests, f"no event has a due {interval} sync at {tick.isoformat()}")
 
 
 @dg.schedule(

@@ -12,7 +12,7 @@ Run keys are ``window:<event>:<UTC tick>`` and ``nightly:<event>:<local date>``.
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import procurios_sync_job
-from attendee_pipeline.defs.attendees.schedules import scheduled_tick, sync_tags
+from attendee_pipeline.defs.attendees.schedules import scheduled_tick, sync_tags, with_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
 
@@ -31,9 +31,8 @@ def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
 def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
     tick = scheduled_tick(context)
     events = windows.window_due(catalog.load().events, tick)
-    if not events:
-        return dg.SkipReason(f"no Procurios event is inside its sync window at {tick.isoformat()}")
-    return [_request(e.id, windows.window_run_key(e.id, tick), "schedule:procurios_window") for e in events]
+    requests = [_request(e.id, windows.window_run_key(e.id, tick), "schedule:procurios_window") for e in events]
+    return with_partitions(context, requests, f"no Procurios event is inside its sync window at {tick.isoformat()}")
 
 
 @dg.schedule(
@@ -46,9 +45,8 @@ def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventC
 def procurios_nightly_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
     tick = scheduled_tick(context)
     due = windows.nightly_due(catalog.load().events, tick)
-    if not due:
-        return dg.SkipReason(f"no Procurios event has its nightly sync at {tick.isoformat()}")
-    return [_request(e.id, windows.nightly_run_key(e.id, day), "schedule:procurios_nightly") for e, day in due]
+    requests = [_request(e.id, windows.nightly_run_key(e.id, day), "schedule:procurios_nightly") for e, day in due]
+    return with_partitions(context, requests, f"no Procurios event has its nightly sync at {tick.isoformat()}")
 
 
 procurios_schedules = [procurios_window_sync, procurios_nightly_sync]
