@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -108,6 +109,33 @@ def test_an_inbox_extract_carries_the_digest_of_its_pages(engine: sa.Engine, tmp
     assert manifest.content_sha256 == extract_digest(tmp_path / "a", recompute=True)
     again = feed_inbox.extract_inbox(engine, "summit", tmp_path / "b", after_id=ids[0])
     assert again.content_sha256 == extract_digest(tmp_path / "b", recompute=True) != manifest.content_sha256
+
+
+def test_a_read_never_moves_past_a_push_that_commits_later(postgres_url: str):
+    """PostgreSQL draws an inbox id when a push is inserted: a push holding id N that commits
+    after id N+1 was read would be skipped for good by a sync that moved its position to N+1.
+    The read waits for pushes being inserted, then sees both."""
+    ensure_schema(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as slow:
+            pending = slow.begin()
+            slow_id = slow.execute(
+                feed_inbox.insert().returning(feed_inbox.c.id),
+                {"event_id": "summit", "received_at": dt.datetime.now(dt.timezone.utc), "record": '{"email":"s@x.org"}'},
+            ).scalar_one()
+            (fast_id,) = feed.append_inbox(engine, "summit", [{"email": "f@x.org"}])  # committed first
+            assert fast_id > slow_id
+            read: dict[str, list] = {}
+            reader = threading.Thread(target=lambda: read.update(rows=feed.read_inbox(engine, "summit")))
+            reader.start()
+            reader.join(timeout=1)
+            assert reader.is_alive()  # waiting for the push still being inserted
+            pending.commit()
+        reader.join(timeout=30)
+        assert [row[0] for row in read["rows"]] == [slow_id, fast_id]
+    finally:
+        engine.dispose()
 
 
 def test_inbox_append_is_one_transaction(engine: sa.Engine):

@@ -182,7 +182,15 @@ def append_inbox(
 def read_inbox(
     engine: sa.Engine, event_id: str, after_id: int = 0, limit: int | None = None
 ) -> list[tuple[int, dt.datetime, dict[str, Any]]]:
-    """``(id, received_at, record)`` of the event's inbox rows with ``id > after_id``, by id."""
+    """``(id, received_at, record)`` of the event's inbox rows with ``id > after_id``, by id.
+
+    The caller keeps the highest id it read as its next ``after_id``, so no row with a lower id
+    may become visible later. On PostgreSQL an inbox id is drawn when a push is inserted, not
+    when it commits: a push could take id 5, another id 6 and commit first, and a read between
+    the two commits would move past 5 for good. So the read first takes a SHARE lock on the
+    inbox, which waits for every push being inserted to commit or roll back (and holds new
+    ones back until the read is done, a few milliseconds). SQLite runs one writer at a time,
+    so its ids already become visible in order."""
     query = (
         sa.select(feed_inbox.c.id, feed_inbox.c.received_at, feed_inbox.c.record)
         .where(feed_inbox.c.event_id == event_id, feed_inbox.c.id > after_id)
@@ -190,7 +198,9 @@ def read_inbox(
     )
     if limit is not None:
         query = query.limit(limit)
-    with engine.connect() as conn:
+    with engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(f"LOCK TABLE {feed_inbox.name} IN SHARE MODE"))
         return [(int(i), at, json.loads(text)) for i, at, text in conn.execute(query)]
 
 
