@@ -598,7 +598,7 @@ def test_fold_pushes_of_parsed_payloads():
 
 # --------------------------------------------------------------------------- properties
 
-_TEXT = st.text(max_size=12)
+_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=12)  # a NUL is refused (own test)
 _NAME = st.text(string.ascii_letters + string.digits + " _-", min_size=1, max_size=10).filter(str.strip)
 _EMAILS = st.sampled_from(
     ["a@b.co", " Ann@Example.org ", "\u00e9l\u00e8ve@\u00e9cole.fr", "x.y+z@sub.ex.com"]
@@ -718,3 +718,30 @@ def test_decode_json_raises_nothing_but_feed_decode_errors(raw: bytes):
         assert exc.problem.field == "(body)" and exc.problem.reason
     else:
         assert json.loads(raw) == value
+
+
+def test_values_the_platform_cannot_store_are_refused_at_push_time():
+    """Accepted with a 200 but unstorable (a NUL in text, an over-long indexed value), a push
+    used to make every later sync of its event fail on PostgreSQL; now the sender gets a 422."""
+    parsed = parse_payload(
+        {
+            "profile": {
+                "email": "a" * 250 + "@example.org",
+                "firstName": "A\x00B",
+                "customFields": [{"fieldName": 5, "fieldValue": 7}, {"fieldName": "ok", "fieldValue": "x\x00"}],
+            },
+            "eventInfo": {"groups": {"groupNames": ["G" * 201, "V\x00", "G" * 200]}},
+        }
+    )
+    assert parsed.record is None
+    got = {(p.field, p.reason) for p in parsed.problems}
+    nul = "contains a NUL character, which the platform database cannot store"
+    assert got == {
+        ("profile.email", "longer than 254 characters"),
+        ("profile.firstName", nul),
+        ("profile.customFields[0].fieldName", "expected text, got number"),
+        ("profile.customFields[0].fieldValue", "expected text or null, got number"),  # named as well
+        ("profile.customFields[1].fieldValue", nul),
+        ("eventInfo.groups.groupNames[0]", "longer than 200 characters"),
+        ("eventInfo.groups.groupNames[1]", nul),
+    }

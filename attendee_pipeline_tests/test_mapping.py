@@ -186,7 +186,10 @@ def test_both_schemas_keep_their_check_names_whichever_is_built_first():
 
     partial = {c.name for c in PartialAttendeeFrameSchema.to_schema().checks}
     full = {c.name for c in AttendeeFrameSchema.to_schema().checks}
-    assert partial == {"email_present", "email_syntax", "email_unique", "badge_url_kind"}
+    assert partial == {
+        "email_present", "email_syntax", "email_unique", "badge_url_kind", "email_length", "text_storable",
+        "group_names_storable",
+    }
     assert full == partial | {"first_name_present", "last_name_present"}
     assert full <= set(REASONS)
 
@@ -232,3 +235,24 @@ def test_the_batched_schema_check_finds_the_same_failures_whatever_rows_it_valid
         results.append((rows, sorted(failing), sorted(zip(cases["column"], cases["check"]))))
     assert results[0] == results[1] == results[2]
     assert results[0][:2] == (12, [5, 11])
+
+
+def test_values_the_platform_database_cannot_store_are_quarantined_with_their_field():
+    """PostgreSQL refuses a NUL in text, and index entries over ~2,700 bytes: one such value
+    used to fail the whole publish; now its record is rejected and the others publish."""
+    long_email = "a" * 250 + "@example.org"
+    records = [
+        rec(0),
+        rec(1, first="Ada\x00"),
+        rec(2, contact={"email": long_email}),
+        rec(3, groups=["VIP", "G" * 201]),
+        rec(4, groups=["VIP\x00"], org="Engines\x00"),
+        rec(5, groups=["G" * 200]),  # at the limit
+    ]
+    checked = quarantine(map_records(records, MAPPING, FLAG).frame)
+    assert checked.valid["source_row"].tolist() == [0, 5]
+    got = set(zip(checked.rejects["source_row"], checked.rejects["field"]))
+    assert got == {(1, "first_name"), (2, "email"), (3, "groups"), (4, "groups"), (4, "company")}
+    reasons = dict(zip(zip(checked.rejects["source_row"], checked.rejects["field"]), checked.rejects["reason"]))
+    assert "NUL" in reasons[(1, "first_name")] and "254" in reasons[(2, "email")]
+    assert "200" in reasons[(3, "groups")]

@@ -47,5 +47,11 @@ def test_sync_with_platform_db_and_dagster_instance_on_postgres(tmp_path: Path, 
                 assert {r.partition_key for r in records} == {"pg"}
                 active = h.query("select count(*) from attendees where event_id = 'pg' and status = 'active'")[0][0]
                 assert active == 77
+                # a value PostgreSQL cannot store (a NUL) rejects its record, not the publish
+                api["pg"].set_field([10], "firstName", "Nul\x00Name")
+                third = h.sync("pg")
+                assert third.success
+                assert materialized(third, "rejected_attendees")["rejected_records"] == 1
+                assert materialized(third, "published_attendees")["removed"] == 0
     finally:
         _drop_pg_database(instance_db)

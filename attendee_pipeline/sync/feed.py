@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from attendee_pipeline.sync.schemas import EMAIL_PATTERN
+from attendee_pipeline.sync.schemas import EMAIL_PATTERN, MAX_EMAIL_CHARS, MAX_GROUP_NAME_CHARS, NUL, NUL_REASON
 
 #: seed 001 profile key -> platform field (attendee_pipeline.sync.model.PROFILE_FIELDS names)
 PROFILE_KEYS: dict[str, str] = {
@@ -338,6 +338,9 @@ def _text(value: Any, path: str, problems: list[Problem]) -> Any:
     if len(value) > MAX_TEXT:
         problems.append(Problem(path, f"longer than {MAX_TEXT} characters"))
         return _ABSENT
+    if NUL in value:
+        problems.append(Problem(path, NUL_REASON))
+        return _ABSENT
     return value.strip()
 
 
@@ -406,6 +409,8 @@ def parse_payload(body: Any) -> FeedPayload:
         record.pop("email", None)
         if not any(p.field == "profile.email" for p in problems):
             problems.append(Problem("profile.email", "is required"))
+    elif len(email) > MAX_EMAIL_CHARS:
+        problems.append(Problem("profile.email", f"longer than {MAX_EMAIL_CHARS} characters"))
     elif not _EMAIL.match(email):
         problems.append(Problem("profile.email", "not a valid e-mail address"))
 
@@ -437,17 +442,20 @@ def _custom_fields(value: Any, problems: list[Problem]) -> dict[str, str] | None
             if extra not in ("fieldName", "fieldValue"):
                 problems.append(Problem(f"{path}.{extra}", "unknown field"))
         name = item.get("fieldName")
+        name_problem = None
         if name is not None and not isinstance(name, str):
-            problems.append(Problem(f"{path}.fieldName", f"expected text, got {_kind(name)}"))
-            continue
-        if not name or not name.strip():
-            problems.append(Problem(f"{path}.fieldName", "is required"))
-            continue
-        if len(name) > MAX_TEXT:
-            problems.append(Problem(f"{path}.fieldName", f"longer than {MAX_TEXT} characters"))
-            continue
+            name_problem = f"expected text, got {_kind(name)}"
+        elif not name or not name.strip():
+            name_problem = "is required"
+        elif len(name) > MAX_TEXT:
+            name_problem = f"longer than {MAX_TEXT} characters"
+        elif NUL in name:
+            name_problem = NUL_REASON
+        if name_problem is not None:
+            problems.append(Problem(f"{path}.fieldName", name_problem))
+        # the value is checked whatever the name: every problem is named at once
         text = _text(item.get("fieldValue"), f"{path}.fieldValue", problems)
-        if text is not _ABSENT:
+        if name_problem is None and text is not _ABSENT:
             out[name.strip()] = text
     return out
 
@@ -485,8 +493,11 @@ def _groups(event_info: Any, problems: list[Problem]) -> list[str] | None:
         if not isinstance(name, str):
             problems.append(Problem(path, f"expected text, got {_kind(name)}"))
             continue
-        if len(name) > MAX_TEXT:
-            problems.append(Problem(path, f"longer than {MAX_TEXT} characters"))
+        if len(name.strip()) > MAX_GROUP_NAME_CHARS:
+            problems.append(Problem(path, f"longer than {MAX_GROUP_NAME_CHARS} characters"))
+            continue
+        if NUL in name:
+            problems.append(Problem(path, NUL_REASON))
             continue
         cleaned = name.strip()
         if cleaned and cleaned not in out:

@@ -2,7 +2,9 @@
 
 :class:`AttendeeFrameSchema` states what a publishable attendee frame is: a key and an e-mail
 of valid syntax on every row, first and last name on every row that is not delete-flagged, one
-record per e-mail per event, and a badge URL (if any) that points at a JPG, PNG or PDF.
+record per e-mail per event, a badge URL (if any) that points at a JPG, PNG or PDF, and only
+text the platform database can store (no NUL character, an e-mail of at most 254 characters,
+group names of at most 200).
 :func:`quarantine` runs it lazily and splits a frame into the rows that pass and one reject row
 per failed (record, field) with a readable reason -- bad rows are kept aside, never dropped.
 """
@@ -11,16 +13,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow.compute as pc
 from pandera.typing import Series
 
-from attendee_pipeline.sync.model import TEXT_DTYPE, python_values
+from attendee_pipeline.sync.model import PROFILE_FIELDS, TEXT_DTYPE, parse_groups, python_values
 
 #: Pragmatic e-mail syntax: one @, a dotted domain, no spaces or angle brackets.
 EMAIL_PATTERN = r"^[^@\s<>,;\"']+@[^@\s<>,;\"'.]+(\.[^@\s<>,;\"'.]+)+$"
 #: A badge URL must be http(s) and its path must end in .jpg/.jpeg/.png/.pdf (query allowed).
 BADGE_PATTERN = r"(?i)^https?://[^\s/?#]+/[^\s?#]*\.(jpe?g|png|pdf)(\?[^\s#]*)?(#\S*)?$"
+#: Longest e-mail address (RFC 5321's path limit) and group name the platform stores: both are
+#: keys of unique indexes, which PostgreSQL caps at about 2,700 bytes per entry.
+MAX_EMAIL_CHARS = 254
+MAX_GROUP_NAME_CHARS = 200
+#: PostgreSQL text cannot hold a NUL character: a value with one is refused, on every source.
+NUL = "\x00"
+NUL_REASON = "contains a NUL character, which the platform database cannot store"
+#: Text columns of the frame whose values are stored as they are (the JSON ones escape NULs).
+STORED_TEXT_COLUMNS = (*PROFILE_FIELDS, "source_record_id")
 
 #: check name -> (field, reason) used to word reject reasons.
 REASONS: dict[str, tuple[str, str]] = {
@@ -30,6 +43,12 @@ REASONS: dict[str, tuple[str, str]] = {
     "last_name_present": ("last_name", "last name is missing"),
     "badge_url_kind": ("badge_url", "badge must be an http(s) URL of a JPG, PNG or PDF"),
     "email_unique": ("email", "duplicate e-mail in this extract (the first record is kept)"),
+    "email_length": ("email", f"longer than {MAX_EMAIL_CHARS} characters"),
+    "group_names_storable": (
+        "groups", f"a group name is longer than {MAX_GROUP_NAME_CHARS} characters or contains a NUL character"
+    ),
+    # the field is the column holding the NUL (see quarantine)
+    "text_storable": ("", NUL_REASON),
 }
 
 
@@ -44,6 +63,42 @@ def _email_syntax(df: pd.DataFrame) -> pd.Series:
 def _email_unique(df: pd.DataFrame) -> pd.Series:
     key = df["attendee_key"]
     return key.isna() | ~key.duplicated(keep="first")
+
+
+def _email_length(df: pd.DataFrame) -> pd.Series:
+    return ~(df["email"].str.len() > MAX_EMAIL_CHARS).fillna(False).astype(bool)
+
+
+def _nul_in(series: pd.Series) -> pd.Series:
+    return series.str.contains(NUL, regex=False).fillna(False).astype(bool)
+
+
+def _text_storable(df: pd.DataFrame) -> pd.Series:
+    bad = np.zeros(len(df), dtype=bool)
+    for column in STORED_TEXT_COLUMNS:
+        if column not in df.columns:
+            continue
+        values = df[column].array
+        if isinstance(values, pd.arrays.ArrowStringArray):  # the mapped frames: one C pass
+            chunks = values.__arrow_array__()  # the Arrow data itself (the interchange protocol)
+            if chunks.null_count < len(chunks):
+                bad |= pc.match_substring(chunks, NUL).fill_null(False).to_numpy(zero_copy_only=False)
+        elif df[column].notna().any():
+            bad |= _nul_in(df[column]).to_numpy()
+    return pd.Series(~bad, index=df.index)
+
+
+def _group_names_storable(df: pd.DataFrame) -> pd.Series:
+    """Each group name fits the groups table (length, no NUL). The column holds JSON text, so
+    only rows long enough to hold a long name, or holding an escaped NUL, are parsed."""
+    if "groups" not in df.columns:
+        return pd.Series(True, index=df.index)
+    text = df["groups"]
+    suspect = ((text.str.len() > MAX_GROUP_NAME_CHARS) | text.str.contains("\\u0000", regex=False)).fillna(False)
+    ok = pd.Series(True, index=df.index)
+    for index, value in text[suspect.astype(bool)].items():
+        ok[index] = all(len(name) <= MAX_GROUP_NAME_CHARS and NUL not in name for name in parse_groups(value))
+    return ok
 
 
 def _badge_url_kind(df: pd.DataFrame) -> pd.Series:
@@ -87,6 +142,18 @@ class PartialAttendeeFrameSchema(pa.DataFrameModel):
     def _badge(cls, df: pd.DataFrame) -> Series[bool]:
         return _badge_url_kind(df)
 
+    @pa.dataframe_check(name="email_length")
+    def _email_length(cls, df: pd.DataFrame) -> Series[bool]:
+        return _email_length(df)
+
+    @pa.dataframe_check(name="text_storable")
+    def _text_storable(cls, df: pd.DataFrame) -> Series[bool]:
+        return _text_storable(df)
+
+    @pa.dataframe_check(name="group_names_storable")
+    def _group_names_storable(cls, df: pd.DataFrame) -> Series[bool]:
+        return _group_names_storable(df)
+
 
 class AttendeeFrameSchema(pa.DataFrameModel):
     """A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the
@@ -119,6 +186,18 @@ class AttendeeFrameSchema(pa.DataFrameModel):
     @pa.dataframe_check(name="badge_url_kind")
     def _badge(cls, df: pd.DataFrame) -> Series[bool]:
         return _badge_url_kind(df)
+
+    @pa.dataframe_check(name="email_length")
+    def _email_length(cls, df: pd.DataFrame) -> Series[bool]:
+        return _email_length(df)
+
+    @pa.dataframe_check(name="text_storable")
+    def _text_storable(cls, df: pd.DataFrame) -> Series[bool]:
+        return _text_storable(df)
+
+    @pa.dataframe_check(name="group_names_storable")
+    def _group_names_storable(cls, df: pd.DataFrame) -> Series[bool]:
+        return _group_names_storable(df)
 
     @pa.dataframe_check(name="first_name_present")
     def _first_name(cls, df: pd.DataFrame) -> Series[bool]:
@@ -189,6 +268,11 @@ def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
     for case in row_cases.itertuples():
         check = str(case.check)
         field, reason = REASONS.get(check, (str(case.column or "(record)"), check))
+        if check == "text_storable":  # one reject per column that holds a NUL
+            row = frame.loc[case.index]
+            fields = [c for c in STORED_TEXT_COLUMNS if c in frame.columns and isinstance(row[c], str) and NUL in row[c]]
+            reasons.extend((case.index, name, reason) for name in fields or ["(record)"])
+            continue
         reasons.append((case.index, field, reason))
     detail = pd.DataFrame(reasons, columns=["index", "field", "reason"]).drop_duplicates()
     bad_index = pd.Index(detail["index"].unique())
