@@ -100,6 +100,17 @@ def _constant(name: str) -> Any:
     raise FeedDecodeError(Problem("(body)", f"not valid JSON: {name} is not a JSON number"))
 
 
+#: Longest integer accepted in a body (Python refuses to convert beyond 4,300 digits with a
+#: message about its own internals; no attendee field is a number anyway).
+MAX_INT_DIGITS = 100
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS + 1:  # + a sign
+        raise FeedDecodeError(Problem("(body)", f"not valid JSON: a number of more than {MAX_INT_DIGITS} digits"))
+    return int(text)
+
+
 def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e999 overflows to infinity
@@ -166,7 +177,9 @@ def decode_json(raw: bytes) -> Any:
         elif char in "]}":
             depth -= 1
     try:
-        value = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
+        value = json.loads(
+            text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float, parse_int=_int
+        )
     except FeedDecodeError:
         raise
     except RecursionError:
