@@ -40,9 +40,12 @@ def _catalog(tmp_path: Path) -> EventCatalogResource:
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as value:
-        yield value
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    # not entered as a context manager: entering sets Dagster's process-wide current defs-state
+    # storage, which outlives the instance and breaks later Definitions.validate_loadable calls
+    value = dg.DagsterInstance.local_temp(tempdir=str(tmp_path))
+    yield value
+    value.dispose()
 
 
 def schedule_context(
