@@ -58,6 +58,37 @@ def test_secret_value_instead_of_env_name_is_refused():
     assert "environment variable" in problem
 
 
+def test_a_secret_never_appears_in_an_error(monkeypatch, tmp_path: Path):
+    # a secret pasted where the NAME of its variable belongs, as such or through ${VAR}: the error
+    # (printed by the CLI, logged by the catalog sensor) names the key, never the value
+    monkeypatch.setenv("MY_SECRET", "hunter2-from-env")
+    pasted = {**GOOD["source"], "auth": {"type": "query", "params": {"secret_key": "hunter2-pasted"}}}
+    via_var = {**GOOD["source"], "auth": {"type": "basic", "username": "me", "password_env": "${MY_SECRET}"}}
+    procurios = {"kind": "procurios", "base_url": "https://p.example", "client_id_env": "${MY_SECRET}",
+                 "client_secret_env": "${MY_SECRET:-hunter2-default}", "meeting_id": 1}
+    entries = [{**GOOD, "id": "pasted", "source": pasted}, {**GOOD, "id": "via-var", "source": via_var},
+               {**GOOD, "id": "procurios", "source": procurios, "mapping": None}]
+    file = tmp_path / "catalog.yaml"
+    file.write_text(yaml.safe_dump({"events": entries}))
+    with pytest.raises(CatalogError) as info:
+        load_catalog(file)
+    assert "hunter2" not in str(info.value)
+    assert [p.split(" (")[0] for p in info.value.problems] == [
+        "event 'pasted': source.auth.params: secret_key: not an environment variable name",
+        "event 'via-var': source.auth.password_env: not an environment variable name",
+        "event 'procurios': source.client_id_env: not an environment variable name",
+        "event 'procurios': source.client_secret_env: not an environment variable name",
+    ]
+
+
+def test_env_names_are_never_expanded(monkeypatch):
+    # *_env keys and everything under auth hold variable NAMES: ${VAR} there is not expanded
+    monkeypatch.setenv("KEY_NAME", "REAL_KEY_NAME")
+    source = {**GOOD["source"], "auth": {"type": "header", "headers": {"X-Key": "${KEY_NAME}"}}}
+    (problem,) = _problems(_with(source=source))
+    assert problem.startswith("event 'conf-2027': source.auth.headers: X-Key: not an environment variable name")
+
+
 def test_unknown_key_is_an_error():
     (problem,) = _problems(_with(sorce={"kind": "rest_api"}))
     assert problem.startswith("event 'conf-2027': sorce:")

@@ -1,5 +1,6 @@
-"""Loading the catalog YAML: ``${VAR:-default}`` expansion for non-secret strings, validation,
-and errors that name the event and the key.
+"""Loading the catalog YAML: ``${VAR:-default}`` expansion for non-secret strings (never in
+``*_env`` keys or under ``auth``, which hold environment variable names), validation, and errors
+that name the event and the key.
 """
 
 from __future__ import annotations
@@ -42,8 +43,16 @@ def _expand(value: Any, where: str, problems: list[str]) -> Any:
     if isinstance(value, list):
         return [_expand(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}", problems) for k, v in value.items()}
+        return {
+            k: v if _names_variables(k) else _expand(v, f"{where}.{k}", problems) for k, v in value.items()
+        }
     return value
+
+
+def _names_variables(key: Any) -> bool:
+    """``*_env`` keys and everything under ``auth`` name environment variables (secrets): never
+    expanded, so a secret cannot reach the models' values or their error messages."""
+    return isinstance(key, str) and (key == "auth" or key.endswith("_env"))
 
 
 def _event_label(raw_events: Any, index: int) -> str:

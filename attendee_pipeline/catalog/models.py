@@ -24,11 +24,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _env_name(value: str) -> str:
+def _env_name(value: str, key: str | None = None) -> str:
+    # The message never quotes the value: it may be a secret pasted by mistake, and the text
+    # reaches the CLI's output and the catalog sensor's tick log.
     if not ENV_NAME_RE.match(value):
         raise ValueError(
-            f"{value!r} is not an environment variable name (secrets are given as the NAME of "
-            "an environment variable, e.g. MY_EVENT_API_KEY, never as the value)"
+            (f"{key}: " if key else "") + "not an environment variable name (give the NAME of the "
+            "environment variable that holds the secret, e.g. MY_EVENT_API_KEY, never the secret itself)"
         )
     return value
 
@@ -71,7 +73,7 @@ class HeaderAuth(_Strict):
     @field_validator("headers")
     @classmethod
     def _envs(cls, v: dict[str, str]) -> dict[str, str]:
-        return {k: _env_name(e) for k, e in v.items()}
+        return {k: _env_name(e, k) for k, e in v.items()}
 
 
 class QueryAuth(_Strict):
@@ -83,7 +85,7 @@ class QueryAuth(_Strict):
     @field_validator("params")
     @classmethod
     def _envs(cls, v: dict[str, str]) -> dict[str, str]:
-        return {k: _env_name(e) for k, e in v.items()}
+        return {k: _env_name(e, k) for k, e in v.items()}
 
 
 Auth = Annotated[NoAuth | BasicAuth | HeaderAuth | QueryAuth, Field(discriminator="type")]
