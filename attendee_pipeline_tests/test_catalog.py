@@ -130,6 +130,44 @@ def test_env_expansion_in_urls(monkeypatch, tmp_path: Path):
     assert "event 'conf-2027'" in str(info.value) and "MY_BASE" in str(info.value)
 
 
+ENTRY_YAML = """\
+events:
+  - id: acme
+    name: ACME
+    start: 2027-05-10T09:00
+    end: 2027-05-12T18:00
+    source: {kind: rest_api, url: 'https://x.example/a'}
+    mapping: {email: e, first_name: f, last_name: l}
+"""
+
+
+def _load_text(tmp_path: Path, text: str):
+    file = tmp_path / "catalog.yaml"
+    file.write_text(text)
+    return load_catalog(file)
+
+
+def _load_problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(CatalogError) as info:
+        _load_text(tmp_path, text)
+    return info.value.problems
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path):
+    # YAML would keep the last one silently: a second events list hides the first
+    second = "events:\n  - {id: other, name: O, start: 2027-01-01T00:00, end: 2027-01-02T00:00, source: {kind: feed}}\n"
+    (problem,) = _load_problems(tmp_path, ENTRY_YAML + second)
+    assert "duplicate key 'events'" in problem and "line 8" in problem and "line 1" in problem
+    twice = "    sync: {apply: {missing: remove}}\n    sync: {auto: {interval: hourly}}\n"
+    (problem,) = _load_problems(tmp_path, ENTRY_YAML + twice)
+    assert "duplicate key 'sync'" in problem and "line 9" in problem
+    # a key a merge (<<) brings in may be overridden: not a duplicate
+    anchored = ENTRY_YAML.replace("source: {", "source: &src {")
+    merged = anchored + "\n".join(anchored.splitlines()[1:]).replace("acme", "acme-2").replace(
+        "&src {kind: rest_api, url: 'https://x.example/a'}", "{<<: *src, url: 'https://x.example/b'}")
+    assert [e.source.url for e in _load_text(tmp_path, merged).events] == ["https://x.example/a", "https://x.example/b"]
+
+
 def test_missing_file_names_the_setting(tmp_path: Path):
     with pytest.raises(CatalogError, match="ATTENDEE_PIPELINE_CATALOG"):
         load_catalog(tmp_path / "nope.yaml")

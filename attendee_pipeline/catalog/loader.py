@@ -1,6 +1,6 @@
-"""Loading the catalog YAML: ``${VAR:-default}`` expansion for non-secret strings (never in
-``*_env`` keys or under ``auth``, which hold environment variable names), validation, and errors
-that name the event and the key.
+"""Loading the catalog YAML (a key given twice in one mapping is an error), ``${VAR:-default}``
+expansion for non-secret strings (never in ``*_env`` keys or under ``auth``, which hold
+environment variable names), validation, and errors that name the event and the key.
 """
 
 from __future__ import annotations
@@ -16,6 +16,25 @@ from pydantic import ValidationError
 from attendee_pipeline.catalog.models import Catalog
 
 _VAR_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _CatalogLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (YAML
+    would keep the last one silently; a key a merge ``<<`` brings in may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"line {line}: duplicate key {key!r} (first on line {seen[key]}); give each key once"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 class CatalogError(ValueError):
@@ -161,7 +180,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     except FileNotFoundError:
         raise CatalogError(str(file), ["file not found (set ATTENDEE_PIPELINE_CATALOG)"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_CatalogLoader)
     except yaml.YAMLError as exc:
         raise CatalogError(str(file), [f"not valid YAML: {exc}"]) from None
     return parse_catalog(data, str(file))
