@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,24 @@ def test_a_key_given_twice_is_an_error(tmp_path: Path):
     merged = anchored + "\n".join(anchored.splitlines()[1:]).replace("acme", "acme-2").replace(
         "&src {kind: rest_api, url: 'https://x.example/a'}", "{<<: *src, url: 'https://x.example/b'}")
     assert [e.source.url for e in _load_text(tmp_path, merged).events] == ["https://x.example/a", "https://x.example/b"]
+
+
+def test_scalars_are_read_as_in_yaml_1_2(tmp_path: Path):
+    # YAML 1.1 would read off as False, 22:00 as 1320 (seconds: 00:22), yes as True, 0012 as 10
+    off = ENTRY_YAML + "    sync: {auto: {interval: off}}\n    delete_flag: {field: deleted, values: [yes, On, TRUE]}\n"
+    event = _load_text(tmp_path, off).events[0]
+    assert event.sync.auto.interval == "off"
+    assert event.delete_flag.values == ["yes", "On", True]
+    procurios = ENTRY_YAML.replace("rest_api, url: 'https://x.example/a'", (
+        "procurios, base_url: 'https://p.example', client_id_env: CID, client_secret_env: CSEC, meeting_id: 0012, "
+        "window: {nightly_at: 22:00, weeks_before_start: 2}")).replace("    mapping: {email: e, first_name: f, last_name: l}\n", "")
+    source = _load_text(tmp_path, procurios).events[0].source
+    assert (source.meeting_id, source.window.nightly_at, source.window.weeks_before_start) == ("0012", dt.time(22, 0), 2)
+    # what stays: true/false, decimal integers and floats, null, timestamps
+    limits = ENTRY_YAML + "    sync: {mass_removal: {max_share: 0.25, min_count: 10}, auto: {interval: daily, until: ~}}\n"
+    event = _load_text(tmp_path, limits.replace("start: 2027-05-10T09:00", "start: 2027-05-10 09:00:00")).events[0]
+    assert (event.sync.mass_removal.max_share, event.sync.mass_removal.min_count, event.sync.auto.until) == (0.25, 10, None)
+    assert event.start == dt.datetime(2027, 5, 10, 9, 0)
 
 
 def test_missing_file_names_the_setting(tmp_path: Path):

@@ -20,7 +20,8 @@ _VAR_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
 class _CatalogLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (YAML
-    would keep the last one silently; a key a merge ``<<`` brings in may still be overridden)."""
+    would keep the last one silently; a key a merge ``<<`` brings in may still be overridden)
+    and plain scalars resolve as in YAML 1.2's core schema (see ``_YAML_1_2``)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -35,6 +36,28 @@ class _CatalogLoader(yaml.SafeLoader):
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+#: YAML 1.1 reads ``off``/``yes`` as booleans, ``22:00`` as 1320 and ``0012`` as 10 (octal):
+#: only true/false are booleans, integers are plain decimals without leading zeros and floats
+#: the usual decimal forms; everything else stays a string (null and timestamps as PyYAML).
+#: Each form is one PyYAML 1.1 also resolves, to the same value.
+_YAML_1_2 = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
+_CatalogLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in {t for t, _, _ in _YAML_1_2}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _regexp, _first in _YAML_1_2:
+    _CatalogLoader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
 
 
 class CatalogError(ValueError):
