@@ -90,6 +90,15 @@ def test_env_names_are_never_expanded(monkeypatch):
     assert problem.startswith("event 'conf-2027': source.auth.headers: X-Key: not an environment variable name")
 
 
+def test_a_trailing_newline_is_not_part_of_a_valid_name():
+    # "acme\n" would be a second partition next to "acme"
+    (problem,) = _problems({"events": [{**GOOD, "id": "conf-2027\n"}]})
+    assert problem.startswith("event 'conf-2027\\n': id: must be 1-63 characters")
+    source = {**GOOD["source"], "auth": {"type": "header", "headers": {"X-Key": "MY_KEY\n"}}}
+    (problem,) = _problems(_with(source=source))
+    assert problem.startswith("event 'conf-2027': source.auth.headers: X-Key: not an environment variable name")
+
+
 def test_unknown_key_is_an_error():
     (problem,) = _problems(_with(sorce={"kind": "rest_api"}))
     assert problem.startswith("event 'conf-2027': sorce:")

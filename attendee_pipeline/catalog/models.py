@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from attendee_pipeline.sync.model import MAPPABLE_FIELDS, REQUIRED_FIELDS
 
-EVENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+#: Matched with fullmatch: ``$`` would also accept a trailing newline ("acme\n", a second partition).
+EVENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 class _Strict(BaseModel):
@@ -27,7 +28,7 @@ class _Strict(BaseModel):
 def _env_name(value: str, key: str | None = None) -> str:
     # The message never quotes the value: it may be a secret pasted by mistake, and the text
     # reaches the CLI's output and the catalog sensor's tick log.
-    if not ENV_NAME_RE.match(value):
+    if not ENV_NAME_RE.fullmatch(value):
         raise ValueError(
             (f"{key}: " if key else "") + "not an environment variable name (give the NAME of the "
             "environment variable that holds the secret, e.g. MY_EVENT_API_KEY, never the secret itself)"
@@ -394,7 +395,7 @@ class EventEntry(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not EVENT_ID_RE.match(v):
+        if not EVENT_ID_RE.fullmatch(v):
             raise ValueError(
                 "must be 1-63 characters of lower-case letters, digits, '-' or '_', "
                 "starting with a letter or digit"
