@@ -114,6 +114,17 @@ def test_end_before_start():
     assert problem.startswith("event 'conf-2027'") and "ends before it starts" in problem
 
 
+def test_dates_outside_the_years_2000_to_2999_are_refused():
+    # a far-future end passed and then made every schedule fail (OverflowError adding weeks)
+    (problem,) = _problems(_with(end="9999-12-31T23:59"))
+    assert problem == "event 'conf-2027': end: must be a date-time in the years 2000 to 2999"
+    (problem,) = _problems(_with(start="1999-12-31T23:59"))
+    assert problem.startswith("event 'conf-2027': start: must be a date-time in the years 2000 to 2999")
+    problems = _problems(_with(sync={"auto": {"interval": "daily", "start": "0001-01-01T00:00", "until": "3000-01-01T00:00"}}))
+    assert [p.split(": must")[0] for p in problems] == ["event 'conf-2027': sync.auto.start", "event 'conf-2027': sync.auto.until"]
+    assert parse_catalog(_with(end="2999-12-31T23:59")).events[0].end_at.year == 2999
+
+
 def test_unknown_platform_field():
     (problem,) = _problems(_with(mapping={**GOOD["mapping"], "shoe_size": "shoes"}))
     assert "mapping" in problem and "shoe_size" in problem

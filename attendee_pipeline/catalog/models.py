@@ -38,6 +38,16 @@ def _env_name(value: str, key: str | None = None) -> str:
 
 EnvName = Annotated[str, Field(description="Name of an environment variable holding a secret")]
 
+#: The years a catalog date-time may fall in: an open end such as 9999-12-31 would pass and then
+#: break every schedule (its window adds weeks, its times are converted to UTC: OverflowError).
+YEARS = (2000, 2999)
+
+
+def _in_years(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"must be a date-time in the years {YEARS[0]} to {YEARS[1]}")
+    return value
+
 
 # --------------------------------------------------------------------------- auth
 
@@ -325,6 +335,8 @@ class AutoSync(_Strict):
     #: Final automatic sync; default the event's end.
     until: dt.datetime | None = None
 
+    _check_years = field_validator("start", "until")(lambda v: _in_years(v))
+
 
 class MassRemovalGuard(_Strict):
     max_share: float = Field(default=0.10, ge=0, le=1)
@@ -401,6 +413,8 @@ class EventEntry(_Strict):
                 "starting with a letter or digit"
             )
         return v
+
+    _check_years = field_validator("start", "end")(lambda v: _in_years(v))
 
     @field_validator("timezone")
     @classmethod
