@@ -125,6 +125,16 @@ def test_dates_outside_the_years_2000_to_2999_are_refused():
     assert parse_catalog(_with(end="2999-12-31T23:59")).events[0].end_at.year == 2999
 
 
+def test_auto_sync_until_before_its_start():
+    # it could never run; a naive time is in the event's timezone (CEST: 10:30 here is 08:30Z)
+    auto = {"interval": "hourly", "start": "2027-05-01T10:30", "until": "2027-05-01T08:29Z"}
+    (problem,) = _problems(_with(sync={"auto": auto}))
+    assert problem.startswith("event 'conf-2027': sync.auto.until: the final automatic sync is before the first")
+    for until in ("2027-05-01T08:30Z", "2027-05-01T09:00Z"):
+        event = parse_catalog(_with(sync={"auto": {**auto, "until": until}})).events[0]
+        assert event.auto_until >= event.auto_start
+
+
 def test_unknown_platform_field():
     (problem,) = _problems(_with(mapping={**GOOD["mapping"], "shoe_size": "shoes"}))
     assert "mapping" in problem and "shoe_size" in problem

@@ -466,6 +466,11 @@ class EventEntry(_Strict):
     def _dates(self) -> "EventEntry":
         if self.local(self.end) < self.local(self.start):
             raise ValueError("end: the event ends before it starts")
+        auto_start = self.auto_start
+        if auto_start is not None and self.sync.auto.until is not None and self.auto_until < auto_start:
+            raise ValueError(
+                "sync.auto.until: the final automatic sync is before the first (sync.auto.start): it would never run"
+            )
         return self
 
     @model_validator(mode="after")
