@@ -217,6 +217,13 @@ def test_scalars_are_read_as_in_yaml_1_2(tmp_path: Path):
     assert event.start == dt.datetime(2027, 5, 10, 9, 0)
 
 
+def test_an_empty_file_is_an_error(tmp_path: Path):
+    # a file truncated during a deploy must not read as "no events" (the sensor would delete them all)
+    for text in ("", "\n", "# events: none yet\n", "---\n"):
+        assert _load_problems(tmp_path, text) == ["the file is empty: write `events: []` for a catalog without events"]
+    assert _load_text(tmp_path, "events: []\n").events == []
+
+
 def test_missing_file_names_the_setting(tmp_path: Path):
     with pytest.raises(CatalogError, match="ATTENDEE_PIPELINE_CATALOG"):
         load_catalog(tmp_path / "nope.yaml")

@@ -1,6 +1,7 @@
-"""Loading the catalog YAML (a key given twice in one mapping is an error), ``${VAR:-default}``
-expansion for non-secret strings (never in ``*_env`` keys or under ``auth``, which hold
-environment variable names), validation, and errors that name the event and the key.
+"""Loading the catalog YAML (plain values read as in YAML 1.2; a key given twice in one mapping
+and an empty file are errors), ``${VAR:-default}`` expansion for non-secret strings (never in
+``*_env`` keys or under ``auth``, which hold environment variable names), validation, and
+errors that name the event and the key.
 """
 
 from __future__ import annotations
@@ -119,10 +120,12 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
-    """Validate already-parsed YAML data and return the catalog, or raise CatalogError."""
+    """Validate already-parsed YAML data and return the catalog, or raise CatalogError. An empty
+    document (None) is an error, not a catalog without events: a file truncated during a deploy
+    would make the catalog sensor delete every event's partition."""
     problems: list[str] = []
     if data is None:
-        data = {"events": []}
+        raise CatalogError(source, ["the file is empty: write `events: []` for a catalog without events"])
     if not isinstance(data, dict):
         raise CatalogError(source, ["the top level must be a mapping with an 'events' list"])
     raw_events = data.get("events")
