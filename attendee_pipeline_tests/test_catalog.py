@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,46 @@ def test_secret_value_instead_of_env_name_is_refused():
     assert "environment variable" in problem
 
 
+def test_a_secret_never_appears_in_an_error(monkeypatch, tmp_path: Path):
+    # a secret pasted where the NAME of its variable belongs, as such or through ${VAR}: the error
+    # (printed by the CLI, logged by the catalog sensor) names the key, never the value
+    monkeypatch.setenv("MY_SECRET", "hunter2-from-env")
+    pasted = {**GOOD["source"], "auth": {"type": "query", "params": {"secret_key": "hunter2-pasted"}}}
+    via_var = {**GOOD["source"], "auth": {"type": "basic", "username": "me", "password_env": "${MY_SECRET}"}}
+    procurios = {"kind": "procurios", "base_url": "https://p.example", "client_id_env": "${MY_SECRET}",
+                 "client_secret_env": "${MY_SECRET:-hunter2-default}", "meeting_id": 1}
+    entries = [{**GOOD, "id": "pasted", "source": pasted}, {**GOOD, "id": "via-var", "source": via_var},
+               {**GOOD, "id": "procurios", "source": procurios, "mapping": None}]
+    file = tmp_path / "catalog.yaml"
+    file.write_text(yaml.safe_dump({"events": entries}))
+    with pytest.raises(CatalogError) as info:
+        load_catalog(file)
+    assert "hunter2" not in str(info.value)
+    assert [p.split(" (")[0] for p in info.value.problems] == [
+        "event 'pasted': source.auth.params: secret_key: not an environment variable name",
+        "event 'via-var': source.auth.password_env: not an environment variable name",
+        "event 'procurios': source.client_id_env: not an environment variable name",
+        "event 'procurios': source.client_secret_env: not an environment variable name",
+    ]
+
+
+def test_env_names_are_never_expanded(monkeypatch):
+    # *_env keys and everything under auth hold variable NAMES: ${VAR} there is not expanded
+    monkeypatch.setenv("KEY_NAME", "REAL_KEY_NAME")
+    source = {**GOOD["source"], "auth": {"type": "header", "headers": {"X-Key": "${KEY_NAME}"}}}
+    (problem,) = _problems(_with(source=source))
+    assert problem.startswith("event 'conf-2027': source.auth.headers: X-Key: not an environment variable name")
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_name():
+    # "acme\n" would be a second partition next to "acme"
+    (problem,) = _problems({"events": [{**GOOD, "id": "conf-2027\n"}]})
+    assert problem.startswith("event 'conf-2027\\n': id: must be 1-63 characters")
+    source = {**GOOD["source"], "auth": {"type": "header", "headers": {"X-Key": "MY_KEY\n"}}}
+    (problem,) = _problems(_with(source=source))
+    assert problem.startswith("event 'conf-2027': source.auth.headers: X-Key: not an environment variable name")
+
+
 def test_unknown_key_is_an_error():
     (problem,) = _problems(_with(sorce={"kind": "rest_api"}))
     assert problem.startswith("event 'conf-2027': sorce:")
@@ -71,6 +112,27 @@ def test_bad_timezone_and_dates():
 def test_end_before_start():
     (problem,) = _problems(_with(end="2027-04-01T00:00"))
     assert problem.startswith("event 'conf-2027'") and "ends before it starts" in problem
+
+
+def test_dates_outside_the_years_2000_to_2999_are_refused():
+    # a far-future end passed and then made every schedule fail (OverflowError adding weeks)
+    (problem,) = _problems(_with(end="9999-12-31T23:59"))
+    assert problem == "event 'conf-2027': end: must be a date-time in the years 2000 to 2999"
+    (problem,) = _problems(_with(start="1999-12-31T23:59"))
+    assert problem.startswith("event 'conf-2027': start: must be a date-time in the years 2000 to 2999")
+    problems = _problems(_with(sync={"auto": {"interval": "daily", "start": "0001-01-01T00:00", "until": "3000-01-01T00:00"}}))
+    assert [p.split(": must")[0] for p in problems] == ["event 'conf-2027': sync.auto.start", "event 'conf-2027': sync.auto.until"]
+    assert parse_catalog(_with(end="2999-12-31T23:59")).events[0].end_at.year == 2999
+
+
+def test_auto_sync_until_before_its_start():
+    # it could never run; a naive time is in the event's timezone (CEST: 10:30 here is 08:30Z)
+    auto = {"interval": "hourly", "start": "2027-05-01T10:30", "until": "2027-05-01T08:29Z"}
+    (problem,) = _problems(_with(sync={"auto": auto}))
+    assert problem.startswith("event 'conf-2027': sync.auto.until: the final automatic sync is before the first")
+    for until in ("2027-05-01T08:30Z", "2027-05-01T09:00Z"):
+        event = parse_catalog(_with(sync={"auto": {**auto, "until": until}})).events[0]
+        assert event.auto_until >= event.auto_start
 
 
 def test_unknown_platform_field():
@@ -97,6 +159,69 @@ def test_env_expansion_in_urls(monkeypatch, tmp_path: Path):
     with pytest.raises(CatalogError) as info:
         load_catalog(file)
     assert "event 'conf-2027'" in str(info.value) and "MY_BASE" in str(info.value)
+
+
+ENTRY_YAML = """\
+events:
+  - id: acme
+    name: ACME
+    start: 2027-05-10T09:00
+    end: 2027-05-12T18:00
+    source: {kind: rest_api, url: 'https://x.example/a'}
+    mapping: {email: e, first_name: f, last_name: l}
+"""
+
+
+def _load_text(tmp_path: Path, text: str):
+    file = tmp_path / "catalog.yaml"
+    file.write_text(text)
+    return load_catalog(file)
+
+
+def _load_problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(CatalogError) as info:
+        _load_text(tmp_path, text)
+    return info.value.problems
+
+
+def test_a_key_given_twice_is_an_error(tmp_path: Path):
+    # YAML would keep the last one silently: a second events list hides the first
+    second = "events:\n  - {id: other, name: O, start: 2027-01-01T00:00, end: 2027-01-02T00:00, source: {kind: feed}}\n"
+    (problem,) = _load_problems(tmp_path, ENTRY_YAML + second)
+    assert "duplicate key 'events'" in problem and "line 8" in problem and "line 1" in problem
+    twice = "    sync: {apply: {missing: remove}}\n    sync: {auto: {interval: hourly}}\n"
+    (problem,) = _load_problems(tmp_path, ENTRY_YAML + twice)
+    assert "duplicate key 'sync'" in problem and "line 9" in problem
+    # a key a merge (<<) brings in may be overridden: not a duplicate
+    anchored = ENTRY_YAML.replace("source: {", "source: &src {")
+    merged = anchored + "\n".join(anchored.splitlines()[1:]).replace("acme", "acme-2").replace(
+        "&src {kind: rest_api, url: 'https://x.example/a'}", "{<<: *src, url: 'https://x.example/b'}")
+    assert [e.source.url for e in _load_text(tmp_path, merged).events] == ["https://x.example/a", "https://x.example/b"]
+
+
+def test_scalars_are_read_as_in_yaml_1_2(tmp_path: Path):
+    # YAML 1.1 would read off as False, 22:00 as 1320 (seconds: 00:22), yes as True, 0012 as 10
+    off = ENTRY_YAML + "    sync: {auto: {interval: off}}\n    delete_flag: {field: deleted, values: [yes, On, TRUE]}\n"
+    event = _load_text(tmp_path, off).events[0]
+    assert event.sync.auto.interval == "off"
+    assert event.delete_flag.values == ["yes", "On", True]
+    procurios = ENTRY_YAML.replace("rest_api, url: 'https://x.example/a'", (
+        "procurios, base_url: 'https://p.example', client_id_env: CID, client_secret_env: CSEC, meeting_id: 0012, "
+        "window: {nightly_at: 22:00, weeks_before_start: 2}")).replace("    mapping: {email: e, first_name: f, last_name: l}\n", "")
+    source = _load_text(tmp_path, procurios).events[0].source
+    assert (source.meeting_id, source.window.nightly_at, source.window.weeks_before_start) == ("0012", dt.time(22, 0), 2)
+    # what stays: true/false, decimal integers and floats, null, timestamps
+    limits = ENTRY_YAML + "    sync: {mass_removal: {max_share: 0.25, min_count: 10}, auto: {interval: daily, until: ~}}\n"
+    event = _load_text(tmp_path, limits.replace("start: 2027-05-10T09:00", "start: 2027-05-10 09:00:00")).events[0]
+    assert (event.sync.mass_removal.max_share, event.sync.mass_removal.min_count, event.sync.auto.until) == (0.25, 10, None)
+    assert event.start == dt.datetime(2027, 5, 10, 9, 0)
+
+
+def test_an_empty_file_is_an_error(tmp_path: Path):
+    # a file truncated during a deploy must not read as "no events" (the sensor would delete them all)
+    for text in ("", "\n", "# events: none yet\n", "---\n"):
+        assert _load_problems(tmp_path, text) == ["the file is empty: write `events: []` for a catalog without events"]
+    assert _load_text(tmp_path, "events: []\n").events == []
 
 
 def test_missing_file_names_the_setting(tmp_path: Path):

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
+from attendee_pipeline.catalog import CatalogError
 from attendee_pipeline.defs.catalog.sensors import event_catalog_sensor
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
@@ -57,6 +59,17 @@ def test_sensor_adds_and_removes_partitions(tmp_path: Path, sqlite_url: str):
         assert sorted(instance.get_dynamic_partitions(events_partitions.name)) == ["beta", "gamma"]
         # the platform keeps the removed event's row (and its history), marked out of the catalog
         assert _events_table(sqlite_url) == {"alpha": False, "beta": True, "gamma": True}
+
+
+def test_an_emptied_catalog_fails_the_tick_and_keeps_the_partitions(tmp_path: Path, sqlite_url: str):
+    catalog = write_catalog(tmp_path / "catalog.yaml", event_entry("alpha"))
+    with dg.instance_for_test() as instance:
+        _tick(instance, catalog, sqlite_url)
+        catalog.write_text("", encoding="utf-8")  # truncated during a deploy
+        with pytest.raises(CatalogError, match="the file is empty"):
+            _tick(instance, catalog, sqlite_url)
+        assert instance.get_dynamic_partitions(events_partitions.name) == ["alpha"]
+        assert _events_table(sqlite_url) == {"alpha": True}
 
 
 def test_sensor_logs_catalog_warnings_when_they_change(tmp_path: Path, sqlite_url: str, capsys):

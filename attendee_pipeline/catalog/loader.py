@@ -1,5 +1,7 @@
-"""Loading the catalog YAML: ``${VAR:-default}`` expansion for non-secret strings, validation,
-and errors that name the event and the key.
+"""Loading the catalog YAML (plain values read as in YAML 1.2; a key given twice in one mapping
+and an empty file are errors), ``${VAR:-default}`` expansion for non-secret strings (never in
+``*_env`` keys or under ``auth``, which hold environment variable names), validation, and
+errors that name the event and the key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,48 @@ from pydantic import ValidationError
 from attendee_pipeline.catalog.models import Catalog
 
 _VAR_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _CatalogLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (YAML
+    would keep the last one silently; a key a merge ``<<`` brings in may still be overridden)
+    and plain scalars resolve as in YAML 1.2's core schema (see ``_YAML_1_2``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"line {line}: duplicate key {key!r} (first on line {seen[key]}); give each key once"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+#: YAML 1.1 reads ``off``/``yes`` as booleans, ``22:00`` as 1320 and ``0012`` as 10 (octal):
+#: only true/false are booleans, integers are plain decimals without leading zeros and floats
+#: the usual decimal forms; everything else stays a string (null and timestamps as PyYAML).
+#: Each form is one PyYAML 1.1 also resolves, to the same value.
+_YAML_1_2 = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+]
+_CatalogLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in {t for t, _, _ in _YAML_1_2}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _regexp, _first in _YAML_1_2:
+    _CatalogLoader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
 
 
 class CatalogError(ValueError):
@@ -42,8 +86,16 @@ def _expand(value: Any, where: str, problems: list[str]) -> Any:
     if isinstance(value, list):
         return [_expand(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}", problems) for k, v in value.items()}
+        return {
+            k: v if _names_variables(k) else _expand(v, f"{where}.{k}", problems) for k, v in value.items()
+        }
     return value
+
+
+def _names_variables(key: Any) -> bool:
+    """``*_env`` keys and everything under ``auth`` name environment variables (secrets): never
+    expanded, so a secret cannot reach the models' values or their error messages."""
+    return isinstance(key, str) and (key == "auth" or key.endswith("_env"))
 
 
 def _event_label(raw_events: Any, index: int) -> str:
@@ -68,10 +120,12 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
-    """Validate already-parsed YAML data and return the catalog, or raise CatalogError."""
+    """Validate already-parsed YAML data and return the catalog, or raise CatalogError. An empty
+    document (None) is an error, not a catalog without events: a file truncated during a deploy
+    would make the catalog sensor delete every event's partition."""
     problems: list[str] = []
     if data is None:
-        data = {"events": []}
+        raise CatalogError(source, ["the file is empty: write `events: []` for a catalog without events"])
     if not isinstance(data, dict):
         raise CatalogError(source, ["the top level must be a mapping with an 'events' list"])
     raw_events = data.get("events")
@@ -152,7 +206,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     except FileNotFoundError:
         raise CatalogError(str(file), ["file not found (set ATTENDEE_PIPELINE_CATALOG)"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_CatalogLoader)
     except yaml.YAMLError as exc:
         raise CatalogError(str(file), [f"not valid YAML: {exc}"]) from None
     return parse_catalog(data, str(file))

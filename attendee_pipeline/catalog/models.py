@@ -16,24 +16,37 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from attendee_pipeline.sync.model import MAPPABLE_FIELDS, REQUIRED_FIELDS
 
-EVENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+#: Matched with fullmatch: ``$`` would also accept a trailing newline ("acme\n", a second partition).
+EVENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _env_name(value: str) -> str:
-    if not ENV_NAME_RE.match(value):
+def _env_name(value: str, key: str | None = None) -> str:
+    # The message never quotes the value: it may be a secret pasted by mistake, and the text
+    # reaches the CLI's output and the catalog sensor's tick log.
+    if not ENV_NAME_RE.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not an environment variable name (secrets are given as the NAME of "
-            "an environment variable, e.g. MY_EVENT_API_KEY, never as the value)"
+            (f"{key}: " if key else "") + "not an environment variable name (give the NAME of the "
+            "environment variable that holds the secret, e.g. MY_EVENT_API_KEY, never the secret itself)"
         )
     return value
 
 
 EnvName = Annotated[str, Field(description="Name of an environment variable holding a secret")]
+
+#: The years a catalog date-time may fall in: an open end such as 9999-12-31 would pass and then
+#: break every schedule (its window adds weeks, its times are converted to UTC: OverflowError).
+YEARS = (2000, 2999)
+
+
+def _in_years(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"must be a date-time in the years {YEARS[0]} to {YEARS[1]}")
+    return value
 
 
 # --------------------------------------------------------------------------- auth
@@ -71,7 +84,7 @@ class HeaderAuth(_Strict):
     @field_validator("headers")
     @classmethod
     def _envs(cls, v: dict[str, str]) -> dict[str, str]:
-        return {k: _env_name(e) for k, e in v.items()}
+        return {k: _env_name(e, k) for k, e in v.items()}
 
 
 class QueryAuth(_Strict):
@@ -83,7 +96,7 @@ class QueryAuth(_Strict):
     @field_validator("params")
     @classmethod
     def _envs(cls, v: dict[str, str]) -> dict[str, str]:
-        return {k: _env_name(e) for k, e in v.items()}
+        return {k: _env_name(e, k) for k, e in v.items()}
 
 
 Auth = Annotated[NoAuth | BasicAuth | HeaderAuth | QueryAuth, Field(discriminator="type")]
@@ -322,6 +335,8 @@ class AutoSync(_Strict):
     #: Final automatic sync; default the event's end.
     until: dt.datetime | None = None
 
+    _check_years = field_validator("start", "until")(lambda v: _in_years(v))
+
 
 class MassRemovalGuard(_Strict):
     max_share: float = Field(default=0.10, ge=0, le=1)
@@ -392,12 +407,14 @@ class EventEntry(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not EVENT_ID_RE.match(v):
+        if not EVENT_ID_RE.fullmatch(v):
             raise ValueError(
                 "must be 1-63 characters of lower-case letters, digits, '-' or '_', "
                 "starting with a letter or digit"
             )
         return v
+
+    _check_years = field_validator("start", "end")(lambda v: _in_years(v))
 
     @field_validator("timezone")
     @classmethod
@@ -449,6 +466,11 @@ class EventEntry(_Strict):
     def _dates(self) -> "EventEntry":
         if self.local(self.end) < self.local(self.start):
             raise ValueError("end: the event ends before it starts")
+        auto_start = self.auto_start
+        if auto_start is not None and self.sync.auto.until is not None and self.auto_until < auto_start:
+            raise ValueError(
+                "sync.auto.until: the final automatic sync is before the first (sync.auto.start): it would never run"
+            )
         return self
 
     @model_validator(mode="after")
