@@ -1,6 +1,6 @@
 """Validation schemas for attendee frames (pandera) and the quarantine that applies them.
 
-:class:`AttendeeFrameSchema` states what a publishable attendee frame is: a key and an e-mail
+:data:`AttendeeFrameSchema` states what a publishable attendee frame is: a key and an e-mail
 of valid syntax on every row, first and last name on every row that is not delete-flagged, one
 record per e-mail per event, a badge URL (if any) that points at a JPG, PNG or PDF, and only
 text the platform database can store (no NUL character, an e-mail of at most 254 characters,
@@ -11,6 +11,7 @@ per failed (record, field) with a readable reason -- bad rows are kept aside, ne
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,9 +106,9 @@ def _badge_url_kind(df: pd.DataFrame) -> pd.Series:
     return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
 
 
-# The two models below repeat their shared checks instead of inheriting them: pandera 0.35
-# renames inherited dataframe checks (``email_present`` -> ``_email_present``) depending on
-# which model is turned into a schema first, which would break the reject reasons.
+# The full schema is derived from the partial one (``add_checks``) instead of subclassing its
+# model: pandera 0.35 renames inherited dataframe checks (``email_present`` -> ``_email_present``)
+# depending on which model is turned into a schema first, which would break the reject reasons.
 
 
 class PartialAttendeeFrameSchema(pa.DataFrameModel):
@@ -155,57 +156,21 @@ class PartialAttendeeFrameSchema(pa.DataFrameModel):
         return _group_names_storable(df)
 
 
-class AttendeeFrameSchema(pa.DataFrameModel):
-    """A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the
-    partial checks plus first and last name on every row that is not delete-flagged."""
+def _name_present(column: str) -> pa.Check:
+    return pa.Check(lambda df: df["flagged"] | df[column].notna(), name=f"{column}_present")
 
-    attendee_key: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    source_row: Series[int]
-    email: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    first_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    last_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    badge_url: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    flagged: Series[bool]
 
-    class Config:
-        strict = False
-        coerce = False
+#: A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the partial
+#: schema's checks plus first and last name on every row that is not delete-flagged. Derived
+#: from the partial schema, not a subclass of its model (see the comment above the models).
+def _full_schema() -> pa.DataFrameSchema:
+    schema = copy.deepcopy(PartialAttendeeFrameSchema.to_schema())
+    schema.checks = [*schema.checks, _name_present("first_name"), _name_present("last_name")]
+    schema.name = "AttendeeFrameSchema"
+    return schema
 
-    @pa.dataframe_check(name="email_present")
-    def _email_present(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_present(df)
 
-    @pa.dataframe_check(name="email_syntax")
-    def _email_syntax(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_syntax(df)
-
-    @pa.dataframe_check(name="email_unique")
-    def _email_unique(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_unique(df)
-
-    @pa.dataframe_check(name="badge_url_kind")
-    def _badge(cls, df: pd.DataFrame) -> Series[bool]:
-        return _badge_url_kind(df)
-
-    @pa.dataframe_check(name="email_length")
-    def _email_length(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_length(df)
-
-    @pa.dataframe_check(name="text_storable")
-    def _text_storable(cls, df: pd.DataFrame) -> Series[bool]:
-        return _text_storable(df)
-
-    @pa.dataframe_check(name="group_names_storable")
-    def _group_names_storable(cls, df: pd.DataFrame) -> Series[bool]:
-        return _group_names_storable(df)
-
-    @pa.dataframe_check(name="first_name_present")
-    def _first_name(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["flagged"] | df["first_name"].notna()
-
-    @pa.dataframe_check(name="last_name_present")
-    def _last_name(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["flagged"] | df["last_name"].notna()
+AttendeeFrameSchema = _full_schema()
 
 
 def register_backends() -> None:
@@ -230,7 +195,7 @@ class QuarantineResult:
 REJECT_COLUMNS = ["source_row", "source_record_id", "field", "reason"]
 
 
-def schema_for(partial: bool) -> type[PartialAttendeeFrameSchema]:
+def schema_for(partial: bool) -> type[PartialAttendeeFrameSchema] | pa.DataFrameSchema:
     """The schema of full records (names required) or of partial ones."""
     return PartialAttendeeFrameSchema if partial else AttendeeFrameSchema
 
