@@ -21,9 +21,10 @@ Order of checks for both POST routes, and the answers:
   reading, and a chunked body is never read past the cap + 1 byte;
 * ``400`` {"error": "invalid payload", "problems": [...]} when the body is not acceptable JSON;
 * ``401`` {"error": "invalid API key"} unless the ``Api-Key`` header -- or, without it, the
-  body's ``key`` (batch: the top-level ``key``; per-item keys are ignored) -- is an active key
-  of the event. An unknown event, a revoked, wrong or missing key all get exactly this answer,
-  and it comes before any report about the payload's content;
+  body's ``key`` (batch: the top-level ``key``; per-item keys do not authenticate, though like
+  any payload field they must be text or null) -- is an active key of the event. An unknown
+  event, a revoked, wrong or missing key all get exactly this answer, and it comes before any
+  report about the payload's content;
 * ``422`` {"error": "invalid payload", "problems": [{"field", "reason"}, ...]} for a payload
   with problems; a batch answers {"error": "invalid payload", "results": [{"index": i,
   "problems": [...]}, ...]} naming every bad item and stores NOTHING (all or nothing); a batch
