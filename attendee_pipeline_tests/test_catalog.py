@@ -82,6 +82,20 @@ def test_a_secret_never_appears_in_an_error(monkeypatch, tmp_path: Path):
     ]
 
 
+def test_a_url_with_a_password_is_refused_without_quoting_it():
+    rest = {**GOOD["source"], "url": "https://bob:hunter2@registration.example.com/api/attendees"}
+    procurios = {"kind": "procurios", "base_url": "https://bob:hunter2@p.example", "client_id_env": "ID",
+                 "client_secret_env": "SECRET", "meeting_id": 1}
+    problems = _problems({"events": [{**GOOD, "id": "rest", "source": rest},
+                                     {**GOOD, "id": "procurios", "source": procurios, "mapping": None}]})
+    assert [p.split(" (")[0] for p in problems] == [
+        "event 'rest': source.url: holds a password",
+        "event 'procurios': source.base_url: holds a password",
+    ]
+    assert not any("hunter2" in p for p in problems)
+    parse_catalog(_with(source={**GOOD["source"], "url": "https://bob@registration.example.com/a"}))  # a user alone
+
+
 def test_env_names_are_never_expanded(monkeypatch):
     # *_env keys and everything under auth hold variable NAMES: ${VAR} there is not expanded
     monkeypatch.setenv("KEY_NAME", "REAL_KEY_NAME")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -153,6 +154,22 @@ Pagination = Annotated[
 # --------------------------------------------------------------------------- sources
 
 
+def _http_url(value: str) -> str:
+    """An http(s) URL without credentials in it (a password there would sit in the catalog file
+    and in every error quoting the URL: credentials go under ``auth``, from the environment)."""
+    try:
+        has_password = urlsplit(value).password is not None
+    except ValueError:  # e.g. a bad port
+        has_password = False
+    if has_password:
+        raise ValueError(
+            "holds a password (user:password@host); give credentials under auth, as environment variable names"
+        )
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
 class RestApiSource(_Strict):
     """Seed 000: pull the attendee list from a customer's HTTP API."""
 
@@ -169,9 +186,7 @@ class RestApiSource(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v
+        return _http_url(v)
 
 
 class FeedSource(_Strict):
@@ -244,9 +259,7 @@ class ProcuriosSource(_Strict):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v.rstrip("/")
+        return _http_url(v).rstrip("/")
 
     def meeting_ref(self) -> tuple[str, str]:
         """(environment, meeting): what may be linked to one event only."""
