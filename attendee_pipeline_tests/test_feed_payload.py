@@ -746,3 +746,10 @@ def test_values_the_platform_cannot_store_are_refused_at_push_time():
         ("eventInfo.groups.groupNames[0]", "longer than 200 characters"),
         ("eventInfo.groups.groupNames[1]", nul),
     }
+
+
+def test_an_address_with_a_control_character_is_not_valid():
+    for address in ("ctl\u0007@example.com", "a@exa\u007fmple.com", "tab\u001f@example.com"):
+        parsed = parse_payload({"profile": {"email": address}})
+        assert parsed.problems == [Problem("profile.email", "not a valid e-mail address")], address
+    assert parse_payload({"profile": {"email": "ok@example.com"}}).problems == []

@@ -22,8 +22,9 @@ from pandera.typing import Series
 
 from attendee_pipeline.sync.model import PROFILE_FIELDS, TEXT_DTYPE, parse_groups, python_values
 
-#: Pragmatic e-mail syntax: one @, a dotted domain, no spaces or angle brackets.
-EMAIL_PATTERN = r"^[^@\s<>,;\"']+@[^@\s<>,;\"'.]+(\.[^@\s<>,;\"'.]+)+$"
+#: Pragmatic e-mail syntax: one @, a dotted domain, no spaces, control characters or angle brackets.
+_NOT_IN_ADDRESS = r"@\s<>,;\"'\x00-\x1f\x7f"
+EMAIL_PATTERN = rf"^[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}.]+(\.[^{_NOT_IN_ADDRESS}.]+)+$"
 #: A badge URL must be http(s) and its path must end in .jpg/.jpeg/.png/.pdf (query allowed).
 BADGE_PATTERN = r"(?i)^https?://[^\s/?#]+/[^\s?#]*\.(jpe?g|png|pdf)(\?[^\s#]*)?(#\S*)?$"
 #: Longest e-mail address (RFC 5321's path limit) and group name the platform stores: both are
