@@ -356,6 +356,24 @@ def test_update_provided_keeps_fields_that_are_not_provided():
     assert pd.isna(over.frame.iloc[0]["company"]) and pd.isna(over.frame.iloc[0]["groups"])
 
 
+def test_clearing_a_custom_field_nobody_has_changes_nothing():
+    """A feed push that clears a custom field the attendee does not have: unchanged, not an
+    update that stores an empty object; clearing the last one leaves no custom fields (null)."""
+    policy = ApplyPolicy(existing="update_provided")
+    without = published(frame(person("ann@x.org", company="ACME")))
+    clear = frame(person("ann@x.org", first_name=None, last_name=None, groups=None, custom_fields={"diet": ""}))
+    cs = compute_changes(clear, without, policy)
+    assert cs.frame.empty and cs.counts["unchanged"] == 1
+
+    with_one = published(frame(person("ann@x.org", company="ACME", custom_fields={"diet": "veg"})))
+    cs = compute_changes(clear, with_one, policy)
+    assert cs.counts["updated"] == 1 and pd.isna(cs.frame.iloc[0]["custom_fields"])
+    assert compute_changes(clear, apply(with_one, cs), policy).frame.empty  # and then unchanged
+    # a new attendee whose only custom field is cleared has none
+    new = compute_changes(frame(person("bob@x.org", custom_fields={"diet": ""})), with_one, policy)
+    assert new.counts["added"] == 1 and pd.isna(new.frame.iloc[0]["custom_fields"])
+
+
 def test_update_provided_needs_published_content():
     pub = published(frame(ANN), with_content=False)
     with pytest.raises(ValueError, match="with_content"):

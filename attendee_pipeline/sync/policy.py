@@ -131,14 +131,17 @@ _BLANK_VALUE = '":""'  # how an empty custom-field value looks in canonical JSON
 
 
 def _drop_blank_custom(texts: pd.Series) -> pd.Series:
-    """Custom-field JSON without its empty ("clear") values."""
+    """Custom-field JSON without its empty ("clear") values; none left is null, as for an
+    attendee that never had custom fields (so clearing one nobody has changes nothing)."""
     blank = texts.str.contains(_BLANK_VALUE, regex=False, na=False).astype(bool)
     if not blank.any():
         return texts
     cleaned = texts.astype(object).copy()
     for index, text in texts[blank].items():
         kept = {k: v for k, v in json.loads(text).items() if v != ""}
-        cleaned[index] = json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        cleaned[index] = (
+            json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if kept else None
+        )
     return cleaned.astype(texts.dtype)
 
 
