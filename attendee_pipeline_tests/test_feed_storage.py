@@ -138,6 +138,22 @@ def test_a_read_never_moves_past_a_push_that_commits_later(postgres_url: str):
         engine.dispose()
 
 
+def test_a_read_behind_a_push_that_hangs_fails_after_the_lock_timeout(postgres_url: str, monkeypatch):
+    monkeypatch.setattr(feed, "INBOX_LOCK_TIMEOUT_SECONDS", 1)
+    ensure_schema(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as hung, hung.begin():
+            hung.execute(
+                feed_inbox.insert(),
+                {"event_id": "summit", "received_at": dt.datetime.now(dt.timezone.utc), "record": "{}"},
+            )
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                feed.read_inbox(engine, "summit")
+    finally:
+        engine.dispose()
+
+
 def test_inbox_append_is_one_transaction(engine: sa.Engine):
     with pytest.raises(TypeError):  # the second record is not JSON-serialisable
         feed.append_inbox(engine, "summit", [{"email": "a@x.org"}, {"email": object()}])

@@ -179,6 +179,10 @@ def append_inbox(
         return [int(i) for i in result.scalars()]
 
 
+#: How long an inbox read waits for pushes being inserted (PostgreSQL), see :func:`read_inbox`.
+INBOX_LOCK_TIMEOUT_SECONDS = 30
+
+
 def read_inbox(
     engine: sa.Engine, event_id: str, after_id: int = 0, limit: int | None = None
 ) -> list[tuple[int, dt.datetime, dict[str, Any]]]:
@@ -200,6 +204,9 @@ def read_inbox(
         query = query.limit(limit)
     with engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
+            # a push's transaction is one INSERT; one that hangs fails this read (and its step
+            # retries) instead of holding every later push back behind the waiting lock
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{INBOX_LOCK_TIMEOUT_SECONDS}s'"))
             conn.execute(sa.text(f"LOCK TABLE {feed_inbox.name} IN SHARE MODE"))
         return [(int(i), at, json.loads(text)) for i, at, text in conn.execute(query)]
 
