@@ -184,7 +184,7 @@ def test_both_schemas_keep_their_check_names_whichever_is_built_first():
     # pandera renames inherited checks depending on build order; reject reasons rely on names
     from attendee_pipeline.sync.schemas import REASONS, AttendeeFrameSchema, PartialAttendeeFrameSchema
 
-    partial = {c.name for c in PartialAttendeeFrameSchema.to_schema().checks}
+    partial = {c.name for c in PartialAttendeeFrameSchema.checks}
     full = {c.name for c in AttendeeFrameSchema.checks}
     assert partial == {
         "email_present", "email_syntax", "email_unique", "badge_url_kind", "email_length", "text_storable",

@@ -11,14 +11,12 @@ per failed (record, field) with a readable reason -- bad rows are kept aside, ne
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow.compute as pc
-from pandera.typing import Series
 
 from attendee_pipeline.sync.model import PROFILE_FIELDS, TEXT_DTYPE, parse_groups, python_values
 
@@ -107,71 +105,54 @@ def _badge_url_kind(df: pd.DataFrame) -> pd.Series:
     return df["badge_url"].str.match(BADGE_PATTERN).fillna(True).astype(bool)
 
 
-# The full schema is derived from the partial one (``add_checks``) instead of subclassing its
-# model: pandera 0.35 renames inherited dataframe checks (``email_present`` -> ``_email_present``)
-# depending on which model is turned into a schema first, which would break the reject reasons.
+def _name_present(column: str):  # type: ignore[no-untyped-def]
+    return lambda df: df["flagged"] | df[column].notna()
 
 
-class PartialAttendeeFrameSchema(pa.DataFrameModel):
-    """An attendee frame of partial records (a feed's pushes, applied with ``update_provided``):
-    every check but the names, which a push may leave out (the published ones are kept)."""
+#: The frame's columns the schemas type-check (the others are not checked: strict=False).
+_COLUMNS = {
+    "attendee_key": pa.Column(TEXT_DTYPE, nullable=True),
+    "source_row": pa.Column(int),
+    "email": pa.Column(TEXT_DTYPE, nullable=True),
+    "first_name": pa.Column(TEXT_DTYPE, nullable=True),
+    "last_name": pa.Column(TEXT_DTYPE, nullable=True),
+    "badge_url": pa.Column(TEXT_DTYPE, nullable=True),
+    "flagged": pa.Column(bool),
+}
 
-    attendee_key: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    source_row: Series[int]
-    email: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    first_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    last_name: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    badge_url: Series[TEXT_DTYPE] = pa.Field(nullable=True)  # type: ignore[valid-type]
-    flagged: Series[bool]
-
-    class Config:
-        strict = False
-        coerce = False
-
-    @pa.dataframe_check(name="email_present")
-    def _email_present(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_present(df)
-
-    @pa.dataframe_check(name="email_syntax")
-    def _email_syntax(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_syntax(df)
-
-    @pa.dataframe_check(name="email_unique")
-    def _email_unique(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_unique(df)
-
-    @pa.dataframe_check(name="badge_url_kind")
-    def _badge(cls, df: pd.DataFrame) -> Series[bool]:
-        return _badge_url_kind(df)
-
-    @pa.dataframe_check(name="email_length")
-    def _email_length(cls, df: pd.DataFrame) -> Series[bool]:
-        return _email_length(df)
-
-    @pa.dataframe_check(name="text_storable")
-    def _text_storable(cls, df: pd.DataFrame) -> Series[bool]:
-        return _text_storable(df)
-
-    @pa.dataframe_check(name="group_names_storable")
-    def _group_names_storable(cls, df: pd.DataFrame) -> Series[bool]:
-        return _group_names_storable(df)
+#: Frame-wide checks of every attendee frame, by the name reject reasons are keyed on (REASONS):
+#: each returns, per row, whether the row passes.
+_CHECKS = {
+    "email_present": _email_present,
+    "email_syntax": _email_syntax,
+    "email_unique": _email_unique,
+    "badge_url_kind": _badge_url_kind,
+    "email_length": _email_length,
+    "text_storable": _text_storable,
+    "group_names_storable": _group_names_storable,
+}
 
 
-def _name_present(column: str) -> pa.Check:
-    return pa.Check(lambda df: df["flagged"] | df[column].notna(), name=f"{column}_present")
+def _schema(name: str, checks: dict) -> pa.DataFrameSchema:  # type: ignore[type-arg]
+    return pa.DataFrameSchema(
+        _COLUMNS,
+        checks=[pa.Check(check, name=check_name) for check_name, check in checks.items()],
+        strict=False,
+        coerce=False,
+        name=name,
+    )
 
+
+#: An attendee frame of partial records (a feed's pushes, applied with ``update_provided``):
+#: every check but the names, which a push may leave out (the published ones are kept).
+PartialAttendeeFrameSchema = _schema("PartialAttendeeFrameSchema", _CHECKS)
 
 #: A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the partial
-#: schema's checks plus first and last name on every row that is not delete-flagged. Derived
-#: from the partial schema, not a subclass of its model (see the comment above the models).
-def _full_schema() -> pa.DataFrameSchema:
-    schema = copy.deepcopy(PartialAttendeeFrameSchema.to_schema())
-    schema.checks = [*schema.checks, _name_present("first_name"), _name_present("last_name")]
-    schema.name = "AttendeeFrameSchema"
-    return schema
-
-
-AttendeeFrameSchema = _full_schema()
+#: checks plus first and last name on every row that is not delete-flagged.
+AttendeeFrameSchema = _schema(
+    "AttendeeFrameSchema",
+    {**_CHECKS, "first_name_present": _name_present("first_name"), "last_name_present": _name_present("last_name")},
+)
 
 
 def register_backends() -> None:
@@ -196,7 +177,7 @@ class QuarantineResult:
 REJECT_COLUMNS = ["source_row", "source_record_id", "field", "reason"]
 
 
-def schema_for(partial: bool) -> type[PartialAttendeeFrameSchema] | pa.DataFrameSchema:
+def schema_for(partial: bool) -> pa.DataFrameSchema:
     """The schema of full records (names required) or of partial ones."""
     return PartialAttendeeFrameSchema if partial else AttendeeFrameSchema
 
