@@ -24,6 +24,7 @@ from attendee_pipeline.connectors.rest import (
     ExtractManifest,
     content_digest,
     staged_extract,
+    store_page,
     write_manifest,
 )
 from attendee_pipeline.platform_db.feed import read_inbox
@@ -52,9 +53,7 @@ def extract_inbox(
                 for inbox_id, received_at, record in rows[start : start + PAGE_ROWS]
             ]
             content = json.dumps(page, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            (tmp / PAGE_NAME.format(number)).write_bytes(content)
-            digest.update(content)
-            digest.update(b"\0")
+            store_page(tmp / PAGE_NAME.format(number), content, digest)
             page_records.append(len(page))
             if progress is not None:
                 progress(number, start + len(page))

@@ -43,6 +43,7 @@ from attendee_pipeline.connectors.rest import (
     content_digest,
     short,
     staged_extract,
+    store_page,
 )
 from attendee_pipeline.sync.procurios import next_since
 
@@ -325,18 +326,14 @@ class ProcuriosExtractor:
                 sessions_client.share_token(client)
                 reader = _SessionReader(sessions_client, f"/meetings/{source.meeting_id}/sessions")
                 for number, content, records in client.pages(registrations_path, step="registrations", params=params):
-                    (tmp / PAGE_NAME.format(number)).write_bytes(content)
-                    digest.update(content)
-                    digest.update(b"\0")
+                    store_page(tmp / PAGE_NAME.format(number), content, digest)
                     page_records.append(len(records))
                     position = next_since(position, (r.get("modifiedAt") for r in records if isinstance(r, dict)))
                     if progress is not None:
                         progress(number, sum(page_records))
                 digest.update(b"sessions\0")
                 for number, content, records in reader.result():
-                    (tmp / SESSION_PAGE_NAME.format(number)).write_bytes(content)
-                    digest.update(content)
-                    digest.update(b"\0")
+                    store_page(tmp / SESSION_PAGE_NAME.format(number), content, digest)
                     sessions += len(records)
                     session_pages = number
                 manifest = ExtractManifest(

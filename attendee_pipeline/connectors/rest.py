@@ -554,10 +554,8 @@ class _Run:
             except ValueError as exc:
                 raise self.error(page, str(exc)) from None
         count = known if known is not None else len(records)
-        (self.folder / PAGE_NAME.format(page)).write_bytes(content)
+        store_page(self.folder / PAGE_NAME.format(page), content, self.digest)
         self.page_sha256.append(sha256)
-        self.digest.update(content)
-        self.digest.update(b"\0")
         first_record = self.records
         self.pages = page
         self.records += count
@@ -665,6 +663,14 @@ def read_manifest(extract_dir: Path) -> ExtractManifest:
 def content_digest(record_path: str) -> Any:
     """The running SHA-256 of :func:`extract_digest`, before the first page."""
     return hashlib.sha256(f"{EXTRACT_FORMAT}\0{record_path}\0".encode())
+
+
+def store_page(path: Path, content: bytes, digest: Any) -> None:
+    """Write one page of an extract and fold it into the extract's running :func:`content_digest`
+    the way :func:`extract_digest` reads it back (the page's bytes, then a NUL)."""
+    path.write_bytes(content)
+    digest.update(content)
+    digest.update(b"\0")
 
 
 def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20, recompute: bool = False) -> str:
