@@ -208,11 +208,15 @@ def _raw_records(extract_dir: Path, rows: set[int], rejects: pd.DataFrame) -> li
     found: dict[int, str] = {}
     if len(manifest.page_records) == manifest.pages:
         starts = [0, *itertools.accumulate(manifest.page_records)]
-        for page in sorted({bisect.bisect_right(starts, row) for row in rows if row < starts[-1]}):
+        on_page: dict[int, list[int]] = {}  # page number -> its rejected rows
+        for row in rows:
+            if row < starts[-1]:
+                on_page.setdefault(bisect.bisect_right(starts, row), []).append(row)
+        for page, page_rows in sorted(on_page.items()):
             first = starts[page - 1]
             records = page_records(extract_dir, manifest, page)
-            for row in rows:
-                if first <= row < first + len(records):
+            for row in page_rows:
+                if row - first < len(records):
                     found[row] = json.dumps(records[row - first], ensure_ascii=False, default=str)
     else:  # an extract without per-page counts: read it in order up to the last rejected record
         last = max(rows)
