@@ -442,12 +442,9 @@ def _step_seconds(result: Any) -> dict[str, float]:
 
 
 def _failure(result: Any) -> str:
-    from attendee_pipeline.cli.runs import failure_text
+    from attendee_pipeline.cli.runs import first_failure
 
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data is not None:
-            return f"{event.step_key}: {failure_text(event.step_failure_data.error)}"
-    return "" if result.success else "run failed"
+    return first_failure(result, with_step=True) or ("" if result.success else "run failed")
 
 
 def sync_event(

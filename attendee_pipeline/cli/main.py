@@ -144,13 +144,13 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
     """
     from attendee_pipeline.catalog import load_catalog
 
-    load_catalog().get(event_id)  # a bad catalog or an unknown event stops here, before anything runs
+    event = load_catalog().get(event_id)  # a bad catalog or an unknown event stops here
     if full:
-        from attendee_pipeline.cli.procurios import _procurios_event
+        from attendee_pipeline.cli.procurios import require_procurios
 
-        _procurios_event(event_id)  # a usage error for any other event
+        require_procurios(event)  # a usage error for any other event
     if dry_run:
-        _dry_run(event_id, replay, full)
+        _dry_run(event, replay, full)
         return
     from attendee_pipeline.cli.runs import format_summary, run_sync
     from attendee_pipeline.instance import dagster_home
@@ -177,16 +177,15 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
         sys.exit(1)
 
 
-def _dry_run(event_id: str, replay: str | None, full: bool = False) -> None:
+def _dry_run(event, replay: str | None, full: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Fetch, map and diff ``event`` (its catalog entry); print the changes, publish nothing."""
     import tempfile
 
     from attendee_pipeline import steps
-    from attendee_pipeline.catalog import load_catalog
     from attendee_pipeline.defs.resources import HttpAttendeeSource
     from attendee_pipeline.platform_db.publish import load_published
     from attendee_pipeline.sync.diff import compute_changes
 
-    event = load_catalog().get(event_id)
     with tempfile.TemporaryDirectory(prefix="attendee-dry-run-") as tmp:
         dest = Path(tmp) / "extract"
 

@@ -24,8 +24,13 @@ def _procurios_event(event_id: str):  # type: ignore[no-untyped-def]
         raise click.ClickException(str(exc)) from None
     if event is None:
         raise click.UsageError(f"{event_id} is not in the catalog")
+    return require_procurios(event)
+
+
+def require_procurios(event):  # type: ignore[no-untyped-def]
+    """``event`` (a catalog entry) when it is a Procurios event, else a usage error."""
     if event.source.kind != "procurios":
-        raise click.UsageError(f"{event_id} is not a Procurios event (its source kind is {event.source.kind})")
+        raise click.UsageError(f"{event.id} is not a Procurios event (its source kind is {event.source.kind})")
     return event
 
 

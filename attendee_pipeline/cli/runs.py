@@ -61,11 +61,13 @@ def failure_text(error: Any) -> str:
     return text or error.cls_name or "step failed"
 
 
-def first_failure(result: Any) -> str:
-    """The first failed step's :func:`failure_text` ("" when no step failed)."""
+def first_failure(result: Any, with_step: bool = False) -> str:
+    """The first failed step's :func:`failure_text`, after its step key when ``with_step`` (""
+    when no step failed)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
-            return failure_text(event.step_failure_data.error)
+            text = failure_text(event.step_failure_data.error)
+            return f"{event.step_key}: {text}" if with_step else text
     return ""
 
 
