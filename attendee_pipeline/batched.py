@@ -307,7 +307,6 @@ class BatchedChanges:
     preview: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-
 def drop_other_cancellations(frame: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Drop cancelled (flagged) registrations of an address whose active attendee was imported
     from another registration: a person who cancels one registration but holds another stays.

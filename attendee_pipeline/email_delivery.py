@@ -116,7 +116,6 @@ class DeliveryReport:
         return self.sent / self.seconds if self.seconds else 0.0
 
 
-
 def render_email(
     event: EventEntry, kind: str, attendee: dict[str, Any], link_token: str | None, platform_url: str
 ) -> RenderedEmail:

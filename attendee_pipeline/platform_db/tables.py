@@ -279,7 +279,6 @@ attendee_statuses = sa.Table(
 # a Procurios event gets. ``check_ins``: the platform's check-ins (on-site / online / hybrid)
 # with the state of their write-back to the source (see attendee_pipeline.platform_db.procurios).
 
-#: session status values.
 #: check-in kinds and write-back states.
 CHECK_IN_KINDS = ("on_site", "online", "hybrid")
 WRITEBACK_STATES = ("pending", "sending", "sent", "failed", "skipped")

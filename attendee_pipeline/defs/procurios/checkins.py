@@ -17,9 +17,8 @@ from typing import Any
 
 import dagster as dg
 
-from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
 from attendee_pipeline.connectors.procurios import ProcuriosError
-from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, sync_tags
+from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, IN_PROGRESS_STATUSES, sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
@@ -160,7 +159,9 @@ def procurios_checkin_sensor(
         if event_id not in procurios_events:
             continue
         running = context.instance.get_run_records(
-            dg.RunsFilter(job_name=procurios_checkin_job.name, tags={EVENT_TAG: event_id}, statuses=IN_PROGRESS_STATUSES),
+            dg.RunsFilter(
+                job_name=procurios_checkin_job.name, tags={EVENT_TAG: event_id}, statuses=IN_PROGRESS_STATUSES
+            ),
             limit=1,
         )
         if running:  # that run claims every pending row when it starts
