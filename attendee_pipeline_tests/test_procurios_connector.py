@@ -41,6 +41,9 @@ def test_extract_pages_until_empty_and_stores_a_replayable_extract(procurios, tm
     assert "secret" not in json.dumps(manifest).lower() and "test-client" not in json.dumps(manifest)
     replayed = replay_extract(tmp_path / "a", tmp_path / "copy")
     assert extract_digest(tmp_path / "copy") == extract_digest(tmp_path / "a")
+    # read back from the stored files (a manifest without content_sha256), the digest is the
+    # one computed while fetching: session pages included
+    assert extract_digest(tmp_path / "a", recompute=True) == manifest["content_sha256"]
     # a replay reports what the fetch stored (mode, sessions: what its sync goes by)
     assert {k: replayed[k] for k in ("mode", "sessions", "pages")} == {k: manifest[k] for k in ("mode", "sessions", "pages")}
     # the digest covers the session pages: a changed programme is a changed input

@@ -38,9 +38,12 @@ from attendee_pipeline.connectors.http import (
 from attendee_pipeline.connectors.rest import (
     MANIFEST_NAME,
     PAGE_NAME,
+    SESSION_PAGE_NAME,
+    SESSIONS_MARKER,
     ExtractError,
     ExtractManifest,
     content_digest,
+    read_manifest,
     short,
     staged_extract,
     store_page,
@@ -53,7 +56,6 @@ ACCEPT = "application/vnd.procurios.meeting2+json"
 API_PREFIX = "/l/meeting2_api"
 TOKEN_PATH = "/l/oauth2/token"
 RECORD_PATH = "data"
-SESSION_PAGE_NAME = "sessions-{:06d}.json"
 
 #: Renew a token this long before it expires (at most a tenth of its lifetime).
 RENEW_MARGIN_SECONDS = 60.0
@@ -331,7 +333,7 @@ class ProcuriosExtractor:
                     position = next_since(position, (r.get("modifiedAt") for r in records if isinstance(r, dict)))
                     if progress is not None:
                         progress(number, sum(page_records))
-                digest.update(b"sessions\0")
+                digest.update(SESSIONS_MARKER)
                 for number, content, records in reader.result():
                     store_page(tmp / SESSION_PAGE_NAME.format(number), content, digest)
                     sessions += len(records)
@@ -352,12 +354,12 @@ class ProcuriosExtractor:
                     page_records=page_records,
                     source_position=position,
                     content_sha256=digest.hexdigest(),
+                    session_pages=session_pages,
                 ).to_dict()
                 manifest.update(
                     since=since,
                     mode=mode,
                     meeting_id=source.meeting_id,
-                    session_pages=session_pages,
                     sessions=sessions,
                     token_requests=client.stats.token_requests + sessions_client.stats.token_requests,
                     tokens_renewed=sum(
@@ -413,9 +415,8 @@ class _SessionReader:
 def session_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
     """The meeting's sessions stored with a Procurios extract, in order."""
     extract_dir = Path(extract_dir)
-    manifest = json.loads((extract_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-    for number in range(1, int(manifest.get("session_pages", 0)) + 1):
-        body = json.loads((extract_dir / SESSION_PAGE_NAME.format(number)).read_bytes())
+    for name in read_manifest(extract_dir).session_page_files():
+        body = json.loads((extract_dir / name).read_bytes())
         yield from (r for r in body.get(RECORD_PATH, []) if isinstance(r, dict))
 
 

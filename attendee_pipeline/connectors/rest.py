@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 PAGE_NAME = "page-{:06d}.json"
+#: A Procurios extract's session list, stored after its registration pages.
+SESSION_PAGE_NAME = "sessions-{:06d}.json"
+#: Folded into the content digest between the pages and the session pages.
+SESSIONS_MARKER = b"sessions\0"
 EXTRACT_FORMAT = "rest_pages/1"
 
 #: Called after every stored page with (pages so far, records so far).
@@ -111,6 +115,8 @@ class ExtractManifest:
     #: :func:`extract_digest` of this extract, computed while it was stored (a Procurios
     #: extract's digest covers its session pages too).
     content_sha256: str | None = None
+    #: Pages of a Procurios extract's session list (``SESSION_PAGE_NAME``); 0 for other sources.
+    session_pages: int = 0
     #: Requests sent for the page after the current one while the current one was stored and
     #: whose answer was not used (the list ended, or the answer was not a success).
     prefetch_discarded: int = 0
@@ -125,6 +131,9 @@ class ExtractManifest:
 
     def page_files(self) -> list[str]:
         return [PAGE_NAME.format(n) for n in range(1, self.pages + 1)]
+
+    def session_page_files(self) -> list[str]:
+        return [SESSION_PAGE_NAME.format(n) for n in range(1, self.session_pages + 1)]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -683,11 +692,18 @@ def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20, recompute: bool
     if manifest.content_sha256 and not recompute:
         return manifest.content_sha256
     digest = content_digest(manifest.record_path)
-    for name in manifest.page_files():
-        with (extract_dir / name).open("rb") as page:
-            while block := page.read(chunk_size):
-                digest.update(block)
-        digest.update(b"\0")
+
+    def fold(names: list[str]) -> None:
+        for name in names:
+            with (extract_dir / name).open("rb") as page:
+                while block := page.read(chunk_size):
+                    digest.update(block)
+            digest.update(b"\0")
+
+    fold(manifest.page_files())
+    if manifest.source_kind == "procurios":  # then its session list, as the extractor stored it
+        digest.update(SESSIONS_MARKER)
+        fold(manifest.session_page_files())
     return digest.hexdigest()
 
 
