@@ -241,3 +241,17 @@ def test_an_empty_file_is_an_error(tmp_path: Path):
 def test_missing_file_names_the_setting(tmp_path: Path):
     with pytest.raises(CatalogError, match="ATTENDEE_PIPELINE_CATALOG"):
         load_catalog(tmp_path / "nope.yaml")
+
+
+def test_a_secret_in_plain_query_parameters_is_refused_unquoted(monkeypatch):
+    # source.params are sent as they are and are not known as secrets (a ${VAR} in them is
+    # expanded), so a key, token or password there could reach logs in a request URL
+    monkeypatch.setenv("ACME_TOKEN", "tok-hunter2")
+    for name, value in (("api_key", "hunter2-pasted"), ("access-token", "${ACME_TOKEN}"), ("Signature", "x")):
+        source = {**GOOD["source"], "params": {"status": "confirmed", name: value}}
+        (problem,) = _problems(_with(source=source))
+        assert problem.startswith(f"event 'conf-2027': source.params: {name}: looks like a secret"), problem
+        assert "auth: {type: query" in problem and "hunter2" not in problem
+    # names that merely contain such a word are plain parameters
+    source = {**GOOD["source"], "params": {"sort_key": "email", "page_token_style": "opaque", "status": "confirmed"}}
+    assert parse_catalog(_with(source=source), "test.yaml").get("conf-2027").source.params["sort_key"] == "email"

@@ -37,6 +37,18 @@ def _env_name(value: str, key: str | None = None) -> str:
     return value
 
 
+#: Query parameter names that carry a secret, compared without case and ``-_.``: ``api_key``,
+#: ``access-token``, ``Signature``... (a name such as ``sort_key`` or ``page_token`` is not one).
+_SECRET_PARAMS = frozenset(
+    """key apikey accesskey secretkey privatekey token accesstoken authtoken apitoken secret
+    clientsecret apisecret password passwd pwd signature sig auth authorization credentials""".split()
+)
+
+
+def _looks_secret(name: str) -> bool:
+    return re.sub(r"[-_.]", "", name.lower()) in _SECRET_PARAMS
+
+
 EnvName = Annotated[str, Field(description="Name of an environment variable holding a secret")]
 
 #: The years a catalog date-time may fall in: an open end such as 9999-12-31 would pass and then
@@ -187,6 +199,19 @@ class RestApiSource(_Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         return _http_url(v)
+
+    @field_validator("params")
+    @classmethod
+    def _plain_params(cls, v: dict[str, str]) -> dict[str, str]:
+        # A secret here (pasted, or brought in through ${VAR}) would not be known as one, so it
+        # could reach logs and errors in the request URL: secrets go under auth, by variable name.
+        for name in v:
+            if _looks_secret(name):
+                raise ValueError(
+                    f"{name}: looks like a secret; send it as auth: {{type: query, params: {{{name}: "
+                    "ENV_VAR_NAME}}}} (the value is never quoted)"
+                )
+        return v
 
 
 class FeedSource(_Strict):
