@@ -218,6 +218,99 @@ def test_query_secret_not_in_manifest_url_or_logs(sandbox, tmp_path, caplog):
     assert "@example.org" not in caplog.text  # and no attendee e-mail addresses
 
 
+class _Elsewhere:
+    """Two tiny servers on 127.0.0.1 (two ports, so two sites): a provider whose answers point
+    to the other one, and the other one, which records what reaches it."""
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse, RedirectResponse
+        from starlette.routing import Route
+
+        from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+
+        self.seen: list[dict[str, Any]] = []
+
+        async def collect(request):
+            self.seen.append({"url": str(request.url), "headers": dict(request.headers)})
+            return JSONResponse([{"email": "intruder@example.org", "first": "I", "last": "X"}])
+
+        self.other_port, self._stop_other = serve_app_in_thread(Starlette(routes=[Route("/collect", collect)]))
+        other = f"http://127.0.0.1:{self.other_port}/collect?page=2"
+        record = {"email": "a@example.org", "first": "A", "last": "B"}
+
+        async def linked(request):
+            return JSONResponse([record], headers={"Link": f'<{other}>; rel="next"'})
+
+        async def moved_away(request):
+            return RedirectResponse(other, status_code=302)
+
+        async def moved_here(request):
+            return RedirectResponse("/linked-nowhere", status_code=301)
+
+        async def nowhere(request):
+            return JSONResponse([record])
+
+        routes = [Route("/linked", linked), Route("/away", moved_away), Route("/here", moved_here),
+                  Route("/linked-nowhere", nowhere)]
+        self.port, self._stop = serve_app_in_thread(Starlette(routes=routes))
+
+    def source(self, path: str, **overrides: Any) -> RestApiSource:
+        return RestApiSource.model_validate(
+            {"kind": "rest_api", "url": f"http://127.0.0.1:{self.port}{path}",
+             "auth": {"type": "header", "headers": {"X-Api-Key": "ELSEWHERE_KEY"}}, **overrides}
+        )
+
+    def stop(self) -> None:
+        self._stop()
+        self._stop_other()
+
+
+@pytest.fixture
+def elsewhere(monkeypatch):
+    monkeypatch.setenv("ELSEWHERE_KEY", "hdr-secret-elsewhere-1111")
+    servers = _Elsewhere()
+    yield servers
+    servers.stop()
+
+
+def test_credentials_never_follow_a_link_or_redirect_to_another_host(elsewhere, tmp_path):
+    # a Link header or a redirect to another host (here: another port) would carry the header
+    # secret there and publish that host's records as the event's: neither is followed
+    link = elsewhere.source("/linked", pagination={"style": "link"})
+    with pytest.raises(ExtractError, match="failed at page 1: the Link header points to another host") as info:
+        FAST.extract(link, "ev", tmp_path / "link")
+    assert "hdr-secret" not in str(info.value) and str(elsewhere.other_port) not in str(info.value)
+    with pytest.raises(ExtractError, match="redirect to another host, not followed") as info:
+        FAST.extract(elsewhere.source("/away"), "ev", tmp_path / "away")
+    assert "hdr-secret" not in str(info.value)
+    assert elsewhere.seen == []
+    assert not (tmp_path / "link").exists() and not (tmp_path / "away").exists()
+    # a redirect on the provider's own site is followed as before
+    assert FAST.extract(elsewhere.source("/here"), "ev", tmp_path / "here").records == 1
+
+
+def test_secret_with_a_trailing_newline_is_refused_naming_the_variable(elsewhere, monkeypatch, tmp_path):
+    monkeypatch.setenv("ELSEWHERE_KEY", "hdr-secret-from-file-5555\n")  # as read from a file
+    with pytest.raises(ExtractError, match="ELSEWHERE_KEY holds white space at an end") as info:
+        FAST.extract(elsewhere.source("/linked-nowhere"), "ev", tmp_path / "x")
+    assert "hdr-secret" not in str(info.value)
+
+
+def test_a_long_query_secret_is_masked_whole_in_a_cut_error(monkeypatch, tmp_path):
+    # errors quote at most 200 characters of an exception; masking after the cut left the
+    # secret's first characters in (a connection error quotes the URL with its query)
+    secret = "Zq7-long-secret-" + "0123456789" * 30
+    monkeypatch.setenv("LONG_SECRET", secret)
+    source = RestApiSource.model_validate(
+        {"kind": "rest_api", "url": "http://127.0.0.1:9/attendees",
+         "auth": {"type": "query", "params": {"secret_key": "LONG_SECRET"}}}
+    )
+    with pytest.raises(ExtractError, match="request failed") as info:
+        RestExtractor(max_retries=0).extract(source, "ev", tmp_path / "x")
+    assert "Zq7" not in str(info.value) and "***" in str(info.value)
+
+
 # --------------------------------------------------------------------------- retries
 
 

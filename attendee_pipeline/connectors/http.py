@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,11 +40,16 @@ _URL_LOGGERS = (
 
 
 class MissingSecretError(RuntimeError):
-    """An environment variable that should hold a secret is unset or empty."""
+    """An environment variable that should hold a secret is unset, empty or unusable."""
 
-    def __init__(self, env_name: str) -> None:
+    def __init__(self, env_name: str, problem: str = "is not set (it should hold a secret)") -> None:
         self.env_name = env_name
-        super().__init__(f"environment variable {env_name} is not set (it should hold a secret)")
+        super().__init__(f"environment variable {env_name} {problem}")
+
+
+class CrossSiteRedirect(requests.exceptions.InvalidURL):
+    """A provider redirected a request to another host: not followed, because the request's
+    credentials (headers, query parameters, basic auth) would go there."""
 
 
 # --------------------------------------------------------------------------- redaction
@@ -109,6 +114,12 @@ def resolve_secret(env_name: str) -> str:
     if not value:
         raise MissingSecretError(env_name)
     register_secret(value)
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        # e.g. a secret read from a file with its trailing newline: requests would refuse the
+        # header and quote the value in its error
+        raise MissingSecretError(
+            env_name, "holds white space at an end or a control character (a trailing newline?): remove it"
+        )
     return value
 
 
@@ -223,6 +234,34 @@ def make_retry(
     )
 
 
+def same_site(url: str, other: str) -> bool:
+    """Whether ``other`` is on the same site as ``url``: the same host and port, by the same
+    scheme or upgraded from http to https (each on its default port)."""
+    a, b = urlsplit(url), urlsplit(other)
+    if (a.hostname or "").lower() != (b.hostname or "").lower():
+        return False
+    default = {"http": 80, "https": 443}
+    a_port, b_port = a.port or default.get(a.scheme), b.port or default.get(b.scheme)
+    if a.scheme == b.scheme:
+        return a_port == b_port
+    return (a.scheme, b.scheme) == ("http", "https") and (a_port, b_port) == (80, 443)
+
+
+class _SameSiteSession(requests.Session):
+    """A session that follows redirects only on the provider's own site (:func:`same_site`).
+
+    requests drops an ``Authorization`` header on a redirect to another host, but not our other
+    auth headers or query parameters: a redirect elsewhere fails the request instead."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        if not same_site(response.request.url or "", prepared_request.url or ""):
+            raise CrossSiteRedirect(
+                f"HTTP {response.status_code} redirect to another host, not followed (the request's "
+                "credentials would be sent there)"
+            )
+        super().rebuild_auth(prepared_request, response)
+
+
 def make_session(
     *,
     max_retries: int = 5,
@@ -248,7 +287,7 @@ def make_session(
         stats=stats,
         methods=methods,
     )
-    session = requests.Session()
+    session = _SameSiteSession()
     session.trust_env = trust_env
     adapter = HTTPAdapter(max_retries=retry, pool_connections=2, pool_maxsize=pool_maxsize)
     session.mount("http://", adapter)

@@ -48,6 +48,7 @@ from attendee_pipeline.connectors.http import (
     make_session,
     redact,
     resolve_secret,
+    same_site,
 )
 
 log = logging.getLogger(__name__)
@@ -480,8 +481,15 @@ class _Run:
                 link = response.links.get("next", {}).get("url")
                 following: str | None = None
                 if link:
-                    # Follow the link as given, minus any secret parameters (we add our own).
+                    # Follow the link as given, minus any secret parameters (we add our own),
+                    # and only on the provider's own site: our credentials go with it.
                     following = _strip_url(urljoin(response.url, link), self.secret_params)
+                    if not same_site(url, following):
+                        raise self.error(
+                            self.pages + 1,
+                            "the Link header points to another host; not followed (the source's "
+                            "credentials would be sent there)",
+                        )
                     if following in visited:
                         raise self.error(self.pages + 1, "the Link header points back to a page already fetched")
                     visited.add(following)
@@ -629,7 +637,9 @@ class _Run:
 
 
 def short(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters (an exception's message in an error)."""
+    """``text`` with secrets masked (:func:`redact`), then cut to ``limit`` characters (an
+    exception's message in an error): cut first, a secret's first characters would survive."""
+    text = redact(text)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
