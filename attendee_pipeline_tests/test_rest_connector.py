@@ -314,6 +314,23 @@ def test_a_long_query_secret_is_masked_whole_in_a_cut_error(monkeypatch, tmp_pat
 # --------------------------------------------------------------------------- retries
 
 
+def test_429_on_a_read_ahead_request_waits_its_retry_after(sandbox_factory, sandbox_source, tmp_path):
+    # the request for the next page goes out early, with no retries of its own; a 429 on it
+    # used to be dropped and the page asked again at once, ignoring the provider's wait
+    h = sandbox_factory({"ev": SandboxConfig(records=40, pagination="page", page_size=10)})
+
+    def progress(pages: int, records: int) -> None:
+        if pages == 1:  # page 1 is stored: the next request to arrive is a read-ahead one
+            h["ev"].rate_limit(count=1, retry_after=1)
+
+    manifest = FAST.extract(source_of(sandbox_source, h, "ev"), "ev", tmp_path / "x", progress=progress)
+    assert manifest.records == 40 and manifest.retries == 1
+    log = list(h.requests("ev"))
+    refused = next(i for i, e in enumerate(log) if e.status == 429)
+    again = next(e for e in log[refused + 1 :] if e.params.get("page") == log[refused].params.get("page"))
+    assert again.at - log[refused].at >= 0.95  # the Retry-After second, not the 0.01 s backoff
+
+
 def test_429_retry_after_is_honoured(sandbox_factory, sandbox_source, tmp_path):
     h = sandbox_factory({"ev": SandboxConfig(records=20, pagination="page", page_size=10)})
     h["ev"].rate_limit(count=1, retry_after=1)

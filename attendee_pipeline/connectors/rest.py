@@ -43,8 +43,10 @@ from attendee_pipeline.catalog.models import (
     SinglePage,
 )
 from attendee_pipeline.connectors.http import (
+    RETRY_STATUSES,
     MissingSecretError,
     RetryStats,
+    make_retry,
     make_session,
     redact,
     resolve_secret,
@@ -406,7 +408,27 @@ class _Run:
         if response is not None and 200 <= response.status_code < 300:
             return response
         self.discarded += 1
+        if response is not None and response.status_code in RETRY_STATUSES:
+            self.wait_as_asked(response)
         return None
+
+    def wait_as_asked(self, response: requests.Response) -> None:
+        """Before a page whose read-ahead answer was a 429 or 5xx is asked again: the wait that
+        answer asks for (``Retry-After``, else the first backoff step), counted as a retry --
+        as the retry policy does for the requests it sends itself."""
+        policy = make_retry(
+            max_retries=0,
+            backoff_factor=self.x.backoff_factor,
+            backoff_max=self.x.backoff_max,
+            retry_after_max=self.x.retry_after_max,
+        )
+        header = response.headers.get("Retry-After")
+        delay = policy.parse_retry_after(header) if header is not None else 0.0
+        if delay <= 0:
+            delay = min(self.x.backoff_max, self.x.backoff_factor)
+        if delay > 0:
+            time.sleep(delay)
+        self.stats.record(delay, response.status_code)
 
     def discard(self, future: Future[requests.Response] | None) -> None:
         """Drop a read-ahead request whose page is not needed (waits for it to finish)."""
