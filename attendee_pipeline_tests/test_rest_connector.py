@@ -311,6 +311,31 @@ def test_a_long_query_secret_is_masked_whole_in_a_cut_error(monkeypatch, tmp_pat
     assert "Zq7" not in str(info.value) and "***" in str(info.value)
 
 
+def test_a_body_in_a_declared_charset_is_stored_as_utf8(tmp_path):
+    # JSON is UTF-8, but a provider may send Latin-1 and say so: that body was re-fetched five
+    # times as "not valid JSON" and the sync failed
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+
+    body = json.dumps([{"email": "m@example.org", "first": "Jürgen", "last": "Müller"}], ensure_ascii=False)
+
+    async def latin1(request):
+        return Response(body.encode("iso-8859-1"), media_type="application/json; charset=ISO-8859-1")
+
+    port, stop = serve_app_in_thread(Starlette(routes=[Route("/a", latin1)]))
+    try:
+        source = RestApiSource.model_validate({"kind": "rest_api", "url": f"http://127.0.0.1:{port}/a"})
+        manifest = FAST.extract(source, "ev", tmp_path / "x")
+    finally:
+        stop()
+    assert manifest.records == 1 and manifest.retries == 0
+    assert [r["last"] for r in iter_extract_records(tmp_path / "x")] == ["Müller"]  # replayable as UTF-8
+    assert extract_digest(tmp_path / "x", recompute=True) == manifest.content_sha256
+
+
 # --------------------------------------------------------------------------- retries
 
 

@@ -12,6 +12,7 @@ imports; secrets never reach logs, error messages or the manifest, and no attend
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import json
@@ -567,7 +568,7 @@ class _Run:
         records: list[Any] | None = None
         while True:
             response, first = (first, None) if first is not None else (self.get(page, url, params), None)
-            content = response.content
+            content = utf8_body(response)
             sha256 = hashlib.sha256(content).hexdigest()
             known = self.known_count(page, sha256)
             if known is not None:  # the same bytes as a page the sink has seen: no parse
@@ -656,6 +657,31 @@ class _Run:
             tries = f"{retried} retr{'y' if retried == 1 else 'ies'}"
             raise self.error(page, f"HTTP {status} after {tries}", status)
         raise self.error(page, f"HTTP {status}", status)
+
+
+#: Charsets whose bytes are UTF-8 already (JSON's own encoding, RFC 8259).
+_UTF8_NAMES = frozenset({"utf-8", "ascii"})
+
+
+def utf8_body(response: requests.Response) -> bytes:
+    """The body as UTF-8. JSON is UTF-8, but a provider may declare another charset
+    (``Content-Type: application/json; charset=iso-8859-1``): such a body is transcoded, so the
+    stored page, its digest and every later read of it agree. A charset Python does not know,
+    or bytes that are not in it, leave the body as it came (its parse then says what is
+    wrong)."""
+    content = response.content
+    charset = None
+    for part in response.headers.get("Content-Type", "").split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip("\"'")
+    if not charset:
+        return content
+    try:
+        name = codecs.lookup(charset).name
+        return content if name in _UTF8_NAMES else content.decode(name).encode("utf-8")
+    except (LookupError, UnicodeError):
+        return content
 
 
 def short(text: str, limit: int = 200) -> str:
