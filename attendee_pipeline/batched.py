@@ -51,7 +51,7 @@ from attendee_pipeline.platform_db.publish import (
 )
 from attendee_pipeline.sync import procurios as rules
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
-from attendee_pipeline.sync.mapping import map_records
+from attendee_pipeline.sync.mapping import map_event_records
 from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.policy import COUNT_KEYS
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failing_source_rows, failure_cases, quarantine
@@ -207,7 +207,7 @@ def map_batches(
         for chunk in _chunks(iter(iter_extract_records(extract_dir)), size):
             first = records
             records += len(chunk)
-            result = map_records(chunk, event.mapping, event.delete_flag, first_row=first)
+            result = map_event_records(chunk, event, first_row=first)
             frame = result.frame
             if superseded:
                 frame = frame[~frame["source_row"].isin(superseded)].reset_index(drop=True)

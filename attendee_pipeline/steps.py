@@ -26,7 +26,8 @@ from attendee_pipeline.connectors.feed_inbox import extract_inbox
 from attendee_pipeline.connectors.rest import iter_extract_records, page_records, read_manifest, replay_extract
 from attendee_pipeline.platform_db.publish import last_published_position
 from attendee_pipeline.sync.feed import fold_pushes
-from attendee_pipeline.sync.mapping import MappingReject, MappingResult, map_platform_records, map_records
+from attendee_pipeline.sync.mapping import MappingReject, MappingResult, map_event_records, map_platform_records
+from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, quarantine
 
 #: Records mapped per chunk (bounds the memory of parsed-but-unmapped records).
@@ -95,7 +96,7 @@ class PageMapper:
         self._mapped[page] = (self._map(records, first_row), len(records))
 
     def _map(self, records: list[Any], first_row: int) -> MappingResult:
-        return map_records(records, self.event.mapping, self.event.delete_flag, first_row=first_row)
+        return map_event_records(records, self.event, first_row=first_row)
 
     @property
     def mapped_pages(self) -> int:
@@ -164,7 +165,7 @@ def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[Mappi
     assert event.mapping is not None  # the catalog requires one for a pulled source
     total = 0
     for chunk in _chunks(records, MAP_CHUNK):
-        yield map_records(chunk, event.mapping, event.delete_flag, first_row=total), len(chunk)
+        yield map_event_records(chunk, event, first_row=total), len(chunk)
         total += len(chunk)
 
 
@@ -175,6 +176,7 @@ def map_extract(
     ``premapped``: the extract's pages as a :class:`PageMapper` already mapped them."""
     frames: list[pd.DataFrame] = []
     mapping_rejects: list[dict[str, Any]] = []
+    mapping_keys: dict[int, str | None] = {}
     total = 0
     chunks = premapped if premapped is not None else _mapped_chunks(event, extract_dir)
     for result, count in chunks:
@@ -183,6 +185,7 @@ def map_extract(
             {"source_row": r.source_row, "source_record_id": r.source_record_id, "field": r.field, "reason": r.reason}
             for r in result.rejects
         )
+        mapping_keys.update((r.source_row, r.attendee_key) for r in result.rejects)
         total += count
     if frames:
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -195,8 +198,31 @@ def map_extract(
         [pd.DataFrame(mapping_rejects, columns=REJECT_COLUMNS), checked.rejects], ignore_index=True
     ).sort_values(["source_row", "field"], kind="stable").reset_index(drop=True)
     rejects["raw_record"] = _raw_records(extract_dir, set(rejects["source_row"].astype(int)), rejects)
+    rejects["attendee_key"] = _reject_keys(frame, mapping_keys, rejects)
     valid = checked.valid.reset_index(drop=True)
     return MappedExtract(valid=valid, rejects=rejects, records=total)
+
+
+def _reject_keys(frame: pd.DataFrame, mapping_keys: dict[int, str | None], rejects: pd.DataFrame) -> list[str | None]:
+    """The attendee key of each rejected record (None: it has no usable e-mail): from the
+    mapping's reject, or from the mapped frame for a record the schema quarantined."""
+    rows = rejects["source_row"].astype(int).tolist()
+    if not rows:
+        return []
+    checked = [row for row in rows if row not in mapping_keys]
+    found = dict(mapping_keys)
+    if checked:
+        at = pd.Index(frame["source_row"]).get_indexer(checked)
+        keys = python_values(frame["attendee_key"].take(at[at >= 0]))
+        found.update(zip((row for row, i in zip(checked, at) if i >= 0), keys))
+    return [found.get(row) for row in rows]
+
+
+def rejected_keys(rejects: pd.DataFrame) -> list[str]:
+    """The attendee keys of a map step's rejected records (see diff.compute_changes)."""
+    if "attendee_key" not in rejects.columns or rejects.empty:
+        return []
+    return [key for key in rejects["attendee_key"].dropna().unique().tolist() if key]
 
 
 def _raw_records(extract_dir: Path, rows: set[int], rejects: pd.DataFrame) -> list[str | None]:

@@ -308,6 +308,16 @@ def test_applying_the_same_extract_twice_changes_nothing(policy: ApplyPolicy):
     assert second.counts["restored"] == 0
 
 
+def test_a_published_attendee_whose_record_was_rejected_is_kept_not_removed():
+    pub = published(frame(person("ann@x.org"), person("bob@x.org"), person("cy@x.org")))
+    policy = ApplyPolicy(missing="remove")
+    incoming = frame(person("ann@x.org"))  # bob's record was quarantined, cy's is gone
+    cs = compute_changes(incoming, pub, policy, rejected_keys=["bob@x.org", "new@x.org", None])
+    assert cs.frame["attendee_key"].tolist() == ["cy@x.org"] and cs.counts["removed"] == 1
+    assert cs.counts["rejected_kept"] == 1
+    assert compute_changes(incoming, pub, policy).counts["removed"] == 2  # without: taken for missing
+
+
 def test_update_provided_keeps_fields_that_are_not_provided():
     stored = person(
         "ann@x.org",

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attendee_pipeline.catalog.models import DeleteFlag, FieldMapping
-from attendee_pipeline.sync.mapping import WHITESPACE, map_records
+from attendee_pipeline.sync.mapping import UNPAIRED_SURROGATE, WHITESPACE, map_records
 from attendee_pipeline.sync.model import FRAME_COLUMNS
 from attendee_pipeline.sync.schemas import failure_cases, quarantine
 
@@ -80,6 +80,29 @@ def test_impossible_shapes_are_rejected_with_record_and_field():
     assert len(result.frame) == 1
     found = {(r.source_row, r.source_record_id, r.field) for r in result.rejects}
     assert found == {(1, None, "(record)"), (2, "3", "first_name"), (3, "4", "groups")}
+
+
+def test_half_a_surrogate_pair_rejects_its_record_not_the_run():
+    # valid JSON ("\ud83d": an emoji cut in two) that no database stores: the whole sync
+    # failed (UnicodeEncodeError) for every attendee, on every run, until the provider fixed it
+    cut = "\ud83d"
+    records = [rec(1, org=f"ACME {cut}"), rec(2), rec(3, prefs={"diet": cut}), rec(4, groups=[f"VIP{cut}"]),
+               rec(5, contact={"email": f"p{cut}@example.org"})]
+    result = map_records(records, MAPPING, FLAG)
+    assert result.frame["source_row"].tolist() == [1]
+    found = {(r.source_row, r.field, r.reason) for r in result.rejects}
+    assert found == {(0, "company", UNPAIRED_SURROGATE), (2, "custom_fields", UNPAIRED_SURROGATE),
+                     (3, "groups", UNPAIRED_SURROGATE), (4, "email", UNPAIRED_SURROGATE)}
+    # a rejected record's key goes with it (when it has a storable one)
+    assert {r.source_row: r.attendee_key for r in result.rejects}[0] == "person1@example.org"
+
+
+def test_absent_groups_clear_them_unless_only_provided_fields_apply():
+    records = [rec(1, groups=None), {k: v for k, v in rec(2).items() if k != "groups"}, rec(3, groups=[])]
+    assert map_records(records, MAPPING, FLAG).frame["groups"].tolist() == ["[]", "[]", "[]"]
+    # existing: update_provided keeps what a record does not provide: no groups field, no change
+    kept = map_records(records, MAPPING, FLAG, provided_only=True).frame["groups"]
+    assert kept.isna().tolist() == [True, True, False] and kept[2] == "[]"
 
 
 def test_quarantine_names_record_and_field_and_keeps_good_rows():

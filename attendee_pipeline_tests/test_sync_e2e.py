@@ -183,6 +183,25 @@ def test_bad_rows_are_quarantined_and_good_rows_publish(api, h):
     assert (extract / "manifest.json").exists() and list(extract.glob("page-*.json"))
 
 
+def test_a_quarantined_record_never_removes_its_published_attendee(api, h):
+    # under missing: remove, an attendee whose record turned bad was taken for a missing one
+    # and removed (memberships deleted, a cancellation queued when enabled): it is kept as
+    # published, and the rejection says why its record was not applied
+    ev = _event(api, h, "keep", SandboxConfig(records=20, seed=15), sync={"apply": {"missing": "remove"}})
+    assert _published(h.sync(ev))["added"] == 20
+    api["keep"].set_field([7], "badge", "https://cdn.example.com/badges/7.gif")
+    api["keep"].set_field([11], "first_name", ["not", "text"])  # a mapping reject: wrong shape
+    result = h.sync(ev)
+    meta = _published(result)
+    assert (meta["removed"], meta["rejected"], meta["unchanged"]) == (0, 2, 18)
+    assert materialized(result, "attendee_changes")["rejected_kept"] == 2
+    rows = h.attendees(ev)
+    assert (rows["status"] == "active").sum() == 20
+    # the provider drops the record altogether: now it is missing, and removed
+    api["keep"].remove([7])
+    assert _published(h.sync(ev))["removed"] == 1
+
+
 def test_each_reject_keeps_its_own_raw_record_across_pages(api, h):
     ev = _event(
         api, h, "badpages",

@@ -54,11 +54,11 @@ def _changes(event: Any, records: int) -> Any:
     """The change set of a first sync of ``records`` generated attendees (all added)."""
     from attendee_pipeline.sandbox.attendee_api import Dataset, SandboxConfig
     from attendee_pipeline.sync.diff import compute_changes, empty_published
-    from attendee_pipeline.sync.mapping import map_records
+    from attendee_pipeline.sync.mapping import map_event_records
 
     config = SandboxConfig(**dataset_config(records, 5_000, seed=4))
     raw = list(Dataset(EMAIL_EVENT, config).iter_records())
-    mapped = map_records(raw, event.mapping, event.delete_flag)
+    mapped = map_event_records(raw, event)
     changes = compute_changes(mapped.frame, empty_published(), event.sync.apply)
     if changes.counts.get("added") != records:
         raise RuntimeError(

@@ -203,7 +203,9 @@ def _dry_run(event, replay: str | None, full: bool = False) -> None:  # type: ig
             else:
                 mapped = steps.map_extract(event, dest)
                 published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
-                changes = compute_changes(mapped.valid, published, event.sync.apply)
+                changes = compute_changes(
+                    mapped.valid, published, event.sync.apply, rejected_keys=steps.rejected_keys(mapped.rejects)
+                )
     click.echo(f"dry run for {event.id}: {manifest.get('records', 0)} record(s) fetched, nothing published")
     for key, value in changes.counts.items():
         click.echo(f"  {key:<15} {value}")

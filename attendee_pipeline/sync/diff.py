@@ -32,6 +32,7 @@ from attendee_pipeline.sync.policy import (
     blanks_to_null,
     ADDED,
     COUNT_KEYS,
+    REJECTED_KEPT,
     REMOVED,
     RESTORED,
     STATE_ACTIVE,
@@ -227,13 +228,17 @@ def _check_published(published: pd.DataFrame | None, need_content: bool) -> pd.D
     return published.reset_index(drop=True)
 
 
-def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, policy: Any) -> ChangeSet:
+def compute_changes(
+    incoming: pd.DataFrame, published: pd.DataFrame | None, policy: Any, rejected_keys: Any = None
+) -> ChangeSet:
     """Diff ``incoming`` (an attendee frame, unique keys) against ``published`` under ``policy``.
 
     ``published`` has one row per attendee the platform ever had for the event: ``attendee_id``,
     ``attendee_key``, ``row_hash``, ``status`` ('active' / 'removed'), and the CONTENT_COLUMNS
-    when ``policy.existing == 'update_provided'``. See :mod:`attendee_pipeline.sync.policy` for
-    what each outcome means.
+    when ``policy.existing == 'update_provided'``. ``rejected_keys``: the attendee keys of the
+    extract's quarantined records -- a published attendee among them is in the extract, only
+    its record is bad, so it is kept as published (``rejected_kept``), never counted missing.
+    See :mod:`attendee_pipeline.sync.policy` for what each outcome means.
     """
     provided_only = merges_provided(policy)
     inc = _check_incoming(incoming)
@@ -284,6 +289,11 @@ def compute_changes(incoming: pd.DataFrame, published: pd.DataFrame | None, poli
     # published, active, and absent from the extract
     present = np.zeros(len(pub), dtype=bool)
     present[pos[known]] = True
+    if rejected_keys is not None and len(pub):
+        held = pub_index.get_indexer(pd.Index(rejected_keys).dropna().unique())
+        held = held[held >= 0]
+        counts[REJECTED_KEPT] += int((~present[held] & pub_active[held]).sum())
+        present[held] = True
     missing = np.flatnonzero(~present & pub_active)
     outcome = missing_outcome(policy)
     counts[outcome] += len(missing)

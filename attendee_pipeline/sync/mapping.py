@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from attendee_pipeline.sync.policy import merges_provided
 from attendee_pipeline.sync.model import (
     FRAME_COLUMNS,
     PROFILE_FIELDS,
@@ -48,6 +49,13 @@ class MappingReject:
     source_record_id: str | None
     field: str
     reason: str
+    #: the record's attendee key when it has a usable e-mail (see diff.compute_changes)
+    attendee_key: str | None = None
+
+
+#: The reason for a text value that is not valid Unicode (JSON can carry half of a surrogate
+#: pair, e.g. an emoji cut in two: "\ud83d"), which no database can store.
+UNPAIRED_SURROGATE = "text holds half of a UTF-16 surrogate pair (not valid Unicode)"
 
 
 @dataclass
@@ -100,9 +108,9 @@ def _text(value: Any) -> str | None:
     raise _BadValue(f"expected text, got {type(value).__name__}")
 
 
-def _groups(value: Any, separator: str, name_key: str) -> str:
+def _groups(value: Any, separator: str, name_key: str, absent: str | None) -> str | None:
     if value is None or value is _MISSING:
-        return canonical_groups([])  # type: ignore[return-value]
+        return absent
     if isinstance(value, str):
         return canonical_groups(value.split(separator))  # type: ignore[return-value]
     if isinstance(value, list):
@@ -115,6 +123,17 @@ def _groups(value: Any, separator: str, name_key: str) -> str:
             names.append(item)
         return canonical_groups(names)  # type: ignore[return-value]
     raise _BadValue(f"expected a list of group names or a delimited string, got {type(value).__name__}")
+
+
+def _encodable(value: Any) -> bool:
+    """False for text that cannot be stored (half a surrogate pair); True otherwise."""
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _arrow_texts(values: list[Any]) -> pd.api.extensions.ExtensionArray | None:
@@ -137,18 +156,29 @@ def _column(records: list[Any], get: Callable[[Any], Any], flat_key: str | None)
     return [get(r) for r in records]
 
 
+def map_event_records(records: Iterable[Any], event: Any, first_row: int = 0) -> MappingResult:
+    """:func:`map_records` with a catalog event's mapping, delete flag and apply policy."""
+    return map_records(
+        records, event.mapping, event.delete_flag, first_row=first_row, provided_only=merges_provided(event.sync.apply)
+    )
+
+
 def map_records(
     records: Iterable[Any],
     mapping: Any,
     delete_flag: Any | None = None,
     first_row: int = 0,
+    provided_only: bool = False,
 ) -> MappingResult:
     """Map provider records onto an attendee frame.
 
     ``mapping`` is a catalog ``FieldMapping``; ``delete_flag`` a catalog ``DeleteFlag`` or None;
-    ``first_row`` the position of the first record in the whole extract (for chunked mapping).
-    Every record yields either one frame row or one reject: nothing is dropped silently. The work
-    is done column by column (one list comprehension per mapped field) for speed.
+    ``first_row`` the position of the first record in the whole extract (for chunked mapping);
+    ``provided_only``: the event updates existing attendees with the fields a record provides
+    (``existing: update_provided``), so a record without its groups field keeps the published
+    groups (null) instead of clearing them (an empty list). Every record yields either one frame
+    row or one reject: nothing is dropped silently. The work is done column by column (one list
+    comprehension per mapped field) for speed.
     """
     all_records = list(records)
     rows = range(first_row, first_row + len(all_records))
@@ -204,7 +234,8 @@ def map_records(
 
     groups: list[Any] | None = None
     if "groups" in fields:
-        cache: dict[Any, str] = {}
+        cache: dict[Any, str | None] = {}
+        absent = None if provided_only else canonical_groups([])
         groups = []
         for i, v in enumerate(values_of(fields["groups"])):
             # keyed with the items' types: 1, 1.0 and True are equal keys but "1", "1.0", "True"
@@ -218,7 +249,7 @@ def map_records(
             except TypeError:  # an unhashable item (an object): no caching
                 cache_key = None
             try:
-                text = _groups(v, mapping.groups_separator, mapping.groups_name_key)
+                text = _groups(v, mapping.groups_separator, mapping.groups_name_key, absent)
             except _BadValue as exc:
                 groups.append(None)
                 bad.setdefault(positions[i], MappingReject(rows[positions[i]], None, "groups", exc.reason))
@@ -255,21 +286,33 @@ def map_records(
         flagged = [False] * n
 
     email = columns.get("email", [None] * n)
-    def text(values: Any) -> Any:
+    # texts() gave stripped str or None, so attendee_key() is just lower()
+    keys = [None if e is None else e.lower() for e in email]
+
+    def text(values: Any, field_name: str) -> Any:
         if values is None:
             return null_text_array(n)
-        return values if isinstance(values, pd.api.extensions.ExtensionArray) else text_array(values)
+        if isinstance(values, pd.api.extensions.ExtensionArray):
+            return values
+        try:
+            return text_array(values)
+        except UnicodeEncodeError:  # half a surrogate pair: that record is rejected, not the run
+            values = list(values)
+            for i, v in enumerate(values):
+                if isinstance(v, str) and not _encodable(v):
+                    values[i] = None
+                    bad.setdefault(positions[i], MappingReject(rows[positions[i]], None, field_name, UNPAIRED_SURROGATE))
+            return text_array(values)
 
     data: dict[str, Any] = {
-        # texts() gave stripped str or None, so attendee_key() is just lower()
-        "attendee_key": text([None if e is None else e.lower() for e in email]),
+        "attendee_key": text(keys, "email"),
         "source_row": np.asarray([rows[p] for p in positions], dtype="int64"),
-        "source_record_id": text(record_ids),
+        "source_record_id": text(record_ids, "source_record_id"),
     }
     for name in PROFILE_FIELDS:
-        data[name] = text(columns.get(name))
-    data["custom_fields"] = text(custom)
-    data["groups"] = text(groups)
+        data[name] = text(columns.get(name), name)
+    data["custom_fields"] = text(custom, "custom_fields")
+    data["groups"] = text(groups, "groups")
     data["flagged"] = np.asarray(flagged, dtype=bool)
     frame = pd.DataFrame(data, columns=list(FRAME_COLUMNS))
     if bad:
@@ -278,8 +321,11 @@ def map_records(
         drop = [index_of[p] for p in bad_positions if p in index_of]
         for p in bad_positions:
             reject = bad[p]
-            if p in index_of and record_ids is not None:
-                reject.source_record_id = record_ids[index_of[p]]
+            if p in index_of:
+                if record_ids is not None and _encodable(record_ids[index_of[p]]):
+                    reject.source_record_id = record_ids[index_of[p]]
+                if _encodable(keys[index_of[p]]):
+                    reject.attendee_key = keys[index_of[p]]
             rejects.append(reject)
         frame = frame.drop(index=drop).reset_index(drop=True)
     return MappingResult(frame=frame, rejects=rejects)

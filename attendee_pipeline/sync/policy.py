@@ -39,6 +39,9 @@ SKIPPED_NEW = "skipped_new"  # new or previously removed, but policy.new == skip
 FLAGGED_ABSENT = "flagged_absent"  # delete-flagged but not (or no longer) published
 FLAGGED_IGNORED = "flagged_ignored"  # delete-flagged and published, but policy.flagged == ignore
 MISSING_KEPT = "missing_kept"  # published, absent from the extract, policy.missing == keep
+#: published and active, but this extract's record of it was quarantined: kept as published
+#: (never removed, whatever policy.missing says: a bad record is not a deregistration)
+REJECTED_KEPT = "rejected_kept"
 
 #: Every count a ChangeSet reports, in display order.
 COUNT_KEYS: tuple[str, ...] = (
@@ -52,6 +55,7 @@ COUNT_KEYS: tuple[str, ...] = (
     FLAGGED_ABSENT,
     FLAGGED_IGNORED,
     MISSING_KEPT,
+    REJECTED_KEPT,
 )
 
 #: Published state of an incoming record's key.

@@ -386,7 +386,9 @@ def publish_attendees(
     else:
         policy = event.sync.apply
         published = db_publish.load_published(engine, event.id, with_content=policy.existing == "update_provided")
-        changes = compute_changes(mapped_attendees, published, policy)
+        changes = compute_changes(
+            mapped_attendees, published, policy, rejected_keys=steps.rejected_keys(rejected_attendees)
+        )
         active_before = int((published["status"] == "active").sum()) if len(published) else 0
         del published
         stored = dg.Output(
