@@ -260,6 +260,18 @@ def test_the_batched_schema_check_finds_the_same_failures_whatever_rows_it_valid
     assert results[0][:2] == (12, [5, 11])
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", " "])
+def test_an_address_with_any_space_inside_is_invalid_as_on_the_feed(space):
+    # the pull validates on Arrow text (RE2, whose \s is ASCII only): a no-break space passed
+    from attendee_pipeline.sync.feed import _EMAIL
+
+    result = map_records([rec(1, contact={"email": f"john{space}doe@example.org"}), rec(2)], MAPPING, FLAG)
+    checked = quarantine(result.frame)
+    assert checked.valid["source_row"].tolist() == [1]
+    assert checked.rejects[["source_row", "field"]].values.tolist() == [[0, "email"]]
+    assert _EMAIL.match(f"john{space}doe@example.org") is None
+
+
 def test_values_the_platform_database_cannot_store_are_quarantined_with_their_field():
     """PostgreSQL refuses a NUL in text, and index entries over ~2,700 bytes: one such value
     used to fail the whole publish; now its record is rejected and the others publish."""

@@ -18,10 +18,14 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow.compute as pc
 
+from attendee_pipeline.sync.mapping import WHITESPACE
 from attendee_pipeline.sync.model import PROFILE_FIELDS, TEXT_DTYPE, parse_groups, python_values
 
 #: Pragmatic e-mail syntax: one @, a dotted domain, no spaces, control characters or angle brackets.
-_NOT_IN_ADDRESS = r"@\s<>,;\"'\x00-\x1f\x7f"
+#: The spaces are spelt out (every ``str.isspace`` character), not ``\s``: on Arrow-backed text
+#: the pattern runs in RE2, whose ``\s`` is ASCII only, so a no-break space passed on a pull
+#: while the feed (Python ``re``) refused it.
+_NOT_IN_ADDRESS = r"@<>,;\"'\x00-\x1f\x7f" + "".join(c for c in WHITESPACE if c >= " ")
 EMAIL_PATTERN = rf"^[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}.]+(\.[^{_NOT_IN_ADDRESS}.]+)+$"
 #: A badge URL must be http(s) and its path must end in .jpg/.jpeg/.png/.pdf (query allowed).
 BADGE_PATTERN = r"(?i)^https?://[^\s/?#]+/[^\s?#]*\.(jpe?g|png|pdf)(\?[^\s#]*)?(#\S*)?$"
