@@ -48,6 +48,7 @@ from attendee_pipeline.platform_db.publish import (
     last_published_position,
     load_published,
     publish_changes,
+    publish_version,
 )
 from attendee_pipeline.sync import procurios as rules
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
@@ -305,6 +306,7 @@ class BatchedChanges:
     counts: dict[str, int] = field(default_factory=dict)
     published_active: int = 0
     preview: pd.DataFrame = field(default_factory=pd.DataFrame)
+    published_version: int | None = None  # publish.publish_version, read before the first batch
 
 
 def drop_other_cancellations(frame: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -340,6 +342,7 @@ def diff_batches(event: EventEntry, mapped: BatchedAttendees, engine: sa.Engine,
     previews: list[pd.DataFrame] = []
     try:
         with engine.connect() as conn:
+            version = publish_version(conn, event.id)
             for frame in mapped.frames():
                 published = load_published(
                     conn, event.id, keys=python_values(frame["attendee_key"]).tolist(), also=["source_record_id"]
@@ -357,7 +360,7 @@ def diff_batches(event: EventEntry, mapped: BatchedAttendees, engine: sa.Engine,
     preview = pd.concat(previews, ignore_index=True).head(20) if previews else pd.DataFrame(
         columns=["change", "source_row", "source_record_id"]
     )
-    return BatchedChanges(batches, counts, active_count(engine, event.id), preview)
+    return BatchedChanges(batches, counts, active_count(engine, event.id), preview, published_version=version)
 
 
 # --------------------------------------------------------------------------- publish
@@ -405,6 +408,7 @@ def publish_batches(
     stored: Any = iter(changes.batches) if n else iter([(_empty_changes(event), {})])
     pending = {k: 0 for k in COUNT_KEYS}
     first = 1
+    version = changes.published_version  # then each batch's own ledger row: no other publish in between
     for number, (frame, counts) in enumerate(stored, start=1):
         for key, value in counts.items():
             if key in pending:
@@ -429,7 +433,9 @@ def publish_batches(
             input_fingerprint=input_fingerprint if last else None,
             source_position=source_position if last else previous_position,
             email_settings=event.settings,
+            published_version=version,
         )
+        version = result.ledger_id if version is not None else None
         total.transactions += 1
         for name in _SUMMED:
             setattr(total, name, getattr(total, name) + getattr(result, name))

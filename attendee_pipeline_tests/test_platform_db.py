@@ -317,6 +317,71 @@ def test_a_stale_change_set_is_refused(engine: sa.Engine):
     assert len(db.ledger(engine, "ev")) == 2
 
 
+def test_a_publish_since_the_diff_is_refused_even_when_the_change_set_misses_it(engine: sa.Engine):
+    # Two overlapping runs (missing: remove): A diffed an old extract without CAT, B the current
+    # one that lists CAT. A publishes first. B's change set does not touch CAT (or is empty),
+    # so only the publish version shows that B diffed a list that is gone; were B published,
+    # its ledger row would claim B's input published and later syncs of it would be skipped.
+    policy = ApplyPolicy(missing="remove")
+    sync(engine, "ev", frame(ANN, BOB, CAT), policy)
+    version = db.publish_version(engine, "ev")
+    assert version == db.ledger(engine, "ev")[-1]["id"] and db.publish_version(engine, "other") == 0
+    published = db.load_published(engine, "ev")
+    a = compute_changes(frame(ANN, BOB), published, policy)
+    b = compute_changes(frame(ANN, person("bob@x.org", company="Two", groups=["Speakers"]), CAT), published, policy)
+    b_empty = compute_changes(frame(ANN, BOB, CAT), published, policy)
+    assert b_empty.is_empty
+    db.publish_changes(engine, "ev", a, run_id="a", input_fingerprint="FA", published_version=version)
+    before = state(engine, "ev")
+    for changes in (b, b_empty):
+        with pytest.raises(db.StalePublishError):
+            db.publish_changes(engine, "ev", changes, run_id="b", input_fingerprint="FB", published_version=version)
+    assert state(engine, "ev") == before and before["cat@x.org"][1] == "removed"
+    assert [row["run_id"] for row in db.ledger(engine, "ev")] == ["run", "a"]
+    # a held run's ledger row publishes nothing: it does not change the version
+    db.record_ledger(engine, "ev", run_id="held", status="held")
+    assert db.publish_version(engine, "ev") == db.ledger(engine, "ev")[1]["id"]
+    # the retried step diffs again against what A published: CAT comes back
+    version = db.publish_version(engine, "ev")
+    retry = compute_changes(frame(ANN, BOB, CAT), db.load_published(engine, "ev"), policy)
+    result = db.publish_changes(engine, "ev", retry, run_id="b", input_fingerprint="FB", published_version=version)
+    assert result.restored == 1 and state(engine, "ev")["cat@x.org"][1] == "active"
+    assert db.publish_version(engine, "ev") == result.ledger_id
+
+
+def test_a_batched_publish_is_refused_after_another_publish_but_not_after_its_own_batches(
+    engine: sa.Engine, tmp_path: Path
+):
+    from attendee_pipeline import batched
+
+    event = EventEntry.model_validate(event_entry("ev"))
+    sync(engine, "ev", frame(ANN))
+
+    def changes(version: int) -> batched.BatchedChanges:
+        published = db.load_published(engine, "ev")
+        writer = batched._BatchWriter(tmp_path / f"changes-{version}.pkl")
+        for part in (frame(BOB), frame(CAT)):  # two batches, two transactions
+            diff = compute_changes(part, published, ApplyPolicy())
+            writer.append((diff.frame, dict(diff.counts)), len(diff.frame))
+        return batched.BatchedChanges(writer.close(), published_version=version)
+
+    def publish(stored: batched.BatchedChanges) -> batched.BatchedPublish:
+        return batched.publish_batches(
+            engine, event, stored, run_id="b", rejected_count=0, raw_extract_path=None, started_at=None,
+            input_fingerprint="FB", source_position="p2", previous_position="p1",
+        )
+
+    stale = changes(db.publish_version(engine, "ev"))
+    sync(engine, "ev", frame(ANN, person("dan@x.org")), run_id="a")
+    before = state(engine, "ev")
+    with pytest.raises(db.StalePublishError):
+        publish(stale)
+    assert state(engine, "ev") == before
+    result = publish(changes(db.publish_version(engine, "ev")))
+    assert (result.transactions, result.added) == (2, 2)
+    assert set(state(engine, "ev")) == {"ann@x.org", "bob@x.org", "cat@x.org", "dan@x.org"}
+
+
 def test_groups_are_shared_between_events(engine: sa.Engine):
     sync(engine, "alpha", frame(ANN, BOB))
     _, result = sync(engine, "beta", frame(person("zoe@x.org", groups=["Speakers", "Crew"]), ANN))

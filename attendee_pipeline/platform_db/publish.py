@@ -412,6 +412,22 @@ def load_published(
     return frame.astype({"attendee_id": "int64", "row_hash": "int64"})
 
 
+def publish_version(conn_or_engine: sa.Engine | sa.Connection, event_id: str) -> int:
+    """The event's publish version: the id of its latest ``published`` ledger row (0: none yet).
+    Every publish adds that row in the transaction that writes the list, under the event lock,
+    so any publish of the event changes it. Read it BEFORE the list a diff is computed from
+    (:func:`load_published`) and pass it to :func:`publish_changes` as ``published_version``:
+    a publish that lands in between then fails the later one as stale -- even one that writes
+    nothing -- instead of letting it record its input as published over a list it did not see."""
+    if isinstance(conn_or_engine, sa.Engine):
+        with conn_or_engine.connect() as conn:
+            return publish_version(conn, event_id)
+    stmt = sa.select(sa.func.coalesce(sa.func.max(sync_ledger.c.id), 0)).where(
+        sync_ledger.c.event_id == event_id, sync_ledger.c.status == "published"
+    )
+    return int(conn_or_engine.execute(stmt).scalar_one())
+
+
 def _lock_event(conn: sa.Connection, event_id: str) -> None:
     """Serialise publishes of one event (PostgreSQL; SQLite's BEGIN IMMEDIATE already does)."""
     if conn.dialect.name == "postgresql":
@@ -575,6 +591,7 @@ def publish_changes(
     input_fingerprint: str | None = None,
     source_position: str | None = None,
     email_settings: Any = None,
+    published_version: int | None = None,
 ) -> PublishResult:
     """Apply ``changeset`` to the event's published list in one transaction.
 
@@ -582,7 +599,9 @@ def publish_changes(
     (``status = 'removed'``, their memberships deleted), creates missing groups (shared by name
     across events), rewrites the memberships of the written attendees, and adds a
     ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
-    writes nothing) when the rows changed since the diff. With ``email_settings`` (the event's
+    writes nothing) when the rows changed since the diff, or -- given ``published_version``
+    (:func:`publish_version`, read before the diff's list) -- when any other publish of the
+    event landed since, also for an empty change set. With ``email_settings`` (the event's
     catalog settings) the invite / cancellation e-mails it asks for are queued in the same
     transaction (see platform_db.outbox).
     """
@@ -597,6 +616,8 @@ def publish_changes(
 
     with write_transaction(engine) as conn:
         _lock_event(conn, event_id)
+        if published_version is not None and publish_version(conn, event_id) != published_version:
+            raise StalePublishError(_STALE)
         _ensure_event(conn, event_id, source_kind, now)
         published_groups = _verify_unchanged_since_diff(conn, event_id, frame)
 

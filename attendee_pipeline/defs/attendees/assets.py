@@ -385,6 +385,7 @@ def publish_attendees(
         changes, active_before, stored = output.value, int(output.value.published_active), output
     else:
         policy = event.sync.apply
+        version = db_publish.publish_version(engine, event.id)  # before the list (see there)
         published = db_publish.load_published(engine, event.id, with_content=policy.existing == "update_provided")
         changes = compute_changes(
             mapped_attendees, published, policy, rejected_keys=steps.rejected_keys(rejected_attendees)
@@ -443,6 +444,7 @@ def publish_attendees(
             input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
             source_position=attendee_raw_extract.get("source_position"),
             email_settings=event.settings,
+            published_version=version,
         )
     counts = _as_counts(published_result)
     # Both are written by the one publish (one transaction): reported together.
