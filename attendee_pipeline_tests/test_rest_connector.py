@@ -27,6 +27,7 @@ from attendee_pipeline.connectors.rest import (
     iter_extract_records,
     read_manifest,
 )
+from attendee_pipeline.sandbox import attendee_api
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle
 
 FAST = RestExtractor(max_retries=3, backoff_factor=0.01, backoff_max=0.1)
@@ -131,6 +132,30 @@ def test_short_page_under_a_cap_ends_when_the_next_is_empty(sandbox_factory, san
     # page numbers: the read-ahead for page 2 is the check; offset: the check asks offset=80
     assert manifest.prefetch_discarded == (0 if style == "page" else 1)
     assert h.request_count("ev") == manifest.requests == (2 if style == "page" else 3)
+
+
+def test_cursor_list_ends_at_an_empty_page_that_still_has_a_cursor(
+    sandbox_factory, sandbox_source, tmp_path, monkeypatch
+):
+    # an "always a next_cursor" provider: past the end it answers empty pages with a fresh cursor
+    plan_page = attendee_api._plan_page
+
+    def always_a_cursor(request, config, dataset, empty):
+        plan = plan_page(request, config, dataset, empty)
+        if plan.next_cursor is None:
+            token = request.query_params.get(config.cursor_param)
+            offset = attendee_api._decode_cursor(token) if token else 0
+            plan.next_cursor = attendee_api._encode_cursor(offset + len(plan.positions) + 1)
+        return plan
+
+    monkeypatch.setattr(attendee_api, "_plan_page", always_a_cursor)
+    config = SandboxConfig(records=25, pagination="cursor", page_size=10, record_path="data.users")
+    h = sandbox_factory({"ev": config})
+    extractor = RestExtractor(max_retries=0, max_pages=20)  # unfixed: "more than 20 pages"
+    manifest = extractor.extract(source_of(sandbox_source, h, "ev"), "ev", tmp_path / "x")
+    assert manifest.records == 25 and manifest.page_records == [10, 10, 5, 0]
+    assert h.request_count("ev") == manifest.requests == 4
+    assert list(iter_extract_records(tmp_path / "x")) == served(h, "ev")
 
 
 def test_pages_are_stored_byte_for_byte(sandbox_factory, sandbox_source, tmp_path):

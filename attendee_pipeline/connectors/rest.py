@@ -459,7 +459,9 @@ class _Run:
                     params[pag.size_param] = str(pag.size)
                 if cursor is not None:
                     params[pag.cursor_param] = cursor
-                _, body, _ = self.fetch(url, params)
+                count, body, _ = self.fetch(url, params)
+                if count == 0:  # some providers hand out a next cursor with an empty page
+                    break
                 try:
                     value = _at_path(body, pag.cursor_path)
                 except KeyError:
