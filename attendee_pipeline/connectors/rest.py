@@ -120,6 +120,9 @@ class ExtractManifest:
     #: Requests sent for the page after the current one while the current one was stored and
     #: whose answer was not used (the list ended, or the answer was not a success).
     prefetch_discarded: int = 0
+    #: :func:`source_settings` of the source this extract was read with (None: an extract made
+    #: before they were kept, or not from a REST source).
+    source_settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,6 +230,17 @@ def _secret_param_names(source: RestApiSource) -> set[str]:
     return set(source.auth.params) if isinstance(source.auth, QueryAuth) else set()
 
 
+def source_settings(source: RestApiSource) -> dict[str, Any]:
+    """The settings that decide which records a page's bytes hold and where the list ends: the
+    URL (without secrets), the record path and the pagination. Two extracts made with the same
+    settings count the same bytes as the same records."""
+    return {
+        "url": _strip_url(source.url, _secret_param_names(source)),
+        "record_path": source.record_path,
+        "pagination": source.pagination.model_dump(mode="json"),
+    }
+
+
 # --------------------------------------------------------------------------- extractor
 
 
@@ -311,6 +325,7 @@ class RestExtractor:
                     page_sha256=run.page_sha256,
                     content_sha256=run.digest.hexdigest(),
                     prefetch_discarded=run.discarded,
+                    source_settings=source_settings(source),
                 )
                 write_manifest(tmp, manifest)
         finally:
