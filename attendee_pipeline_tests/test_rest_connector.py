@@ -27,6 +27,7 @@ from attendee_pipeline.connectors.rest import (
     iter_extract_records,
     read_manifest,
 )
+from attendee_pipeline.sandbox import attendee_api
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle
 
 FAST = RestExtractor(max_retries=3, backoff_factor=0.01, backoff_max=0.1)
@@ -78,11 +79,15 @@ def test_every_pagination_style_end_to_end(sandbox_factory, sandbox_source, tmp_
 
     assert manifest.records == records
     assert list(iter_extract_records(dest)) == served(h, "ev")
-    # page-number / offset: the request for the page after the last one was already out
-    read_ahead_waste = 1 if style in ("page", "offset") else 0
+    # page-number / offset: the request for the page after the last one was already out; after
+    # an empty last page it is not used, after a short one it confirms the end (offset: the
+    # request for the records right after the short page does, the one already out is not used)
+    short_end = style in ("page", "offset") and records % size != 0
+    read_ahead_waste = 1 if style == "offset" or (style == "page" and not short_end) else 0
+    checks = 1 if short_end else 0
     assert manifest.prefetch_discarded == read_ahead_waste
     assert manifest.pages == len(list(dest.glob("page-*.json")))
-    assert h.request_count("ev") == manifest.requests == manifest.pages + read_ahead_waste
+    assert h.request_count("ev") == manifest.requests == manifest.pages + read_ahead_waste + checks
     assert manifest.retries == 0
     assert manifest.content_sha256 == extract_digest(dest, recompute=True)
     assert manifest.page_sha256 == [
@@ -93,6 +98,64 @@ def test_every_pagination_style_end_to_end(sandbox_factory, sandbox_source, tmp_
     assert manifest.pagination == style and manifest.event_id == "ev-1"
     assert read_manifest(dest).to_dict() == json.loads((dest / "manifest.json").read_text())
     assert no_partials(tmp_path)
+
+
+@pytest.mark.parametrize("style", ["page", "offset"])
+def test_provider_page_cap_below_size_is_an_error(sandbox_factory, sandbox_source, tmp_path, style):
+    # the provider serves at most 100 records a page; the catalog asks for 500
+    config = SandboxConfig(records=250, pagination=style, page_size=100, max_page_size=100)
+    h = sandbox_factory({"ev": config})
+    pagination = {**h.catalog_source("ev")[0]["pagination"], "size": 500}
+    source = source_of(sandbox_source, h, "ev", pagination=pagination)
+    after = "page 2" if style == "page" else "the request for the records after it (offset=100)"
+    with pytest.raises(ExtractError) as info:
+        FAST.extract(source, "ev", tmp_path / "x")
+    assert info.value.page == 2
+    assert info.value.problem == (
+        f"page 1 held 100 records where pagination.size is 500, and {after} is not empty: "
+        "the provider caps pages at 100 records; set pagination.size to 100"
+    )
+    assert not (tmp_path / "x").exists() and no_partials(tmp_path)
+    # with the provider's size the same list is read whole
+    pagination["size"] = 100
+    manifest = FAST.extract(source_of(sandbox_source, h, "ev", pagination=pagination), "ev", tmp_path / "y")
+    assert manifest.records == 250 and list(iter_extract_records(tmp_path / "y")) == served(h, "ev")
+
+
+@pytest.mark.parametrize("style", ["page", "offset"])
+def test_short_page_under_a_cap_ends_when_the_next_is_empty(sandbox_factory, sandbox_source, tmp_path, style):
+    # fewer records than the cap: the one short page is the whole list
+    h = sandbox_factory({"ev": SandboxConfig(records=80, pagination=style, page_size=100, max_page_size=100)})
+    pagination = {**h.catalog_source("ev")[0]["pagination"], "size": 500}
+    manifest = FAST.extract(source_of(sandbox_source, h, "ev", pagination=pagination), "ev", tmp_path / "x")
+    assert manifest.records == 80 and manifest.pages == 1
+    # page numbers: the read-ahead for page 2 is the check; offset: the check asks offset=80
+    assert manifest.prefetch_discarded == (0 if style == "page" else 1)
+    assert h.request_count("ev") == manifest.requests == (2 if style == "page" else 3)
+
+
+def test_cursor_list_ends_at_an_empty_page_that_still_has_a_cursor(
+    sandbox_factory, sandbox_source, tmp_path, monkeypatch
+):
+    # an "always a next_cursor" provider: past the end it answers empty pages with a fresh cursor
+    plan_page = attendee_api._plan_page
+
+    def always_a_cursor(request, config, dataset, empty):
+        plan = plan_page(request, config, dataset, empty)
+        if plan.next_cursor is None:
+            token = request.query_params.get(config.cursor_param)
+            offset = attendee_api._decode_cursor(token) if token else 0
+            plan.next_cursor = attendee_api._encode_cursor(offset + len(plan.positions) + 1)
+        return plan
+
+    monkeypatch.setattr(attendee_api, "_plan_page", always_a_cursor)
+    config = SandboxConfig(records=25, pagination="cursor", page_size=10, record_path="data.users")
+    h = sandbox_factory({"ev": config})
+    extractor = RestExtractor(max_retries=0, max_pages=20)  # unfixed: "more than 20 pages"
+    manifest = extractor.extract(source_of(sandbox_source, h, "ev"), "ev", tmp_path / "x")
+    assert manifest.records == 25 and manifest.page_records == [10, 10, 5, 0]
+    assert h.request_count("ev") == manifest.requests == 4
+    assert list(iter_extract_records(tmp_path / "x")) == served(h, "ev")
 
 
 def test_pages_are_stored_byte_for_byte(sandbox_factory, sandbox_source, tmp_path):

@@ -152,6 +152,29 @@ def test_catalog_change_reruns_the_mapping_on_an_unchanged_extract(api, h):
     assert rows["company"].fillna("").tolist() == rows["job_title"].fillna("").tolist()
 
 
+def test_corrected_record_path_does_not_reuse_the_old_page_counts(api, h):
+    # Every record's groups list is empty, so a record_path pointing into the first record's
+    # groups finds an empty list on page 1: the first sync reads 1 page, 0 records.
+    config = SandboxConfig(
+        records=25, seed=15, pagination="page", page_size=10, record_path="data.users", max_groups=0
+    )
+    source = {"kind": "rest_api", "url": api.event_url("repath"), "pagination": {"style": "page", "size": 10}}
+    ev = _event(api, h, "repath", config, source={**source, "record_path": "data.users.0.groups"})
+    first = materialized(h.sync(ev), "attendee_raw_extract")
+    assert (first["pages"], first["records"]) == (1, 0)
+    # The path is corrected; page 1 comes back byte for byte, but holds 10 records now, not 0.
+    h._entries[ev]["source"]["record_path"] = "data.users"  # type: ignore[attr-defined]
+    h.write_catalog(*h._entries.values())  # type: ignore[attr-defined]
+    result = h.sync(ev)
+    assert result.success
+    extract = materialized(result, "attendee_raw_extract")
+    assert (extract["pages"], extract["records"]) == (3, 25)  # 10 + 10 + 5
+    assert _published(result)["added"] == 25
+    # With the same settings again the pages of that sync are known: none is parsed.
+    again = materialized(h.sync(ev), "attendee_raw_extract")
+    assert again["unchanged"] is True and again["pages_mapped_while_fetching"] == 0
+
+
 def test_changed_attendee_is_updated_in_place(api, h):
     ev = _event(api, h, "upd", SandboxConfig(records=20, seed=5))
     h.sync(ev)

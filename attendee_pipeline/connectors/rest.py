@@ -124,6 +124,9 @@ class ExtractManifest:
     #: Requests sent for the page after the current one while the current one was stored and
     #: whose answer was not used (the list ended, or the answer was not a success).
     prefetch_discarded: int = 0
+    #: :func:`source_settings` of the source this extract was read with (None: an extract made
+    #: before they were kept, or not from a REST source).
+    source_settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +234,17 @@ def _secret_param_names(source: RestApiSource) -> set[str]:
     return set(source.auth.params) if isinstance(source.auth, QueryAuth) else set()
 
 
+def source_settings(source: RestApiSource) -> dict[str, Any]:
+    """The settings that decide which records a page's bytes hold and where the list ends: the
+    URL (without secrets), the record path and the pagination. Two extracts made with the same
+    settings count the same bytes as the same records."""
+    return {
+        "url": _strip_url(source.url, _secret_param_names(source)),
+        "record_path": source.record_path,
+        "pagination": source.pagination.model_dump(mode="json"),
+    }
+
+
 # --------------------------------------------------------------------------- extractor
 
 
@@ -315,6 +329,7 @@ class RestExtractor:
                     page_sha256=run.page_sha256,
                     content_sha256=run.digest.hexdigest(),
                     prefetch_discarded=run.discarded,
+                    source_settings=source_settings(source),
                 )
                 write_manifest(tmp, manifest)
         finally:
@@ -461,12 +476,18 @@ class _Run:
                     params[pag.size_param] = str(pag.size)
                 return url, params
 
-            self.read_ahead(page_request, lambda count: count == 0 or (sized and count < pag.size))
+            self.read_ahead(page_request, pag.size if sized else None)
         elif isinstance(pag, OffsetPagination):
-            # pages continue only when full, so page k starts at k * size
+
+            def offset_request(start: int) -> tuple[str, dict[str, str]]:
+                return url, {**base, pag.offset_param: str(start), pag.limit_param: str(pag.size)}
+
+            # pages continue only when full, so page k starts at k * size; a short page is
+            # confirmed as the last by asking for the records right after it
             self.read_ahead(
-                lambda k: (url, {**base, pag.offset_param: str(k * pag.size), pag.limit_param: str(pag.size)}),
-                lambda count: count == 0 or count < pag.size,
+                lambda k: offset_request(k * pag.size),
+                pag.size,
+                check=lambda k, count: offset_request(k * pag.size + count),
             )
         elif isinstance(pag, CursorPagination):
             cursor: str | None = None
@@ -477,7 +498,9 @@ class _Run:
                     params[pag.size_param] = str(pag.size)
                 if cursor is not None:
                     params[pag.cursor_param] = cursor
-                _, body, _ = self.fetch(url, params)
+                count, body, _ = self.fetch(url, params)
+                if count == 0:  # some providers hand out a next cursor with an empty page
+                    break
                 try:
                     value = _at_path(body, pag.cursor_path)
                 except KeyError:
@@ -527,14 +550,24 @@ class _Run:
             raise TypeError(f"unsupported pagination {type(pag).__name__}")
 
     def read_ahead(
-        self, request_of: Callable[[int], tuple[str, dict[str, str]]], last: Callable[[int], bool]
+        self,
+        request_of: Callable[[int], tuple[str, dict[str, str]]],
+        size: int | None,
+        check: Callable[[int, int], tuple[str, dict[str, str]]] | None = None,
     ) -> None:
-        """Pages ``request_of(0), request_of(1), ...`` until one for which ``last(records)``.
+        """Pages ``request_of(0), request_of(1), ...`` until an empty one, or a short one (fewer
+        records than ``size``, when given) that the request after it confirms as the last.
 
         The request for page k+1 goes out as soon as page k's answer is in, so the provider
         works on it (and it travels) while page k is parsed, stored and handed to ``on_page``.
-        When page k turns out to be the last, that one request was not needed (counted in the
-        manifest's ``prefetch_discarded``); only one request is ever in flight.
+        When page k is empty, that one request was not needed (counted in the manifest's
+        ``prefetch_discarded``); only one request is ever in flight. A short page k is the last
+        only if the page after it is empty (or, page numbers, byte for byte page k: a provider
+        that answers a page number past the end with its last page); without ``check`` that is
+        the request already out for page k+1, with it the request ``check(k, records)`` (which
+        then replaces it). If that page holds records, the provider serves fewer records per
+        page than ``size`` asks for: an error, as taking page k as the last would truncate the
+        list and going on would skip records.
         """
         k = 0
         pending: Future[requests.Response] | None = None
@@ -545,14 +578,45 @@ class _Run:
                 response = self.get(self.pages + 1, url, params)
             pending = self.ahead(*request_of(k + 1))
             try:
-                count, _, _ = self.fetch(url, params, first=response)
+                count, _, response = self.fetch(url, params, first=response)
             except BaseException:
                 self.discard(pending)
                 raise
-            if last(count):
-                self.discard(pending)
-                return
+            if count == 0 or (size is not None and count < size):
+                break
             k += 1
+        if count == 0:
+            self.discard(pending)
+            return
+        page = self.pages + 1
+        if check is not None:
+            self.discard(pending)
+            url, params = check(k, count)
+            following = self.get(page, url, params)
+        else:
+            url, params = request_of(k + 1)
+            following = self.take(pending)  # the answer is used: not discarded
+            if following is None:
+                following = self.get(page, url, params)
+            if following.content == response.content:
+                return
+        try:
+            # only counted, never stored: decoded as its Content-Type says (JSON: UTF-8)
+            more = len(_records_at(json.loads(following.text), self.source.record_path))
+        except ValueError as exc:
+            problem = f"the page after page {page - 1} (which held {count} of {size} records) cannot be read"
+            raise self.error(page, f"{problem}: {short(str(exc))}") from None
+        if more:
+            if check is None:
+                after = f"page {page}"
+            else:  # e.g. "offset=250"
+                asked = ", ".join(f"{n}={v}" for n, v in params.items() if request_of(k)[1].get(n) != v)
+                after = f"the request for the records after it ({asked})"
+            raise self.error(
+                page,
+                f"page {page - 1} held {count} records where pagination.size is {size}, and {after} is "
+                f"not empty: the provider caps pages at {count} records; set pagination.size to {count}",
+            )
 
     # ----------------------------------------------------------------- one page
 

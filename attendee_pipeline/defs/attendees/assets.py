@@ -22,7 +22,13 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.rest import MANIFEST_NAME, ExtractError, extract_digest, read_manifest
+from attendee_pipeline.connectors.rest import (
+    MANIFEST_NAME,
+    ExtractError,
+    extract_digest,
+    read_manifest,
+    source_settings,
+)
 from attendee_pipeline.defs.attendees import checks
 from attendee_pipeline.defs.memory import release_memory
 from attendee_pipeline.defs.procurios import batched as procurios_batched
@@ -184,7 +190,7 @@ def _extract(
     # a REST source's pages are mapped as they arrive (a Procurios extract is mapped in
     # batches after the fetch, see defs/procurios/batched.py)
     if event.source.kind == "rest_api" and not config.replay_extract:
-        previous = None if config.force else _previous_pages(last)
+        previous = None if config.force else _previous_pages(last, event.source)
         mapper = steps.PageMapper(event, previous)
     try:
         manifest = steps.extract_event(
@@ -215,9 +221,10 @@ def _extract(
     return manifest, mapper
 
 
-def _previous_pages(last: dict[str, Any] | None) -> list[tuple[str, int]] | None:
+def _previous_pages(last: dict[str, Any] | None, source: Any) -> list[tuple[str, int]] | None:
     """(SHA-256, records) of each page of the extract the event's last decided sync read, if
-    that extract is still kept."""
+    that extract is still kept and was read with the same URL, record path and pagination as
+    ``source`` (otherwise the same bytes may hold other records, or end the list elsewhere)."""
     path = (last or {}).get("raw_extract_path")
     if not path:
         return None
@@ -226,6 +233,8 @@ def _previous_pages(last: dict[str, Any] | None) -> list[tuple[str, int]] | None
     except (OSError, ValueError, TypeError):
         return None
     if len(manifest.page_sha256) != manifest.pages or len(manifest.page_records) != manifest.pages:
+        return None
+    if manifest.source_settings is None or manifest.source_settings != source_settings(source):
         return None
     return list(zip(manifest.page_sha256, manifest.page_records)) or None
 
