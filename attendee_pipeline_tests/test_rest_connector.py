@@ -374,6 +374,31 @@ def test_a_long_query_secret_is_masked_whole_in_a_cut_error(monkeypatch, tmp_pat
     assert "Zq7" not in str(info.value) and "***" in str(info.value)
 
 
+def test_a_404_after_a_short_last_page_ends_the_list(tmp_path):
+    # a short page is confirmed as the last by the page after it; providers that answer a page
+    # number past the end with 404 must still sync
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+
+    async def pages(request):
+        if request.query_params.get("page") != "1":
+            return JSONResponse({"error": "no such page"}, status_code=404)
+        return JSONResponse([{"email": f"p{i}@example.org"} for i in range(3)])
+
+    port, stop = serve_app_in_thread(Starlette(routes=[Route("/a", pages)]))
+    try:
+        source = RestApiSource.model_validate(
+            {"kind": "rest_api", "url": f"http://127.0.0.1:{port}/a", "pagination": {"style": "page", "size": 5}}
+        )
+        manifest = FAST.extract(source, "ev", tmp_path / "x")
+    finally:
+        stop()
+    assert (manifest.pages, manifest.records) == (1, 3)
+
+
 def test_a_body_in_a_declared_charset_is_stored_as_utf8(tmp_path):
     # JSON is UTF-8, but a provider may send Latin-1 and say so: that body was re-fetched five
     # times as "not valid JSON" and the sync failed

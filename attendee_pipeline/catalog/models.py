@@ -140,7 +140,8 @@ class OffsetPagination(_Strict):
 
 
 class CursorPagination(_Strict):
-    """The response carries the next cursor at ``cursor_path``; absent/empty means done."""
+    """The response carries the next cursor at ``cursor_path``; absent/empty, or a page
+    with no records, means done."""
 
     style: Literal["cursor"]
     cursor_param: str = "cursor"

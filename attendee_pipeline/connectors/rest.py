@@ -589,20 +589,25 @@ class _Run:
             self.discard(pending)
             return
         page = self.pages + 1
-        if check is not None:
-            self.discard(pending)
-            url, params = check(k, count)
-            following = self.get(page, url, params)
-        else:
-            url, params = request_of(k + 1)
-            following = self.take(pending)  # the answer is used: not discarded
-            if following is None:
-                following = self.get(page, url, params)
-            if following.content == response.content:
-                return
         try:
-            # only counted, never stored: decoded as its Content-Type says (JSON: UTF-8)
-            more = len(_records_at(json.loads(following.text), self.source.record_path))
+            if check is not None:
+                self.discard(pending)
+                url, params = check(k, count)
+                following = self.get(page, url, params)
+            else:
+                url, params = request_of(k + 1)
+                following = self.take(pending)  # the answer is used: not discarded
+                if following is None:
+                    following = self.get(page, url, params)
+        except ExtractError as exc:
+            if exc.status == 404:  # no page after a short one: the list ended
+                return
+            raise
+        if check is None and following.content == response.content:
+            return
+        try:
+            # only counted, never stored
+            more = len(_records_at(json.loads(utf8_body(following)), self.source.record_path))
         except ValueError as exc:
             problem = f"the page after page {page - 1} (which held {count} of {size} records) cannot be read"
             raise self.error(page, f"{problem}: {short(str(exc))}") from None
