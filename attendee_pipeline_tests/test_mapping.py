@@ -101,6 +101,34 @@ def test_quarantine_names_record_and_field_and_keeps_good_rows():
     assert failure_cases(checked.valid) is None
 
 
+def test_a_delete_flagged_duplicate_does_not_win_over_the_current_registration():
+    """A person's old, cancelled registration listed before the current one (same e-mail, any
+    case): the current one is kept; the flagged one is the duplicate, and its reason names the
+    record kept. Among flagged records only, the first is kept."""
+    from attendee_pipeline.sync.schemas import failing_source_rows
+
+    records = [
+        rec(0),
+        rec(100, contact={"email": "PERSON1@example.org"}, status="cancelled"),  # old registration
+        rec(1),  # the current one
+        rec(2, status="deleted"),
+        rec(200, contact={"email": "person2@EXAMPLE.org"}, status="deleted"),
+    ]
+    frame = map_records(records, MAPPING, FLAG).frame
+    checked = quarantine(frame)
+    assert checked.valid["source_row"].tolist() == [0, 2, 3]
+    assert not checked.valid.set_index("source_row").loc[2, "flagged"]
+    rejects = checked.rejects
+    assert list(zip(rejects["source_row"], rejects["field"])) == [(1, "email"), (4, "email")]
+    assert rejects["reason"].tolist() == [
+        "duplicate e-mail in this extract (the record kept is source row 2, id 1)",
+        "duplicate e-mail in this extract (the record kept is source row 3, id 2)",
+    ]
+    # the schema (the blocking check) names the same rows, and passes on what goes on
+    assert sorted(failing_source_rows(frame, failure_cases(frame))) == [1, 4]
+    assert failure_cases(checked.valid) is None
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.lists(

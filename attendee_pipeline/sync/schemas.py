@@ -42,7 +42,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "first_name_present": ("first_name", "first name is missing"),
     "last_name_present": ("last_name", "last name is missing"),
     "badge_url_kind": ("badge_url", "badge must be an http(s) URL of a JPG, PNG or PDF"),
-    "email_unique": ("email", "duplicate e-mail in this extract (the first record is kept)"),
+    "email_unique": ("email", "duplicate e-mail in this extract (another record of it is kept)"),
     "email_length": ("email", f"longer than {MAX_EMAIL_CHARS} characters"),
     "group_names_storable": (
         "groups", f"a group name is longer than {MAX_GROUP_NAME_CHARS} characters or contains a NUL character"
@@ -60,9 +60,34 @@ def _email_syntax(df: pd.DataFrame) -> pd.Series:
     return df["email"].str.match(EMAIL_PATTERN).fillna(True).astype(bool)
 
 
-def _email_unique(df: pd.DataFrame) -> pd.Series:
+def _kept_of_key(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the rows whose attendee key has more than one record, the position of the
+    record kept for each): the first record that is not delete-flagged, else the first -- an
+    old, cancelled registration listed before the current one must not remove the attendee."""
     key = df["attendee_key"]
-    return key.isna() | ~key.duplicated(keep="first")
+    shared = (key.duplicated(keep=False) & key.notna()).to_numpy(dtype=bool)
+    rows = np.flatnonzero(shared)
+    if not len(rows):
+        return rows, rows
+    sub = pd.DataFrame({"key": key.to_numpy()[rows], "flagged": df["flagged"].to_numpy(dtype=bool)[rows]}, index=rows)
+    first = sub.sort_values("flagged", kind="stable").drop_duplicates("key")  # non-flagged first, in order
+    kept = sub["key"].map(pd.Series(first.index, index=first["key"])).to_numpy(dtype=np.int64)
+    return rows, kept
+
+
+def _email_unique(df: pd.DataFrame) -> pd.Series:
+    ok = np.ones(len(df), dtype=bool)
+    rows, kept = _kept_of_key(df)
+    ok[rows] = rows == kept
+    return pd.Series(ok, index=df.index)
+
+
+def _duplicate_reasons(frame: pd.DataFrame, kept: np.ndarray) -> list[str]:
+    """The reject reasons of duplicates, naming the record kept of each (source row and id)."""
+    source_rows = frame["source_row"].to_numpy()[kept]
+    ids = python_values(frame["source_record_id"].iloc[kept])
+    named = [f"source row {r}" + ("" if i is None else f", id {i}") for r, i in zip(source_rows, ids)]
+    return [f"duplicate e-mail in this extract (the record kept is {n})" for n in named]
 
 
 def _email_length(df: pd.DataFrame) -> pd.Series:
@@ -212,9 +237,15 @@ def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
         raise FrameShapeError(f"attendee frame does not have the platform shape: {problems}")
 
     reasons = []
+    if (row_cases["check"] == "email_unique").any():  # the reasons name the record kept
+        rows, kept = _kept_of_key(frame)
+        duplicate = rows != kept
+        duplicates = dict(zip(frame.index[rows[duplicate]], _duplicate_reasons(frame, kept[duplicate])))
     for case in row_cases.itertuples():
         check = str(case.check)
         field, reason = REASONS.get(check, (str(case.column or "(record)"), check))
+        if check == "email_unique":
+            reason = duplicates[case.index]
         if check == "text_storable":  # one reject per column that holds a NUL
             row = frame.loc[case.index]
             fields = [c for c in STORED_TEXT_COLUMNS if c in frame.columns and isinstance(row[c], str) and NUL in row[c]]
