@@ -124,6 +124,64 @@ def test_quarantine_names_record_and_field_and_keeps_good_rows():
     assert failure_cases(checked.valid) is None
 
 
+def test_a_delete_flagged_duplicate_does_not_win_over_the_current_registration():
+    """A person's old, cancelled registration listed before the current one (same e-mail, any
+    case): the current one is kept; the flagged one is the duplicate, and its reason names the
+    record kept. Among flagged records only, the first is kept."""
+    from attendee_pipeline.sync.schemas import failing_source_rows
+
+    records = [
+        rec(0),
+        rec(100, contact={"email": "PERSON1@example.org"}, status="cancelled"),  # old registration
+        rec(1),  # the current one
+        rec(2, status="deleted"),
+        rec(200, contact={"email": "person2@EXAMPLE.org"}, status="deleted"),
+    ]
+    frame = map_records(records, MAPPING, FLAG).frame
+    checked = quarantine(frame)
+    assert checked.valid["source_row"].tolist() == [0, 2, 3]
+    assert not checked.valid.set_index("source_row").loc[2, "flagged"]
+    rejects = checked.rejects
+    assert list(zip(rejects["source_row"], rejects["field"])) == [(1, "email"), (4, "email")]
+    assert rejects["reason"].tolist() == [
+        "duplicate e-mail in this extract (the record kept is source row 2, id 1)",
+        "duplicate e-mail in this extract (the record kept is source row 3, id 2)",
+    ]
+    # the schema (the blocking check) names the same rows, and passes on what goes on
+    assert sorted(failing_source_rows(frame, failure_cases(frame))) == [1, 4]
+    assert failure_cases(checked.valid) is None
+
+
+def test_uniqueness_is_decided_among_the_records_that_pass_the_other_checks():
+    """A record rejected for another field does not push its valid duplicate out: both were
+    quarantined ("the first record is kept" though none was)."""
+    records = [
+        rec(0, badge="https://badges.example.org/0.gif"),  # rejected: badge
+        rec(1, contact={"email": "PERSON0@example.org"}),  # kept
+        rec(2, first=None),  # rejected: first name
+        rec(3, contact={"email": "person2@example.org"}),  # kept
+        rec(4, contact={"email": "person0@example.org"}, last=None),  # its own reason only
+        rec(5, contact={"email": "Person0@example.org"}),  # a duplicate of the kept one
+        rec(6, status="deleted"),  # valid but flagged: not applied while ...
+        rec(7, contact={"email": "person6@example.org"}, last=None),  # ... the current record is rejected
+    ]
+    frame = map_records(records, MAPPING, FLAG).frame
+    checked = quarantine(frame)
+    assert checked.valid["source_row"].tolist() == [1, 3]
+    got = dict(zip(zip(checked.rejects["source_row"], checked.rejects["field"]), checked.rejects["reason"]))
+    assert set(got) == {
+        (0, "badge_url"), (2, "first_name"), (4, "last_name"), (5, "email"), (6, "email"), (7, "last_name")
+    }
+    assert got[(5, "email")] == "duplicate e-mail in this extract (the record kept is source row 1, id 1)"
+    assert got[(6, "email")] == (
+        "duplicate e-mail in this extract "
+        "(none is kept: the record not delete-flagged, source row 7, id 7, is rejected)"
+    )
+    assert failure_cases(checked.valid) is None
+    partial = quarantine(frame, partial=True)  # a feed's partial records: names may be left out
+    assert partial.valid["source_row"].tolist() == [1, 2, 7]
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.lists(

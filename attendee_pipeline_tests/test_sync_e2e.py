@@ -225,6 +225,26 @@ def test_a_quarantined_record_never_removes_its_published_attendee(api, h):
     assert _published(h.sync(ev))["removed"] == 1
 
 
+def test_an_old_flagged_registration_listed_first_does_not_remove_the_attendee(api, h):
+    ev = _event(api, h, "oldreg", SandboxConfig(records=5, seed=3))
+    assert _published(h.sync(ev))["added"] == 5
+    records = api.records(ev)
+    # the provider now also lists person 1's old, cancelled registration, before the current one
+    old = {**records[1], "id": "old-1", "email": records[1]["email"].upper(), "deleted": True}
+    api[ev].replace_records([records[0], old, *records[1:]])
+    result = h.sync(ev)
+    meta = _published(result)
+    assert (meta["removed"], meta["unchanged"], meta["rejected"]) == (0, 5, 1)
+    rows = h.attendees(ev)
+    assert (rows["status"] == "active").all() and len(rows) == 5
+    rejects = h.query(
+        "select source_row, source_record_id, field, reason from rejected_records where event_id = :e", e=ev
+    )
+    assert [tuple(r[:3]) for r in rejects] == [(1, "old-1", "email")]
+    assert f"the record kept is source row 2, id {records[1]['id']}" in rejects[0][3]
+    assert check_evaluation(result, "mapped_attendees_schema").passed
+
+
 def test_each_reject_keeps_its_own_raw_record_across_pages(api, h):
     ev = _event(
         api, h, "badpages",

@@ -46,7 +46,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "first_name_present": ("first_name", "first name is missing"),
     "last_name_present": ("last_name", "last name is missing"),
     "badge_url_kind": ("badge_url", "badge must be an http(s) URL of a JPG, PNG or PDF"),
-    "email_unique": ("email", "duplicate e-mail in this extract (the first record is kept)"),
+    "email_unique": ("email", "duplicate e-mail in this extract (another record of it is kept)"),
     "email_length": ("email", f"longer than {MAX_EMAIL_CHARS} characters"),
     "group_names_storable": (
         "groups", f"a group name is longer than {MAX_GROUP_NAME_CHARS} characters or contains a NUL character"
@@ -64,9 +64,44 @@ def _email_syntax(df: pd.DataFrame) -> pd.Series:
     return df["email"].str.match(EMAIL_PATTERN).fillna(True).astype(bool)
 
 
-def _email_unique(df: pd.DataFrame) -> pd.Series:
+def _kept_of_key(df: pd.DataFrame, passes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the rows whose attendee key has more than one record, the position of the
+    record kept for each): the first record that is not delete-flagged, else the first -- an
+    old, cancelled registration listed before the current one must not remove the attendee.
+    With ``passes`` (per row: passes the other checks), passing records rank first among the
+    not flagged and among the flagged ones; when the record returned fails, none is kept (a
+    delete flag is not applied while the attendee's current record is rejected)."""
     key = df["attendee_key"]
-    return key.isna() | ~key.duplicated(keep="first")
+    shared = (key.duplicated(keep=False) & key.notna()).to_numpy(dtype=bool)
+    rows = np.flatnonzero(shared)
+    if not len(rows):
+        return rows, rows
+    rank = df["flagged"].to_numpy(dtype=bool)[rows] * 2  # passing, not flagged first, in order
+    if passes is not None:
+        rank = rank + ~passes[rows]
+    sub = pd.DataFrame({"key": key.to_numpy()[rows], "rank": rank}, index=rows)
+    best = sub.sort_values("rank", kind="stable").drop_duplicates("key")
+    return rows, sub["key"].map(pd.Series(best.index, index=best["key"])).to_numpy(dtype=np.int64)
+
+
+def _email_unique(df: pd.DataFrame) -> pd.Series:
+    ok = np.ones(len(df), dtype=bool)
+    rows, kept = _kept_of_key(df)
+    ok[rows] = rows == kept
+    return pd.Series(ok, index=df.index)
+
+
+def _duplicate_reasons(frame: pd.DataFrame, kept: np.ndarray, passes: np.ndarray) -> list[str]:
+    """The reject reasons of duplicates, naming the record kept of each (source row and id),
+    or the rejected record not delete-flagged that keeps a flagged one out (see _kept_of_key)."""
+    source_rows = frame["source_row"].to_numpy()[kept]
+    ids = python_values(frame["source_record_id"].iloc[kept])
+    named = [f"source row {r}" + ("" if i is None else f", id {i}") for r, i in zip(source_rows, ids)]
+    return [
+        f"duplicate e-mail in this extract (the record kept is {n})" if ok else
+        f"duplicate e-mail in this extract (none is kept: the record not delete-flagged, {n}, is rejected)"
+        for n, ok in zip(named, passes[kept])
+    ]
 
 
 def _email_length(df: pd.DataFrame) -> pd.Series:
@@ -153,10 +188,21 @@ PartialAttendeeFrameSchema = _schema("PartialAttendeeFrameSchema", _CHECKS)
 
 #: A publishable attendee frame (see attendee_pipeline.sync.model for the columns): the partial
 #: checks plus first and last name on every row that is not delete-flagged.
-AttendeeFrameSchema = _schema(
-    "AttendeeFrameSchema",
-    {**_CHECKS, "first_name_present": _name_present("first_name"), "last_name_present": _name_present("last_name")},
-)
+_FULL_CHECKS = {
+    **_CHECKS,
+    "first_name_present": _name_present("first_name"),
+    "last_name_present": _name_present("last_name"),
+}
+AttendeeFrameSchema = _schema("AttendeeFrameSchema", _FULL_CHECKS)
+
+#: quarantine's first pass (partial or not): every check but uniqueness, which is then decided
+#: among the rows that pass them (a rejected record does not push out its valid duplicate).
+_ROW_SCHEMAS = {
+    partial: _schema(f"{name}Rows", {k: v for k, v in checks.items() if k != "email_unique"})
+    for partial, name, checks in (
+        (False, "AttendeeFrameSchema", _FULL_CHECKS), (True, "PartialAttendeeFrameSchema", _CHECKS)
+    )
+}
 
 
 def register_backends() -> None:
@@ -186,10 +232,13 @@ def schema_for(partial: bool) -> pa.DataFrameSchema:
     return PartialAttendeeFrameSchema if partial else AttendeeFrameSchema
 
 
-def failure_cases(frame: pd.DataFrame, partial: bool = False) -> pd.DataFrame | None:
-    """Run the schema lazily; return pandera's failure cases, or None when the frame passes."""
+def failure_cases(
+    frame: pd.DataFrame, partial: bool = False, schema: pa.DataFrameSchema | None = None
+) -> pd.DataFrame | None:
+    """Run the schema (default: ``schema_for(partial)``) lazily; return pandera's failure
+    cases, or None when the frame passes."""
     try:
-        schema_for(partial).validate(frame, lazy=True)
+        (schema or schema_for(partial)).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         return exc.failure_cases
     return None
@@ -202,10 +251,11 @@ def failing_source_rows(frame: pd.DataFrame, cases: pd.DataFrame) -> list[int]:
 
 
 def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
-    """Split ``frame`` into valid rows and reject rows (one per failed record and field)."""
-    cases = failure_cases(frame, partial)
-    if cases is None or cases.empty:
-        return QuarantineResult(frame, pd.DataFrame(columns=REJECT_COLUMNS), {})
+    """Split ``frame`` into valid rows and reject rows (one per failed record and field): the
+    row checks first, then one record per attendee key among the rows that pass them."""
+    cases = failure_cases(frame, schema=_ROW_SCHEMAS[partial])
+    if cases is None:
+        cases = pd.DataFrame(columns=["index", "check", "column", "failure_case"])
     row_cases = cases[cases["index"].notna()]
     frame_cases = cases[cases["index"].isna()]
     if not frame_cases.empty:
@@ -225,6 +275,15 @@ def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
             reasons.extend((case.index, name, reason) for name in fields or ["(record)"])
             continue
         reasons.append((case.index, field, reason))
+    passes = ~frame.index.isin([index for index, _, _ in reasons])
+    rows, kept = _kept_of_key(frame, passes)
+    duplicate = passes[rows] & (rows != kept)
+    if duplicate.any():
+        found = _duplicate_reasons(frame, kept[duplicate], passes)
+        field = REASONS["email_unique"][0]
+        reasons.extend((index, field, reason) for index, reason in zip(frame.index[rows[duplicate]], found))
+    if not reasons:
+        return QuarantineResult(frame, pd.DataFrame(columns=REJECT_COLUMNS), {})
     detail = pd.DataFrame(reasons, columns=["index", "field", "reason"]).drop_duplicates()
     bad_index = pd.Index(detail["index"].unique())
     valid = frame.drop(index=bad_index)
