@@ -42,10 +42,13 @@ class MappedExtract:
 
 
 def reason_counts(rejects: pd.DataFrame) -> dict[str, int]:
-    """"field: reason" -> how many reject rows say so."""
+    """"field: reason" -> how many reject rows say so. A reason's closing detail in brackets
+    (a duplicate's "(the record kept is source row 2, id 1)") is left out of the count, so a
+    list with many duplicates still counts one reason."""
     if rejects.empty:
         return {}
-    counts = rejects.groupby(["field", "reason"]).size()
+    reasons = rejects["reason"].astype(str).str.replace(r" \([^()]*\)$", "", regex=True)
+    counts = rejects.assign(reason=reasons).groupby(["field", "reason"]).size()
     return {f"{field}: {reason}": int(n) for (field, reason), n in counts.items()}
 
 

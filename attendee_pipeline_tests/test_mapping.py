@@ -147,6 +147,10 @@ def test_a_delete_flagged_duplicate_does_not_win_over_the_current_registration()
         "duplicate e-mail in this extract (the record kept is source row 2, id 1)",
         "duplicate e-mail in this extract (the record kept is source row 3, id 2)",
     ]
+    # the reason counts (step metadata) count one reason, not one per record kept
+    from attendee_pipeline.steps import reason_counts
+
+    assert reason_counts(rejects) == {"email: duplicate e-mail in this extract": 2}
     # the schema (the blocking check) names the same rows, and passes on what goes on
     assert sorted(failing_source_rows(frame, failure_cases(frame))) == [1, 4]
     assert failure_cases(checked.valid) is None
