@@ -329,6 +329,17 @@ def test_failed_extract_publishes_nothing(api, h):
     assert (h.attendees(ev)["status"] == "active").sum() == 30
 
 
+def test_a_fault_in_the_source_settings_fails_at_once_without_step_retries(api, h):
+    # a provider serving at most 10 records per page while the catalog asks for 25: retrying
+    # the step (15 s, then 30 s) cannot help; the run fails at once and says what to set
+    ev = _event(api, h, "capped", SandboxConfig(records=30, seed=16, pagination="page", page_size=25, max_page_size=10))
+    result = h.sync(ev)
+    assert not result.success
+    failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    assert len(failures) == 1 and "set pagination.size to 10" in failures[0]
+    assert api.request_count(ev) == 2  # page 1, and page 2 that shows the cap: no retry of the step
+
+
 def test_replay_of_a_stored_extract_needs_no_network(api, h):
     ev = _event(api, h, "replay", SandboxConfig(records=15, seed=12))
     first = h.sync(ev)

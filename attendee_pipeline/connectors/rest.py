@@ -45,6 +45,7 @@ from attendee_pipeline.catalog.models import (
 )
 from attendee_pipeline.connectors.http import (
     RETRY_STATUSES,
+    CrossSiteRedirect,
     MissingSecretError,
     RetryStats,
     make_retry,
@@ -81,13 +82,18 @@ class PageSink(Protocol):
 
 
 class ExtractError(RuntimeError):
-    """An extract failed; the message names the event, the page and the problem."""
+    """An extract failed; the message names the event, the page and the problem. ``permanent``:
+    the source's settings are at fault (a missing secret, a page cap below the catalog's size, a
+    link or redirect to another host), which no retry within minutes will fix."""
 
-    def __init__(self, event_id: str, page: int | None, problem: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, event_id: str, page: int | None, problem: str, *, status: int | None = None, permanent: bool = False
+    ) -> None:
         self.event_id = event_id
         self.page = page
         self.problem = problem
         self.status = status
+        self.permanent = permanent
         where = f" at page {page}" if page is not None else ""
         super().__init__(f"extract of event {event_id!r} failed{where}: {problem}")
 
@@ -291,7 +297,7 @@ class RestExtractor:
         try:
             auth = _resolve_auth(source.auth)
         except MissingSecretError as exc:
-            raise ExtractError(event_id, None, str(exc)) from None
+            raise ExtractError(event_id, None, str(exc), permanent=True) from None
 
         secret_params = _secret_param_names(source)
         safe_url = _strip_url(source.url, secret_params)
@@ -456,8 +462,10 @@ class _Run:
             pass
         self.discarded += 1
 
-    def error(self, page: int | None, problem: str, status: int | None = None) -> ExtractError:
-        return ExtractError(self.event_id, page, redact(problem), status=status)
+    def error(
+        self, page: int | None, problem: str, status: int | None = None, permanent: bool = False
+    ) -> ExtractError:
+        return ExtractError(self.event_id, page, redact(problem), status=status, permanent=permanent)
 
     # ----------------------------------------------------------------- walk
 
@@ -535,6 +543,7 @@ class _Run:
                             self.pages + 1,
                             "the Link header points to another host; not followed (the source's "
                             "credentials would be sent there)",
+                            permanent=True,
                         )
                     if following in visited:
                         raise self.error(self.pages + 1, "the Link header points back to a page already fetched")
@@ -621,6 +630,7 @@ class _Run:
                 page,
                 f"page {page - 1} held {count} records where pagination.size is {size}, and {after} is "
                 f"not empty: the provider caps pages at {count} records; set pagination.size to {count}",
+                permanent=True,
             )
 
     # ----------------------------------------------------------------- one page
@@ -705,6 +715,7 @@ class _Run:
                 page,
                 f"request failed after {retried} retr{'y' if retried == 1 else 'ies'}: "
                 f"{type(exc).__name__}: {short(str(exc))}",
+                permanent=isinstance(exc, CrossSiteRedirect),
             ) from None
         status = response.status_code
         if 200 <= status < 300:

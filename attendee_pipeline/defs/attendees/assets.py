@@ -204,9 +204,10 @@ def _extract(
             full_import=config.full_import,
         )
     except ExtractError as exc:
-        # A 4xx (bad credentials, a page that disappeared) will not heal within the step's
-        # retry window: fail now with the reason; the next scheduled tick tries again.
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+        # A 4xx (bad credentials, a page that disappeared) or a fault in the source's settings
+        # will not heal within the step's retry window: fail now with the reason; the next
+        # scheduled tick tries again.
+        if exc.permanent or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 429):
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raise
     manifest["path"] = str(dest)
