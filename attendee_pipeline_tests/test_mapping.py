@@ -334,6 +334,19 @@ def test_an_address_with_any_space_inside_is_invalid_as_on_the_feed(space):
     assert _EMAIL.match(f"john{space}doe@example.org") is None
 
 
+def test_a_delete_flagged_record_is_not_held_back_by_content_it_never_writes():
+    # its attendee is removed (the published row keeps its content) or it is not published at
+    # all: a .gif badge or a NUL in a field quarantined it, so the removal never happened
+    records = [
+        rec(1, status="cancelled", badge="https://badges.example.org/1.gif", org="A\x00B", groups=["V\x00"]),
+        rec(2, badge="https://badges.example.org/2.gif"),
+    ]
+    checked = quarantine(map_records(records, MAPPING, FLAG).frame)
+    assert checked.valid["source_row"].tolist() == [0] and checked.valid["flagged"].tolist() == [True]
+    assert checked.rejects[["source_row", "field"]].values.tolist() == [[1, "badge_url"]]
+    assert failure_cases(checked.valid) is None  # the blocking check agrees
+
+
 def test_values_the_platform_database_cannot_store_are_quarantined_with_their_field():
     """PostgreSQL refuses a NUL in text, and index entries over ~2,700 bytes: one such value
     used to fail the whole publish; now its record is rejected and the others publish."""

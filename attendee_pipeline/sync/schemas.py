@@ -148,6 +148,13 @@ def _name_present(column: str):  # type: ignore[no-untyped-def]
     return lambda df: df["flagged"] | df[column].notna()
 
 
+def _unless_flagged(check):  # type: ignore[no-untyped-def]
+    """``check`` on the rows that are not delete-flagged. A flagged record's content is never
+    written (its attendee is removed, keeping the published row, or it is not published at
+    all), so a bad badge URL or an unstorable value must not stop its removal."""
+    return lambda df: df["flagged"] | check(df)
+
+
 #: The frame's columns the schemas type-check (the others are not checked: strict=False).
 _COLUMNS = {
     "attendee_key": pa.Column(TEXT_DTYPE, nullable=True),
@@ -165,10 +172,10 @@ _CHECKS = {
     "email_present": _email_present,
     "email_syntax": _email_syntax,
     "email_unique": _email_unique,
-    "badge_url_kind": _badge_url_kind,
+    "badge_url_kind": _unless_flagged(_badge_url_kind),
     "email_length": _email_length,
-    "text_storable": _text_storable,
-    "group_names_storable": _group_names_storable,
+    "text_storable": _unless_flagged(_text_storable),
+    "group_names_storable": _unless_flagged(_group_names_storable),
 }
 
 
