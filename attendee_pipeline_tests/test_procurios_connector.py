@@ -132,6 +132,20 @@ def test_check_connection_says_what_failed(procurios, monkeypatch):
     assert failure(_source(procurios.url)).startswith(f"credentials: environment variable {PROCURIOS_SECRET_ENV} is not set")
 
 
+def test_missing_credentials_are_a_permanent_extract_error(procurios, tmp_path: Path, monkeypatch):
+    # the sync step fails at once on it (no step retries, see the REST e2e test): the variable
+    # will not appear within them
+    procurios.sandbox.add_meeting("1001", MeetingConfig(registrations=5, seed=4))
+    monkeypatch.delenv(PROCURIOS_SECRET_ENV)
+    with pytest.raises(ExtractError, match=f"{PROCURIOS_SECRET_ENV} is not set") as info:
+        _extract(_source(procurios.url), tmp_path / "a")
+    assert info.value.permanent
+    monkeypatch.setenv(PROCURIOS_SECRET_ENV, "wrong-secret")  # refused: its HTTP status decides
+    with pytest.raises(ExtractError) as info:
+        _extract(_source(procurios.url), tmp_path / "b")
+    assert not info.value.permanent
+
+
 def test_cli_check_connection_and_full_import(procurios, tmp_path: Path, monkeypatch, _isolated_env: Path):
     procurios.sandbox.add_meeting("1001", MeetingConfig(registrations=12, seed=4))
     catalog = write_catalog(tmp_path / "catalog.yaml", procurios_entry("congress", procurios.url, "1001"),

@@ -368,7 +368,9 @@ class ProcuriosExtractor:
                 )
                 (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         except ProcuriosError as exc:
-            raise ExtractError(event_id, None, f"Procurios {exc}", status=exc.status) from None
+            # credentials that are not set cannot appear within the step's retries
+            permanent = exc.step == "credentials"
+            raise ExtractError(event_id, None, f"Procurios {exc}", status=exc.status, permanent=permanent) from None
         finally:
             if reader is not None:
                 reader.wait()
