@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import re
 import threading
+from typing import Any
 from collections.abc import Iterator
 
 import pytest
@@ -111,10 +112,12 @@ def test_an_inbox_extract_carries_the_digest_of_its_pages(engine: sa.Engine, tmp
     assert again.content_sha256 == extract_digest(tmp_path / "b", recompute=True) != manifest.content_sha256
 
 
-def test_a_read_never_moves_past_a_push_that_commits_later(postgres_url: str):
+@pytest.mark.parametrize("reader_of", ["sync", "sensor"])
+def test_a_read_never_moves_past_a_push_that_commits_later(postgres_url: str, reader_of: str):
     """PostgreSQL draws an inbox id when a push is inserted: a push holding id N that commits
-    after id N+1 was read would be skipped for good by a sync that moved its position to N+1.
-    The read waits for pushes being inserted, then sees both."""
+    after id N+1 was read would be skipped for good by a sync that moved its position to N+1,
+    or by the inbox sensor that moved its cursor there (the push then started no run). Both
+    reads wait for pushes being inserted, then see both."""
     ensure_schema(postgres_url)
     engine = make_engine(postgres_url)
     try:
@@ -126,14 +129,21 @@ def test_a_read_never_moves_past_a_push_that_commits_later(postgres_url: str):
             ).scalar_one()
             (fast_id,) = feed.append_inbox(engine, "summit", [{"email": "f@x.org"}])  # committed first
             assert fast_id > slow_id
-            read: dict[str, list] = {}
-            reader = threading.Thread(target=lambda: read.update(rows=feed.read_inbox(engine, "summit")))
+            read: dict[str, Any] = {}
+            if reader_of == "sync":
+                target = lambda: read.update(rows=feed.read_inbox(engine, "summit"))  # noqa: E731
+            else:
+                target = lambda: read.update(heads=feed.inbox_heads(engine, after_id=0))  # noqa: E731
+            reader = threading.Thread(target=target)
             reader.start()
             reader.join(timeout=1)
             assert reader.is_alive()  # waiting for the push still being inserted
             pending.commit()
         reader.join(timeout=30)
-        assert [row[0] for row in read["rows"]] == [slow_id, fast_id]
+        if reader_of == "sync":
+            assert [row[0] for row in read["rows"]] == [slow_id, fast_id]
+        else:  # the sensor's cursor goes to fast_id only once slow_id is visible too
+            assert read["heads"] == {"summit": fast_id}
     finally:
         engine.dispose()
 

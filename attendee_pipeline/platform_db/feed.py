@@ -19,6 +19,8 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -202,21 +204,32 @@ def read_inbox(
     )
     if limit is not None:
         query = query.limit(limit)
+    with _inbox_in_order(engine) as conn:
+        return [(int(i), at, json.loads(text)) for i, at, text in conn.execute(query)]
+
+
+@contextmanager
+def _inbox_in_order(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction in which every inbox row with an id below the highest visible one is
+    visible too (see :func:`read_inbox`): on PostgreSQL, a SHARE lock on the inbox."""
     with engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             # a push's transaction is one INSERT; one that hangs fails this read (and its step
             # retries) instead of holding every later push back behind the waiting lock
             conn.execute(sa.text(f"SET LOCAL lock_timeout = '{INBOX_LOCK_TIMEOUT_SECONDS}s'"))
             conn.execute(sa.text(f"LOCK TABLE {feed_inbox.name} IN SHARE MODE"))
-        return [(int(i), at, json.loads(text)) for i, at, text in conn.execute(query)]
+        yield conn
 
 
 def inbox_heads(engine: sa.Engine, after_id: int = 0) -> dict[str, int]:
-    """``{event_id: highest inbox id}`` of the events with inbox rows ``id > after_id``."""
+    """``{event_id: highest inbox id}`` of the events with inbox rows ``id > after_id``. The
+    caller (the inbox sensor) moves its cursor to the highest one, so the read waits for pushes
+    being inserted, as :func:`read_inbox` does: else a push that drew a lower id and commits
+    later would stay behind the cursor and start no sync."""
     query = (
         sa.select(feed_inbox.c.event_id, sa.func.max(feed_inbox.c.id))
         .where(feed_inbox.c.id > after_id)
         .group_by(feed_inbox.c.event_id)
     )
-    with engine.connect() as conn:
+    with _inbox_in_order(engine) as conn:
         return {event_id: int(head) for event_id, head in conn.execute(query)}
