@@ -317,6 +317,57 @@ def test_a_stale_change_set_is_refused(engine: sa.Engine):
     assert len(db.ledger(engine, "ev")) == 2
 
 
+def test_two_events_creating_the_same_new_groups_at_once_do_not_deadlock(postgres_url: str, monkeypatch):
+    # event A adds someone to new group Z1 and moves someone to new group A1, event B the
+    # opposite; each publish created its groups per batch of rows, so the two took the group
+    # names' index locks in opposite orders and PostgreSQL killed one as a deadlock. The pause
+    # after a publish's first group creation makes that interleaving certain.
+    import threading
+
+    ensure_schema(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        for event, email in (("A", "a1@x.org"), ("B", "b1@x.org")):
+            sync(engine, event, frame(person(email, groups=["G0"])), ApplyPolicy())
+        barrier = threading.Barrier(2)
+        real = db._ensure_groups
+        first = threading.local()
+
+        def paced(conn, names, now):
+            out = real(conn, names, now)
+            if not getattr(first, "done", False):
+                first.done = True
+                try:
+                    barrier.wait(timeout=2)  # both hold their first new group, uncommitted
+                except threading.BrokenBarrierError:
+                    pass  # the other one waits for a group this one holds: no cycle
+            return out
+
+        monkeypatch.setattr(db, "_ensure_groups", paced)
+        inputs = {
+            "A": frame(person("a1@x.org", groups=["A1"]), person("a2@x.org", groups=["Z1"])),
+            "B": frame(person("b1@x.org", groups=["Z1"]), person("b2@x.org", groups=["A1"])),
+        }
+        errors: dict[str, str] = {}
+
+        def run(event: str) -> None:
+            try:
+                sync(engine, event, inputs[event], ApplyPolicy())
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors[event] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+        threads = [threading.Thread(target=run, args=(event,)) for event in inputs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == {}
+        assert db.event_groups(engine, "A") == {"a1@x.org": ["A1"], "a2@x.org": ["Z1"]}
+        assert db.event_groups(engine, "B") == {"b1@x.org": ["Z1"], "b2@x.org": ["A1"]}
+    finally:
+        engine.dispose()
+
+
 def test_a_publish_since_the_diff_is_refused_even_when_the_change_set_misses_it(engine: sa.Engine):
     # Two overlapping runs (missing: remove): A diffed an old extract without CAT, B the current
     # one that lists CAT. A publishes first. B's change set does not touch CAT (or is empty),

@@ -626,7 +626,15 @@ def publish_changes(
         # Content columns that are null in every row of the change set are not bound at all
         # (most providers map a handful of the profile fields).
         content = [c for c in ATTENDEE_CONTENT_COLUMNS if frame[c].notna().any()]
-        group_ids: dict[str, int] = {}  # name -> id, filled as groups are met
+        # Every group the written rows name, created up front in one sorted statement, so two
+        # publishes that create the same new groups take their locks in the same order (on
+        # PostgreSQL they deadlocked when each met them in a different order, batch by batch).
+        group_ids: dict[str, int] = {}  # name -> id
+        texts = frame.loc[change.isin(("added", "restored", "updated")), "groups"].dropna().unique()
+        names = sorted({name for text in texts for name in json.loads(text)})
+        if names:
+            ids, result.groups_created = _ensure_groups(conn, names, now)
+            group_ids.update(ids)
 
         def write_memberships(ids: Sequence[int], group_texts: Sequence[str | None]) -> None:
             members, groups_of = _membership_rows(conn, ids, group_texts, now, group_ids, result)
