@@ -399,6 +399,34 @@ def test_a_404_after_a_short_last_page_ends_the_list(tmp_path):
     assert (manifest.pages, manifest.records) == (1, 3)
 
 
+@pytest.mark.parametrize("style", ["page", "offset"])
+def test_a_provider_that_repeats_a_full_page_stops_the_extract(tmp_path, style):
+    # a page parameter the provider does not know (or a last page repeated past the end) gave
+    # the same full page forever: up to max_pages (a million) requests
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+
+    served = []
+
+    async def same(request):
+        served.append(dict(request.query_params))
+        return JSONResponse([{"email": f"p{i}@example.org"} for i in range(5)])
+
+    port, stop = serve_app_in_thread(Starlette(routes=[Route("/a", same)]))
+    try:
+        source = RestApiSource.model_validate(
+            {"kind": "rest_api", "url": f"http://127.0.0.1:{port}/a", "pagination": {"style": style, "size": 5}}
+        )
+        with pytest.raises(ExtractError, match="page 2 is byte for byte page 1: the provider ignores") as info:
+            FAST.extract(source, "ev", tmp_path / "x")
+    finally:
+        stop()
+    assert info.value.permanent and len(served) <= 3 and not (tmp_path / "x").exists()
+
+
 def test_a_body_in_a_declared_charset_is_stored_as_utf8(tmp_path):
     # JSON is UTF-8, but a provider may send Latin-1 and say so: that body was re-fetched five
     # times as "not valid JSON" and the sync failed

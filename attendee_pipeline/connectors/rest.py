@@ -588,6 +588,15 @@ class _Run:
             pending = self.ahead(*request_of(k + 1))
             try:
                 count, _, response = self.fetch(url, params, first=response)
+                if count and len(self.page_sha256) > 1 and self.page_sha256[-1] == self.page_sha256[-2]:
+                    # the same records again: without this, up to max_pages requests
+                    raise self.error(
+                        self.pages,
+                        f"page {self.pages} is byte for byte page {self.pages - 1}: the provider ignores "
+                        "the page parameter, or answers past the end with its last page (check "
+                        "pagination's parameter names and size)",
+                        permanent=True,
+                    )
             except BaseException:
                 self.discard(pending)
                 raise
