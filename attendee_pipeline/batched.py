@@ -52,7 +52,7 @@ from attendee_pipeline.platform_db.publish import (
 )
 from attendee_pipeline.sync import procurios as rules
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
-from attendee_pipeline.sync.mapping import map_event_records
+from attendee_pipeline.sync.mapping import map_event_records, rejects_frame
 from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.policy import COUNT_KEYS
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failing_source_rows, failure_cases, quarantine
@@ -213,14 +213,8 @@ def map_batches(
             if superseded:
                 frame = frame[~frame["source_row"].isin(superseded)].reset_index(drop=True)
             checked = quarantine(frame, partial=False)
-            problems = [
-                {"source_row": r.source_row, "source_record_id": r.source_record_id, "field": r.field, "reason": r.reason}
-                for r in result.rejects
-                if r.source_row not in superseded
-            ]
-            batch_rejects = pd.concat(
-                [pd.DataFrame(problems, columns=REJECT_COLUMNS), checked.rejects], ignore_index=True
-            )
+            problems = rejects_frame(r for r in result.rejects if r.source_row not in superseded)
+            batch_rejects = pd.concat([problems, checked.rejects], ignore_index=True)
             if len(batch_rejects):
                 batch_rejects["raw_record"] = [
                     json.dumps(chunk[int(row) - first], ensure_ascii=False, default=str)

@@ -26,9 +26,14 @@ from attendee_pipeline.connectors.feed_inbox import extract_inbox
 from attendee_pipeline.connectors.rest import iter_extract_records, page_records, read_manifest, replay_extract
 from attendee_pipeline.platform_db.publish import last_published_position
 from attendee_pipeline.sync.feed import fold_pushes
-from attendee_pipeline.sync.mapping import MappingReject, MappingResult, map_event_records, map_platform_records
-from attendee_pipeline.sync.model import python_values
-from attendee_pipeline.sync.schemas import REJECT_COLUMNS, quarantine
+from attendee_pipeline.sync.mapping import (
+    MappingReject,
+    MappingResult,
+    map_event_records,
+    map_platform_records,
+    rejects_frame,
+)
+from attendee_pipeline.sync.schemas import quarantine
 
 #: Records mapped per chunk (bounds the memory of parsed-but-unmapped records).
 MAP_CHUNK = 50_000
@@ -178,17 +183,12 @@ def map_extract(
     """Map a stored raw extract onto the platform frame and quarantine invalid records.
     ``premapped``: the extract's pages as a :class:`PageMapper` already mapped them."""
     frames: list[pd.DataFrame] = []
-    mapping_rejects: list[dict[str, Any]] = []
-    mapping_keys: dict[int, str | None] = {}
+    mapping_rejects: list[MappingReject] = []
     total = 0
     chunks = premapped if premapped is not None else _mapped_chunks(event, extract_dir)
     for result, count in chunks:
         frames.append(result.frame)
-        mapping_rejects.extend(
-            {"source_row": r.source_row, "source_record_id": r.source_record_id, "field": r.field, "reason": r.reason}
-            for r in result.rejects
-        )
-        mapping_keys.update((r.source_row, r.attendee_key) for r in result.rejects)
+        mapping_rejects.extend(result.rejects)
         total += count
     if frames:
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -198,27 +198,11 @@ def map_extract(
         frame = empty_frame()
     checked = quarantine(frame, partial=event.partial_records)
     rejects = pd.concat(
-        [pd.DataFrame(mapping_rejects, columns=REJECT_COLUMNS), checked.rejects], ignore_index=True
+        [rejects_frame(mapping_rejects), checked.rejects], ignore_index=True
     ).sort_values(["source_row", "field"], kind="stable").reset_index(drop=True)
     rejects["raw_record"] = _raw_records(extract_dir, set(rejects["source_row"].astype(int)), rejects)
-    rejects["attendee_key"] = _reject_keys(frame, mapping_keys, rejects)
     valid = checked.valid.reset_index(drop=True)
     return MappedExtract(valid=valid, rejects=rejects, records=total)
-
-
-def _reject_keys(frame: pd.DataFrame, mapping_keys: dict[int, str | None], rejects: pd.DataFrame) -> list[str | None]:
-    """The attendee key of each rejected record (None: it has no usable e-mail): from the
-    mapping's reject, or from the mapped frame for a record the schema quarantined."""
-    rows = rejects["source_row"].astype(int).tolist()
-    if not rows:
-        return []
-    checked = [row for row in rows if row not in mapping_keys]
-    found = dict(mapping_keys)
-    if checked:
-        at = pd.Index(frame["source_row"]).get_indexer(checked)
-        keys = python_values(frame["attendee_key"].take(at[at >= 0]))
-        found.update(zip((row for row, i in zip(checked, at) if i >= 0), keys))
-    return [found.get(row) for row in rows]
 
 
 def rejected_keys(rejects: pd.DataFrame) -> list[str]:

@@ -48,7 +48,6 @@ from attendee_pipeline.connectors.http import (
     CrossSiteRedirect,
     MissingSecretError,
     RetryStats,
-    make_retry,
     make_session,
     redact,
     resolve_secret,
@@ -437,19 +436,11 @@ class _Run:
     def wait_as_asked(self, response: requests.Response) -> None:
         """Before a page whose read-ahead answer was a 429 or 5xx is asked again: the wait that
         answer asks for (``Retry-After``, else the first backoff step), counted as a retry --
-        as the retry policy does for the requests it sends itself."""
-        policy = make_retry(
-            max_retries=0,
-            backoff_factor=self.x.backoff_factor,
-            backoff_max=self.x.backoff_max,
-            retry_after_max=self.x.retry_after_max,
-        )
-        header = response.headers.get("Retry-After")
-        delay = policy.parse_retry_after(header) if header is not None else 0.0
-        if delay <= 0:
-            delay = min(self.x.backoff_max, self.x.backoff_factor)
-        if delay > 0:
-            time.sleep(delay)
+        as the retry policy does for the requests it sends itself (the session's own policy reads
+        the header)."""
+        policy = self.session.get_adapter(response.url).max_retries
+        delay = policy.get_retry_after(response) or min(self.x.backoff_max, self.x.backoff_factor)
+        time.sleep(delay)
         self.stats.record(delay, response.status_code)
 
     def discard(self, future: Future[requests.Response] | None) -> None:

@@ -507,27 +507,29 @@ def _reserve_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
     raise NotImplementedError(f"unsupported database dialect {conn.dialect.name!r}")
 
 
+def _group_ids_by_text(conn: sa.Connection, texts: Any, now: dt.datetime) -> tuple[dict[str, list[int]], int]:
+    """({canonical group JSON: its groups' ids}, groups created) for the distinct group texts of
+    a publish. Every group is created here, before any row is written, in one sorted
+    statement: two publishes that create the same new groups then take their locks in the same
+    order (on PostgreSQL they deadlocked when each met them in a different order, batch by
+    batch)."""
+    parsed = {text: json.loads(text) for text in texts}
+    names = sorted({name for group_names in parsed.values() for name in group_names})
+    if not names:
+        return {}, 0
+    ids, created = _ensure_groups(conn, names, now)
+    return {text: [ids[name] for name in group_names] for text, group_names in parsed.items()}, created
+
+
 def _membership_rows(
-    conn: sa.Connection, attendee_ids: Sequence[int], group_texts: Sequence[str | None], now: dt.datetime,
-    group_ids: dict[str, int], result: "PublishResult",
+    attendee_ids: Sequence[int], group_texts: Sequence[str | None], ids_of: dict[str, list[int]]
 ) -> tuple[list[int], list[int]]:
     """(attendee ids, group ids) of the memberships of the given attendees, from each one's
-    canonical group JSON; each distinct JSON text is parsed once and missing groups are
-    created (``group_ids`` caches name -> id across batches)."""
-    parsed: dict[str, list[str]] = {}
-    for text in set(group_texts):
-        if isinstance(text, str):
-            parsed[text] = json.loads(text)
-    missing = sorted({name for names in parsed.values() for name in names} - group_ids.keys())
-    if missing:
-        ids, created = _ensure_groups(conn, missing, now)
-        group_ids.update(ids)
-        result.groups_created += created
-    per_text = {text: [group_ids[name] for name in names] for text, names in parsed.items()}
+    canonical group JSON (``ids_of``: see :func:`_group_ids_by_text`)."""
     members: list[int] = []
     groups_of: list[int] = []
     for attendee_id, text in zip(attendee_ids, group_texts):
-        gids = per_text.get(text) if isinstance(text, str) else None
+        gids = ids_of.get(text) if isinstance(text, str) else None
         if gids:
             members.extend([attendee_id] * len(gids))
             groups_of.extend(gids)
@@ -626,18 +628,13 @@ def publish_changes(
         # Content columns that are null in every row of the change set are not bound at all
         # (most providers map a handful of the profile fields).
         content = [c for c in ATTENDEE_CONTENT_COLUMNS if frame[c].notna().any()]
-        # Every group the written rows name, created up front in one sorted statement, so two
-        # publishes that create the same new groups take their locks in the same order (on
-        # PostgreSQL they deadlocked when each met them in a different order, batch by batch).
-        group_ids: dict[str, int] = {}  # name -> id
-        texts = frame.loc[change.isin(("added", "restored", "updated")), "groups"].dropna().unique()
-        names = sorted({name for text in texts for name in json.loads(text)})
-        if names:
-            ids, result.groups_created = _ensure_groups(conn, names, now)
-            group_ids.update(ids)
+        # the groups of every row written, created before the rows (see _group_ids_by_text)
+        group_ids_of, result.groups_created = _group_ids_by_text(
+            conn, frame.loc[change.isin(("added", "restored", "updated")), "groups"].dropna().unique(), now
+        )
 
         def write_memberships(ids: Sequence[int], group_texts: Sequence[str | None]) -> None:
-            members, groups_of = _membership_rows(conn, ids, group_texts, now, group_ids, result)
+            members, groups_of = _membership_rows(ids, group_texts, group_ids_of)
             if members:
                 result.memberships_written += _bulk_insert(
                     conn, memberships, {"attendee_id": members, "group_id": groups_of}, {"event_id": event_id}

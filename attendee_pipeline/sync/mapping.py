@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -45,12 +45,23 @@ _NULL_TEXT = pa.scalar(None, type=pa.large_string())
 
 @dataclass
 class MappingReject:
+    """One problem of one record; its fields are the columns of every rejects frame."""
+
     source_row: int
     source_record_id: str | None
     field: str
     reason: str
     #: the record's attendee key when it has a usable e-mail (see diff.compute_changes)
     attendee_key: str | None = None
+
+
+#: The columns of a rejects frame: one row per problem of a rejected record.
+REJECT_COLUMNS = [f.name for f in fields(MappingReject)]
+
+
+def rejects_frame(rejects: Iterable[MappingReject]) -> pd.DataFrame:
+    """Mapping rejects as a rejects frame (``REJECT_COLUMNS``)."""
+    return pd.DataFrame([asdict(r) for r in rejects], columns=REJECT_COLUMNS)
 
 
 #: The reason for a text value that is not valid Unicode (JSON can carry half of a surrogate

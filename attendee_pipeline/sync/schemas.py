@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow.compute as pc
 
-from attendee_pipeline.sync.mapping import WHITESPACE
+from attendee_pipeline.sync.mapping import REJECT_COLUMNS, WHITESPACE
 from attendee_pipeline.sync.model import PROFILE_FIELDS, TEXT_DTYPE, parse_groups, python_values
 
 #: Pragmatic e-mail syntax: one @, a dotted domain, no spaces, control characters or angle brackets.
@@ -231,7 +231,6 @@ class QuarantineResult:
     failure_counts: dict[str, int]
 
 
-REJECT_COLUMNS = ["source_row", "source_record_id", "field", "reason"]
 
 
 def schema_for(partial: bool) -> pa.DataFrameSchema:
@@ -294,8 +293,10 @@ def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
     detail = pd.DataFrame(reasons, columns=["index", "field", "reason"]).drop_duplicates()
     bad_index = pd.Index(detail["index"].unique())
     valid = frame.drop(index=bad_index)
-    bad = frame.loc[bad_index, ["source_row", "source_record_id"]]
-    bad = bad.assign(source_record_id=python_values(bad["source_record_id"]))
+    bad = frame.loc[bad_index, ["source_row", "source_record_id", "attendee_key"]]
+    bad = bad.assign(
+        source_record_id=python_values(bad["source_record_id"]), attendee_key=python_values(bad["attendee_key"])
+    )
     rejects = detail.merge(bad, left_on="index", right_index=True)[REJECT_COLUMNS]
     rejects = rejects.sort_values(["source_row", "field"]).reset_index(drop=True)
     counts = {str(k): int(v) for k, v in detail["field"].value_counts().items()}
