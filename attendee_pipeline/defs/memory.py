@@ -5,12 +5,18 @@ frees its frames when it ends, but the C allocator keeps most of the freed heap 
 without help the process's memory only grows from step to step and a run's peak becomes the
 sum of its steps'. :func:`release_memory` hands freed heap pages back to the operating system
 (glibc ``malloc_trim``); the heavy assets call it before they start. Elsewhere it does nothing.
+:func:`bulk_gc` keeps the cyclic garbage collector from walking the whole heap again and again
+while a heavy step builds its frames.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -32,3 +38,44 @@ def release_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+#: The cyclic collector's first-generation threshold during a bulk step (Python's default: 700).
+BULK_GC_THRESHOLD = 50_000
+
+_bulk_lock = threading.Lock()
+_bulk_depth = 0
+_saved_threshold: tuple[int, int, int] | None = None
+
+
+@contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Keep the cyclic garbage collector from pacing a step that builds millions of short-lived
+    objects (parsed records, row tuples), restoring the process's settings on the way out.
+
+    With Python's default thresholds a young-generation collection runs every 700 net
+    allocations, an older one every ten of those, and now and then a full collection walks the
+    whole heap: Dagster, its definitions and every loaded module, about 0.2 s each time here. A
+    100k-attendee sync spent ~0.55 s of its ~3.9 s in the collector (650 collections, 3 full).
+    Inside this block (1) everything alive when it starts is frozen (``gc.freeze``): it outlives
+    the step, so a collection need not walk it; (2) a young collection runs every
+    :data:`BULK_GC_THRESHOLD` allocations. Reference cycles made inside are still collected;
+    on exit the frozen objects return to the oldest generation and the threshold is restored.
+    Nested and concurrent blocks share one setting: the outermost restores it."""
+    global _bulk_depth, _saved_threshold
+    with _bulk_lock:
+        if _bulk_depth == 0:
+            _saved_threshold = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(BULK_GC_THRESHOLD, *_saved_threshold[1:])
+        _bulk_depth += 1
+    try:
+        yield
+    finally:
+        with _bulk_lock:
+            _bulk_depth -= 1
+            if _bulk_depth == 0:
+                assert _saved_threshold is not None
+                gc.set_threshold(*_saved_threshold)
+                gc.unfreeze()
+                _saved_threshold = None
