@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from attendee_pipeline.defs.memory import BULK_GC_THRESHOLD, bulk_gc
+from attendee_pipeline.defs.memory import BULK_GC_THRESHOLD, bulk_gc, paced
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.pipeline_harness import harness, materialized
@@ -57,6 +57,46 @@ def test_cycles_made_inside_bulk_gc_are_still_collected():
         assert gone() is None, "the collector never ran inside the block"
         del keep
     assert _settings() == before  # nothing made inside is left frozen
+
+
+def test_paced_steps_compute_under_bulk_gc_and_hand_each_value_over_with_the_defaults():
+    before = _settings()
+    seen_inside: list[int] = []
+    finished: list[str] = []
+
+    def step():
+        try:
+            for n in range(3):
+                seen_inside.append(gc.get_threshold()[0])
+                yield n
+        finally:
+            finished.append("closed")
+
+    events = paced(step())
+    assert next(events) == 0
+    # Dagster holds the first value: the step is suspended and the process is as before
+    assert _settings() == before
+    assert next(events) == 1
+    assert seen_inside == [BULK_GC_THRESHOLD, BULK_GC_THRESHOLD]
+    # Dagster stops part-way: nothing stays frozen, and the step's own cleanup runs on close
+    assert _settings() == before
+    events.close()
+    assert finished == ["closed"]
+    assert list(paced(iter([]))) == []
+
+
+def test_a_failing_paced_step_restores_the_settings():
+    before = _settings()
+
+    def step():
+        yield "raw extract"
+        raise RuntimeError("the provider answered 401")
+
+    events = paced(step())
+    assert next(events) == "raw extract"
+    with pytest.raises(RuntimeError, match="401"):
+        next(events)
+    assert _settings() == before
 
 
 def test_a_sync_run_leaves_the_collector_as_it_found_it(tmp_path: Path, sqlite_url: str):

@@ -18,7 +18,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=1)
@@ -79,3 +81,23 @@ def bulk_gc() -> Iterator[None]:
                 gc.set_threshold(*_saved_threshold)
                 gc.unfreeze()
                 _saved_threshold = None
+
+
+def paced(events: Iterator[T]) -> Iterator[T]:
+    """A step's ``events`` (the generator of an asset's body), computed under :func:`bulk_gc`:
+    the block is entered for each value the step computes and left before Dagster gets it.
+    So the settings are restored whenever the step is not running, also when Dagster stops
+    iterating it part-way (a generator left suspended inside the block would keep the heap
+    frozen until it is finalized, and it was itself frozen with the heap)."""
+    try:
+        while True:
+            with bulk_gc():
+                try:
+                    value = next(events)
+                except StopIteration:
+                    return
+            yield value
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()

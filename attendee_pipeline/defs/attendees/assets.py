@@ -30,7 +30,7 @@ from attendee_pipeline.connectors.rest import (
     source_settings,
 )
 from attendee_pipeline.defs.attendees import checks
-from attendee_pipeline.defs.memory import bulk_gc, release_memory
+from attendee_pipeline.defs.memory import paced, release_memory
 from attendee_pipeline.defs.procurios import batched as procurios_batched
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
@@ -122,8 +122,7 @@ def extract_attendees(
     """Fetch the event's records and map them in one step: each page is parsed once and mapped
     while the provider sends the next one (see steps.PageMapper). The raw extract is stored
     before anything is mapped, and the mapped assets come from exactly that extract."""
-    with bulk_gc():
-        yield from _extract_and_map(context, config, catalog, attendee_source, raw_store, platform_db)
+    yield from paced(_extract_and_map(context, config, catalog, attendee_source, raw_store, platform_db))
 
 
 def _extract_and_map(
@@ -397,10 +396,9 @@ def publish_attendees(
     publish -- one step, so the change set goes from the diff to the publish in memory. The
     guard is a blocking check on attendee_changes: a held publish stores the changes and the
     check's verdict, writes nothing, and fails the step."""
-    with bulk_gc():
-        yield from _diff_and_publish(
-            context, mapped_attendees, attendee_raw_extract, rejected_attendees, catalog, platform_db
-        )
+    yield from paced(
+        _diff_and_publish(context, mapped_attendees, attendee_raw_extract, rejected_attendees, catalog, platform_db)
+    )
 
 
 def _diff_and_publish(

@@ -17,7 +17,7 @@ import dagster as dg
 from attendee_pipeline import batched
 from attendee_pipeline.catalog.warnings import event_warnings
 from attendee_pipeline.connectors.procurios import session_records
-from attendee_pipeline.defs.memory import bulk_gc
+from attendee_pipeline.defs.memory import paced
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import procurios as db_procurios
@@ -72,8 +72,8 @@ def procurios_after_publish(
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ):
-    with bulk_gc():  # the programmes of every registration the sync read: bulk work
-        yield from _after_publish(context, attendee_raw_extract, catalog, platform_db)
+    # the programmes of every registration the sync read: bulk work
+    yield from paced(_after_publish(context, attendee_raw_extract, catalog, platform_db))
 
 
 def _after_publish(
