@@ -15,9 +15,9 @@ import ctypes
 import ctypes.util
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -101,3 +101,15 @@ def paced(events: Iterator[T]) -> Iterator[T]:
         close = getattr(events, "close", None)
         if close is not None:
             close()
+
+
+def paced_step(body: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
+    """Decorate an asset's body (a generator function, under ``@dg.asset`` / ``@dg.multi_asset``)
+    so that it runs :func:`paced`. Dagster reads the body's own signature (parameters,
+    resources, config) through the wrapper."""
+
+    @wraps(body)
+    def step(*args: Any, **kwargs: Any) -> Iterator[T]:
+        yield from paced(body(*args, **kwargs))
+
+    return step

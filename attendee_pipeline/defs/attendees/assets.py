@@ -30,7 +30,7 @@ from attendee_pipeline.connectors.rest import (
     source_settings,
 )
 from attendee_pipeline.defs.attendees import checks
-from attendee_pipeline.defs.memory import paced, release_memory
+from attendee_pipeline.defs.memory import paced_step, release_memory
 from attendee_pipeline.defs.procurios import batched as procurios_batched
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import (
@@ -111,6 +111,7 @@ _MAPPED_OUTPUTS = ("mapped_attendees", "rejected_attendees", "attendee_group_mem
     can_subset=True,
     retry_policy=api_retry,
 )
+@paced_step  # bulk work: see defs/memory.py
 def extract_attendees(
     context: dg.AssetExecutionContext,
     config: SyncRunConfig,
@@ -122,17 +123,6 @@ def extract_attendees(
     """Fetch the event's records and map them in one step: each page is parsed once and mapped
     while the provider sends the next one (see steps.PageMapper). The raw extract is stored
     before anything is mapped, and the mapped assets come from exactly that extract."""
-    yield from paced(_extract_and_map(context, config, catalog, attendee_source, raw_store, platform_db))
-
-
-def _extract_and_map(
-    context: dg.AssetExecutionContext,
-    config: SyncRunConfig,
-    catalog: EventCatalogResource,
-    attendee_source: AttendeeSource,
-    raw_store: RawExtractStore,
-    platform_db: PlatformDatabaseResource,
-):
     event = catalog.event(context.partition_key)
     selected = context.selected_output_names
     premapped = None
@@ -384,6 +374,7 @@ _PUBLISHED_OUTPUTS = ("published_attendees", "published_groups")
     # publishing it (a dry run in the UI).
     can_subset=True,
 )
+@paced_step  # bulk work: see defs/memory.py
 def publish_attendees(
     context: dg.AssetExecutionContext,
     mapped_attendees: Any,  # a frame, or batched.BatchedAttendees for a batched source (Procurios)
@@ -396,19 +387,6 @@ def publish_attendees(
     publish -- one step, so the change set goes from the diff to the publish in memory. The
     guard is a blocking check on attendee_changes: a held publish stores the changes and the
     check's verdict, writes nothing, and fails the step."""
-    yield from paced(
-        _diff_and_publish(context, mapped_attendees, attendee_raw_extract, rejected_attendees, catalog, platform_db)
-    )
-
-
-def _diff_and_publish(
-    context: dg.AssetExecutionContext,
-    mapped_attendees: Any,
-    attendee_raw_extract: dict[str, Any],
-    rejected_attendees: pd.DataFrame,
-    catalog: EventCatalogResource,
-    platform_db: PlatformDatabaseResource,
-):
     release_memory()
     event = catalog.event(context.partition_key)
     engine = platform_db.engine()

@@ -17,7 +17,7 @@ import dagster as dg
 from attendee_pipeline import batched
 from attendee_pipeline.catalog.warnings import event_warnings
 from attendee_pipeline.connectors.procurios import session_records
-from attendee_pipeline.defs.memory import paced
+from attendee_pipeline.defs.memory import paced_step
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import procurios as db_procurios
@@ -66,17 +66,8 @@ SETTINGS_CHECK = dg.AssetCheckSpec(
     check_specs=[SETTINGS_CHECK],
     can_subset=True,
 )
+@paced_step  # the programmes of every registration the sync read: bulk work (defs/memory.py)
 def procurios_after_publish(
-    context: dg.AssetExecutionContext,
-    attendee_raw_extract: dict[str, Any],
-    catalog: EventCatalogResource,
-    platform_db: PlatformDatabaseResource,
-):
-    # the programmes of every registration the sync read: bulk work
-    yield from paced(_after_publish(context, attendee_raw_extract, catalog, platform_db))
-
-
-def _after_publish(
     context: dg.AssetExecutionContext,
     attendee_raw_extract: dict[str, Any],
     catalog: EventCatalogResource,
