@@ -45,6 +45,17 @@ def test_bulk_gc_restores_after_an_exception_and_only_at_the_outermost_exit():
     assert _settings() == before
 
 
+def test_garbage_made_just_before_bulk_gc_is_freed_not_frozen():
+    before = _settings()
+    garbage = _Node()
+    gone = weakref.ref(garbage)
+    del garbage
+    assert gone() is not None  # a cycle: still there until a collection
+    with bulk_gc():
+        assert gone() is None, "the cycle was frozen with the heap and can never be freed in the block"
+    assert _settings() == before
+
+
 def test_cycles_made_inside_bulk_gc_are_still_collected():
     before = _settings()
     with bulk_gc():

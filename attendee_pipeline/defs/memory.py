@@ -35,8 +35,8 @@ def _malloc_trim() -> Any:
 
 
 def release_memory() -> None:
-    """Return the freed heap to the operating system (glibc only). No garbage collection: a
-    full ``gc.collect()`` costs ~0.1 s per step here and the frames hold no reference cycles."""
+    """Return the freed heap to the operating system (glibc only). No full garbage collection:
+    it costs ~0.1 s per step here (see :func:`bulk_gc` for the young collections)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -61,13 +61,18 @@ def bulk_gc() -> Iterator[None]:
     100k-attendee sync spent ~0.55 s of its ~3.9 s in the collector (650 collections, 3 full).
     Inside this block (1) everything alive when it starts is frozen (``gc.freeze``): it outlives
     the step, so a collection need not walk it; (2) a young collection runs every
-    :data:`BULK_GC_THRESHOLD` allocations. Reference cycles made inside are still collected;
-    on exit the frozen objects return to the oldest generation and the threshold is restored.
-    Nested and concurrent blocks share one setting: the outermost restores it."""
+    :data:`BULK_GC_THRESHOLD` allocations. The young generations are collected just before the
+    freeze (cheap: only the objects made since the last collection), so that garbage made just
+    before, such as the cycles left by a frame computed a moment ago, is freed rather than
+    frozen: without it a 1M-attendee publish peaked at 1,540 MiB instead of 1,125 MiB.
+    Reference cycles made inside are still collected; on exit the frozen objects return to the
+    oldest generation and the threshold is restored. Nested and concurrent blocks share one
+    setting: the outermost restores it."""
     global _bulk_depth, _saved_threshold
     with _bulk_lock:
         if _bulk_depth == 0:
             _saved_threshold = gc.get_threshold()
+            gc.collect(1)  # young garbage is freed, not frozen
             gc.freeze()
             gc.set_threshold(BULK_GC_THRESHOLD, *_saved_threshold[1:])
         _bulk_depth += 1
