@@ -45,7 +45,7 @@ def release_memory() -> None:
 #: The cyclic collector's first-generation threshold during a bulk step (Python's default: 700).
 BULK_GC_THRESHOLD = 50_000
 
-_bulk_lock = threading.Lock()
+_bulk_lock = threading.RLock()  # re-entrant: the collection at entry may run finalizers
 _bulk_depth = 0
 _saved_threshold: tuple[int, int, int] | None = None
 
