@@ -227,6 +227,12 @@ def test_python_handle_mutations(sandbox_factory) -> None:
 
     ds.set_records(4)
     assert [r["id"] for r in get(url).json()] == [f"att-{n:07d}" for n in (1, 2, 3, 4)]
+    # the dropped positions' changes are forgotten: growing again serves fresh records there
+    ds.set_records(14)
+    regrown = get(url).json()
+    assert len(regrown) == 14 and not any(r["company"].startswith("company change") for r in regrown[4:])
+    assert regrown[5]["id"] == "att-0000006"  # position 5 was removed before the shrink
+    ds.set_records(4)
     ds.replace_records([{"id": "only"}])
     assert get(url).json() == [{"id": "only"}]
     ds.reset()

@@ -650,17 +650,25 @@ class Dataset:
                 self.set_records(self.config.records)
 
     def set_records(self, count: int) -> None:
-        """Grow (generated records) or shrink (from the end) the list to ``count`` positions."""
+        """Grow (generated records) or shrink (from the end) the list to ``count`` positions. A
+        shrink forgets the flags, field changes and removals of the positions it drops, so a
+        later grow serves fresh records there, not the old ones' changes."""
         if count < 0:
             raise ValueError("count must be >= 0")
         with self._lock:
             size = self.size
             if count >= size:
                 self.add_records(count - size)
-            elif count <= self.generated:
+                return
+            if count <= self.generated:
                 self.generated, self.extra = count, []
             else:
                 self.extra = self.extra[: count - self.generated]
+            for dropped in (self.deleted, self.overrides):
+                for position in [i for i in dropped if i >= count]:
+                    del dropped[position]
+            self.hidden = {i for i in self.hidden if i < count}
+            self._hidden_sorted = None
 
     def add_records(self, count: int = 0, records: Iterable[Mapping[str, Any]] | None = None) -> list[int]:
         """Append ``count`` generated records and/or explicit ``records``; returns new positions."""
