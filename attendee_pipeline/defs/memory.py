@@ -102,6 +102,7 @@ def paced(events: Iterator[T]) -> Iterator[T]:
                 except StopIteration:
                     return
             yield value
+            del value  # not kept alive while the step computes the next one
     finally:
         close = getattr(events, "close", None)
         if close is not None:
