@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -483,6 +484,28 @@ def test_429_retry_after_is_honoured(sandbox_factory, sandbox_source, tmp_path):
     # 429 + pages 1, 2, 3 (empty) + page 4, asked for while page 3 was read, not used
     assert h.request_count("ev") == manifest.requests == 5 and manifest.prefetch_discarded == 1
     assert [e.status for e in h.requests("ev")] == [429, 200, 200, 200, 200]
+
+
+def test_a_retry_after_longer_than_the_catalog_allows_is_cut_to_it(sandbox_factory, sandbox_source, tmp_path):
+    # the provider asks for an hour; the event's catalog entry allows a tenth of a second
+    h = sandbox_factory({"ev": SandboxConfig(records=20, pagination="page", page_size=10)})
+    h["ev"].rate_limit(count=1, retry_after=3600)
+    source = source_of(sandbox_source, h, "ev").model_copy(update={"retry_after_max_seconds": 0.1})
+    done: list = []
+    worker = threading.Thread(
+        target=lambda: done.append(FAST.extract(source, "ev", tmp_path / "x")), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=60)  # a liveness bound, far below the hour asked for
+    assert done, "the extract waited the provider's hour"
+    assert done[0].records == 20 and done[0].retries == 1
+    assert [e.status for e in h.requests("ev")][:2] == [429, 200]
+
+
+def test_the_retry_after_cap_is_a_catalog_setting_with_a_default():
+    assert RestApiSource(kind="rest_api", url="https://x.example/a").retry_after_max_seconds == 300
+    with pytest.raises(ValueError):
+        RestApiSource(kind="rest_api", url="https://x.example/a", retry_after_max_seconds=-1)
 
 
 @pytest.mark.parametrize("value", [0, -5, "soon"])

@@ -257,7 +257,8 @@ class RestExtractor:
     """Fetches a ``RestApiSource`` page by page into a raw extract folder.
 
     ``max_retries`` / ``backoff_factor`` / ``backoff_max`` drive the HTTP retry policy (429 with
-    Retry-After, 5xx, connection errors) and the re-fetch of a page whose body is not valid JSON.
+    Retry-After, 5xx, connection errors) and the re-fetch of a page whose body is not valid JSON;
+    the source's ``retry_after_max_seconds`` caps each Retry-After wait.
     Only the current page is held in memory.
     """
 
@@ -267,13 +268,11 @@ class RestExtractor:
         max_retries: int = 5,
         backoff_factor: float = 0.5,
         backoff_max: float = 60.0,
-        retry_after_max: float = 300.0,
         max_pages: int = 1_000_000,
     ) -> None:
         self.max_retries = max_retries
         self.backoff_factor = backoff_factor
         self.backoff_max = backoff_max
-        self.retry_after_max = retry_after_max
         self.max_pages = max_pages
 
     # ----------------------------------------------------------------- public
@@ -305,7 +304,7 @@ class RestExtractor:
             max_retries=self.max_retries,
             backoff_factor=self.backoff_factor,
             backoff_max=self.backoff_max,
-            retry_after_max=self.retry_after_max,
+            retry_after_max=source.retry_after_max_seconds,
             stats=stats,
         )
         started_at, started = _now(), time.monotonic()
