@@ -207,9 +207,8 @@ def map_extract(
 
 def rejected_keys(rejects: pd.DataFrame) -> list[str]:
     """The attendee keys of a map step's rejected records (see diff.compute_changes)."""
-    if "attendee_key" not in rejects.columns or rejects.empty:
-        return []
-    return [key for key in rejects["attendee_key"].dropna().unique().tolist() if key]
+    # compute_changes drops the nulls and repeats itself
+    return rejects["attendee_key"].tolist() if "attendee_key" in rejects.columns else []
 
 
 def _raw_records(extract_dir: Path, rows: set[int], rejects: pd.DataFrame) -> list[str | None]:

@@ -194,7 +194,7 @@ class RestApiSource(_Strict):
     record_path: str = ""
     timeout_seconds: float = Field(default=30.0, gt=0)
     #: The longest wait a ``Retry-After`` (on a 429 or 5xx) is honoured for, per retry; a longer
-    #: one is cut to this. Each page gets up to 5 retries and the step 2 more tries.
+    #: one is cut to this.
     retry_after_max_seconds: float = Field(default=300.0, ge=0)
     #: Extra non-secret query parameters sent with every request.
     params: dict[str, str] = Field(default_factory=dict)

@@ -437,9 +437,11 @@ class _Run:
         answer asks for (``Retry-After``, else the first backoff step), counted as a retry --
         as the retry policy does for the requests it sends itself (the session's own policy reads
         the header)."""
-        policy = self.session.get_adapter(response.url).max_retries
-        delay = policy.get_retry_after(response) or min(self.x.backoff_max, self.x.backoff_factor)
-        time.sleep(delay)
+        delay = self.session.get_adapter(response.url).max_retries.get_retry_after(response)
+        if delay:
+            time.sleep(delay)
+        else:
+            delay = self.sleep_backoff(1)
         self.stats.record(delay, response.status_code)
 
     def discard(self, future: Future[requests.Response] | None) -> None:
@@ -691,10 +693,12 @@ class _Run:
             return None
         return self.on_page.known_count(page, sha256)
 
-    def sleep_backoff(self, attempt: int) -> None:
+    def sleep_backoff(self, attempt: int) -> float:
+        """Sleep the backoff of retry ``attempt`` (1, 2, ...); returns the seconds slept."""
         delay = min(self.x.backoff_max, self.x.backoff_factor * (2 ** (attempt - 1)))
         if delay > 0:
             time.sleep(delay)
+        return delay
 
     def get(self, page: int, url: str, params: dict[str, str]) -> requests.Response:
         all_params = {**params, **self.auth.params}

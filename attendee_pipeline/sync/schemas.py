@@ -18,7 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow.compute as pc
 
-from attendee_pipeline.sync.mapping import REJECT_COLUMNS, WHITESPACE
+from attendee_pipeline.sync.mapping import REJECT_COLUMNS, WHITESPACE, rejects_frame
 from attendee_pipeline.sync.model import PROFILE_FIELDS, TEXT_DTYPE, parse_groups, python_values
 
 #: Pragmatic e-mail syntax: one @, a dotted domain, no spaces, control characters or angle brackets.
@@ -227,10 +227,8 @@ class FrameShapeError(ValueError):
 @dataclass
 class QuarantineResult:
     valid: pd.DataFrame
-    rejects: pd.DataFrame  # columns: source_row, source_record_id, field, reason
+    rejects: pd.DataFrame  # REJECT_COLUMNS: one row per problem of a rejected record
     failure_counts: dict[str, int]
-
-
 
 
 def schema_for(partial: bool) -> pa.DataFrameSchema:
@@ -289,7 +287,7 @@ def quarantine(frame: pd.DataFrame, partial: bool = False) -> QuarantineResult:
         field = REASONS["email_unique"][0]
         reasons.extend((index, field, reason) for index, reason in zip(frame.index[rows[duplicate]], found))
     if not reasons:
-        return QuarantineResult(frame, pd.DataFrame(columns=REJECT_COLUMNS), {})
+        return QuarantineResult(frame, rejects_frame(()), {})
     detail = pd.DataFrame(reasons, columns=["index", "field", "reason"]).drop_duplicates()
     bad_index = pd.Index(detail["index"].unique())
     valid = frame.drop(index=bad_index)
