@@ -34,6 +34,7 @@ def test_sync_with_platform_db_and_dagster_instance_on_postgres(tmp_path: Path, 
             # queued runs: at most 4 per provider kind, and one per event partition at a time
             limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
             assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+            assert instance.run_monitoring_enabled  # a hung run is failed (see test_run_monitoring.py)
             with serve_sandbox({"pg": SandboxConfig(records=80, seed=21, badge_fraction=0.5)}) as api, \
                     harness(tmp_path, postgres_url, instance=instance) as h:
                 h.write_catalog(event_entry("pg", api.event_url("pg")))

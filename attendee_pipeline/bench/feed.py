@@ -246,7 +246,7 @@ def _published_by_daemon(
     in their own processes as in production)."""
     from attendee_pipeline.defs.feed.sensors import FEED_SENSOR_INTERVAL_SECONDS
     from attendee_pipeline.defs.partitions import events_partitions
-    from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
+    from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML, running_daemon
     from attendee_pipeline.platform_db.engine import make_engine
     from attendee_pipeline.platform_db.tables import attendees
 
@@ -260,40 +260,34 @@ def _published_by_daemon(
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "DAGSTER_HOME": str(home), "ATTENDEE_PIPELINE_CATALOG": str(catalog),
            "ATTENDEE_PIPELINE_DB_URL": db_url, "ATTENDEE_PIPELINE_DATA_DIR": str(tmp / "feed_daemon_data")}
-    log = (tmp / "feed-daemon.log").open("wb")
-    daemon = subprocess.Popen([str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-                              cwd=root, env=env, stdout=log, stderr=log)
     engine = make_engine(db_url)
     try:
-        time.sleep(FEED_SENSOR_INTERVAL_SECONDS + 5)  # the sensor's first tick takes what came before
-        waits: list[float] = []
-        for sample in range(samples):
-            time.sleep(random.uniform(0, FEED_SENSOR_INTERVAL_SECONDS))  # a random phase of the tick
-            email = f"daemon-timed-{sample}@example.org"
-            body = json.dumps({"profile": {"email": email, "firstName": "Timed", "lastName": "Push"}}).encode()
-            client = _Client(port, key)  # a new connection: the server closes idle ones
-            assert client.post(body) == 200
-            acked = time.perf_counter()
-            client.close()
-            query = sa.select(sa.func.count()).select_from(attendees).where(attendees.c.attendee_key == email)
-            while True:
-                with engine.connect() as conn:
-                    if conn.execute(query).scalar_one():
-                        waits.append(time.perf_counter() - acked)
-                        break
-                if daemon.poll() is not None:
-                    raise RuntimeError(f"dagster-daemon stopped (see {tmp / 'feed-daemon.log'})")
-                if time.perf_counter() - acked > timeout:
-                    raise RuntimeError(f"a push was not published within {timeout:.0f}s (see {tmp / 'feed-daemon.log'})")
-                time.sleep(0.25)
-        return waits
+        with running_daemon(env, root, tmp / "feed-daemon.log") as daemon:
+            time.sleep(FEED_SENSOR_INTERVAL_SECONDS + 5)  # the sensor's first tick takes what came before
+            waits: list[float] = []
+            for sample in range(samples):
+                time.sleep(random.uniform(0, FEED_SENSOR_INTERVAL_SECONDS))  # a random phase of the tick
+                email = f"daemon-timed-{sample}@example.org"
+                body = json.dumps({"profile": {"email": email, "firstName": "Timed", "lastName": "Push"}}).encode()
+                client = _Client(port, key)  # a new connection: the server closes idle ones
+                assert client.post(body) == 200
+                acked = time.perf_counter()
+                client.close()
+                query = sa.select(sa.func.count()).select_from(attendees).where(attendees.c.attendee_key == email)
+                while True:
+                    with engine.connect() as conn:
+                        if conn.execute(query).scalar_one():
+                            waits.append(time.perf_counter() - acked)
+                            break
+                    if daemon.poll() is not None:
+                        raise RuntimeError(f"dagster-daemon stopped (see {tmp / 'feed-daemon.log'})")
+                    if time.perf_counter() - acked > timeout:
+                        raise RuntimeError(
+                            f"a push was not published within {timeout:.0f}s (see {tmp / 'feed-daemon.log'})"
+                        )
+                    time.sleep(0.25)
+            return waits
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        log.close()
         engine.dispose()
 
 

@@ -7,13 +7,25 @@ from __future__ import annotations
 
 import dagster as dg
 
+from attendee_pipeline import settings
 from attendee_pipeline.defs.partitions import events_partitions
+
+#: Dagster's run tag for a run's longest runtime (seconds), enforced by the daemon's run monitoring.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+
+
+def sync_job_tags() -> dict[str, str]:
+    """The tags every sync run carries: its longest runtime, unless the setting is 0 (no limit)."""
+    seconds = settings.sync_max_runtime_seconds()
+    return {MAX_RUNTIME_TAG: str(seconds)} if seconds else {}
+
 
 attendee_sync_job = dg.define_asset_job(
     name="attendee_sync_job",
     selection=dg.AssetSelection.groups("attendees"),
     partitions_def=events_partitions,
     description="Sync one event's attendees: extract, map, validate, diff, publish.",
+    run_tags=sync_job_tags(),
 )
 
 procurios_sync_job = dg.define_asset_job(
@@ -24,6 +36,7 @@ procurios_sync_job = dg.define_asset_job(
         "Sync one Procurios event: extract, map, validate, diff and publish its registrations in "
         "batches, then its sessions, personal programmes and event tag."
     ),
+    run_tags=sync_job_tags(),
 )
 
 sync_jobs = [attendee_sync_job, procurios_sync_job]
