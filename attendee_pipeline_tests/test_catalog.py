@@ -255,3 +255,21 @@ def test_a_secret_in_plain_query_parameters_is_refused_unquoted(monkeypatch):
     # names that merely contain such a word are plain parameters
     source = {**GOOD["source"], "params": {"sort_key": "email", "page_token_style": "opaque", "status": "confirmed"}}
     assert parse_catalog(_with(source=source), "test.yaml").get("conf-2027").source.params["sort_key"] == "email"
+
+
+def test_a_key_named_like_a_source_kind_or_style_is_still_named():
+    # pydantic puts the chosen union member's tag ("page", "link", "query"...) into an error's
+    # location after source / auth / pagination; a real key of the same name must stay in it
+    source = {**GOOD["source"], "params": {"status": "confirmed", "page": 2}}
+    (problem,) = _problems(_with(source=source))
+    assert problem == "event 'conf-2027': source.params.page: Input should be a valid string"
+    mapping = {**GOOD["mapping"], "custom_fields": {"link": ["a", "b"]}}
+    (problem,) = _problems(_with(mapping=mapping))
+    assert problem == "event 'conf-2027': mapping.custom_fields.link: Input should be a valid string"
+    auth = {"type": "query", "params": {"query": 7}}
+    (problem,) = _problems(_with(source={**GOOD["source"], "auth": auth}))
+    assert problem == "event 'conf-2027': source.auth.params.query: Input should be a valid string"
+    # the tags themselves are still left out
+    pagination = {"style": "page", "size": "big"}
+    (problem,) = _problems(_with(source={**GOOD["source"], "pagination": pagination}))
+    assert problem.startswith("event 'conf-2027': source.pagination.size: ")

@@ -165,6 +165,11 @@ _KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
 _UNION_TAGS = {"rest_api", "feed", "procurios", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
 
+#: Where pydantic puts a discriminated union's tag in an error's location: right after ``source``
+#: (an entry's key), and after ``auth`` / ``pagination`` inside it. Anywhere else a name such as
+#: ``page`` or ``link`` is a real key (a query parameter, a custom field) and stays.
+_UNION_FIELDS = {("source",), ("source", "auth"), ("source", "pagination")}
+
 
 def _meetings_linked_twice(catalog: Catalog) -> list[str]:
     """Seed 002: one Procurios meeting per event -- a problem naming both events otherwise."""
@@ -185,7 +190,10 @@ def _meetings_linked_twice(catalog: Catalog) -> list[str]:
 
 
 def _drop_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    kept = tuple(p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS))
+    kept: tuple[Any, ...] = ()
+    for part in loc:
+        if not (kept in _UNION_FIELDS and isinstance(part, str) and part in _UNION_TAGS):
+            kept += (part,)
     if kept[:2] == ("mapping", "fields"):  # the mapping is written flat in YAML
         kept = ("mapping",) + kept[2:]
     return kept
