@@ -273,3 +273,18 @@ def test_a_key_named_like_a_source_kind_or_style_is_still_named():
     pagination = {"style": "page", "size": "big"}
     (problem,) = _problems(_with(source={**GOOD["source"], "pagination": pagination}))
     assert problem.startswith("event 'conf-2027': source.pagination.size: ")
+
+
+def test_a_secret_in_the_url_query_is_refused_unquoted(monkeypatch):
+    # seed 000's auth parameters in the query string: a URL copied with them in it (or with the
+    # secret brought in through ${VAR}) would sit in the catalog and reach logs and the manifest
+    monkeypatch.setenv("ACME_SECRET", "hunter2-from-env")
+    for url in ("https://reg.example/api/attendees?username=acme&secret_key=hunter2-pasted",
+                "https://reg.example/api/attendees?secret_key=${ACME_SECRET}",
+                "reg.example/api?api-key=hunter2-no-scheme"):
+        (problem,) = _problems(_with(source={**GOOD["source"], "url": url}))
+        assert problem.startswith("event 'conf-2027': source.url: ") and "looks like a secret" in problem, problem
+        assert "hunter2" not in problem
+    # other parameters in the URL are fine
+    url = "https://reg.example/api/attendees?status=confirmed&sort_key=email"
+    assert parse_catalog(_with(source={**GOOD["source"], "url": url})).events[0].source.url == url

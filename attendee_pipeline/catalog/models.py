@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -168,16 +168,25 @@ Pagination = Annotated[
 
 
 def _http_url(value: str) -> str:
-    """An http(s) URL without credentials in it (a password there would sit in the catalog file
-    and in every error quoting the URL: credentials go under ``auth``, from the environment)."""
+    """An http(s) URL without credentials in it (a password or a secret query parameter there
+    would sit in the catalog file, in logs and in every error quoting the URL: credentials go
+    under ``auth``, from the environment)."""
     try:
-        has_password = urlsplit(value).password is not None
-    except ValueError:  # e.g. a bad port
-        has_password = False
+        parts = urlsplit(value)
+        has_password = parts.password is not None
+    except ValueError:  # e.g. an unclosed [IPv6 address
+        parts, has_password = None, False
     if has_password:
         raise ValueError(
             "holds a password (user:password@host); give credentials under auth, as environment variable names"
         )
+    query = parts.query if parts else value.partition("?")[2].partition("#")[0]
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if _looks_secret(name):
+            raise ValueError(
+                f"query parameter {name} looks like a secret; send it as auth: {{type: query, params: "
+                f"{{{name}: ENV_VAR_NAME}}}} (the value is never quoted)"
+            )
     if not re.match(r"^https?://[^\s/]+", value):
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value
