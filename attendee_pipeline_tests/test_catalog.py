@@ -173,6 +173,15 @@ def test_env_expansion_in_urls(monkeypatch, tmp_path: Path):
     with pytest.raises(CatalogError) as info:
         load_catalog(file)
     assert "event 'conf-2027'" in str(info.value) and "MY_BASE" in str(info.value)
+    # named like every other problem: the event, then the key
+    assert info.value.problems[0] == (
+        "event 'conf-2027': source.url: environment variable MY_BASE is not set and has no default"
+    )
+    data = _with(mapping={**GOOD["mapping"], "custom_fields": {"diet": "${NOPE_FIELD}"}}, name=["${NOPE_NAME}"])
+    assert _problems(data)[:2] == [
+        "event 'conf-2027': name[0]: environment variable NOPE_NAME is not set and has no default",
+        "event 'conf-2027': mapping.custom_fields.diet: environment variable NOPE_FIELD is not set and has no default",
+    ]
 
 
 ENTRY_YAML = """\

@@ -70,7 +70,9 @@ class CatalogError(ValueError):
         super().__init__(f"invalid event catalog {source}:\n  - " + "\n  - ".join(problems))
 
 
-def _expand(value: Any, where: str, problems: list[str]) -> Any:
+def _expand(value: Any, label: str, problems: list[str], where: str = "") -> Any:
+    """``value`` with ``${VAR}`` expanded; a problem per unset variable names ``label`` (the
+    event) and the key ``where`` like a validation error does."""
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -79,15 +81,16 @@ def _expand(value: Any, where: str, problems: list[str]) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            problems.append(f"{where}: environment variable {name} is not set and has no default")
+            problems.append(f"{label}: {where or '(entry)'}: environment variable {name} is not set and has no default")
             return ""
 
         return _VAR_RE.sub(sub, value)
     if isinstance(value, list):
-        return [_expand(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return [_expand(v, label, problems, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         return {
-            k: v if _names_variables(k) else _expand(v, f"{where}.{k}", problems) for k, v in value.items()
+            k: v if _names_variables(k) else _expand(v, label, problems, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
         }
     return value
 
