@@ -351,3 +351,25 @@ def test_replay_of_a_stored_extract_needs_no_network(api, h):
     replay["ops"]["attendee_raw_extract"]["config"]["force"] = True
     result = h.sync(ev, run_config=replay)
     assert result.success and _published(result)["unchanged"] == 15
+
+
+def test_each_event_keeps_its_own_check_results(api, h):
+    # the checks are per event partition: another event's passing guard does not hide that
+    # this event's publish is held
+    from dagster import AssetCheckKey, AssetKey
+    from dagster._core.event_api import PartitionKeyFilter
+
+    held_ev = _event(api, h, "held-ev", SandboxConfig(records=100, seed=8), sync={"apply": {"missing": "remove"}})
+    fine_ev = _event(api, h, "fine-ev", SandboxConfig(records=10, seed=9))
+    assert h.sync(held_ev).success
+    api["held-ev"].empty()
+    held = h.sync(held_ev)
+    assert check_evaluation(held, "mass_removal_guard").partition == held_ev
+    assert h.sync(fine_ev).success
+
+    guard = AssetCheckKey(AssetKey("attendee_changes"), "mass_removal_guard")
+    storage = h.instance.event_log_storage
+    latest = storage.get_latest_asset_check_execution_by_key([guard], partition_filter=PartitionKeyFilter(key=held_ev))
+    assert latest[guard].run_id == held.run_id and latest[guard].status.value == "FAILED"
+    for name in ("mapped_attendees_schema", "no_rejected_attendees"):
+        assert check_evaluation(held, name).partition == held_ev

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
 from attendee_pipeline.steps import reason_counts
 from attendee_pipeline.sync.diff import mass_removal_verdict
@@ -46,6 +47,7 @@ logging.getLogger("dagster._core.execution.plan.active").addFilter(_SkippedCheck
 MAPPED_SCHEMA = dg.AssetCheckSpec(
     "mapped_attendees_schema",
     asset="mapped_attendees",
+    partitions_def=events_partitions,  # one result per event
     blocking=True,
     description=(
         "pandera AttendeeFrameSchema on the frame that goes on to the diff: e-mail present and "
@@ -57,12 +59,14 @@ MAPPED_SCHEMA = dg.AssetCheckSpec(
 NO_REJECTED = dg.AssetCheckSpec(
     "no_rejected_attendees",
     asset="rejected_attendees",
+    partitions_def=events_partitions,  # one result per event
     description="Warns when the provider sent records that had to be quarantined.",
 )
 
 MASS_REMOVAL_GUARD = dg.AssetCheckSpec(
     "mass_removal_guard",
     asset="attendee_changes",
+    partitions_def=events_partitions,  # one result per event
     blocking=True,
     description=(
         "Mass-removal guard: holds a publish that would remove more than the event's share "
