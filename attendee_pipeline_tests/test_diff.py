@@ -448,6 +448,16 @@ def test_mass_removal_verdict():
     assert cs.verdict(0.10, 25).held and cs.verdict(0.10, 41).held is False
 
 
+def test_mass_removal_exactly_at_a_catalog_share_is_not_held():
+    # 0.29 * 100 is 28.999999999999996 in floating point: removing exactly 29 % was held
+    # as "(29.0%), above the 29% limit"
+    for share, active, removed in ((0.29, 100, 29), (0.57, 100, 57), (0.57, 300, 171), (0.1, 250, 25)):
+        verdict = mass_removal_verdict(removed, active, share, 1)
+        assert not verdict.held, verdict.message
+        assert "within the" in verdict.message
+        assert mass_removal_verdict(removed + 1, active, share, 1).held
+
+
 # --------------------------------------------------------------------------- speed
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -209,14 +210,16 @@ def mass_removal_verdict(
     removed = int(removed)
     active = int(published_active)
     share = removed / active if active else (1.0 if removed else 0.0)
-    held = removed > max_share * active and removed >= min_count
+    # the share as written in the catalog, exactly: 0.29 * 100 is 28.999999999999996 in floats
+    above = removed > Fraction(str(max_share)) * active
+    held = above and removed >= min_count
     limit = f"{max_share * 100:g}%"
     what = f"would remove {removed:,} of {active:,} attendees ({share:.1%})"
     if held:
         message = f"{what}, above the {limit} limit; launch the run with tag {tag}=true to release it"
     elif removed == 0:
         message = "removes no attendees"
-    elif removed > max_share * active:
+    elif above:
         message = f"{what}, above the {limit} limit but below the minimum of {min_count:,} the guard holds"
     else:
         message = f"{what}, within the {limit} limit"
