@@ -161,3 +161,18 @@ def test_events_lists_each_event_with_its_schedule_in_aligned_columns(_isolated_
     starts = {line.split()[0]: line.index(names[line.split()[0]]) for line in lines if line.split()[0] in names}
     assert len(set(starts.values())) == 1  # the Procurios window is wider than the others
     assert "20 min 2027-03-04..2027-06-18, nightly else" in result.output
+
+
+def test_replay_of_a_folder_that_is_not_an_extract_is_refused(sandbox, _isolated_env: Path):
+    # the event's raw folder instead of one extract in it: the replay copied the folder into
+    # a new extract inside itself, over and over, until the path was too long
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sync", "demo-meetup"]).exit_code == 0
+    folder = _isolated_env / "raw" / "demo-meetup"
+    before = sorted(p.name for p in folder.iterdir())
+    for extra in ([], ["--dry-run"]):
+        result = runner.invoke(cli, ["sync", "demo-meetup", "--replay", str(folder), *extra])
+        assert result.exit_code == 1, result.output
+        assert f"{folder} is not a stored raw extract (no manifest.json)" in result.output, result.output[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert _count(_isolated_env / "platform.sqlite3", "select count(*) from sync_ledger") == 1
