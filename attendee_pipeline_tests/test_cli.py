@@ -176,3 +176,26 @@ def test_replay_of_a_folder_that_is_not_an_extract_is_refused(sandbox, _isolated
         assert f"{folder} is not a stored raw extract (no manifest.json)" in result.output, result.output[-2000:]
     assert sorted(p.name for p in folder.iterdir()) == before
     assert _count(_isolated_env / "platform.sqlite3", "select count(*) from sync_ledger") == 1
+
+
+def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env: Path, monkeypatch):
+    from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+
+    api = sandbox_factory({"mass": SandboxConfig(records=100, seed=8)})
+    entry = event_entry("mass", api.event_url("mass"), sync={"apply": {"missing": "remove"}})
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(write_catalog(_isolated_env / "catalog.yaml", entry)))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sync", "mass"]).exit_code == 0
+    api["mass"].empty()
+    dry = runner.invoke(cli, ["sync", "mass", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "removed         100" in dry.output
+    # the dry run printed 100 removals and never said that the sync would publish none of them
+    assert "mass-removal guard: the sync would be held" in dry.output
+    assert "would remove 100 of 100 attendees" in dry.output and "--allow-mass-removal" in dry.output
+    assert _count(_isolated_env / "platform.sqlite3", "select count(*) from sync_ledger") == 1
+    held = runner.invoke(cli, ["sync", "mass"])
+    assert held.exit_code == 1 and " held " in held.output
+    # within the limits the dry run says nothing about the guard
+    api["mass"].reset_faults()
+    assert "mass-removal guard" not in runner.invoke(cli, ["sync", "mass", "--dry-run"]).output

@@ -127,7 +127,11 @@ def db_upgrade() -> None:
 
 @cli.command("sync")
 @click.argument("event_id")
-@click.option("--dry-run", is_flag=True, help="Fetch, map and diff; print the changes; publish nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Fetch, map and diff; print the changes and whether the mass-removal guard would hold them; publish nothing.",
+)
 @click.option("--allow-mass-removal", is_flag=True, help="Release a publish held by the mass-removal guard.")
 @click.option("--replay", type=click.Path(exists=True, file_okay=False), help="Replay a stored raw extract.")
 @click.option(
@@ -212,6 +216,13 @@ def _dry_run(event, replay: str | None, full: bool = False) -> None:  # type: ig
     click.echo(f"  {'rejected':<15} {mapped.rejects['source_row'].nunique() if len(mapped.rejects) else 0}")
     for (field, reason), n in mapped.rejects.groupby(["field", "reason"]).size().items() if len(mapped.rejects) else []:
         click.echo(f"    {n} x {field}: {reason}")
+    guard = event.sync.mass_removal
+    verdict = changes.verdict(guard.max_share, guard.min_count)
+    if verdict.held:  # what the real sync's mass_removal_guard would do
+        click.echo(
+            f"mass-removal guard: the sync would be held and publish nothing: {verdict.message} "
+            f"(or: attendee-pipeline sync {event.id} --allow-mass-removal)"
+        )
     frame = changes.frame
     if len(frame):
         from attendee_pipeline.sync.model import python_values
