@@ -199,3 +199,19 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
     # within the limits the dry run says nothing about the guard
     api["mass"].reset_faults()
     assert "mass-removal guard" not in runner.invoke(cli, ["sync", "mass", "--dry-run"]).output
+
+
+def test_a_held_sync_reports_its_rejected_records(sandbox_factory, _isolated_env: Path, monkeypatch):
+    from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+
+    api = sandbox_factory({"held": SandboxConfig(records=100, seed=8, bad_records={60: "invalid_email"})})
+    entry = event_entry("held", api.event_url("held"), sync={"apply": {"missing": "remove"}})
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(write_catalog(_isolated_env / "catalog.yaml", entry)))
+    runner = CliRunner()
+    first = runner.invoke(cli, ["sync", "held"])
+    assert "held                     published added=99 restored=0 updated=0 removed=0 unchanged=0 rejected=1" in first.output
+    api["held"].remove(range(30))
+    held = runner.invoke(cli, ["sync", "held"])
+    assert held.exit_code == 1
+    # the held line said rejected=0 although the extract's bad record was quarantined again
+    assert "held                     held      added=0 restored=0 updated=0 removed=30 unchanged=69 rejected=1" in held.output

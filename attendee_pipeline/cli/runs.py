@@ -197,6 +197,7 @@ def summarize(event_id: str, result: Any) -> SyncSummary:
     if guard is not None and not guard.passed:
         changes = materialization_metadata(result, "attendee_changes")
         counts = {k: int(changes.get(k, 0)) for k in COUNT_KEYS if k in changes}
+        counts["rejected"] = int(materialization_metadata(result, "rejected_attendees").get("rejected_records", 0))
         return SyncSummary(event_id, result.run_id, False, "held", counts, guard.description or "held")
     return SyncSummary(event_id, result.run_id, False, "failed", {}, first_failure(result) or "run failed")
 
