@@ -196,6 +196,11 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
     assert _count(_isolated_env / "platform.sqlite3", "select count(*) from sync_ledger") == 1
     held = runner.invoke(cli, ["sync", "mass"])
     assert held.exit_code == 1 and " held " in held.output
+    # the held run said to launch it with a run tag, which the command line does not do
+    assert "to release it: attendee-pipeline sync mass --allow-mass-removal" in held.output
+    released = runner.invoke(cli, ["sync", "mass", "--allow-mass-removal"])
+    assert released.exit_code == 0 and "removed=100" in released.output
+    assert "to release it" not in released.output
     # within the limits the dry run says nothing about the guard
     api["mass"].reset_faults()
     assert "mass-removal guard" not in runner.invoke(cli, ["sync", "mass", "--dry-run"]).output

@@ -176,6 +176,8 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
             event_id, instance=instance, allow_mass_removal=allow_mass_removal, run_config=run_config
         )
     click.echo(format_summary(summary))
+    if summary.status == "held":
+        click.echo(f"{'':<24} to release it: attendee-pipeline sync {event_id} --allow-mass-removal")
     click.echo(f"run id: {summary.run_id}")
     if not summary.success:
         sys.exit(1)
