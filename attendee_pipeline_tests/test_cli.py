@@ -190,6 +190,8 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
     dry = runner.invoke(cli, ["sync", "mass", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "removed         100" in dry.output
+    # each removal names the platform attendee it removes (it was "-" for every one of them)
+    assert "\n  -  " not in dry.output and "\n  attendee 1           removed\n" in dry.output
     # the dry run printed 100 removals and never said that the sync would publish none of them
     assert "mass-removal guard: the sync would be held" in dry.output
     assert "would remove 100 of 100 attendees" in dry.output and "--allow-mass-removal" in dry.output

@@ -229,12 +229,16 @@ def _dry_run(event, replay: str | None, full: bool = False) -> None:  # type: ig
     if len(frame):
         from attendee_pipeline.sync.model import python_values
 
-        click.echo("changes (provider record id or extract row, change):")
+        click.echo("changes (provider record id, extract row or platform attendee id; change):")
         head = frame.head(50)
-        for record_id, row, change in zip(
-            python_values(head["source_record_id"]), python_values(head["source_row"]), head["change"]
+        for record_id, row, attendee_id, change in zip(
+            python_values(head["source_record_id"]),
+            python_values(head["source_row"]),
+            python_values(head["attendee_id"]),
+            head["change"],
         ):
-            label = record_id or ("-" if row is None else f"row {row}")
+            # an attendee missing from the extract has neither record id nor row: its platform id
+            label = record_id or (f"row {row}" if row is not None else f"attendee {attendee_id}")
             click.echo(f"  {label:<20} {change}")
         if len(frame) > 50:
             click.echo(f"  ... and {len(frame) - 50} more")
