@@ -196,6 +196,10 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
     assert "mass-removal guard: the sync would be held" in dry.output
     assert "would remove 100 of 100 attendees" in dry.output and "--allow-mass-removal" in dry.output
     assert _count(_isolated_env / "platform.sqlite3", "select count(*) from sync_ledger") == 1
+    # with the flag that releases it, the dry run says so (as the sync with it would publish)
+    released_dry = runner.invoke(cli, ["sync", "mass", "--dry-run", "--allow-mass-removal"])
+    assert "mass-removal guard: released by --allow-mass-removal: would remove 100" in released_dry.output
+    assert "would be held" not in released_dry.output
     held = runner.invoke(cli, ["sync", "mass"])
     assert held.exit_code == 1 and " held " in held.output
     # the held run said to launch it with a run tag, which the command line does not do

@@ -154,7 +154,7 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
 
         require_procurios(event)  # a usage error for any other event
     if dry_run:
-        _dry_run(event, replay, full)
+        _dry_run(event, replay, full, allow_mass_removal)
         return
     from attendee_pipeline.cli.runs import format_summary, run_sync
     from attendee_pipeline.instance import dagster_home
@@ -183,7 +183,9 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
         sys.exit(1)
 
 
-def _dry_run(event, replay: str | None, full: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _dry_run(  # type: ignore[no-untyped-def]
+    event, replay: str | None, full: bool = False, allow_mass_removal: bool = False
+) -> None:
     """Fetch, map and diff ``event`` (its catalog entry); print the changes, publish nothing."""
     import tempfile
 
@@ -220,7 +222,9 @@ def _dry_run(event, replay: str | None, full: bool = False) -> None:  # type: ig
         click.echo(f"    {n} x {field}: {reason}")
     guard = event.sync.mass_removal
     verdict = changes.verdict(guard.max_share, guard.min_count)
-    if verdict.held:  # what the real sync's mass_removal_guard would do
+    if verdict.held and allow_mass_removal:
+        click.echo(f"mass-removal guard: released by --allow-mass-removal: {verdict.message}")
+    elif verdict.held:  # what the real sync's mass_removal_guard would do
         click.echo(
             f"mass-removal guard: the sync would be held and publish nothing: {verdict.message} "
             f"(or: attendee-pipeline sync {event.id} --allow-mass-removal)"
