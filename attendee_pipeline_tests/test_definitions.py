@@ -81,6 +81,15 @@ def test_assets_checks_schedules_sensors():
     assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "events"
 
 
+def test_every_check_of_a_partitioned_asset_has_a_result_per_partition():
+    # without partitions_def a check keeps one result for all events: one event's pass would
+    # hide another's failure (e.g. a held publish shown green)
+    graph = defs.resolve_asset_graph()
+    for key in graph.asset_check_keys:
+        asset_partitions = graph.get(key.asset_key).partitions_def
+        assert graph.get(key).partitions_def == asset_partitions, key.to_user_string()
+
+
 def test_workspace_pins_the_code_location_name():
     workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
     (location,) = workspace["load_from"]

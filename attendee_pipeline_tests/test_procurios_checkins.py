@@ -143,6 +143,7 @@ def test_a_failing_procurios_is_retried_once_and_the_miss_recorded(procurios, sy
     assert procurios.sandbox.count("attendance", status=503) == 2  # the attempt and the one retry
     check = check_evaluation(second, "checkin_writeback_failures")
     assert not check.passed and check.severity.value == "WARN" and "HTTP 503" in check.description
+    assert check.partition == "congress"  # this event's result, not one shared by all events
     engine = make_engine(h.db_url)
     try:
         rows = {r["id"]: r for r in check_ins_of(engine, "congress")}

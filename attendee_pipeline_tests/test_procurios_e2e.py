@@ -217,4 +217,5 @@ def test_catalog_warnings_are_a_warn_check(procurios, h):
     _published(result)
     check = check_evaluation(result, "procurios_catalog_settings")
     assert check is not None and not check.passed and check.severity.value == "WARN"
+    assert check.partition == ev  # the warning is this event's, not one shared by all events
     assert "attendees_may_edit_programme" in check.description and "unique e-mail" in check.description

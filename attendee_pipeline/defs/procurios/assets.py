@@ -27,6 +27,7 @@ GROUP = "procurios"
 SETTINGS_CHECK = dg.AssetCheckSpec(
     "procurios_catalog_settings",
     asset="personal_programmes",
+    partitions_def=events_partitions,  # one result per event
     description=(
         "Warns about catalog settings seed 002 advises against: the personal-programme sync on "
         "while attendees may edit their programme, and a registration that requires unique e-mail "

@@ -33,6 +33,7 @@ CHECKIN_SENSOR_INTERVAL_SECONDS = 30
 WRITEBACK_CHECK = dg.AssetCheckSpec(
     "checkin_writeback_failures",
     asset=WRITEBACK_ASSET,
+    partitions_def=events_partitions,  # one result per event
     description="Warns while on-site check-ins of the event could not be written back to Procurios (twice).",
 )
 
