@@ -149,6 +149,12 @@ def extract_event(
             raise ExtractError(
                 event.id, None, f"{replay_from} is not a stored raw extract (no {MANIFEST_NAME})", permanent=True
             )
+        extracted_for = read_manifest(Path(replay_from)).event_id
+        if extracted_for != event.id:  # it would publish (and invite) another event's attendees
+            raise ExtractError(
+                event.id, None, f"{replay_from} is an extract of event {extracted_for!r}, not of this event",
+                permanent=True,
+            )
         return replay_extract(Path(replay_from), dest)
     if event.source.kind == "procurios":
         from attendee_pipeline.batched import extract_procurios

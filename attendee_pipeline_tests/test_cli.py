@@ -175,7 +175,16 @@ def test_replay_of_a_folder_that_is_not_an_extract_is_refused(sandbox, _isolated
         assert result.exit_code == 1, result.output
         assert f"{folder} is not a stored raw extract (no manifest.json)" in result.output, result.output[-2000:]
     assert sorted(p.name for p in folder.iterdir()) == before
-    assert _count(_isolated_env / "platform.sqlite3", "select count(*) from sync_ledger") == 1
+    # another event's extract would publish (and invite) that event's attendees here
+    assert runner.invoke(cli, ["sync", "demo-summit"]).exit_code == 0
+    (summit_extract,) = (_isolated_env / "raw" / "demo-summit").iterdir()
+    for extra in ([], ["--dry-run"]):
+        result = runner.invoke(cli, ["sync", "demo-meetup", "--replay", str(summit_extract), *extra])
+        assert result.exit_code == 1, result.output
+        assert f"{summit_extract} is an extract of event 'demo-summit', not of this event" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == before
+    ledger = "select count(*) from sync_ledger where event_id = 'demo-meetup'"
+    assert _count(_isolated_env / "platform.sqlite3", ledger) == 1
 
 
 def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env: Path, monkeypatch):
