@@ -373,3 +373,24 @@ def test_each_event_keeps_its_own_check_results(api, h):
     assert latest[guard].run_id == held.run_id and latest[guard].status.value == "FAILED"
     for name in ("mapped_attendees_schema", "no_rejected_attendees"):
         assert check_evaluation(held, name).partition == held_ev
+
+
+def test_a_run_that_would_fail_again_is_not_retried(api, tmp_path: Path, sqlite_url: str):
+    # run_retries (on in both instance configurations) re-executes a failed run; a held publish
+    # or a fault in the source's settings would only fail (and, held, log another held row) again
+    import dagster as dg
+
+    retries = {"run_retries": {"enabled": True, "max_retries": 2}}
+    with dg.instance_for_test(overrides=retries) as instance, harness(tmp_path, sqlite_url, instance=instance) as h:
+        ev = _event(api, h, "mass", SandboxConfig(records=100, seed=8), sync={"apply": {"missing": "remove"}})
+        assert h.sync(ev).success
+        api["mass"].empty()
+        held = h.sync(ev)
+        assert check_evaluation(held, "mass_removal_guard").passed is False
+        capped = _event(api, h, "capped", SandboxConfig(records=30, seed=16, pagination="page", page_size=25,
+                                                          max_page_size=10))
+        broken = h.sync(capped)
+        assert not broken.success
+        for result in (held, broken):
+            tags = instance.get_run_by_id(result.run_id).tags
+            assert tags.get("dagster/will_retry") == "false", tags

@@ -50,6 +50,18 @@ api_retry = dg.RetryPolicy(
 )
 
 
+#: Dagster's run tag (see its run retries docs): "false" keeps the daemon's ``run_retries`` from
+#: re-executing a run that failed in a step.
+RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
+
+def _no_run_retry(context: dg.AssetExecutionContext) -> None:
+    """Before failing the run for a reason a re-execution would meet again (a held publish, a
+    provider's 4xx, a fault in the catalog's settings): tell ``run_retries`` not to re-run it.
+    The next scheduled sync, or a run launched with the override, tries again."""
+    context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
+
+
 def _preview(frame: pd.DataFrame, columns: list[str], limit: int = 20) -> dg.MetadataValue:
     """A markdown preview of a few columns (never names or e-mail addresses)."""
     if frame.empty:
@@ -209,6 +221,7 @@ def _extract(
         # will not heal within the step's retry window: fail now with the reason; the next
         # scheduled tick tries again.
         if exc.permanent or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 429):
+            _no_run_retry(context)
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raise
     manifest["path"] = str(dest)
@@ -433,6 +446,7 @@ def publish_attendees(
             counts=dict(changes.counts),
         )
         context.log.warning(f"publish held: {held}")
+        _no_run_retry(context)  # the same data would be held again
         if checks.MASS_REMOVAL_GUARD.key not in context.selected_asset_check_keys:
             raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
         return  # the failed blocking check fails the step: nothing is published
