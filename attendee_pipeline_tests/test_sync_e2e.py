@@ -310,6 +310,15 @@ def test_attendee_changes_alone_diffs_without_publishing(api, h):
     statuses = [row[0] for row in h.query("select status from sync_ledger where event_id = :e", e=ev)]
     assert statuses.count("published") == 1
 
+    # a diff whose publish the guard would hold: the check says so, the ledger (which records
+    # publishes) gets no "held" row, as nothing was to be published
+    api["diffonly"].mark_deleted(range(30))  # all 30 flagged: above the 10 % and the 25 of the guard
+    h.sync(ev, selection=["attendee_raw_extract", "mapped_attendees", "rejected_attendees"])
+    would_hold = h.sync(ev, selection=["attendee_changes"])
+    assert check_evaluation(would_hold, "mass_removal_guard").passed is False
+    statuses = [row[0] for row in h.query("select status from sync_ledger where event_id = :e", e=ev)]
+    assert "held" not in statuses
+
 
 def test_small_removals_are_not_held(api, h):
     ev = _event(api, h, "few", SandboxConfig(records=100, seed=9))

@@ -435,22 +435,24 @@ def publish_attendees(
     )
     if checks.MASS_REMOVAL_GUARD.key in context.selected_asset_check_keys:
         yield result
+    publishing = bool(set(_PUBLISHED_OUTPUTS) & set(selected))
     if held is not None:
-        db_publish.record_ledger(
-            engine,
-            event_id=event.id,
-            run_id=context.run.run_id,
-            source_kind=event.source.kind,
-            status="held",
-            message=held,
-            counts=dict(changes.counts),
-        )
-        context.log.warning(f"publish held: {held}")
+        if publishing:  # the ledger's "held" is a publish that was held, not a diff-only run
+            db_publish.record_ledger(
+                engine,
+                event_id=event.id,
+                run_id=context.run.run_id,
+                source_kind=event.source.kind,
+                status="held",
+                message=held,
+                counts=dict(changes.counts),
+            )
+        context.log.warning(f"publish held: {held}" if publishing else f"a publish of these changes would be held: {held}")
         _no_run_retry(context)  # the same data would be held again
         if checks.MASS_REMOVAL_GUARD.key not in context.selected_asset_check_keys:
             raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
         return  # the failed blocking check fails the step: nothing is published
-    if not set(_PUBLISHED_OUTPUTS) & set(selected):
+    if not publishing:
         return
     rejected = int(rejected_attendees["source_row"].nunique()) if len(rejected_attendees) else 0
     if procurios_batched.is_batched(changes):  # one transaction per batch
