@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from attendee_pipeline.cli.main import cli
 from attendee_pipeline.platform_db import feed as store
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
+from attendee_pipeline.processes import stop_process
 from attendee_pipeline.services.feed import (
     MAX_BATCH_ITEMS,
     FeedServer,
@@ -280,13 +281,7 @@ def feed_process(db_url: str, stderr: Path, *args: str) -> Iterator[tuple[subpro
             time.sleep(0.05)
         yield proc, base
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @sqlite_only

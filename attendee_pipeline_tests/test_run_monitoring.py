@@ -22,7 +22,8 @@ import yaml
 
 from attendee_pipeline.defs.attendees.jobs import MAX_RUNTIME_TAG, attendee_sync_job, procurios_sync_job
 from attendee_pipeline.defs.partitions import events_partitions
-from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML, running_daemon
+from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
+from attendee_pipeline.processes import running_daemon
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 

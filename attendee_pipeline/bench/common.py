@@ -27,6 +27,8 @@ import requests
 import sqlalchemy as sa
 import yaml
 
+from attendee_pipeline.processes import stop_process
+
 #: Field mapping of the bench events: the sandbox's default field names (as the test catalogs).
 BENCH_MAPPING: dict[str, str] = {
     "source_record_id": "id",
@@ -247,13 +249,8 @@ class SandboxProcess:
     def stop(self) -> None:
         self.http.close()
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from attendee_pipeline.bench.common import Report, dataset_config, event_entry, platform_database, progress
+from attendee_pipeline.processes import stop_process
 
 EMAIL_EVENT = "bench-email"
 #: Targets of issue 4.
@@ -124,8 +125,7 @@ class SinkProcess:
     def stop(self) -> dict[str, int]:
         proc, self.proc = self.proc, None
         if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_process(proc, timeout=30)
         return json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
 
     def __exit__(self, *exc: Any) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from attendee_pipeline.bench.common import PG_SERVER_URL, Report, progress, scratch_pg_database
+from attendee_pipeline.processes import stop_process
 
 FEED_EVENT = "bench-feed"
 #: Targets of issue 3.
@@ -228,11 +229,7 @@ def run_feed_bench(
                               samples=[round(w, 1) for w in waits], sensor_interval=FEED_SENSOR_INTERVAL_SECONDS)
                 report.figure("feed_time_to_publish_daemon_max_seconds", round(max(waits), 1))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
             log.close()
             engine.dispose()
 
@@ -246,7 +243,8 @@ def _published_by_daemon(
     in their own processes as in production)."""
     from attendee_pipeline.defs.feed.sensors import FEED_SENSOR_INTERVAL_SECONDS
     from attendee_pipeline.defs.partitions import events_partitions
-    from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML, running_daemon
+    from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
+    from attendee_pipeline.processes import running_daemon
     from attendee_pipeline.platform_db.engine import make_engine
     from attendee_pipeline.platform_db.tables import attendees
 

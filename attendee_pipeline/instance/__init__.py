@@ -4,10 +4,6 @@ when DAGSTER_HOME is not set. Production uses the repository's ``dagster.yaml`` 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
 from attendee_pipeline import settings
@@ -67,24 +63,3 @@ def dagster_home() -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
-
-@contextmanager
-def running_daemon(env: Mapping[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
-    """``dagster-daemon run -w workspace.yaml`` in ``cwd`` (the folder of workspace.yaml) with the
-    environment ``env`` (its DAGSTER_HOME), output to ``log``; stopped when the block ends. For
-    the benchmark and tests that need the real daemon (schedules, sensors, the run queue, run
-    monitoring), each run launched in its own process as in production."""
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-            cwd=cwd, env=dict(env), stdout=out, stderr=out,
-        )
-        try:
-            yield daemon
-        finally:
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
