@@ -349,6 +349,28 @@ def test_a_fault_in_the_source_settings_fails_at_once_without_step_retries(api, 
     assert api.request_count(ev) == 2  # page 1, and page 2 that shows the cap: no retry of the step
 
 
+def _keep(n: int) -> dict:
+    return {"ops": {"attendee_raw_extract": {"config": {"keep_extracts": n}}}}
+
+
+def test_pruning_keeps_the_extract_of_the_run_and_of_the_last_publish(api, h):
+    ev = _event(api, h, "prune", SandboxConfig(records=30, seed=17, pagination="page", page_size=10))
+    published = materialized(h.sync(ev, run_config=_keep(1)), "attendee_raw_extract")["extract_path"]
+    # Unchanged re-syncs keeping one extract: the published one stays, so its pages stay known
+    # and are not parsed again (the 2nd unchanged sync parsed all 3 pages: the 1st pruned them).
+    for _ in range(2):
+        again = materialized(h.sync(ev, run_config=_keep(1)), "attendee_raw_extract")
+        assert again["unchanged"] is True and again["pages_mapped_while_fetching"] == 0
+        assert Path(published, "manifest.json").is_file() and Path(again["extract_path"]).is_dir()
+    # keep_extracts 0 keeps only what the run itself and the last publish read (it deleted
+    # the run's own extract and the run failed mapping it)
+    api["prune"].mark_deleted([1])
+    result = h.sync(ev, run_config=_keep(0))
+    assert result.success and _published(result)["removed"] == 1
+    latest = materialized(result, "attendee_raw_extract")["extract_path"]
+    assert sorted((h.raw_root / ev).iterdir()) == sorted([Path(published), Path(latest)])
+
+
 def test_replay_of_a_stored_extract_needs_no_network(api, h):
     ev = _event(api, h, "replay", SandboxConfig(records=15, seed=12))
     first = h.sync(ev)

@@ -16,7 +16,7 @@ import pickle
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +90,13 @@ class RawExtractStore(dg.ConfigurableResource):
         complete = [p for p in self.stored(event_id) if (p / "manifest.json").is_file()]
         return complete[-1] if complete else None
 
-    def prune(self, event_id: str, keep: int) -> int:
-        """Delete all but the newest ``keep`` extracts of an event; returns how many went."""
+    def prune(self, event_id: str, keep: int, keep_also: Iterable[str | Path | None] = ()) -> int:
+        """Delete all but the newest ``keep`` extracts of an event, and never those in
+        ``keep_also`` (the extract the run just stored, the one the last publish read);
+        returns how many went."""
         extracts = self.stored(event_id)
-        doomed = extracts[:-keep] if keep > 0 else extracts
+        spared = {Path(p).resolve() for p in keep_also if p}
+        doomed = [p for p in (extracts[:-keep] if keep > 0 else extracts) if p.resolve() not in spared]
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
         return len(doomed)

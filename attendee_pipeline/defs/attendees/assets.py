@@ -74,7 +74,8 @@ class SyncRunConfig(dg.Config):
 
     #: Replay this stored raw extract folder instead of calling the provider.
     replay_extract: str = ""
-    #: How many raw extracts to keep per event (older ones are pruned after a new one is stored).
+    #: How many raw extracts to keep per event (older ones are pruned after a new one is stored;
+    #: the new one and the one the event's last publish read are always kept).
     keep_extracts: int = 20
     #: Map, diff and publish even when the extract and the catalog entry are identical to those of
     #: the event's last publish (by default such a sync stops after the extract as ``unchanged``).
@@ -232,7 +233,10 @@ def _extract(
     manifest["unchanged_attendees"] = db_publish.active_count(engine, event.id) if unchanged else 0
     manifest["mapped_while_fetching"] = mapper.mapped_pages if mapper is not None else 0
     manifest["seconds"] = round(time.monotonic() - started, 3)
-    manifest["extracts_pruned"] = raw_store.prune(event.id, config.keep_extracts)
+    # never the extract this run goes on with, nor the one the fingerprint check compares with
+    manifest["extracts_pruned"] = raw_store.prune(
+        event.id, config.keep_extracts, keep_also=(dest, (last or {}).get("raw_extract_path"))
+    )
     return manifest, mapper
 
 
