@@ -137,6 +137,89 @@ def test_migrations_create_exactly_the_metadata(db_url: str):
         eng.dispose()
 
 
+def _check_constraint_names(conn: sa.Connection) -> dict[str, set[str]]:
+    """table -> names of its CHECK constraints in the database"""
+    inspector = sa.inspect(conn)
+    return {table: {c["name"] for c in inspector.get_check_constraints(table)} for table in metadata.tables}
+
+
+#: table -> names of its CHECK constraints in the metadata
+DECLARED_CHECKS = {
+    t.name: {c.name for c in t.constraints if isinstance(c, sa.CheckConstraint)} for t in metadata.tables.values()
+}
+
+
+def test_migrations_name_check_constraints_as_the_metadata_does(db_url: str):
+    # alembic's comparison skips CHECK constraints: the migrations applied the naming
+    # convention to names that already followed it (ck_attendees_ck_attendees_status), so a
+    # migration dropping or altering ck_attendees_status by its declared name found nothing
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    try:
+        with eng.connect() as conn:
+            assert _check_constraint_names(conn) == DECLARED_CHECKS
+        with pytest.raises(sa.exc.IntegrityError, match="ck_sync_ledger_status"), eng.begin() as conn:
+            conn.execute(sa.text(
+                "insert into sync_ledger (event_id, finished_at, added, restored, updated, removed, unchanged,"
+                " rejected, skipped, status) values ('e', '2026-01-01', 0, 0, 0, 0, 0, 0, 0, 'odd')"
+            ))
+    finally:
+        eng.dispose()
+
+
+def test_upgrading_from_each_revision_keeps_the_data(db_url: str):
+    from alembic import command
+
+    from attendee_pipeline.platform_db.engine import alembic_config
+
+    eng = make_engine(db_url)
+    try:
+        with eng.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.execute(sa.text(
+                "insert into events (id, name, timezone, in_catalog, created_at, updated_at)"
+                " values ('e', 'E', 'UTC', true, '2026-01-01', '2026-01-01')"
+            ))
+            conn.execute(sa.text(
+                "insert into attendees (event_id, attendee_key, email, status, row_hash, first_seen_at,"
+                " last_changed_at) values ('e', 'ann@x.org', 'ann@x.org', 'active', 1, '2026-01-01', '2026-01-01')"
+            ))
+            conn.execute(sa.text("insert into groups (name, created_at) values ('VIP', '2026-01-01')"))
+            conn.execute(sa.text("insert into memberships values ('e', 1, 1)"))
+            conn.execute(sa.text(
+                "insert into sync_ledger (event_id, finished_at, added, restored, updated, removed, unchanged,"
+                " rejected, skipped, status) values ('e', '2026-01-01', 1, 0, 0, 0, 0, 0, 0, 'published')"
+            ))
+            before = {t: conn.execute(sa.text(f"select * from {t}")).all() for t in ("attendees", "memberships")}
+            for revision in ("0002", "0003", "0004"):
+                command.upgrade(config, revision)
+                if revision == "0003":
+                    conn.execute(sa.text(
+                        "insert into attendee_statuses (attendee_id, event_id, link_token, updated_at)"
+                        " values (1, 'e', 'tok', '2026-01-01')"
+                    ))
+                if revision == "0004":
+                    conn.execute(sa.text(
+                        "insert into check_ins (event_id, attendee_id, kind, checked_in_at, recorded_at,"
+                        " recorded_by, writeback, writeback_attempts) values"
+                        " ('e', 1, 'on_site', '2026-01-01', '2026-01-01', 'cli', 'pending', 0)"
+                    ))
+        ensure_schema(db_url)
+        with eng.connect() as conn:
+            assert current_revision(conn) == head_revision()
+            assert {t: conn.execute(sa.text(f"select * from {t}")).all() for t in before} == before
+            assert conn.execute(sa.text("select status from sync_ledger")).scalars().all() == ["published"]
+            assert conn.execute(sa.text("select link_token from attendee_statuses")).scalars().all() == ["tok"]
+            assert conn.execute(sa.text("select kind from check_ins")).scalars().all() == ["on_site"]
+            assert conn.execute(sa.text("select email from event_access_list")).scalars().all() == ["ann@x.org"]
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
+            assert _check_constraint_names(conn) == DECLARED_CHECKS
+    finally:
+        eng.dispose()
+
+
 def test_sqlite_engine_settings(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'platform.sqlite3'}"
     eng = make_engine(url)  # creates the folder, does not migrate
