@@ -220,6 +220,30 @@ def test_upgrading_from_each_revision_keeps_the_data(db_url: str):
         eng.dispose()
 
 
+def test_a_database_at_an_unknown_migration_gives_a_clear_error(db_url: str):
+    from click.testing import CliRunner
+
+    from attendee_pipeline.cli.main import cli
+    from attendee_pipeline.platform_db.engine import UnknownRevisionError
+
+    if db_url.startswith("postgresql"):  # trust auth takes any password: it must not show
+        db_url = sa.engine.make_url(db_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    try:
+        with eng.begin() as conn:  # migrated by a newer release (or another tool's database)
+            conn.execute(sa.text("update alembic_version set version_num = '0099'"))
+    finally:
+        eng.dispose()
+    # alembic said only "Can't locate revision identified by '0099'"
+    with pytest.raises(UnknownRevisionError, match="at migration '0099'.*newer attendee_pipeline") as raised:
+        ensure_schema(db_url)
+    assert "s3cret-pw" not in str(raised.value)
+    result = CliRunner().invoke(cli, ["db", "upgrade"], env={"ATTENDEE_PIPELINE_DB_URL": db_url})
+    assert result.exit_code == 1 and result.output.startswith("Error: the platform database")
+    assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
 def test_sqlite_engine_settings(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'platform.sqlite3'}"
     eng = make_engine(url)  # creates the folder, does not migrate

@@ -6,8 +6,9 @@ statements (so a transaction is a real transaction and :func:`write_transaction`
 write lock up front with ``BEGIN IMMEDIATE``); PostgreSQL gets a plain engine with batched
 ``executemany``. :func:`upgrade` runs the alembic migrations to head with a configuration built
 in code, under a lock (PostgreSQL advisory lock / SQLite write lock) so concurrent processes can
-call it; :func:`ensure_schema` does that once per URL and process. Making an engine never
-migrates by itself.
+call it; :func:`ensure_schema` does that once per URL and process. A database at a migration
+this code does not have raises :class:`UnknownRevisionError`. Making an engine never migrates
+by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
@@ -134,6 +136,28 @@ def current_revision(bind: sa.Engine | sa.Connection) -> str | None:
     return MigrationContext.configure(bind).get_current_revision()
 
 
+class UnknownRevisionError(RuntimeError):
+    """The database is at a migration this code does not have (newer code, or another database)."""
+
+
+def _check_known_revision(conn: sa.Connection, config: Config) -> None:
+    at = current_revision(conn)
+    if at is None:
+        return
+    try:
+        known = ScriptDirectory.from_config(config).get_revision(at) is not None
+    except CommandError:  # "Can't locate revision identified by ..."
+        known = False
+    if not known:
+        where = conn.engine.url.render_as_string(hide_password=True)
+        raise UnknownRevisionError(
+            f"the platform database {where} is at migration {at!r}, which this version of "
+            f"attendee_pipeline does not have (its latest is {head_revision()!r}): it was migrated "
+            "by a newer attendee_pipeline (upgrade this one), or it is not the platform database "
+            "(check ATTENDEE_PIPELINE_DB_URL)"
+        )
+
+
 def upgrade(url_or_engine: str | sa.URL | sa.Engine) -> None:
     """Run the platform database migrations up to head (``alembic upgrade head``)."""
     engine = url_or_engine if isinstance(url_or_engine, sa.Engine) else make_engine(url_or_engine)
@@ -142,6 +166,7 @@ def upgrade(url_or_engine: str | sa.URL | sa.Engine) -> None:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config = alembic_config()
+            _check_known_revision(conn, config)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     finally:
