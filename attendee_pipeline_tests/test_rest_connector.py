@@ -27,6 +27,7 @@ from attendee_pipeline.connectors.rest import (
     extract_digest,
     iter_extract_records,
     read_manifest,
+    replay_extract,
 )
 from attendee_pipeline.sandbox import attendee_api
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle
@@ -648,3 +649,15 @@ def test_replay_needs_no_network_and_a_complete_extract(sandbox_factory, sandbox
     (tmp_path / "half" / "page-000001.json").write_text("[]")
     with pytest.raises(FileNotFoundError, match="not a complete raw extract"):
         list(iter_extract_records(tmp_path / "half"))
+
+
+def test_a_replay_that_fails_half_way_leaves_no_extract_behind(sandbox_factory, sandbox_source, tmp_path):
+    h = sandbox_factory({"ev": SandboxConfig(records=25, pagination="offset", page_size=10)})
+    FAST.extract(source_of(sandbox_source, h, "ev"), "ev", tmp_path / "x")
+    # a page that cannot be read (here a dangling link; a full disk or a pruned source alike):
+    # the copy failed after manifest.json was in place, and the half copy looked complete
+    (tmp_path / "x" / "page-000002.json").unlink()
+    (tmp_path / "x" / "page-000002.json").symlink_to(tmp_path / "gone.json")
+    with pytest.raises(OSError):
+        replay_extract(tmp_path / "x", tmp_path / "events" / "replayed")
+    assert list((tmp_path / "events").iterdir()) == []

@@ -852,8 +852,10 @@ def replay_extract(source_dir: Path, dest_dir: Path) -> dict[str, Any]:
     """Copy a stored extract to ``dest_dir`` (a replay: no network); its manifest as a dict,
     with ``replayed_from``."""
     dest_dir = Path(dest_dir)
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source_dir, dest_dir)
+    # staged: a copy that fails half-way (a full disk, a source pruned meanwhile) must not
+    # leave a folder that holds manifest.json and looks complete
+    with staged_extract(dest_dir, dest_dir.parent.name) as tmp:  # <root>/<event>/<extract>
+        shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
     # every key the extractor stored (a Procurios extract's mode, since, sessions...), on top
     # of the manifest's known fields with their defaults
     stored = json.loads((dest_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
