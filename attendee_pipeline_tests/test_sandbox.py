@@ -357,3 +357,16 @@ def test_server_stops_cleanly() -> None:
     h.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(url, timeout=2)
+
+
+def test_link_header_keeps_repeated_query_parameters(sandbox_factory) -> None:
+    h = sandbox_factory({"l": SandboxConfig(records=25, pagination="link")})
+    r = get(h.event_url("l"), params={"per_page": 10, "group": ["Speakers", "VIP"]})
+    for rel in ("next", "last", "first"):
+        query = parse_qs(urlsplit(r.links[rel]["url"]).query)
+        assert query["group"] == ["Speakers", "VIP"], rel
+    seen = r.json()
+    while "next" in r.links:
+        r = get(r.links["next"]["url"])
+        seen += r.json()
+    assert [rec["id"] for rec in seen] == [f"att-{n:07d}" for n in range(1, 26)]

@@ -1327,14 +1327,13 @@ def _plan_page(request: Request, config: SandboxConfig, dataset: Dataset, empty:
         if style == "link":
             last = config.first_page + max(0, math.ceil(total / size) - 1)
             base = str(request.url.replace(query=""))
-            paging = (config.page_param, config.size_param)
-            keep = {k: v for k, v in request.query_params.items() if k not in paging}
+            dropped = {config.page_param, config.size_param}
             if config.auth == "query":
-                for name in config.credentials:
-                    keep.pop(name, None)
+                dropped.update(config.credentials)
+            keep = [(k, v) for k, v in request.query_params.multi_items() if k not in dropped]
 
             def link(n: int, rel: str) -> str:
-                query = urlencode({**keep, config.page_param: n, config.size_param: size})
+                query = urlencode([*keep, (config.page_param, n), (config.size_param, size)])
                 return f'<{base}?{query}>; rel="{rel}"'
 
             links = [link(config.first_page, "first"), link(last, "last")]
