@@ -370,3 +370,27 @@ def test_link_header_keeps_repeated_query_parameters(sandbox_factory) -> None:
         r = get(r.links["next"]["url"])
         seen += r.json()
     assert [rec["id"] for rec in seen] == [f"att-{n:07d}" for n in range(1, 26)]
+
+
+@pytest.mark.parametrize(
+    ("action", "payload"),
+    [
+        ("remove", {"indices": [-1]}),
+        ("remove", {"indices": [10]}),
+        ("remove", {"indices": "12"}),
+        ("delete", {"indices": [10]}),
+        ("fields", {"indices": [-1], "field": "company", "value": "X"}),
+        ("modify", {"indices": [99], "field": "company"}),
+    ],
+)
+def test_control_positions_outside_the_list_are_refused(sandbox_factory, action, payload) -> None:
+    h = sandbox_factory({"p": SandboxConfig(records=10)})
+    r = requests.post(f"{h.url}/_control/events/p/{action}", json=payload)
+    assert r.status_code == 400 and ("outside the dataset" in r.text or "list of positions" in r.text)
+    # nothing changed: every record is served, unchanged
+    assert get(h.event_url("p")).json() == h["p"].records() == SandboxServer({"p": SandboxConfig(records=10)})["p"].records()
+    # a later grow does not pick up a change made "beyond the end"
+    h["p"].add_records(1)
+    assert len(get(h.event_url("p")).json()) == 11
+    with pytest.raises(ValueError, match="outside the dataset"):
+        h["p"].remove([-1])

@@ -690,13 +690,24 @@ class Dataset:
             self.generated = 0
             self.extra = [dict(r) for r in records]
 
+    def _positions_of(self, indices: Iterable[int]) -> list[int]:
+        """``indices`` as positions of this list (ValueError: not a list, or a position outside it)."""
+        if isinstance(indices, (str, bytes, Mapping)):
+            raise ValueError("indices must be a list of positions")
+        with self._lock:
+            positions = [int(i) for i in indices]
+            outside = sorted({i for i in positions if not 0 <= i < self.size})
+            if outside:
+                raise ValueError(f"position(s) {outside[:10]} outside the dataset (size {self.size})")
+            return positions
+
     def mark_deleted(self, indices: Iterable[int], deleted: bool = True) -> None:
         """Set (or clear) the delete flag of the records at ``indices``."""
         if not self.config.field_names().get("deleted"):
             raise ValueError(f"dataset {self.slug!r} has no delete-flag field")
         with self._lock:
-            for i in indices:
-                self.deleted[int(i)] = bool(deleted)
+            for i in self._positions_of(indices):
+                self.deleted[i] = bool(deleted)
 
     def undelete(self, indices: Iterable[int]) -> None:
         self.mark_deleted(indices, deleted=False)
@@ -704,12 +715,12 @@ class Dataset:
     def remove(self, indices: Iterable[int]) -> None:
         """Leave the records at ``indices`` out of the list (a "missing" attendee)."""
         with self._lock:
-            self.hidden.update(int(i) for i in indices)
+            self.hidden.update(self._positions_of(indices))
             self._hidden_sorted = None
 
     def restore(self, indices: Iterable[int]) -> None:
         with self._lock:
-            self.hidden.difference_update(int(i) for i in indices)
+            self.hidden.difference_update(self._positions_of(indices))
             self._hidden_sorted = None
 
     def set_field(
@@ -719,8 +730,8 @@ class Dataset:
         at ``indices`` to ``value`` -- or remove it with ``remove=True``."""
         path = self._provider_path(name)
         with self._lock:
-            for i in indices:
-                self.overrides.setdefault(int(i), {})[path] = REMOVE if remove else value
+            for i in self._positions_of(indices):
+                self.overrides.setdefault(i, {})[path] = REMOVE if remove else value
 
     def modify(
         self,
@@ -741,7 +752,7 @@ class Dataset:
                     raise ValueError("give indices or a fraction in (0, 1]")
                 step = max(1, int(round(1 / fraction)))
                 indices = range(round_ % step, self.size, step)
-            chosen = [int(i) for i in indices]
+            chosen = self._positions_of(indices)
             path = self._provider_path(name)
             for i in chosen:
                 new = value if value is not None else f"{name} change {round_}-{i}"
@@ -1217,7 +1228,7 @@ class SandboxServer:
         slug, action = request.path_params["slug"], request.path_params["action"]
         d = self.dataset(slug)
         method = request.method
-        indices = [int(i) for i in payload.get("indices", [])]
+        indices = payload.get("indices", [])
         if action == "records" and method == "POST":
             d.set_records(int(payload["count"]))
         elif action == "add" and method == "POST":
