@@ -394,3 +394,10 @@ def test_control_positions_outside_the_list_are_refused(sandbox_factory, action,
     assert len(get(h.event_url("p")).json()) == 11
     with pytest.raises(ValueError, match="outside the dataset"):
         h["p"].remove([-1])
+
+
+def test_control_add_refuses_a_negative_count(sandbox_factory) -> None:
+    h = sandbox_factory({"a": SandboxConfig(records=10)})
+    r = requests.post(f"{h.url}/_control/events/a/add", json={"count": -3})
+    assert r.status_code == 400 and "count must be >= 0" in r.text
+    assert len(get(h.event_url("a")).json()) == 10 and h["a"].total == 10

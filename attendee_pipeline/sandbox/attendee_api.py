@@ -672,6 +672,8 @@ class Dataset:
 
     def add_records(self, count: int = 0, records: Iterable[Mapping[str, Any]] | None = None) -> list[int]:
         """Append ``count`` generated records and/or explicit ``records``; returns new positions."""
+        if count < 0:
+            raise ValueError("count must be >= 0")
         with self._lock:
             first = self.size
             if count:
