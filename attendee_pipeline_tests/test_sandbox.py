@@ -401,3 +401,14 @@ def test_control_add_refuses_a_negative_count(sandbox_factory) -> None:
     r = requests.post(f"{h.url}/_control/events/a/add", json={"count": -3})
     assert r.status_code == 400 and "count must be >= 0" in r.text
     assert len(get(h.event_url("a")).json()) == 10 and h["a"].total == 10
+
+
+@pytest.mark.parametrize(
+    ("action", "payload", "missing"),
+    [("records", {"n": 5}, "count"), ("fields", {"indices": [1]}, "field"), ("modify", {"indices": [1]}, "field")],
+)
+def test_control_missing_body_key_is_a_400_naming_it(sandbox_factory, action, payload, missing) -> None:
+    h = sandbox_factory({"a": SandboxConfig(records=10)})
+    r = requests.post(f"{h.url}/_control/events/a/{action}", json=payload)
+    assert r.status_code == 400 and r.json()["error"] == f"give {missing!r} in the request body"
+    assert get(h.event_url("a")).json() == h["a"].records() and h["a"].total == 10

@@ -1231,8 +1231,14 @@ class SandboxServer:
         d = self.dataset(slug)
         method = request.method
         indices = payload.get("indices", [])
+
+        def required(name: str) -> Any:
+            if name not in payload:
+                raise ValueError(f"give {name!r} in the request body")
+            return payload[name]
+
         if action == "records" and method == "POST":
-            d.set_records(int(payload["count"]))
+            d.set_records(int(required("count")))
         elif action == "add" and method == "POST":
             return {"positions": d.add_records(int(payload.get("count", 0)), payload.get("records"))}
         elif action == "delete" and method == "POST":
@@ -1245,10 +1251,10 @@ class SandboxServer:
             d.restore(indices)
         elif action == "fields" and method == "POST":
             remove = bool(payload.get("remove"))
-            d.set_field(indices, str(payload["field"]), payload.get("value"), remove=remove)
+            d.set_field(indices, str(required("field")), payload.get("value"), remove=remove)
         elif action == "modify" and method == "POST":
             changed = d.modify(
-                str(payload["field"]),
+                str(required("field")),
                 fraction=payload.get("fraction"),
                 indices=payload.get("indices"),
                 value=payload.get("value"),
