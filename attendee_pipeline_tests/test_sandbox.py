@@ -412,3 +412,27 @@ def test_control_missing_body_key_is_a_400_naming_it(sandbox_factory, action, pa
     r = requests.post(f"{h.url}/_control/events/a/{action}", json=payload)
     assert r.status_code == 400 and r.json()["error"] == f"give {missing!r} in the request body"
     assert get(h.event_url("a")).json() == h["a"].records() and h["a"].total == 10
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fields": {"email": 5}},
+        {"first_page": "1"},
+        {"page_size": "10"},
+        {"groups": "Speakers"},
+        {"bad_records": [7]},
+        {"id_prefix": 7},
+    ],
+)
+def test_control_config_of_the_wrong_type_is_a_400_and_changes_nothing(sandbox_factory, change) -> None:
+    h = sandbox_factory({"c": SandboxConfig(records=12, pagination="page", page_size=5)})
+    before = get(h.event_url("c"), params={"page": 2}).json()
+    r = requests.post(f"{h.url}/_control/events/c/config", json=change)
+    assert r.status_code == 400 and next(iter(change)) in r.json()["error"]
+    after = get(h.event_url("c"), params={"page": 2})
+    assert after.status_code == 200 and after.json() == before
+    assert get(h.event_url("c")).status_code == 200  # the default page too
+    r = requests.put(f"{h.url}/_control/events/new", json={"config": change})
+    assert r.status_code == 400 and next(iter(change)) in r.json()["error"]
+    assert get(h.event_url("new")).status_code == 404

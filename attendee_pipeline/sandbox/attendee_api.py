@@ -191,6 +191,7 @@ class SandboxConfig:
     id_prefix: str = "att-"
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.groups = tuple(self.groups)
         self.bad_records = {int(k): v for k, v in self.bad_records.items()}
         if self.records < 0:
@@ -213,6 +214,37 @@ class SandboxConfig:
         for name in ("badge_fraction", "deleted_fraction", "bad_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+
+    def _check_types(self) -> None:
+        """ValueError naming the first setting of the wrong type (e.g. from a control endpoint's JSON)."""
+        for name in ("records", "seed", "max_groups", "page_size", "max_page_size", "first_page"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, not {value!r}")
+        for name in ("badge_fraction", "deleted_fraction", "bad_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, not {value!r}")
+        for name in (
+            "record_path", "page_param", "size_param", "offset_param", "limit_param", "cursor_param",
+            "cursor_limit_param", "cursor_path", "email_domain", "id_prefix",
+        ):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, not {getattr(self, name)!r}")
+        if self.badge_base_url is not None and not isinstance(self.badge_base_url, str):
+            raise ValueError(f"badge_base_url must be a string or null, not {self.badge_base_url!r}")
+        if not isinstance(self.fields, Mapping) or not all(
+            isinstance(v, str) or v is None for v in self.fields.values()
+        ):
+            raise ValueError("fields must map field names to provider field names (strings) or null")
+        if isinstance(self.groups, (str, Mapping)) or not all(isinstance(g, str) for g in self.groups):
+            raise ValueError("groups must be a list of group names (strings)")
+        if not isinstance(self.bad_records, Mapping):
+            raise ValueError('bad_records must map positions to a kind, e.g. {"7": "invalid_email"}')
+        if not isinstance(self.credentials, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.credentials.items()
+        ):
+            raise ValueError("credentials must map names to string values")
 
     def field_names(self) -> dict[str, str]:
         """Effective platform-ish name -> provider field name (fields left out are absent)."""
@@ -644,8 +676,9 @@ class Dataset:
         """Change API behaviour (pagination, auth, fields, ...) keeping the data state."""
         with self._lock:
             records_changed = "records" in changes and changes["records"] != self.config.records
-            self.config = self.config.replace(**changes)
-            self._gen = _Generator(self.config)
+            config = self.config.replace(**changes)
+            self._gen = _Generator(config)
+            self.config = config
             if records_changed:
                 self.set_records(self.config.records)
 
