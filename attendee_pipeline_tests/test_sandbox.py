@@ -436,3 +436,18 @@ def test_control_config_of_the_wrong_type_is_a_400_and_changes_nothing(sandbox_f
     r = requests.put(f"{h.url}/_control/events/new", json={"config": change})
     assert r.status_code == 400 and next(iter(change)) in r.json()["error"]
     assert get(h.event_url("new")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ({"kind": "server_error", "status": 700}, "status must be an HTTP error status"),
+        ({"kind": "server_error", "status": 99}, "status must be an HTTP error status"),
+        ({"kind": "rate_limit", "retry_after": "1\r\nX-Other: 1"}, "cannot be sent in a header"),
+    ],
+)
+def test_control_fault_that_cannot_be_answered_is_a_400(sandbox_factory, fault, error) -> None:
+    h = sandbox_factory({"f": SandboxConfig(records=3)})
+    r = requests.post(f"{h.url}/_control/events/f/faults", json=fault)
+    assert r.status_code == 400 and error in r.json()["error"]
+    assert get(h.event_url("f")).status_code == 200  # no fault set; the connection is not dropped

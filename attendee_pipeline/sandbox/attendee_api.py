@@ -804,11 +804,17 @@ class Dataset:
 
     def rate_limit(self, count: int | None = 1, retry_after: float | int | str | None = 1) -> None:
         """429 with ``Retry-After: retry_after`` (None: no header) for the next ``count`` requests."""
+        header = None if retry_after is None else _header_number(retry_after)
+        if header is not None and not (header.isprintable() and header.isascii()):
+            raise ValueError(f"retry_after {header!r} cannot be sent in a header")
         with self._lock:
             self.faults.rate_limit = _count(count)
-            self.faults.retry_after = None if retry_after is None else _header_number(retry_after)
+            self.faults.retry_after = header
 
     def server_error(self, count: int | None = 1, status: int = 500) -> None:
+        """``status`` (an HTTP error status, 400-599) for the next ``count`` requests."""
+        if not 400 <= int(status) <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), not {status!r}")
         with self._lock:
             self.faults.errors = _count(count)
             self.faults.error_status = int(status)
