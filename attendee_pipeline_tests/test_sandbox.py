@@ -451,3 +451,11 @@ def test_control_fault_that_cannot_be_answered_is_a_400(sandbox_factory, fault, 
     r = requests.post(f"{h.url}/_control/events/f/faults", json=fault)
     assert r.status_code == 400 and error in r.json()["error"]
     assert get(h.event_url("f")).status_code == 200  # no fault set; the connection is not dropped
+
+
+@pytest.mark.parametrize("params", [{}, {"page": 0}, {"offset": -10}])
+def test_control_drop_page_that_drops_nothing_is_a_400(sandbox_factory, params) -> None:
+    h = sandbox_factory({"d": SandboxConfig(records=30, pagination="offset", page_size=10)})
+    r = requests.post(f"{h.url}/_control/events/d/faults", json={"kind": "drop_page", **params})
+    assert r.status_code == 400 and ("drop_page needs" in r.text or "must be >=" in r.text)
+    assert r.json()["error"] and h["d"].faults.missing_pages == set() == h["d"].faults.missing_offsets

@@ -838,6 +838,12 @@ class Dataset:
     def drop_page(self, page: int | None = None, *, offset: int | None = None) -> None:
         """Make a page answer 404: ``page`` is the 1-based page ordinal in any style (offset //
         size + 1), ``offset`` an exact offset value (offset style)."""
+        if page is None and offset is None:
+            raise ValueError("drop_page needs a 'page' (1-based) or an 'offset'")
+        if page is not None and int(page) < 1:
+            raise ValueError(f"page must be >= 1 (the 1-based page ordinal), not {page!r}")
+        if offset is not None and int(offset) < 0:
+            raise ValueError(f"offset must be >= 0, not {offset!r}")
         with self._lock:
             if page is not None:
                 self.faults.missing_pages.add(int(page))
