@@ -459,3 +459,36 @@ def test_control_drop_page_that_drops_nothing_is_a_400(sandbox_factory, params) 
     r = requests.post(f"{h.url}/_control/events/d/faults", json={"kind": "drop_page", **params})
     assert r.status_code == 400 and ("drop_page needs" in r.text or "must be >=" in r.text)
     assert r.json()["error"] and h["d"].faults.missing_pages == set() == h["d"].faults.missing_offsets
+
+
+def test_cli_access_log_shows_request_lines_without_query_credentials(tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DEMO_MEETUP_USERNAME": "cli-user", "DEMO_MEETUP_SECRET": "cli-secret-71f3",
+           "DEMO_SUMMIT_API_KEY": "cli-summit-key"}
+    cmd = [sys.executable, "-m", "attendee_pipeline.cli.main", "sandbox", "attendee-api",
+           "--port", str(port), "--access-log"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "sandbox attendee API on" in proc.stdout.readline()
+        base = f"http://127.0.0.1:{port}/events"
+        for _ in range(50):  # the line is printed just before uvicorn binds
+            try:
+                r = get(f"{base}/meetup/attendees", params={"username": "cli-user", "secret_key": "cli-secret-71f3"})
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert get(f"{base}/summit/attendees", params={"page": 2}, headers={"X-Api-Key": "cli-summit-key"}).ok
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert '"GET /events/summit/attendees?page=2 HTTP/1.1" 200' in out
+    assert "/events/meetup/attendees?username=***&secret_key=*** HTTP/1.1\" 200" in out
+    assert "cli-secret-71f3" not in out and "cli-user" not in out

@@ -35,7 +35,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -1735,6 +1735,27 @@ def demo_datasets() -> dict[str, SandboxConfig]:
     }
 
 
+class _HideQueryCredentials(logging.Filter):
+    """Shows the values of query-auth credentials in uvicorn's access-log lines as ``***``."""
+
+    def __init__(self, server: SandboxServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 2 and "?" in str(args[2]):
+            with self.server._lock:
+                configs = [d.config for d in self.server.datasets.values()]
+            secret = {name for c in configs if c.auth == "query" for name in c.credentials}
+            path, _, query = str(args[2]).partition("?")
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(name in secret for name, _ in pairs):
+                query = urlencode([(k, "***" if k in secret else v) for k, v in pairs], safe="*")
+                record.args = (*args[:2], f"{path}?{query}", *args[3:])
+        return True
+
+
 def main(
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -1788,4 +1809,11 @@ def main(
     )
     print(f"sandbox attendee API on http://{host}:{port} serving {summary}", flush=True)
     print(f"  e.g. GET http://{host}:{port}/events/summit/attendees ; state: /_control/state", flush=True)
-    uvicorn.run(server.app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="off")
+    config = uvicorn.Config(
+        server.app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="off"
+    )
+    if access_log:  # request lines are INFO records; the rest of uvicorn's log stays at warning
+        access_logger = logging.getLogger("uvicorn.access")
+        access_logger.setLevel(logging.INFO)
+        access_logger.addFilter(_HideQueryCredentials(server))
+    uvicorn.Server(config).run()
