@@ -492,3 +492,14 @@ def test_cli_access_log_shows_request_lines_without_query_credentials(tmp_path) 
     assert '"GET /events/summit/attendees?page=2 HTTP/1.1" 200' in out
     assert "/events/meetup/attendees?username=***&secret_key=*** HTTP/1.1\" 200" in out
     assert "cli-secret-71f3" not in out and "cli-user" not in out
+
+
+def test_shrink_while_a_large_page_streams_still_gives_valid_json(sandbox_factory) -> None:
+    h = sandbox_factory({"big": SandboxConfig(records=100_000)})
+    r = requests.get(h.event_url("big"), stream=True, timeout=60)
+    chunks = r.iter_content(65536)
+    first = next(chunks)
+    h["big"].set_records(10)  # while the server is still sending the 100,000 records
+    body = json.loads(first + b"".join(chunks))
+    assert 10 <= len(body) < 100_000
+    assert [rec["id"] for rec in body] == [f"att-{n:07d}" for n in range(1, len(body) + 1)]

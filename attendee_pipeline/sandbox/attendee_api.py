@@ -624,6 +624,13 @@ class Dataset:
                     return text
         return _DUMPS(self._record(i, base_url))
 
+    def _records_json(self, positions: list[int], base_url: str) -> list[str]:
+        """JSON texts of the records at ``positions`` that are still in the list (a shrink while a
+        page is being served leaves the rest out instead of failing the response)."""
+        with self._lock:
+            size = self.size
+            return [self._record_json(p, base_url) for p in positions if p < size]
+
     def positions(self, start: int, count: int) -> list[int]:
         """Positions of the served records ``start .. start+count`` (removed ones skipped)."""
         with self._lock:
@@ -1012,10 +1019,12 @@ def _stream(
     text = _DUMPS(shell)
     prefix, _, suffix = text.partition(_DUMPS(_PLACEHOLDER))
     yield (prefix + "[").encode()
-    for n, start in enumerate(range(0, len(positions), _CHUNK)):
-        with dataset._lock:
-            chunk = [dataset._record_json(p, base_url) for p in positions[start : start + _CHUNK]]
-        yield ((("," if n else "") + ",".join(chunk))).encode()
+    separator = ""
+    for start in range(0, len(positions), _CHUNK):
+        chunk = dataset._records_json(positions[start : start + _CHUNK], base_url)
+        if chunk:
+            yield (separator + ",".join(chunk)).encode()
+            separator = ","
         if truncate:
             return
     yield ("]" + suffix).encode()
@@ -1214,9 +1223,7 @@ class SandboxServer:
             return StreamingResponse(stream, media_type="application/json", headers=headers)
 
         def build() -> bytes:
-            with dataset._lock:
-                records = [dataset._record_json(p, base_url) for p in plan.positions]
-            return _render(shell, records)
+            return _render(shell, dataset._records_json(plan.positions, base_url))
 
         body = build() if len(plan.positions) <= 2_000 else await run_in_threadpool(build)
         if decision.malformed:
