@@ -503,3 +503,33 @@ def test_shrink_while_a_large_page_streams_still_gives_valid_json(sandbox_factor
     body = json.loads(first + b"".join(chunks))
     assert 10 <= len(body) < 100_000
     assert [rec["id"] for rec in body] == [f"att-{n:07d}" for n in range(1, len(body) + 1)]
+
+
+def test_cli_prints_a_usable_url_for_an_ipv6_loopback_host() -> None:
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "attendee_pipeline.cli.main", "sandbox", "attendee-api",
+           "--host", "::1", "--port", str(port), "--auth", "none"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"on (\S+) serving", line).group(1)
+        assert url == f"http://[::1]:{port}"
+        for _ in range(50):  # the line is printed just before uvicorn binds
+            try:
+                r = get(f"{url}/events/meetup/attendees")
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert r.status_code == 200 and len(r.json()["data"]["users"]) == 60
+        assert f"GET {url}/events/summit/attendees" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

@@ -1814,8 +1814,9 @@ def main(
         f"{slug} ({d.total} attendees, pagination {d.config.pagination}, auth {d.config.auth})"
         for slug, d in server.datasets.items()
     )
-    print(f"sandbox attendee API on http://{host}:{port} serving {summary}", flush=True)
-    print(f"  e.g. GET http://{host}:{port}/events/summit/attendees ; state: /_control/state", flush=True)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    print(f"sandbox attendee API on {url} serving {summary}", flush=True)
+    print(f"  e.g. GET {url}/events/summit/attendees ; state: /_control/state", flush=True)
     config = uvicorn.Config(
         server.app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="off"
     )
