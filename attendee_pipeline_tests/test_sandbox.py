@@ -533,3 +533,12 @@ def test_cli_prints_a_usable_url_for_an_ipv6_loopback_host() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_request_log_hides_query_credentials_sent_to_an_unknown_event(sandbox: SandboxHandle) -> None:
+    typo = sandbox.event_url("meetup").replace("meetup", "meetpu")
+    assert get(typo, params={**MEETUP_AUTH, "page": 1}).status_code == 404
+    assert get(f"{sandbox.url}/badges/x.png", params=MEETUP_AUTH).status_code == 200
+    entries = sandbox.requests()
+    assert [e.params for e in entries] == [{"page": "1"}, {}]
+    assert "test-meetup-secret-9c4e" not in repr(entries)

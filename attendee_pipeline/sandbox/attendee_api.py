@@ -1164,10 +1164,14 @@ class SandboxServer:
         ]
         return Starlette(routes=routes)
 
-    def _log(
-        self, request: Request, slug: str | None, status: int, secret_params: Iterable[str] = ()
-    ) -> None:
-        hidden = set(secret_params)
+    def query_credential_names(self) -> set[str]:
+        """Names of the query parameters any served event takes credentials in."""
+        with self._lock:
+            configs = [d.config for d in self.datasets.values()]
+        return {name for c in configs if c.auth == "query" for name in c.credentials}
+
+    def _log(self, request: Request, slug: str | None, status: int) -> None:
+        hidden = self.query_credential_names()
         params = {k: v for k, v in request.query_params.items() if k not in hidden}
         self.log.add(RequestRecord(request.method, request.url.path, slug, params, status, time.time()))
 
@@ -1187,10 +1191,8 @@ class SandboxServer:
         if dataset is None:
             self._log(request, slug, 404)
             return _json_error(404, f"unknown event {slug!r}")
-        config = dataset.config
-        secret_params = config.credentials if config.auth == "query" else ()
         response = await self._serve_page(request, dataset)
-        self._log(request, slug, response.status_code, secret_params)
+        self._log(request, slug, response.status_code)
         return response
 
     async def _serve_page(self, request: Request, dataset: Dataset) -> Response:
@@ -1752,9 +1754,7 @@ class _HideQueryCredentials(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and len(args) > 2 and "?" in str(args[2]):
-            with self.server._lock:
-                configs = [d.config for d in self.server.datasets.values()]
-            secret = {name for c in configs if c.auth == "query" for name in c.credentials}
+            secret = self.server.query_credential_names()
             path, _, query = str(args[2]).partition("?")
             pairs = parse_qsl(query, keep_blank_values=True)
             if any(name in secret for name, _ in pairs):
