@@ -542,3 +542,34 @@ def test_request_log_hides_query_credentials_sent_to_an_unknown_event(sandbox: S
     entries = sandbox.requests()
     assert [e.params for e in entries] == [{"page": "1"}, {}]
     assert "test-meetup-secret-9c4e" not in repr(entries)
+
+
+def test_cli_banner_names_the_port_it_listens_on(tmp_path) -> None:
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "attendee_pipeline.cli.main", "sandbox", "attendee-api", "--auth", "none"]
+    proc = subprocess.Popen([*cmd, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = re.search(r"on (\S+) serving", proc.stdout.readline()).group(1)
+        assert not url.endswith(":0")
+        for _ in range(50):
+            try:
+                r = get(f"{url}/events/meetup/attendees")
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    # a port in use: a clear error and no banner claiming to serve there
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([*cmd, "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "sandbox attendee API on" not in done.stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr

@@ -1590,6 +1590,21 @@ def catalog_source(
     return source, env
 
 
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to loopback ``host:port`` (port 0: a free one) for uvicorn to serve on."""
+    _check_loopback(host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve_app_in_thread(
     app: Any,
     *,
@@ -1605,16 +1620,7 @@ def serve_app_in_thread(
     sandbox provider."""
     import uvicorn
 
-    _check_loopback(host)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
+    sock = _listen_socket(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -1810,6 +1816,11 @@ def main(
             changes["auth"], changes["credentials"] = auth_presets[auth]
         datasets[slug] = config.replace(**changes)
     server = SandboxServer(datasets)
+    try:
+        sock = _listen_socket(host, port)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    port = sock.getsockname()[1]
     summary = ", ".join(
         f"{slug} ({d.total} attendees, pagination {d.config.pagination}, auth {d.config.auth})"
         for slug, d in server.datasets.items()
@@ -1824,4 +1835,4 @@ def main(
         access_logger = logging.getLogger("uvicorn.access")
         access_logger.setLevel(logging.INFO)
         access_logger.addFilter(_HideQueryCredentials(server))
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
