@@ -573,3 +573,10 @@ def test_cli_banner_names_the_port_it_listens_on(tmp_path) -> None:
         done = subprocess.run([*cmd, "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "sandbox attendee API on" not in done.stdout
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_control_number_too_large_for_an_integer_is_a_400(sandbox_factory) -> None:
+    h = sandbox_factory({"a": SandboxConfig(records=3)})
+    r = requests.post(f"{h.url}/_control/events/a/records", data='{"count": 1e400}')
+    assert r.status_code == 400 and "infinity" in r.json()["error"]
+    assert len(get(h.event_url("a")).json()) == 3

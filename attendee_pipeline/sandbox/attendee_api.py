@@ -1246,7 +1246,7 @@ class SandboxServer:
                 result = handler(request, payload)
             except KeyError as exc:
                 return _json_error(404, str(exc.args[0]) if exc.args else "not found")
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 return _json_error(400, str(exc))
             return JSONResponse(result if result is not None else {"ok": True})
 
