@@ -20,6 +20,7 @@ from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.tables import attendee_statuses, email_outbox
+from attendee_pipeline.sandbox.smtp_sink import SinkHandler, serve_smtp_sink
 from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.email_fixtures import (
@@ -255,3 +256,29 @@ def test_a_manual_queue_of_more_ids_than_sqlite_binds_in_one_statement(tmp_path)
         assert (result.selected, result.queued, result.already) == (40_000, 0, 1)  # invited at publish
     finally:
         limited.dispose()
+
+
+CLOSING_DOMAIN = "closing.example.net"
+
+
+class _ClosingHandler(SinkHandler):
+    """Answers a recipient of CLOSING_DOMAIN with 421 (service closing the channel)."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        if address.rpartition("@")[2].lower() == CLOSING_DOMAIN:
+            return "421 4.3.2 service shutting down, closing channel"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+def test_a_421_closes_the_session_without_costing_the_next_email_an_attempt(engine):
+    # smtplib closes its connection after a 421; the next e-mail must go over a new one, not
+    # be counted as "connection lost while sending" (and given up with max_attempts=1)
+    with serve_smtp_sink(_ClosingHandler()) as closing_sink:
+        publish(engine, [person(f"ann@{CLOSING_DOMAIN}"), BOB])
+        report = deliver_outbox(engine, CATALOG, settings_for(closing_sink, max_attempts=1))
+        assert (report.sent, report.failed) == (1, 1)
+        assert recipients(closing_sink) == ["bob@x.org"]
+        failed = outbox.outbox_rows(engine, "ev", ["failed"])
+        assert [r["last_error"] for r in failed] == [
+            "gave up after 1 attempt(s): recipient refused: 421 4.3.2 service shutting down, closing channel"
+        ]

@@ -122,7 +122,8 @@ class SmtpConnection:
 
     @property
     def is_open(self) -> bool:
-        return self._smtp is not None
+        """A session to send over (smtplib closes its socket itself after a 421 reply)."""
+        return self._smtp is not None and self._smtp.sock is not None
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None
