@@ -3,6 +3,8 @@ Procurios step after the publish, materialised against the Procurios sandbox ove
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,6 +177,9 @@ def test_a_re_registration_is_not_a_cancellation(procurios, h):
     result = h.sync(ev)
     meta = _published(result)
     assert meta["removed"] == 0 and materialized(result, "mapped_attendees")["superseded_registrations"] == 1
+    # the next position is at most the provider's time (a Date header: whole seconds, which
+    # uvicorn refreshes once a second) of the first page: later, so that it passes both changes
+    time.sleep(2.2)
     full = h.sync(ev, run_config=FULL)
     _published(full)
     assert _row(h, "r-0000011")["status"] == "active"  # now imported from the new registration
@@ -206,6 +211,32 @@ def test_a_run_stopped_between_batches_is_resumed_by_the_next(procurios, h, monk
     meta = _published(h.sync(ev))  # reads from the same position again: nothing lost
     assert (meta["added"], meta["unchanged"]) == (30, 10)
     assert (h.attendees(ev)["status"] == "active").sum() == 40
+
+
+def test_a_registration_changed_while_the_extract_reads_is_in_the_next_sync(procurios, h):
+    """A cancellation on a page already read, then a change on a page not read yet: the next
+    incremental pull must still list the cancellation (the position may not pass it)."""
+    ev = _event(procurios, h, MeetingConfig(registrations=75, seed=10))
+    meeting = procurios["1001"]
+    meeting.faults.add("slow", endpoint="registrations", count=None, seconds=0.4)
+
+    def change_while_reading() -> None:
+        deadline = time.monotonic() + 20
+        while procurios.sandbox.count("registrations", status=200) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        meeting.cancel([1])  # on page 1, already read
+        meeting.set_person([70], "company", "Later BV")  # on page 3, read after this
+
+    changer = threading.Thread(target=change_while_reading)
+    changer.start()
+    first = h.sync(ev)
+    changer.join()
+    assert _published(first)["added"] == 75
+    assert _row(h, "r-0000002")["status"] == "active"  # read before it was cancelled
+    meeting.faults.active.clear()
+    second = h.sync(ev)
+    assert _published(second)["removed"] == 1
+    assert _row(h, "r-0000002")["status"] == "removed"
 
 
 def test_catalog_warnings_are_a_warn_check(procurios, h):

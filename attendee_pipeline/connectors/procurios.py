@@ -17,6 +17,7 @@ Plain Python, no Dagster imports, no attendee data in log lines.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import json
 import logging
 import threading
@@ -48,7 +49,7 @@ from attendee_pipeline.connectors.rest import (
     staged_extract,
     store_page,
 )
-from attendee_pipeline.sync.procurios import next_since
+from attendee_pipeline.sync.procurios import capped_since, next_since
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ class ProcuriosError(RuntimeError):
         self.problem = redact(problem)
         self.status = status
         super().__init__(f"{step}: {self.problem}")
+
+
+def _server_time(response: requests.Response) -> dt.datetime | None:
+    """The time in the answer's ``Date`` header (whole seconds), or None."""
+    try:
+        moment = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _error_code(response: requests.Response) -> str:
@@ -131,6 +141,8 @@ class ProcuriosClient:
         self._once.headers["Accept"] = ACCEPT
         self._token: str | None = None
         self._expires_at = 0.0
+        #: The provider's time (``Date`` header) of the first page of the last :meth:`pages`.
+        self.listed_at: dt.datetime | None = None
 
     @classmethod
     def for_source(cls, source: Any, **kwargs: Any) -> "ProcuriosClient":
@@ -254,8 +266,11 @@ class ProcuriosClient:
         """(page number, body bytes, records) of ``path``'s pages: page 1, 2, ... up to and
         including the first empty one. A body that is not JSON, or has no ``data`` list, is an
         error naming the page."""
+        self.listed_at = None
         for number in range(1, MAX_PAGES + 1):
             response = self.request("GET", path, step=f"{step} page {number}", params={**(params or {}), "page": number})
+            if number == 1:
+                self.listed_at = _server_time(response)
             content = response.content
             try:
                 records = json.loads(content)[RECORD_PATH]
@@ -333,6 +348,9 @@ class ProcuriosExtractor:
                     position = next_since(position, (r.get("modifiedAt") for r in records if isinstance(r, dict)))
                     if progress is not None:
                         progress(number, sum(page_records))
+                # not past the provider's time of the first page: what changed while the later
+                # pages were read is listed by the next pull (see sync.procurios.capped_since)
+                position = capped_since(position, client.listed_at)
                 digest.update(SESSIONS_MARKER)
                 for number, content, records in reader.result():
                     store_page(tmp / SESSION_PAGE_NAME.format(number), content, digest)

@@ -176,6 +176,17 @@ def next_since(previous: str | None, modified: Iterable[Any]) -> str | None:
     return format_timestamp(latest) if latest is not None else previous
 
 
+def capped_since(position: str | None, listed_at: dt.datetime | None) -> str | None:
+    """``position`` no later than ``listed_at``, the provider's time when it answered the first
+    page (its ``Date`` header): a registration modified while the later pages were read, on a
+    page already read, has a ``modifiedAt`` after that time but may be older than the newest
+    one the extract saw -- the next pull must still list it (``since`` is inclusive)."""
+    latest = parse_timestamp(position)
+    if latest is None or listed_at is None or latest <= listed_at:
+        return position
+    return format_timestamp(listed_at)
+
+
 # --------------------------------------------------------------------------- programme
 
 
