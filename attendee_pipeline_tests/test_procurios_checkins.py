@@ -169,3 +169,22 @@ def _sensor(h: Harness):
     }
     with dg.build_sensor_context(instance=h.instance, resources=resources) as context:
         return procurios_checkin_sensor(context)
+
+
+def test_an_answer_that_is_not_json_is_retried_not_left_sending(procurios, synced):
+    """Procurios answers the attendance POST 200 with a broken body: the write-back is retried
+    once like any other failure, and never left claimed ('sending') by a failed step."""
+    h = synced
+    check_in = _check_in(h, procurios, 1)
+    procurios["1001"].faults.add("malformed", endpoint="attendance", count=1)
+    result = _write_back(h)
+    assert result.success
+    meta = materialized(result, "procurios_checkin_writeback")
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_sending"]) == (1, 1, 0, 0)
+    engine = make_engine(h.db_url)
+    try:
+        row = {r["id"]: r for r in check_ins_of(engine, "congress")}[check_in["id"]]
+    finally:
+        engine.dispose()
+    assert (row["writeback"], row["writeback_attempts"]) == ("sent", 2)
+    assert procurios["1001"].registration(1)["attendance"] == "present"

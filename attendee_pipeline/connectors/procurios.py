@@ -289,9 +289,14 @@ class ProcuriosClient:
         return self.request("GET", f"/meetings/{meeting_id}", step="meeting").json()
 
     def mark_present(self, meeting_id: str, registration_id: str) -> dict[str, Any]:
-        """Record a registration's attendance as "present" (one attempt)."""
+        """Record a registration's attendance as "present" (one attempt). An answer that is not
+        JSON is a ProcuriosError like any other failure (the caller retries it)."""
         path = f"/meetings/{meeting_id}/registrations/{registration_id}/attendance"
-        return self.request("POST", path, step="attendance", json_body={"status": "present"}, retry=False).json()
+        response = self.request("POST", path, step="attendance", json_body={"status": "present"}, retry=False)
+        try:
+            return response.json()
+        except ValueError:
+            raise ProcuriosError("attendance", f"HTTP {response.status_code} but the answer is not JSON") from None
 
 
 # --------------------------------------------------------------------------- extract
