@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -374,16 +373,11 @@ def run_feed_in_thread(
     """Start the feed service for ``db_url`` in a daemon thread (port 0: a free port)."""
     import uvicorn
 
+    from attendee_pipeline.sandbox.attendee_api import _listen_socket
+
     check_host(host)
     app = create_app(db_url)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
+    sock = _listen_socket(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
