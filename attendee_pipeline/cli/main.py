@@ -28,7 +28,8 @@ warnings.filterwarnings("ignore", message=".*is currently in preview.*")
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are about the input or the world, not a bug in this program: a bad or
     missing catalog, an unknown event, a provider that cannot be reached or refuses us, a
-    missing secret or setting, a platform database at a migration this code does not have. Imported when one is raised, so ``--help`` stays fast."""
+    missing secret or setting, a platform database at a migration this code does not have.
+    Imported when one is raised, so ``--help`` stays fast."""
     from attendee_pipeline.catalog import CatalogError, UnknownEventError
     from attendee_pipeline.connectors.http import MissingSecretError
     from attendee_pipeline.connectors.procurios import ProcuriosError
