@@ -369,6 +369,12 @@ def test_pruning_keeps_the_extract_of_the_run_and_of_the_last_publish(api, h):
     assert result.success and _published(result)["removed"] == 1
     latest = materialized(result, "attendee_raw_extract")["extract_path"]
     assert sorted((h.raw_root / ev).iterdir()) == sorted([Path(published), Path(latest)])
+    # a negative count is refused with the key named, before anything is fetched (it acted like 0)
+    requests_before = api.request_count(ev)
+    refused = h.sync(ev, run_config=_keep(-1))
+    assert not refused.success and api.request_count(ev) == requests_before
+    failures = [e.event_specific_data.error.message for e in refused.all_events if e.is_step_failure]
+    assert "keep_extracts" in failures[0] and "greater than or equal to 0" in failures[0], failures
 
 
 def test_replay_of_a_stored_extract_needs_no_network(api, h):

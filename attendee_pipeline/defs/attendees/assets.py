@@ -20,6 +20,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from attendee_pipeline import __version__, steps
 from attendee_pipeline.connectors.rest import (
@@ -76,7 +77,7 @@ class SyncRunConfig(dg.Config):
     replay_extract: str = ""
     #: How many raw extracts to keep per event (older ones are pruned after a new one is stored;
     #: the new one and the one the event's last publish read are always kept).
-    keep_extracts: int = 20
+    keep_extracts: int = Field(default=20, ge=0)
     #: Map, diff and publish even when the extract and the catalog entry are identical to those of
     #: the event's last publish (by default such a sync stops after the extract as ``unchanged``).
     force: bool = False
