@@ -544,20 +544,27 @@ def test_request_log_hides_query_credentials_sent_to_an_unknown_event(sandbox: S
     assert "test-meetup-secret-9c4e" not in repr(entries)
 
 
-def test_cli_banner_names_the_port_it_listens_on(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "command, banner, path",
+    [
+        (["attendee-api", "--auth", "none"], "sandbox attendee API on", "/events/meetup/attendees"),
+        (["procurios"], "sandbox Procurios on", "/_control/state"),
+    ],
+)
+def test_cli_banner_names_the_port_it_listens_on(command, banner, path) -> None:
     import re
     import socket
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "attendee_pipeline.cli.main", "sandbox", "attendee-api", "--auth", "none"]
+    cmd = [sys.executable, "-m", "attendee_pipeline.cli.main", "sandbox", *command]
     proc = subprocess.Popen([*cmd, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = re.search(r"on (\S+) serving", proc.stdout.readline()).group(1)
+        url = re.search(rf"{banner} (\S+) serving", proc.stdout.readline()).group(1)
         assert not url.endswith(":0")
         for _ in range(50):
             try:
-                r = get(f"{url}/events/meetup/attendees")
+                r = get(f"{url}{path}")
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
@@ -571,7 +578,7 @@ def test_cli_banner_names_the_port_it_listens_on(tmp_path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run([*cmd, "--port", str(port)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "sandbox attendee API on" not in done.stdout
+    assert done.returncode == 2 and banner not in done.stdout
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 

@@ -1605,6 +1605,18 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def cli_listen(host: str, port: int) -> tuple[socket.socket, str]:
+    """For a command that serves until interrupted: the bound socket (port 0: a free one) and
+    its URL, so the banner names the port really served; a port that cannot be bound is a
+    ValueError (the command's usage error), raised before anything is printed."""
+    try:
+        sock = _listen_socket(host, port)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = sock.getsockname()[1]
+    return sock, f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+
+
 def serve_app_in_thread(
     app: Any,
     *,
@@ -1816,16 +1828,12 @@ def main(
             changes["auth"], changes["credentials"] = auth_presets[auth]
         datasets[slug] = config.replace(**changes)
     server = SandboxServer(datasets)
-    try:
-        sock = _listen_socket(host, port)
-    except OSError as exc:
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock, url = cli_listen(host, port)
     port = sock.getsockname()[1]
     summary = ", ".join(
         f"{slug} ({d.total} attendees, pagination {d.config.pagination}, auth {d.config.auth})"
         for slug, d in server.datasets.items()
     )
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"sandbox attendee API on {url} serving {summary}", flush=True)
     print(f"  e.g. GET {url}/events/summit/attendees ; state: /_control/state", flush=True)
     config = uvicorn.Config(

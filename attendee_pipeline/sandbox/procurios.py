@@ -94,6 +94,7 @@ from attendee_pipeline.sandbox.attendee_api import (
     _LAST,
     _check_loopback,
     _mix,
+    cli_listen,
     serve_app_in_thread,
 )
 
@@ -823,6 +824,9 @@ def main(host: str = "127.0.0.1", port: int = 8790, registrations: int | None = 
         sandbox.add_meeting(DEMO_MEETING_ID, dataclasses.replace(sandbox.meeting(DEMO_MEETING_ID).config,
                                                                  registrations=registrations))
     size = sandbox.meeting(DEMO_MEETING_ID).size
-    print(f"sandbox Procurios on http://{host}:{port} serving meeting {DEMO_MEETING_ID} ({size} registrations)", flush=True)
-    print(f"  token: POST http://{host}:{port}{TOKEN_PATH} ; state: /_control/state", flush=True)
-    uvicorn.run(sandbox.app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    sock, url = cli_listen(host, port)  # before the banner, which names the port really served
+    print(f"sandbox Procurios on {url} serving meeting {DEMO_MEETING_ID} ({size} registrations)", flush=True)
+    print(f"  token: POST {url}{TOKEN_PATH} ; state: /_control/state", flush=True)
+    config = uvicorn.Config(sandbox.app, host=host, port=sock.getsockname()[1], log_level="warning",
+                            access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
