@@ -23,14 +23,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import EventEntry
 from attendee_pipeline.connectors.feed_inbox import extract_inbox
-from attendee_pipeline.connectors.rest import (
-    MANIFEST_NAME,
-    ExtractError,
-    iter_extract_records,
-    page_records,
-    read_manifest,
-    replay_extract,
-)
+from attendee_pipeline.connectors.rest import iter_extract_records, page_records, read_manifest, replay_extract
 from attendee_pipeline.platform_db.publish import last_published_position
 from attendee_pipeline.sync.feed import fold_pushes
 from attendee_pipeline.sync.mapping import (
@@ -145,17 +138,7 @@ def extract_event(
     A Procurios event's extract is its registrations changed since the last publish (all of
     them for a ``full_import``; see :mod:`attendee_pipeline.batched`)."""
     if replay_from:
-        if not (Path(replay_from) / MANIFEST_NAME).is_file():  # e.g. the event's folder of extracts
-            raise ExtractError(
-                event.id, None, f"{replay_from} is not a stored raw extract (no {MANIFEST_NAME})", permanent=True
-            )
-        extracted_for = read_manifest(Path(replay_from)).event_id
-        if extracted_for != event.id:  # it would publish (and invite) another event's attendees
-            raise ExtractError(
-                event.id, None, f"{replay_from} is an extract of event {extracted_for!r}, not of this event",
-                permanent=True,
-            )
-        return replay_extract(Path(replay_from), dest)
+        return replay_extract(Path(replay_from), dest, event.id)
     if event.source.kind == "procurios":
         from attendee_pipeline.batched import extract_procurios
 

@@ -39,7 +39,7 @@ def test_extract_pages_until_empty_and_stores_a_replayable_extract(procurios, tm
     records = list(iter_extract_records(tmp_path / "a"))
     assert [r["id"] for r in records] == [f"r-{i:07d}" for i in range(1, 61)]
     assert "secret" not in json.dumps(manifest).lower() and "test-client" not in json.dumps(manifest)
-    replayed = replay_extract(tmp_path / "a", tmp_path / "copy")
+    replayed = replay_extract(tmp_path / "a", tmp_path / "copy", "congress")
     assert extract_digest(tmp_path / "copy") == extract_digest(tmp_path / "a")
     # read back from the stored files (a manifest without content_sha256), the digest is the
     # one computed while fetching: session pages included

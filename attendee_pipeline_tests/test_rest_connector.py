@@ -659,5 +659,5 @@ def test_a_replay_that_fails_half_way_leaves_no_extract_behind(sandbox_factory, 
     (tmp_path / "x" / "page-000002.json").unlink()
     (tmp_path / "x" / "page-000002.json").symlink_to(tmp_path / "gone.json")
     with pytest.raises(OSError):
-        replay_extract(tmp_path / "x", tmp_path / "events" / "replayed")
+        replay_extract(tmp_path / "x", tmp_path / "events" / "replayed", "ev")
     assert list((tmp_path / "events").iterdir()) == []

@@ -848,18 +848,31 @@ def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20, recompute: bool
     return digest.hexdigest()
 
 
-def replay_extract(source_dir: Path, dest_dir: Path) -> dict[str, Any]:
-    """Copy a stored extract to ``dest_dir`` (a replay: no network); its manifest as a dict,
-    with ``replayed_from``."""
+def replay_extract(source_dir: Path, dest_dir: Path, event_id: str) -> dict[str, Any]:
+    """Copy a stored extract of ``event_id`` to ``dest_dir`` (a replay: no network); its
+    manifest as a dict, with ``replayed_from``. A folder that is not a stored extract (e.g. the
+    event's folder of extracts), or another event's extract (it would publish, and invite, that
+    event's attendees), is a permanent ExtractError."""
     dest_dir = Path(dest_dir)
-    # staged: a copy that fails half-way (a full disk, a source pruned meanwhile) must not
-    # leave a folder that holds manifest.json and looks complete
-    with staged_extract(dest_dir, dest_dir.parent.name) as tmp:  # <root>/<event>/<extract>
-        shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
+    source_manifest = Path(source_dir) / MANIFEST_NAME
+    if not source_manifest.is_file():
+        raise ExtractError(
+            event_id, None, f"{source_dir} is not a stored raw extract (no {MANIFEST_NAME})", permanent=True
+        )
     # every key the extractor stored (a Procurios extract's mode, since, sessions...), on top
     # of the manifest's known fields with their defaults
-    stored = json.loads((dest_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-    manifest = {**read_manifest(dest_dir).to_dict(), **stored}
+    stored = json.loads(source_manifest.read_text(encoding="utf-8"))
+    known = ExtractManifest.from_dict(stored)
+    if known.event_id != event_id:
+        raise ExtractError(
+            event_id, None, f"{source_dir} is an extract of event {known.event_id!r}, not of this event",
+            permanent=True,
+        )
+    # staged: a copy that fails half-way (a full disk, a source pruned meanwhile) must not
+    # leave a folder that holds manifest.json and looks complete
+    with staged_extract(dest_dir, event_id) as tmp:
+        shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
+    manifest = {**known.to_dict(), **stored}
     manifest["replayed_from"] = os.fspath(source_dir)
     return manifest
 

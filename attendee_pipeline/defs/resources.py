@@ -157,7 +157,7 @@ class ReplayAttendeeSource(AttendeeSource):
     ) -> dict[str, Any]:
         from attendee_pipeline.connectors.rest import replay_extract
 
-        return replay_extract(Path(self.extract_dir), dest)
+        return replay_extract(Path(self.extract_dir), dest, event.id)
 
 
 def _as_dict(manifest: Any) -> dict[str, Any]:
