@@ -23,12 +23,10 @@ import copy
 import dataclasses
 import hmac
 import io
-import ipaddress
 import json
 import logging
 import math
 import os
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -42,6 +40,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from attendee_pipeline.services.listen import check_loopback, cli_listen, listen_socket
 
 log = logging.getLogger(__name__)
 
@@ -1444,17 +1444,6 @@ def _plan_page(request: Request, config: SandboxConfig, dataset: Dataset, empty:
 # --------------------------------------------------------------------------- handle + serving
 
 
-def _check_loopback(host: str) -> None:
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ValueError(f"the sandbox only listens on loopback addresses (127.0.0.1, ::1), not {host!r}")
-
-
 class SandboxHandle:
     """A running sandbox: its base ``url`` and its state controls.
 
@@ -1590,33 +1579,6 @@ def catalog_source(
     return source, env
 
 
-def _listen_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to loopback ``host:port`` (port 0: a free one) for uvicorn to serve on."""
-    _check_loopback(host)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-def cli_listen(host: str, port: int) -> tuple[socket.socket, str]:
-    """For a command that serves until interrupted: the bound socket (port 0: a free one) and
-    its URL, so the banner names the port really served; a port that cannot be bound is a
-    ValueError (the command's usage error), raised before anything is printed."""
-    try:
-        sock = _listen_socket(host, port)
-    except OSError as exc:
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound = sock.getsockname()[1]
-    return sock, f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
-
-
 def serve_app_in_thread(
     app: Any,
     *,
@@ -1632,7 +1594,7 @@ def serve_app_in_thread(
     sandbox provider."""
     import uvicorn
 
-    sock = _listen_socket(host, port)
+    sock = listen_socket(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -1800,7 +1762,7 @@ def main(
     """
     import uvicorn
 
-    _check_loopback(host)
+    check_loopback(host)
     datasets = demo_datasets()
     creds = demo_credentials()
     user, secret = creds["DEMO_MEETUP_USERNAME"], creds["DEMO_MEETUP_SECRET"]

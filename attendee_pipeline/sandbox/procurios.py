@@ -92,11 +92,10 @@ from attendee_pipeline.sandbox.attendee_api import (
     _FIRST,
     _JOBS,
     _LAST,
-    _check_loopback,
     _mix,
-    cli_listen,
     serve_app_in_thread,
 )
+from attendee_pipeline.services.listen import check_loopback, cli_listen
 
 MEDIA_TYPE = "application/vnd.procurios.meeting2+json"
 API_PREFIX = "/l/meeting2_api"
@@ -816,7 +815,7 @@ def main(host: str = "127.0.0.1", port: int = 8790, registrations: int | None = 
 
     import uvicorn
 
-    _check_loopback(host)
+    check_loopback(host)
     client_id = os.environ.get(DEMO_CLIENT_ID_ENV) or "demo-client"
     secret = os.environ.get(DEMO_CLIENT_SECRET_ENV) or "demo-secret"
     sandbox = demo_sandbox(client_id, secret, token_ttl_seconds=token_ttl, latency_ms=latency_ms)

@@ -71,6 +71,7 @@ from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify
 from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
 from attendee_pipeline.services.checkins import checkin_routes
+from attendee_pipeline.services.listen import check_loopback, listen_socket
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
@@ -282,15 +283,7 @@ def create_app(db_url: str) -> Starlette:
 
 def check_host(host: str) -> None:
     """Refuse (ValueError) a host that is not a loopback address."""
-    from attendee_pipeline.sandbox.attendee_api import _check_loopback
-
-    try:
-        _check_loopback(host)
-    except ValueError:
-        raise ValueError(
-            f"the feed service only listens on loopback addresses (127.0.0.1, ::1; put a TLS "
-            f"reverse proxy in front of it), not {host!r}"
-        ) from None
+    check_loopback(host, "the feed service", "; put a TLS reverse proxy in front of it")
 
 
 def serve_feed(
@@ -373,11 +366,9 @@ def run_feed_in_thread(
     """Start the feed service for ``db_url`` in a daemon thread (port 0: a free port)."""
     import uvicorn
 
-    from attendee_pipeline.sandbox.attendee_api import _listen_socket
-
     check_host(host)
     app = create_app(db_url)
-    sock = _listen_socket(host, port)
+    sock = listen_socket(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
