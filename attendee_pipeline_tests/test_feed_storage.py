@@ -194,8 +194,7 @@ def test_migration_0002_downgrades_and_upgrades(db_url: str):
     eng = make_engine(db_url)
     try:
         with eng.begin() as conn:
-            config = alembic_config()
-            config.attributes["connection"] = conn
+            config = alembic_config(conn)
             command.downgrade(config, "0001")
         with eng.connect() as conn:
             inspector = sa.inspect(conn)

@@ -175,8 +175,7 @@ def test_upgrading_from_each_revision_keeps_the_data(db_url: str):
     eng = make_engine(db_url)
     try:
         with eng.begin() as conn:
-            config = alembic_config()
-            config.attributes["connection"] = conn
+            config = alembic_config(conn)
             command.upgrade(config, "0001")
             conn.execute(sa.text(
                 "insert into events (id, name, timezone, in_catalog, created_at, updated_at)"

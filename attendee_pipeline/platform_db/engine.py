@@ -115,10 +115,13 @@ def write_transaction(bind: sa.Engine | sa.Connection) -> Iterator[sa.Connection
         yield conn
 
 
-def alembic_config() -> Config:
-    """The alembic configuration of the platform database, built in code."""
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """The alembic configuration of the platform database, built in code; with ``connection``,
+    the migrations run on it (inside its transaction)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
     return config
 
 
@@ -165,9 +168,8 @@ def upgrade(url_or_engine: str | sa.URL | sa.Engine) -> None:
         with write_transaction(engine) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-            config = alembic_config()
+            config = alembic_config(conn)
             _check_known_revision(conn, config)
-            config.attributes["connection"] = conn
             command.upgrade(config, "head")
     finally:
         if engine is not url_or_engine:
