@@ -81,7 +81,9 @@ def _expand(value: Any, label: str, problems: list[str], where: str = "") -> Any
                 return os.environ[name]
             if default is not None:
                 return default
-            problems.append(f"{label}: {where or '(entry)'}: environment variable {name} is not set and has no default")
+            problems.append(
+                f"{label}: {where or '(entry)'}: environment variable {name} is not set and has no default"
+            )
             return ""
 
         return _VAR_RE.sub(sub, value)

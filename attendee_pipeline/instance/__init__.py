@@ -62,4 +62,3 @@ def dagster_home() -> Path:
     home = embedded_home()
     os.environ["DAGSTER_HOME"] = str(home)
     return home
-

@@ -452,7 +452,8 @@ def publish_attendees(
                 message=held,
                 counts=dict(changes.counts),
             )
-        context.log.warning(f"publish held: {held}" if publishing else f"a publish of these changes would be held: {held}")
+        what = "publish held" if publishing else "a publish of these changes would be held"
+        context.log.warning(f"{what}: {held}")
         _no_run_retry(context)  # the same data would be held again
         if checks.MASS_REMOVAL_GUARD.key not in context.selected_asset_check_keys:
             raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
