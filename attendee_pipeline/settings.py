@@ -71,13 +71,6 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "Also how long e-mails wait after the SMTP server was unreachable.",
     ),
     "ATTENDEE_PIPELINE_EMAIL_BATCH_SIZE": ("500", "E-mails claimed and sent over one SMTP connection at a time."),
-    "ATTENDEE_PIPELINE_SYNC_MAX_RUNTIME_SECONDS": (
-        "3600",
-        "A sync run still running after this long is stopped and failed by the daemon's run "
-        "monitoring (the sync jobs' `dagster/max_runtime` tag), so a hung provider cannot hold "
-        "its event -- on the embedded instance, every run -- forever; `run_retries` then retries "
-        "it. 0: no limit.",
-    ),
     "ATTENDEE_PIPELINE_EMAIL_OVERDUE_MINUTES": (
         "60",
         "The `emails_flowing` check fails when an e-mail has waited longer than this.",
@@ -117,23 +110,6 @@ def raw_extract_dir() -> Path:
     path = data_dir() / "raw"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class SettingError(ValueError):
-    """An environment variable holds a value its setting cannot take."""
-
-
-def sync_max_runtime_seconds() -> int:
-    """ATTENDEE_PIPELINE_SYNC_MAX_RUNTIME_SECONDS as whole seconds (0: no limit)."""
-    name = "ATTENDEE_PIPELINE_SYNC_MAX_RUNTIME_SECONDS"
-    value = os.environ.get(name, "").strip() or SETTINGS[name][0]
-    try:
-        seconds = int(value)
-    except ValueError:
-        seconds = -1
-    if seconds < 0:
-        raise SettingError(f"{name}={value!r} is not a whole number of seconds (0 or more; 0: no limit)")
-    return seconds
 
 
 @dataclass(frozen=True)

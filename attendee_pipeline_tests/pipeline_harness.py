@@ -21,7 +21,6 @@ from attendee_pipeline.defs.resources import (
     HttpAttendeeSource,
     PlatformDatabaseResource,
     RawExtractStore,
-    StepOutputIOManager,
 )
 from attendee_pipeline_tests.catalog_factory import write_catalog
 
@@ -47,7 +46,6 @@ class Harness:
             "platform_db": PlatformDatabaseResource(url=self.db_url),
             "raw_store": RawExtractStore(root=str(self.raw_root)),
             "attendee_source": HttpAttendeeSource(max_retries=4, backoff_factor=0.05),
-            "io_manager": StepOutputIOManager(),
             "procurios": ProcuriosApiResource(max_retries=4, backoff_factor=0.05),
         }
 

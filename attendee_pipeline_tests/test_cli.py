@@ -32,7 +32,7 @@ def test_dry_run_prints_the_diff_and_publishes_nothing(sandbox, _isolated_env: P
     db = _isolated_env / "platform.sqlite3"
     assert _count(db, "select count(*) from attendees") == 0
 
-    synced = runner.invoke(cli, ["sync", "demo-meetup"])
+    synced = runner.invoke(cli, ["sync", "demo-meetup", "--in-process"])
     assert synced.exit_code == 0, synced.output
     assert "published" in synced.output and "added=58" in synced.output
     assert _count(db, "select count(*) from attendees where status = 'active'") == 58
@@ -105,7 +105,7 @@ def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_en
 
 def test_a_missing_dagster_home_elsewhere_is_a_clear_error(_isolated_env: Path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(_isolated_env / "nowhere"))
-    result = CliRunner().invoke(cli, ["sync", "demo-meetup"])
+    result = CliRunner().invoke(cli, ["sync", "demo-meetup", "--in-process"])
     assert result.exit_code != 0
     assert result.output.startswith("Error: DAGSTER_HOME=") and "is not a folder" in result.output
 
@@ -167,19 +167,19 @@ def test_replay_of_a_folder_that_is_not_an_extract_is_refused(sandbox, _isolated
     # the event's raw folder instead of one extract in it: the replay copied the folder into
     # a new extract inside itself, over and over, until the path was too long
     runner = CliRunner()
-    assert runner.invoke(cli, ["sync", "demo-meetup"]).exit_code == 0
+    assert runner.invoke(cli, ["sync", "demo-meetup", "--in-process"]).exit_code == 0
     folder = _isolated_env / "raw" / "demo-meetup"
     before = sorted(p.name for p in folder.iterdir())
     for extra in ([], ["--dry-run"]):
-        result = runner.invoke(cli, ["sync", "demo-meetup", "--replay", str(folder), *extra])
+        result = runner.invoke(cli, ["sync", "demo-meetup", "--replay", str(folder), *extra, "--in-process"])
         assert result.exit_code == 1, result.output
         assert f"{folder} is not a stored raw extract (no manifest.json)" in result.output, result.output[-2000:]
     assert sorted(p.name for p in folder.iterdir()) == before
     # another event's extract would publish (and invite) that event's attendees here
-    assert runner.invoke(cli, ["sync", "demo-summit"]).exit_code == 0
+    assert runner.invoke(cli, ["sync", "demo-summit", "--in-process"]).exit_code == 0
     (summit_extract,) = (_isolated_env / "raw" / "demo-summit").iterdir()
     for extra in ([], ["--dry-run"]):
-        result = runner.invoke(cli, ["sync", "demo-meetup", "--replay", str(summit_extract), *extra])
+        result = runner.invoke(cli, ["sync", "demo-meetup", "--replay", str(summit_extract), *extra, "--in-process"])
         assert result.exit_code == 1, result.output
         assert f"{summit_extract} is an extract of event 'demo-summit', not of this event" in result.output
     assert sorted(p.name for p in folder.iterdir()) == before
@@ -194,7 +194,7 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
     entry = event_entry("mass", api.event_url("mass"), sync={"apply": {"missing": "remove"}})
     monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(write_catalog(_isolated_env / "catalog.yaml", entry)))
     runner = CliRunner()
-    assert runner.invoke(cli, ["sync", "mass"]).exit_code == 0
+    assert runner.invoke(cli, ["sync", "mass", "--in-process"]).exit_code == 0
     api["mass"].empty()
     dry = runner.invoke(cli, ["sync", "mass", "--dry-run"])
     assert dry.exit_code == 0, dry.output
@@ -209,11 +209,11 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
     released_dry = runner.invoke(cli, ["sync", "mass", "--dry-run", "--allow-mass-removal"])
     assert "mass-removal guard: released by --allow-mass-removal: would remove 100" in released_dry.output
     assert "would be held" not in released_dry.output
-    held = runner.invoke(cli, ["sync", "mass"])
+    held = runner.invoke(cli, ["sync", "mass", "--in-process"])
     assert held.exit_code == 1 and " held " in held.output
     # the held run said to launch it with a run tag, which the command line does not do
     assert "to release it: attendee-pipeline sync mass --allow-mass-removal" in held.output
-    released = runner.invoke(cli, ["sync", "mass", "--allow-mass-removal"])
+    released = runner.invoke(cli, ["sync", "mass", "--allow-mass-removal", "--in-process"])
     assert released.exit_code == 0 and "removed=100" in released.output
     assert "to release it" not in released.output
     # within the limits the dry run says nothing about the guard
@@ -228,10 +228,10 @@ def test_a_held_sync_reports_its_rejected_records(sandbox_factory, _isolated_env
     entry = event_entry("held", api.event_url("held"), sync={"apply": {"missing": "remove"}})
     monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(write_catalog(_isolated_env / "catalog.yaml", entry)))
     runner = CliRunner()
-    first = runner.invoke(cli, ["sync", "held"])
+    first = runner.invoke(cli, ["sync", "held", "--in-process"])
     assert "held                     published added=99 restored=0 updated=0 removed=0 unchanged=0 rejected=1" in first.output
     api["held"].remove(range(30))
-    held = runner.invoke(cli, ["sync", "held"])
+    held = runner.invoke(cli, ["sync", "held", "--in-process"])
     assert held.exit_code == 1
     # the held line said rejected=0 although the extract's bad record was quarantined again
     assert "held                     held      added=0 restored=0 updated=0 removed=30 unchanged=69 rejected=1" in held.output

@@ -8,7 +8,6 @@ import dagster as dg
 import yaml
 
 from attendee_pipeline.definitions import defs
-from attendee_pipeline.defs.attendees.jobs import sync_job_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,16 +67,22 @@ def test_assets_checks_schedules_sensors():
     assert "email_outbox" not in {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     delivery = defs.resolve_job_def("email_delivery_job")
     assert {k.to_user_string() for k in delivery.asset_layer.executable_asset_keys} == {"email_outbox"}
-    # a Procurios event's sync job adds the step after the publish; neither runs the write-back
+    # one job syncs every kind of event: the attendee chain and the source's programme, which is
+    # one step that cannot be subset (see defs/attendees/assets.py); not the write-back
     synced = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert "published_attendees" in synced and "personal_programmes" not in synced
-    procurios = defs.resolve_job_def("procurios_sync_job")
-    synced = {k.to_user_string() for k in procurios.asset_layer.selected_asset_keys}
-    assert {"personal_programmes", "published_attendees"} <= synced and "procurios_checkin_writeback" not in synced
-    assert sync_job_name("procurios") == "procurios_sync_job" and sync_job_name("rest_api") == "attendee_sync_job"
+    assert synced == keys - {"email_outbox", "procurios_checkin_writeback"}
+    (sync_step,) = {graph.get(k).assets_def for k in job.asset_layer.selected_asset_keys}
+    assert not sync_step.can_subset
+    assert sync_step.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+    assert {k.to_user_string() for k in sync_step.keys} == synced
+    assert {k.name for k in sync_step.check_keys} == checks - {
+        "emails_flowing", "no_failed_emails", "checkin_writeback_failures"
+    }
+    assert {j.name for j in defs.jobs if not j.name.startswith("__")} == {
+        "attendee_sync_job", "email_delivery_job", "procurios_checkin_job"
+    }
     for schedule in defs.schedules:
-        expected = "procurios_sync_job" if schedule.name.startswith("procurios_") else "attendee_sync_job"
-        assert schedule.job_name == expected
+        assert schedule.job_name == "attendee_sync_job"
     assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "events"
 
 

@@ -22,11 +22,11 @@ from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.tables import email_outbox
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig
 from attendee_pipeline_tests.catalog_factory import event_entry
-from attendee_pipeline_tests.email_fixtures import BODY_MARKER, deliver, email_settings, recipients
+from attendee_pipeline_tests.email_fixtures import BODY_MARKER, deliver, email_resource, email_settings, recipients
 from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, materialized
 from attendee_pipeline_tests.test_sync_e2e import api, h  # noqa: F401 - fixtures: sandbox API, harness
 
-FORCE = {"ops": {"attendee_raw_extract": {"config": {"force": True}}}}
+FORCE = {"ops": {"event_sync": {"config": {"force": True}}}}
 
 
 def _events(api, h: Harness, **events: dict) -> None:
@@ -117,7 +117,7 @@ def test_removed_attendees_get_one_cancellation_when_the_setting_is_on(api, h, s
 def test_smtp_down_keeps_emails_pending_until_it_is_back(api, h, sink):
     _events(api, h, outage={**email_settings(), "records": 12})
     assert h.sync("outage").success
-    sensor_resources = {"platform_db": PlatformDatabaseResource(url=h.db_url)}
+    sensor_resources = {"platform_db": PlatformDatabaseResource(url=h.db_url), "email": email_resource(sink)}
     with dg.build_sensor_context(instance=h.instance, resources=sensor_resources) as context:
         request = email_outbox_sensor(context)
     assert isinstance(request, dg.RunRequest) and request.run_key.startswith("email:")
@@ -151,6 +151,27 @@ def test_smtp_down_keeps_emails_pending_until_it_is_back(api, h, sink):
     engine.dispose()
     with dg.build_sensor_context(instance=h.instance, resources=sensor_resources) as context:
         assert isinstance(email_outbox_sensor(context), dg.SkipReason)
+
+
+def test_no_delivery_without_the_platform_url_and_one_once_it_is_set(api, h, sink):
+    """Without ATTENDEE_PIPELINE_PLATFORM_URL a delivery would fail before sending anything (each
+    e-mail links to the platform): the sensor launches none and says why; once the setting is
+    there it launches one -- also after a delivery that failed on it (a new run key)."""
+    _events(api, h, nourl={**email_settings(), "records": 3})
+    assert h.sync("nourl").success
+    platform_db = PlatformDatabaseResource(url=h.db_url)
+    unset = {"platform_db": platform_db, "email": email_resource(sink, platform_url="")}
+    with dg.build_sensor_context(instance=h.instance, resources=unset) as context:
+        skipped = email_outbox_sensor(context)
+    assert isinstance(skipped, dg.SkipReason) and "ATTENDEE_PIPELINE_PLATFORM_URL is not set" in skipped.skip_message
+    failed = deliver(h, sink, platform_url="")  # e.g. the CLI's outbox deliver: fails, touches nothing
+    assert not failed.success
+    # ... and the daemon's run_retries would not repeat it: it fails the same way until fixed
+    assert h.instance.get_run_by_id(failed.run_id).tags["dagster/retry_on_asset_or_op_failure"] == "false"
+    with dg.build_sensor_context(instance=h.instance, resources={**unset, "email": email_resource(sink)}) as context:
+        request = email_outbox_sensor(context)
+    assert isinstance(request, dg.RunRequest)
+    assert recipients(sink) == []  # nothing was sent before the setting was there
 
 
 def test_a_malformed_address_fails_alone_and_the_check_says_why(api, h, sink):

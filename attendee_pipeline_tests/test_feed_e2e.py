@@ -201,6 +201,19 @@ def test_the_inbox_sensor_requests_one_run_per_event_with_stable_keys(h, engine)
     assert [(r.partition_key, r.run_key) for r in nxt.run_requests] == [("push", f"feed:push:{later[-1]}")]
 
 
+def test_a_fresh_sensor_does_not_resync_what_is_published_already(h, engine):
+    """The sensor's first tick on an instance (e.g. `make dev` after `make demo`, whose CLI
+    syncs published the pushes) starts from cursor 0: pushes the event's last publish already
+    read launch no run (it launched one with 0 records); a newer push does."""
+    push(engine, NESTED)
+    assert h.sync("push").success
+    result = _tick(h)
+    assert result.run_requests == [] and result.cursor  # the cursor moves past what is published
+    later = push(engine, {"profile.email": "x@example.org"})
+    assert [r.run_key for r in _tick(h, result.cursor).run_requests] == [f"feed:push:{later[-1]}"]
+    assert [r.run_key for r in _tick(h).run_requests] == [f"feed:push:{later[-1]}"]
+
+
 def test_catalog_rules_for_a_feed_event_name_the_event_and_key(tmp_path: Path):
     bad = [
         (feed_entry("a", mapping={"email": "e", "first_name": "f", "last_name": "l"}), "mapping"),

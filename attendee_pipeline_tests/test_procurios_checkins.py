@@ -11,7 +11,6 @@ import dagster as dg
 import pytest
 import requests
 
-from attendee_pipeline.defs.procurios.assets import procurios_assets
 from attendee_pipeline.defs.procurios.checkins import procurios_checkin_sensor, procurios_checkin_writeback
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.engine import make_engine
@@ -28,7 +27,6 @@ FAST_RETRY = {"ops": {"procurios_checkin_writeback": {"config": {"retry_delay_se
 @pytest.fixture
 def h(tmp_path: Path, sqlite_url: str) -> Iterator[Harness]:
     with harness(tmp_path, sqlite_url) as value:
-        value.extra_assets = tuple(procurios_assets)
         yield value
 
 

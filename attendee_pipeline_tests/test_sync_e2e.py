@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
@@ -108,7 +109,7 @@ def test_groups_are_shared_between_two_events(api, h):
     assert got == expected
 
 
-FORCE = {"ops": {"attendee_raw_extract": {"config": {"force": True}}}}
+FORCE = {"ops": {"event_sync": {"config": {"force": True}}}}
 
 
 def test_rerun_is_idempotent(api, h):
@@ -122,7 +123,7 @@ def test_rerun_is_idempotent(api, h):
     assert again.success
     extract = materialized(again, "attendee_raw_extract")
     assert extract["unchanged"] is True and extract["unchanged_attendees"] == 60
-    assert materialized(again, "published_attendees") is None  # publish step skipped
+    assert materialized(again, "published_attendees")["rows_written"] == 0  # nothing mapped or written
 
     # Forced, every step runs and the apply engine itself writes nothing.
     meta = _published(h.sync(ev, run_config=FORCE))
@@ -279,7 +280,7 @@ def test_mass_removal_is_held_then_released_by_the_override(api, h):
 
     api["mass"].empty()  # the provider suddenly returns an empty list
     held = h.sync(ev)
-    assert materialized(held, "published_attendees") is None
+    assert materialized(held, "published_attendees") is None and not held.success
     guard = check_evaluation(held, "mass_removal_guard")
     assert guard is not None and not guard.passed
     assert "100 of 100" in guard.description and ALLOW_MASS_REMOVAL_TAG in guard.description
@@ -292,32 +293,47 @@ def test_mass_removal_is_held_then_released_by_the_override(api, h):
     assert (h.attendees(ev)["status"] == "removed").all()
 
 
-def test_attendee_changes_alone_diffs_without_publishing(api, h):
-    ev = _event(api, h, "diffonly", SandboxConfig(records=30, seed=13))
-    assert _published(h.sync(ev))["added"] == 30
-    api["diffonly"].mark_deleted([1, 2, 3])
-    h.sync(ev, selection=["attendee_raw_extract", "mapped_attendees", "rejected_attendees"])
+#: Every asset the one sync step materialises, for every event and every successful run.
+SYNC_ASSETS = (
+    "attendee_raw_extract", "mapped_attendees", "rejected_attendees", "attendee_group_memberships",
+    "attendee_changes", "published_attendees", "published_groups",
+    "procurios_sessions", "personal_programmes", "event_tags",
+)
 
-    result = h.sync(ev, selection=["attendee_changes"])
-    assert result.success
-    assert materialized(result, "attendee_changes")["removed"] == 3
-    assert materialized(result, "published_attendees") is None
-    assert (h.attendees(ev)["status"] == "active").sum() == 30  # nothing written
-    # the stored change set says which row changes how; the content stays in mapped_attendees
-    changes = result.output_for_node("publish_attendees", "attendee_changes")
-    assert sorted(changes.frame["change"]) == ["removed"] * 3
-    assert "email" not in changes.frame.columns and "first_name" not in changes.frame.columns
-    statuses = [row[0] for row in h.query("select status from sync_ledger where event_id = :e", e=ev)]
-    assert statuses.count("published") == 1
 
-    # a diff whose publish the guard would hold: the check says so, the ledger (which records
-    # publishes) gets no "held" row, as nothing was to be published
-    api["diffonly"].mark_deleted(range(30))  # all 30 flagged: above the 10 % and the 25 of the guard
-    h.sync(ev, selection=["attendee_raw_extract", "mapped_attendees", "rejected_attendees"])
-    would_hold = h.sync(ev, selection=["attendee_changes"])
-    assert check_evaluation(would_hold, "mass_removal_guard").passed is False
-    statuses = [row[0] for row in h.query("select status from sync_ledger where event_id = :e", e=ev)]
-    assert "held" not in statuses
+def test_a_subset_of_the_sync_is_refused_before_it_starts(api, h):
+    """Materialising one asset of the chain alone would publish a stale frame without calling
+    the provider: Dagster refuses it, naming what to select instead, and nothing runs."""
+    ev = _event(api, h, "subset", SandboxConfig(records=30, seed=13))
+    for selection in (["published_attendees"], ["attendee_changes"], ["mapped_attendees", "rejected_attendees"]):
+        with pytest.raises(dg.DagsterInvalidDefinitionError) as refused:
+            h.sync(ev, selection=selection)
+        reason = str(refused.value.__cause__)  # materialize() wraps the subset error
+        assert "does not support subsetting" in reason
+        assert "published_groups" in reason and "personal_programmes" in reason
+    assert h.instance.get_runs() == []  # no run was even created
+    assert api.requests("subset") == []  # the provider was never called
+
+
+def test_every_run_materialises_every_asset_of_the_event(api, h):
+    """Also an unchanged input and a non-Procurios event's Procurios assets: nothing is left
+    "missing" in the UI, and an asset backfill counts every asset as done."""
+    ev = _event(api, h, "whole", SandboxConfig(records=30, seed=13, bad_records={4: "invalid_email"}))
+    first, again = h.sync(ev), h.sync(ev)
+    for result, unchanged in ((first, False), (again, True)):
+        assert result.success
+        for asset in SYNC_ASSETS:
+            assert materialized(result, asset) is not None, asset
+        assert materialized(result, "attendee_raw_extract")["unchanged"] is unchanged
+        assert materialized(result, "personal_programmes")["synced"] is False
+        assert "rest_api event" in materialized(result, "procurios_sessions")["reason"]
+        rejected = check_evaluation(result, "no_rejected_attendees")
+        assert not rejected.passed and rejected.severity == dg.AssetCheckSeverity.WARN
+        assert rejected.metadata["rejected_records"].value == 1
+        for name in ("mapped_attendees_schema", "mass_removal_guard", "procurios_catalog_settings"):
+            assert check_evaluation(result, name).passed, name
+    assert materialized(again, "published_attendees")["rows_written"] == 0
+    assert materialized(again, "attendee_changes")["unchanged_since_run"] == first.run_id
 
 
 def test_small_removals_are_not_held(api, h):
@@ -350,7 +366,7 @@ def test_a_fault_in_the_source_settings_fails_at_once_without_step_retries(api, 
 
 
 def _keep(n: int) -> dict:
-    return {"ops": {"attendee_raw_extract": {"config": {"keep_extracts": n}}}}
+    return {"ops": {"event_sync": {"config": {"keep_extracts": n}}}}
 
 
 def test_pruning_keeps_the_extract_of_the_run_and_of_the_last_publish(api, h):
@@ -382,10 +398,10 @@ def test_replay_of_a_stored_extract_needs_no_network(api, h):
     first = h.sync(ev)
     extract = materialized(first, "attendee_raw_extract")["extract_path"]
     api.remove_dataset("replay")
-    replay = {"ops": {"attendee_raw_extract": {"config": {"replay_extract": extract}}}}
+    replay = {"ops": {"event_sync": {"config": {"replay_extract": extract}}}}
     result = h.sync(ev, run_config=replay)
     assert result.success and materialized(result, "attendee_raw_extract")["unchanged"] is True
-    replay["ops"]["attendee_raw_extract"]["config"]["force"] = True
+    replay["ops"]["event_sync"]["config"]["force"] = True
     result = h.sync(ev, run_config=replay)
     assert result.success and _published(result)["unchanged"] == 15
 

@@ -458,7 +458,7 @@ def sync_event(
     ``attendee-pipeline sync`` does (``dagster.execute_job``); time the run end to end, from
     launching it on the loaded code location to its result.
 
-    An unchanged input stops after the extract (see attendee_pipeline.sync.fingerprint); then
+    An unchanged input is not mapped or written (see attendee_pipeline.sync.fingerprint); then
     ``published`` says so (``rows_written`` 0, ``skipped_unchanged`` true). ``force`` runs every
     step anyway; ``full_import`` asks a Procurios extract for every registration.
     """
@@ -476,7 +476,7 @@ def sync_event(
         event_id,
         instance=instance,
         trigger="bench",
-        run_config={"ops": {"attendee_raw_extract": {"config": {"force": force, "full_import": full_import}}}},
+        run_config={"ops": {"event_sync": {"config": {"force": force, "full_import": full_import}}}},
         log_level="WARNING",
         catalog_path=str(catalog_path),
         db_url=db_url,
@@ -489,7 +489,7 @@ def sync_event(
 def _sync_result(result: Any, seconds: float, materialization_metadata: Any) -> SyncResult:
     published = materialization_metadata(result, "published_attendees")
     extract = materialization_metadata(result, "attendee_raw_extract")
-    if result.success and not published and extract.get("unchanged"):
+    if result.success and extract.get("unchanged"):
         published = {
             "rows_written": 0,
             "unchanged": int(extract.get("unchanged_attendees", 0)),

@@ -416,7 +416,7 @@ def run_delivery(instance: Any, *, trigger: str = "cli", show_progress: bool = T
     import dagster as dg
 
     from attendee_pipeline.cli.runs import materialization_metadata
-    from attendee_pipeline.defs.attendees.schedules import TRIGGER_TAG
+    from attendee_pipeline.instance.tags import TRIGGER_TAG
     from attendee_pipeline.platform_db.outbox import due_summary
     from attendee_pipeline.settings import environment_digest
 

@@ -142,9 +142,21 @@ def db_upgrade() -> None:
     help="Map, diff and publish even when the extract and catalog entry equal the last publish's.",
 )
 @click.option("--full", is_flag=True, help="Procurios: full import -- read every registration, overwrite every attendee.")
-def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None, force: bool, full: bool) -> None:
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Run the sync in this process instead of submitting it to the run queue (for debugging: "
+    "outside the queue's limits and the daemon's run monitoring).",
+)
+def sync(
+    event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | None, force: bool, full: bool,
+    in_process: bool,
+) -> None:
     """Sync one event now (the same job the schedules and the UI run).
 
+    The run is submitted to the Dagster instance's run queue, under the same limits as every other
+    run (one per event, so many per provider, a maximum run time), and this command waits for it
+    and prints what it did: a dagster-daemon must serve the instance (`make dev` starts one).
     Exits 0 when the run published or found nothing to do (status "unchanged"), 1 when it was
     held by the mass-removal guard or failed.
     """
@@ -158,7 +170,7 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
     if dry_run:
         _dry_run(event, replay, full, allow_mass_removal)
         return
-    from attendee_pipeline.cli.runs import format_summary, run_sync
+    from attendee_pipeline.cli import runs
     from attendee_pipeline.instance import dagster_home
 
     import dagster as dg
@@ -171,13 +183,30 @@ def sync(event_id: str, dry_run: bool, allow_mass_removal: bool, replay: str | N
         extract_config["force"] = True
     if full:
         extract_config["full_import"] = True
-    run_config = {"ops": {"attendee_raw_extract": {"config": extract_config}}} if extract_config else None
-    click.echo(f"syncing {event_id} ...")
+    run_config = {"ops": {"event_sync": {"config": extract_config}}} if extract_config else None
     with dg.DagsterInstance.get() as instance:
-        summary = run_sync(
-            event_id, instance=instance, allow_mass_removal=allow_mass_removal, run_config=run_config
-        )
-    click.echo(format_summary(summary))
+        if in_process:
+            click.echo(f"syncing {event_id} in this process ...")
+            summary = runs.run_sync(
+                event_id, instance=instance, allow_mass_removal=allow_mass_removal, run_config=run_config
+            )
+        else:
+            try:
+                runs.require_daemon(instance)
+            except runs.NoDaemonError as exc:
+                raise click.ClickException(str(exc)) from None
+            run_id = runs.submit_sync(
+                event_id, instance=instance, source_kind=event.source.kind,
+                allow_mass_removal=allow_mass_removal, run_config=run_config,
+            )
+            click.echo(f"syncing {event_id}: run {run_id} submitted to the run queue")
+            try:
+                result = runs.wait_for_run(instance, run_id, click.echo)
+            except KeyboardInterrupt:
+                click.echo(f"stopped waiting; run {run_id} goes on (see the Dagster UI)")
+                sys.exit(130)
+            summary = runs.summarize(event_id, result)
+    click.echo(runs.format_summary(summary))
     if summary.status == "held":
         click.echo(f"{'':<24} to release it: attendee-pipeline sync {event_id} --allow-mass-removal")
     click.echo(f"run id: {summary.run_id}")

@@ -118,7 +118,7 @@ def _send(event_id: str) -> None:
 
     from attendee_pipeline.definitions import defs
     from attendee_pipeline.defs.partitions import events_partitions
-    from attendee_pipeline.defs.attendees.schedules import TRIGGER_TAG
+    from attendee_pipeline.instance.tags import TRIGGER_TAG
     from attendee_pipeline.instance import dagster_home
 
     _procurios_event(event_id)

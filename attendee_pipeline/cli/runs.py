@@ -1,6 +1,10 @@
-"""Launching the attendee sync job in-process against a Dagster instance, and reading back what
-it did. Used by ``attendee-pipeline sync`` and ``attendee-pipeline demo``: the runs land in the
-instance (DAGSTER_HOME, or the embedded default) so they show in the Dagster UI like any other.
+"""Launching the attendee sync job against a Dagster instance, and reading back what it did.
+
+``attendee-pipeline sync`` submits a run to the instance's run queue (:func:`submit_sync`), like
+the UI and the daemon do, so the queue's limits and the daemon's run monitoring apply to it, and
+waits for it; ``sync --in-process`` and ``attendee-pipeline demo`` run it in this process
+(:func:`sync_run`). Either way the run lands in the instance (DAGSTER_HOME, or the embedded
+default) and shows in the Dagster UI like any other.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from attendee_pipeline.defs.attendees.jobs import sync_job_name
-from attendee_pipeline.defs.attendees.schedules import sync_tags
+from attendee_pipeline.instance.tags import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG, environment_digest
 
@@ -33,9 +36,27 @@ class SyncSummary:
 COUNT_KEYS = ("added", "restored", "updated", "removed", "unchanged", "rejected")
 
 
+@dataclass
+class RunEvents:
+    """A finished run's events, read back from the instance: what the summaries below read of
+    an in-process run's result (``all_events``, ``run_id``, ``success``)."""
+
+    run_id: str
+    success: bool
+    all_events: list[Any]
+
+    @classmethod
+    def of_run(cls, instance: dg.DagsterInstance, run_id: str) -> "RunEvents":
+        run = instance.get_run_by_id(run_id)
+        events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event is not None]
+        return cls(run_id, run is not None and run.status == dg.DagsterRunStatus.SUCCESS, events)
+
+
 def materialization_metadata(result: Any, asset: str) -> dict[str, Any]:
     """The metadata values of ``asset``'s materialization in the run ({} when not materialised)."""
-    for event in result.get_asset_materialization_events():
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
         mat = event.event_specific_data.materialization
         if mat is not None and mat.asset_key == dg.AssetKey(asset):
             return {k: v.value for k, v in mat.metadata.items()}
@@ -119,7 +140,7 @@ def _sync_job_kwargs(source_kind: str, catalog_path: str, db_url: str, raw_root:
         "db_url": db_url,
         "raw_root": raw_root,
         "environment": environment_digest(),
-        "job_name": sync_job_name(source_kind),
+        "job_name": "attendee_sync_job",
     }
 
 
@@ -182,17 +203,126 @@ def sync_run(
         yield result
 
 
+#: The code location's name, as workspace.yaml pins it: the daemon launches a submitted run in
+#: the code location of that name.
+LOCATION_NAME = "attendee_pipeline"
+
+
+class NoDaemonError(RuntimeError):
+    """A run submitted to the queue would wait for ever: no dagster-daemon serves the instance."""
+
+
+def require_daemon(instance: dg.DagsterInstance) -> None:
+    """Raise :class:`NoDaemonError` unless a ``dagster-daemon`` dequeues this instance's runs
+    (it sent a heartbeat lately)."""
+    from dagster._daemon.controller import get_daemon_statuses
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    kind = QueuedRunCoordinatorDaemon.daemon_type()
+    status = get_daemon_statuses(instance, [kind], ignore_errors=True)[kind]
+    if status.required and not status.healthy:
+        raise NoDaemonError(
+            f"no dagster-daemon is running for the Dagster instance {instance.root_directory}: a queued run "
+            "would never start. Start it (`make dev`, or `dagster-daemon run -w workspace.yaml` with the same "
+            "DAGSTER_HOME), or sync in this process with --in-process (outside the queue's limits)"
+        )
+
+
+def submit_sync(
+    event_id: str,
+    *,
+    instance: dg.DagsterInstance,
+    source_kind: str,
+    allow_mass_removal: bool = False,
+    trigger: str = "cli",
+    run_config: dict[str, Any] | None = None,
+) -> str:
+    """Submit one event's run of ``attendee_sync_job`` to the instance's run queue, as the UI's
+    launch does; return its run id. The daemon launches it in the code location named
+    :data:`LOCATION_NAME` when the queue's limits allow."""
+    import os
+    import sys
+
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    if not instance.has_dynamic_partition(events_partitions.name, event_id):
+        instance.add_dynamic_partitions(events_partitions.name, [event_id])
+    tags = {**sync_tags(event_id, source_kind, trigger), "dagster/partition": event_id}
+    if allow_mass_removal:
+        tags[ALLOW_MASS_REMOVAL_TAG] = "true"
+    run_config = dict(run_config or {})
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            executable_path=sys.executable, module_name="attendee_pipeline.definitions", working_directory=os.getcwd()
+        ),
+        location_name=LOCATION_NAME,
+    )
+    with origin.create_location(instance) as location:
+        repository = location.get_repository("__repository__")
+        job = repository.get_full_job("attendee_sync_job")
+        plan = location.get_execution_plan(job, run_config, step_keys_to_execute=None, known_state=None, instance=instance)
+        run = instance.create_run(
+            job_name=job.name,
+            run_id=None,
+            run_config=run_config,
+            resolved_op_selection=None,
+            step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
+            op_selection=None,
+            status=None,
+            root_run_id=None,
+            parent_run_id=None,
+            tags={**job.tags, **tags},
+            job_snapshot=job.job_snapshot,
+            execution_plan_snapshot=plan.execution_plan_snapshot,
+            parent_job_snapshot=job.parent_job_snapshot,
+            remote_job_origin=job.get_remote_origin(),
+            job_code_origin=job.get_python_origin(),
+            asset_selection=None,
+            asset_check_selection=None,
+            asset_graph=repository.asset_graph,
+        )
+    instance.submit_run(run.run_id, workspace=None)  # type: ignore[arg-type]  # the queue needs none
+    return run.run_id
+
+
+def wait_for_run(
+    instance: dg.DagsterInstance, run_id: str, echo: Any, poll_seconds: float = 0.5
+) -> RunEvents:
+    """Wait for the run to finish, passing each status change and each message the run logs at
+    INFO or above (progress, warnings; never attendee data) to ``echo``; its events."""
+    import logging
+    import time
+
+    shown, status = 0, None
+    while True:
+        run = instance.get_run_by_id(run_id)
+        if run is None:
+            raise RuntimeError(f"run {run_id} is not in the instance")
+        if run.status != status:
+            status = run.status
+            echo(f"  run {status.value.lower()}")
+        entries = instance.all_logs(run_id)
+        for entry in entries[shown:]:
+            if entry.dagster_event is None and entry.level >= logging.INFO and entry.user_message:
+                echo(f"  {entry.user_message}")
+        shown = len(entries)
+        if run.is_finished:
+            return RunEvents.of_run(instance, run_id)
+        time.sleep(poll_seconds)
+
+
 def summarize(event_id: str, result: Any) -> SyncSummary:
     """What a finished sync run did, from its events."""
-    published = materialization_metadata(result, "published_attendees")
-    if published:
-        counts = {k: int(published.get(k, 0)) for k in COUNT_KEYS}
-        return SyncSummary(event_id, result.run_id, result.success, "published", counts)
     extract = materialization_metadata(result, "attendee_raw_extract")
     if result.success and extract.get("unchanged"):
         counts = {"unchanged": int(extract.get("unchanged_attendees", 0))}
         message = f"same extract and catalog entry as run {extract.get('unchanged_since_run')}; nothing to do"
         return SyncSummary(event_id, result.run_id, True, "unchanged", counts, message)
+    published = materialization_metadata(result, "published_attendees")
+    if published:
+        counts = {k: int(published.get(k, 0)) for k in COUNT_KEYS}
+        return SyncSummary(event_id, result.run_id, result.success, "published", counts)
     guard = _check_result(result, "mass_removal_guard")
     if guard is not None and not guard.passed:
         changes = materialization_metadata(result, "attendee_changes")

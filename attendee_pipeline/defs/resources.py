@@ -12,7 +12,6 @@ the moment a request is made.
 from __future__ import annotations
 
 import datetime as dt
-import pickle
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -180,71 +179,10 @@ def platform_db_url_config() -> Any:
     return settings.default_db_url()
 
 
-class _PickleFileIOManager(dg.IOManager):
-    """One pickle file (protocol 5) per asset and partition under ``base``."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-
-    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
-        folder = self.base.joinpath(*asset_key.path)
-        return folder / partition if partition is not None else folder.with_name(folder.name + ".pickle")
-
-    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        path = self._path(context.asset_key, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with tmp.open("wb") as file:
-            pickle.dump(obj, file, protocol=5)
-        tmp.replace(path)  # atomic: a reader never sees half a file
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
-
-    def _load(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
-        path = self._path(asset_key, partition)
-        try:
-            with path.open("rb") as file:
-                return pickle.load(file)
-        except FileNotFoundError:
-            where = f"partition {partition!r} of " if partition is not None else ""
-            raise FileNotFoundError(
-                f"no stored output for {where}asset {asset_key.to_user_string()!r} at {path}: "
-                "materialize it first"
-            ) from None
-
-    def load_input(self, context: dg.InputContext) -> Any:
-        if not context.has_asset_partitions:
-            return self._load(context.asset_key, None)
-        keys = context.asset_partition_keys
-        if len(keys) == 1:
-            return self._load(context.asset_key, keys[0])
-        return {key: self._load(context.asset_key, key) for key in keys}
-
-
-class StepOutputIOManager(dg.ConfigurableIOManagerFactory):
-    """Where step outputs (the per-event frames) live between steps: pickles under the Dagster
-    instance's storage folder (or ``base_dir``), one file per asset and event partition
-    (``<base>/<asset>/<event>``), written atomically.
-
-    Like Dagster's ``FilesystemIOManager`` but (1) with pickle protocol 5: the attendee frames
-    hold Arrow buffers, which protocol 4 copies into bytes objects first -- for a million
-    attendees that was 3.4 s and an extra GB per step instead of 0.4 s and no copy; (2) without
-    a debug log line per file written and read: each is a stored run event, and on the embedded
-    SQLite instance those cost ~8 ms apiece (the path is in the output's metadata instead).
-    """
-
-    base_dir: str = ""
-
-    def create_io_manager(self, context: dg.InitResourceContext) -> dg.IOManager:
-        base = self.base_dir or context.instance.storage_directory()  # type: ignore[union-attr]
-        return _PickleFileIOManager(Path(base))
-
-
 def default_resources() -> dict[str, Any]:
     return {
         "catalog": EventCatalogResource(),
         "platform_db": PlatformDatabaseResource(url=platform_db_url_config()),
         "raw_store": RawExtractStore(),
         "attendee_source": HttpAttendeeSource(),
-        "io_manager": StepOutputIOManager(),
     }

@@ -10,21 +10,33 @@ from attendee_pipeline import settings
 
 #: SQLite storage locks under concurrent runs: the embedded default runs one at a time.
 EMBEDDED_DAGSTER_YAML = """\
-# Embedded default instance (SQLite). Written by attendee-pipeline; safe to edit.
+# Embedded default instance (SQLite). Written by attendee-pipeline; safe to edit (then it is
+# kept as it is; delete it to get the current default).
 run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
+  # Dagster's QueuedRunCoordinator that also tags every run of an event with its source kind
+  module: attendee_pipeline.instance.coordinator
+  class: SyncRunCoordinator
   config:
     max_concurrent_runs: 1
 run_retries:
   enabled: true
   max_retries: 2
-# the daemon fails a hung run (past its dagster/max_runtime tag), which would hold the one slot
+# the daemon fails a hung run, which would hold the one slot: a run still going after
+# max_runtime_seconds (a run's own dagster/max_runtime tag overrides it)
 run_monitoring:
   enabled: true
+  max_runtime_seconds: 3600
 telemetry:
   enabled: false
 """
+
+#: SHA-256 of the embedded configurations earlier releases wrote: such a file was never edited
+#: by hand, so it is replaced by the current one.
+_EARLIER_EMBEDDED = frozenset({
+    "ba79c89c4f3f093a809f225cb30aec1b752faa9d6181a9fca1c2751f854af433",
+    "5c00da402591c21270803f9c43b4b5fbc8eec430d2e2754af42093b9c4816a09",
+    "7bd5f33e26cc12f36b10314191bb0c7165c0dd2ba703671f91e3b1c76b05e320",
+})
 
 
 def embedded_home() -> Path:
@@ -32,9 +44,15 @@ def embedded_home() -> Path:
     home = settings.data_dir() / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or _written_by_an_earlier_release(config):
         config.write_text(EMBEDDED_DAGSTER_YAML, encoding="utf-8")
     return home
+
+
+def _written_by_an_earlier_release(config: Path) -> bool:
+    import hashlib
+
+    return hashlib.sha256(config.read_bytes()).hexdigest() in _EARLIER_EMBEDDED
 
 
 class DagsterHomeError(FileNotFoundError):

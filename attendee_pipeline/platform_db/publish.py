@@ -851,7 +851,7 @@ def last_published_position(engine: sa.Engine, event_id: str) -> str | None:
 
 def last_decision(engine: sa.Engine, event_id: str) -> dict[str, Any] | None:
     """The event's latest ``published`` or ``held`` ledger row (id, run_id, status,
-    input_fingerprint, raw_extract_path), or None. Unchanged and dry-run rows do not count:
+    input_fingerprint, raw_extract_path, rejected), or None. Unchanged and dry-run rows do not count:
     they decided nothing."""
     stmt = (
         sa.select(
@@ -860,6 +860,7 @@ def last_decision(engine: sa.Engine, event_id: str) -> dict[str, Any] | None:
             sync_ledger.c.status,
             sync_ledger.c.input_fingerprint,
             sync_ledger.c.raw_extract_path,
+            sync_ledger.c.rejected,
         )
         .where(sync_ledger.c.event_id == event_id, sync_ledger.c.status.in_(("published", "held")))
         .order_by(sync_ledger.c.id.desc())

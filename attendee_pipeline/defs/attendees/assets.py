@@ -1,20 +1,28 @@
-"""Per-event attendee sync assets (one dynamic partition per catalog event).
+"""The sync of one event (one dynamic partition per catalog event): one step that materialises
+every asset of the chain.
 
 raw extract (kept, replayable) -> mapped attendees + rejected attendees (quarantine) + group
 memberships -> attendee changes (diff against what is published) -> published attendee list +
-groups (one transaction). Each materialisation reports what it did as metadata.
+groups (one transaction) -> the source's programme (for a Procurios event: sessions, personal
+programmes, event tag; see ``defs/procurios/assets.py``).
 
-Two steps per run: the extract and the mapping share one (pages are mapped as they arrive,
-each parsed once), the diff and the publish the other (the change set goes to the publish in
-memory); the asset checks run inside the steps of the assets they check (see checks.py). Fewer
-steps means fewer stored run events and stored frames, which on the embedded SQLite instance
-cost more than the work of a small sync.
+Why one step that cannot be subset: an event's assets are one unit of work. Materialising a
+later asset alone would publish a stale mapped frame without calling the provider, and leaving
+out the programme would lose a Procurios event's programme changes. So whatever a user selects
+-- one asset in the UI, a group, *Materialize all*, a job, an asset or job backfill -- Dagster
+either runs the whole chain for the partition (the UI's launch dialog adds the rest) or refuses
+the launch before it starts, naming the assets to add (GraphQL, ``AssetSelection`` without
+``required_multi_asset_neighbors()``). Every successful run materialises all of them, also when
+the input is unchanged (metadata ``unchanged: true``), so the UI shows them up to date and an
+asset backfill counts them as done. The data passes from phase to phase in memory (nothing is
+pickled between steps); what a run keeps is the raw extract, the platform database and the
+metadata. The asset checks are evaluated inside the step on the data it holds.
 """
 
 
 import datetime as dt
-import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +31,14 @@ import pandas as pd
 from pydantic import Field
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.rest import (
-    MANIFEST_NAME,
-    ExtractError,
-    extract_digest,
-    read_manifest,
-    source_settings,
-)
+from attendee_pipeline.connectors.rest import ExtractError, extract_digest, read_manifest, source_settings
 from attendee_pipeline.defs.attendees import checks
 from attendee_pipeline.defs.memory import paced_step, release_memory
-from attendee_pipeline.defs.procurios import batched as procurios_batched
+from attendee_pipeline.defs.metadata import preview
 from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.defs.procurios import assets as procurios_assets
+from attendee_pipeline.defs.procurios import batched as procurios_batched
+from attendee_pipeline.instance.tags import no_run_retry
 from attendee_pipeline.defs.resources import (
     AttendeeSource,
     EventCatalogResource,
@@ -46,32 +51,16 @@ from attendee_pipeline.sync.fingerprint import is_unchanged, sync_fingerprint
 
 GROUP = "attendees"
 
+#: The step's name: its run config is ``ops: {event_sync: {config: {...}}}``.
+SYNC_STEP = "event_sync"
+
 api_retry = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
 
-#: Dagster's run tag (see its run retries docs): "false" keeps the daemon's ``run_retries`` from
-#: re-executing a run that failed in a step.
-RETRY_ON_STEP_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
-
-
-def _no_run_retry(context: dg.AssetExecutionContext) -> None:
-    """Before failing the run for a reason a re-execution would meet again (a held publish, a
-    provider's 4xx, a fault in the catalog's settings): tell ``run_retries`` not to re-run it.
-    The next scheduled sync, or a run launched with the override, tries again."""
-    context.instance.add_run_tags(context.run_id, {RETRY_ON_STEP_FAILURE_TAG: "false"})
-
-
-def _preview(frame: pd.DataFrame, columns: list[str], limit: int = 20) -> dg.MetadataValue:
-    """A markdown preview of a few columns (never names or e-mail addresses)."""
-    if frame.empty:
-        return dg.MetadataValue.md("_none_")
-    return dg.MetadataValue.md(frame[columns].head(limit).to_markdown(index=False))
-
-
 class SyncRunConfig(dg.Config):
-    """Run config of the raw extract step."""
+    """Run config of the sync step (``ops: {event_sync: {config: {...}}}``)."""
 
     #: Replay this stored raw extract folder instead of calling the provider.
     replay_extract: str = ""
@@ -86,47 +75,70 @@ class SyncRunConfig(dg.Config):
     full_import: bool = False
 
 
-_MAPPED_OUTPUTS = ("mapped_attendees", "rejected_attendees", "attendee_group_memberships")
+CHAIN_SPECS = [
+    dg.AssetSpec(
+        "attendee_raw_extract",
+        group_name=GROUP,
+        kinds={"http", "json"},
+        description="The provider's raw attendee extract for the event, stored as received (replayable).",
+    ),
+    dg.AssetSpec(
+        "mapped_attendees",
+        group_name=GROUP,
+        deps=["attendee_raw_extract"],
+        kinds={"pandas"},
+        description="The extract mapped onto the platform attendee model; only valid rows.",
+    ),
+    dg.AssetSpec(
+        "rejected_attendees",
+        group_name=GROUP,
+        deps=["attendee_raw_extract"],
+        kinds={"pandas"},
+        description="Quarantined records with the field and reason (kept in the rejected_records table).",
+    ),
+    dg.AssetSpec(
+        "attendee_group_memberships",
+        group_name=GROUP,
+        deps=["attendee_raw_extract"],
+        kinds={"pandas"},
+        description="Which group each (not delete-flagged) attendee of the event belongs to.",
+    ),
+    dg.AssetSpec(
+        "attendee_changes",
+        group_name=GROUP,
+        deps=["mapped_attendees"],
+        kinds={"pandas"},
+        description="The diff against the published list under the event's apply policy (counts and a preview).",
+    ),
+    dg.AssetSpec(
+        "published_attendees",
+        group_name=GROUP,
+        deps=["attendee_raw_extract", "attendee_changes", "rejected_attendees"],
+        kinds={"sqlite", "postgres"},
+        description="The event's attendee list in the platform database.",
+    ),
+    dg.AssetSpec(
+        "published_groups",
+        group_name=GROUP,
+        deps=["attendee_changes", "attendee_group_memberships"],
+        kinds={"sqlite", "postgres"},
+        description="Groups (shared between events) and the event's memberships.",
+    ),
+]
 
 
 @dg.multi_asset(
-    name="attendee_raw_extract",
+    name=SYNC_STEP,
     partitions_def=events_partitions,
-    group_name=GROUP,
-    outs={
-        "attendee_raw_extract": dg.AssetOut(
-            kinds={"http", "json"},
-            is_required=False,
-            description="The provider's raw attendee extract for the event, stored as received (replayable).",
-        ),
-        "mapped_attendees": dg.AssetOut(
-            kinds={"pandas"},
-            is_required=False,
-            description="The extract mapped onto the platform attendee model; only valid rows.",
-        ),
-        "rejected_attendees": dg.AssetOut(
-            kinds={"pandas"},
-            is_required=False,
-            description="Quarantined records with the field and reason (also in rejected_records).",
-        ),
-        "attendee_group_memberships": dg.AssetOut(
-            kinds={"pandas"},
-            is_required=False,
-            description="Which group each (not delete-flagged) attendee of the event belongs to.",
-        ),
-    },
-    internal_asset_deps={
-        "attendee_raw_extract": set(),
-        **{name: {dg.AssetKey("attendee_raw_extract")} for name in _MAPPED_OUTPUTS},
-    },
-    check_specs=[checks.MAPPED_SCHEMA, checks.NO_REJECTED],
-    # Subsettable, so every output and check may be left out: an unchanged input yields only
-    # the extract, and materialising only the mapped assets re-maps the newest stored extract.
-    can_subset=True,
+    specs=[*CHAIN_SPECS, *procurios_assets.SPECS],
+    check_specs=[checks.MAPPED_SCHEMA, checks.NO_REJECTED, checks.MASS_REMOVAL_GUARD, procurios_assets.SETTINGS_CHECK],
+    can_subset=False,  # one unit of work: see the module docstring
     retry_policy=api_retry,
+    # one run per event partition, so every backfill run is under the per-event run limit
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
 )
 @paced_step  # bulk work: see defs/memory.py
-def extract_attendees(
+def event_sync(
     context: dg.AssetExecutionContext,
     config: SyncRunConfig,
     catalog: EventCatalogResource,
@@ -134,50 +146,88 @@ def extract_attendees(
     raw_store: RawExtractStore,
     platform_db: PlatformDatabaseResource,
 ):
-    """Fetch the event's records and map them in one step: each page is parsed once and mapped
-    while the provider sends the next one (see steps.PageMapper). The raw extract is stored
-    before anything is mapped, and the mapped assets come from exactly that extract."""
-    event = catalog.event(context.partition_key)
-    selected = context.selected_output_names
-    premapped = None
-    if "attendee_raw_extract" in selected:
-        manifest, mapper = _extract(context, config, event, attendee_source, raw_store, platform_db)
-        yield dg.Output(manifest, output_name="attendee_raw_extract", metadata=_extract_metadata(event, manifest))
-        if manifest["unchanged_since_run"]:
-            # Same extract, same catalog entry, same logic as the last publish: every later
-            # step would write nothing. No other output, so Dagster skips them; the ledger says why.
-            db_publish.record_ledger(
-                platform_db.engine(),
-                event_id=event.id,
-                run_id=context.run_id,
-                source_kind=event.source.kind,
-                status="unchanged",
-                message=f"same input as run {manifest['unchanged_since_run']}",
-                counts={"unchanged": int(manifest["unchanged_attendees"])},
-                raw_extract_path=manifest["path"],
-                input_fingerprint=manifest["input_fingerprint"],
-                source_position=manifest.get("source_position"),
-            )
-            context.log.info(
-                f"extract and catalog entry are identical to those published by run "
-                f"{manifest['unchanged_since_run']}: nothing to map or publish (run config force=true to redo)"
-            )
-            return
-        extract_dir = Path(manifest["path"])
-        if mapper is not None:
-            premapped = mapper.results(extract_dir)
-    else:
-        latest = raw_store.latest(event.id)
-        if latest is None:
-            raise dg.Failure(
-                description=f"event {event.id!r} has no stored raw extract to map: materialize attendee_raw_extract"
-            )
-        extract_dir = latest
-        manifest = {**json.loads((latest / MANIFEST_NAME).read_text(encoding="utf-8")), "path": str(latest)}
-        context.log.info(f"mapping the newest stored raw extract {latest.name}")
-    if not set(_MAPPED_OUTPUTS) & set(selected):
+    """Fetch the event's records, map and validate them, diff them against the published list,
+    guard against mass removal, publish, then the source's programme. Each page is parsed once
+    and mapped while the provider sends the next one (see steps.PageMapper); the raw extract is
+    stored before anything is mapped. A failed blocking check (the schema, the mass-removal
+    guard) is reported and then fails the step: nothing is published. So a successful run has
+    materialised every asset of the event (Dagster checks that every output was produced)."""
+    event, engine = _settings(context, catalog, platform_db)
+    manifest, mapper = _extract(context, config, event, attendee_source, raw_store, engine)
+    yield dg.MaterializeResult(asset_key="attendee_raw_extract", metadata=_extract_metadata(event, manifest))
+    if manifest["unchanged_since_run"]:
+        yield from _unchanged(context, event, manifest, engine)
         return
-    yield from _map(context, event, manifest, premapped, platform_db)
+    extract_dir = Path(manifest["path"])
+    premapped = mapper.results(extract_dir) if mapper is not None else None
+    del mapper
+    release_memory()
+    mapped = _map(context, event, manifest, premapped, engine)
+    del premapped
+    yield from mapped.results
+    if not mapped.schema.passed:  # a blocking check: nothing is diffed or published
+        raise dg.Failure(
+            description=f"mapped_attendees failed the blocking check mapped_attendees_schema "
+            f"({mapped.schema.description}): nothing was published",
+            allow_retries=False,
+        )
+    release_memory()
+    started = dt.datetime.now(dt.timezone.utc)
+    changes, active_before, version, changes_metadata = _diff(context, event, mapped, engine)
+    yield dg.MaterializeResult(asset_key="attendee_changes", metadata=changes_metadata)
+    guard = event.sync.mass_removal
+    result, held = checks.mass_removal_check(
+        changes, active_before, guard.max_share, guard.min_count, checks.override_requested(context.run.tags)
+    )
+    yield result
+    if held is not None:
+        db_publish.record_ledger(
+            engine,
+            event_id=event.id,
+            run_id=context.run.run_id,
+            source_kind=event.source.kind,
+            status="held",
+            message=held,
+            counts=dict(changes.counts),
+        )
+        no_run_retry(context)  # the same data would be held again
+        raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
+    if procurios_batched.is_batched(changes):  # one transaction per batch
+        published = procurios_batched.publish(context, event, manifest, changes, mapped.rejected, engine, started)
+    else:
+        published = db_publish.publish_changes(
+            engine,
+            event.id,
+            changes,
+            run_id=context.run_id,
+            source_kind=event.source.kind,
+            rejected_count=mapped.rejected,
+            raw_extract_path=manifest["path"],
+            started_at=started,
+            input_fingerprint=manifest.get("input_fingerprint"),
+            source_position=manifest.get("source_position"),
+            email_settings=event.settings,
+            published_version=version,
+        )
+    del changes
+    yield from _published_results(_as_counts(published), mapped.rejected)
+    yield from procurios_assets.after_publish(context, event, extract_dir, engine)
+
+
+def _settings(
+    context: dg.AssetExecutionContext, catalog: EventCatalogResource, platform_db: PlatformDatabaseResource
+) -> tuple[Any, Any]:
+    """The event's catalog entry and the platform database; a fault in either (a broken or
+    missing catalog entry, a database at an unknown migration) fails the run without a retry,
+    which would meet it again."""
+    from attendee_pipeline.catalog import CatalogError, UnknownEventError
+    from attendee_pipeline.platform_db.engine import UnknownRevisionError
+
+    try:
+        return catalog.event(context.partition_key), platform_db.engine()
+    except (CatalogError, UnknownEventError, UnknownRevisionError) as exc:
+        no_run_retry(context)
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
 def _extract(
@@ -186,10 +236,9 @@ def _extract(
     event: Any,
     attendee_source: AttendeeSource,
     raw_store: RawExtractStore,
-    platform_db: PlatformDatabaseResource,
+    engine: Any,
 ) -> tuple[dict[str, Any], steps.PageMapper | None]:
     """Store a new raw extract of the event; (its manifest, the page mapper that saw it)."""
-    engine = platform_db.engine()
     dest = raw_store.new_extract_dir(event.id, context.run_id)
     started = time.monotonic()
     last_log = [started]  # progress every 5 s, from 5 s in (a short extract logs none)
@@ -223,7 +272,7 @@ def _extract(
         # will not heal within the step's retry window: fail now with the reason; the next
         # scheduled tick tries again.
         if exc.permanent or (exc.status is not None and 400 <= exc.status < 500 and exc.status != 429):
-            _no_run_retry(context)
+            no_run_retry(context)
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raise
     manifest["path"] = str(dest)
@@ -232,6 +281,7 @@ def _extract(
     manifest["input_fingerprint"] = fingerprint
     manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
     manifest["unchanged_attendees"] = db_publish.active_count(engine, event.id) if unchanged else 0
+    manifest["unchanged_rejected"] = int(last.get("rejected") or 0) if unchanged and last else 0
     manifest["mapped_while_fetching"] = mapper.mapped_pages if mapper is not None else 0
     manifest["seconds"] = round(time.monotonic() - started, 3)
     # never the extract this run goes on with, nor the one the fingerprint check compares with
@@ -278,213 +328,154 @@ def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _unchanged(
+    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], engine: Any
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Same extract, same catalog entry, same logic as the event's last publish: every later
+    phase would write nothing. Each asset is still materialised (saying so), and each check is
+    evaluated on what the unchanged input means: the same rejects as that publish, which passed
+    the schema, and nothing to remove. The ledger records the sync as ``unchanged``."""
+    since = manifest["unchanged_since_run"]
+    active = int(manifest["unchanged_attendees"])
+    rejected = int(manifest["unchanged_rejected"])
+    db_publish.record_ledger(
+        engine,
+        event_id=event.id,
+        run_id=context.run_id,
+        source_kind=event.source.kind,
+        status="unchanged",
+        message=f"same input as run {since}",
+        counts={"unchanged": active},
+        raw_extract_path=manifest["path"],
+        input_fingerprint=manifest["input_fingerprint"],
+        source_position=manifest.get("source_position"),
+    )
+    context.log.info(
+        f"extract and catalog entry are identical to those published by run {since}: "
+        "nothing to map or publish (run config force=true to redo)"
+    )
+    same = {"unchanged": True, "unchanged_since_run": since}
+    for key in ("mapped_attendees", "attendee_group_memberships"):
+        yield dg.MaterializeResult(asset_key=key, metadata=same)
+    yield dg.MaterializeResult(asset_key="rejected_attendees", metadata={**same, "rejected_records": rejected})
+    yield checks.rejected_count_check(rejected, since)
+    yield checks.unchanged_schema_check(since)
+    yield dg.MaterializeResult(asset_key="attendee_changes", metadata={**same, "unchanged_attendees": active})
+    result, _ = checks.mass_removal_check(
+        _NoChanges(), active, event.sync.mass_removal.max_share, event.sync.mass_removal.min_count, False
+    )
+    yield result
+    yield dg.MaterializeResult(
+        asset_key="published_attendees",
+        metadata={**same, "rows_written": 0, "active_attendees": active, "rejected": rejected},
+    )
+    yield dg.MaterializeResult(asset_key="published_groups", metadata={**same, "memberships_written": 0})
+    yield from procurios_assets.after_publish(context, event, None, engine, unchanged_since=since)
+
+
+class _NoChanges:
+    """The change counts of an unchanged input: nothing to add, update or remove."""
+
+    counts: dict[str, int] = {}
+
+
+class _Mapped:
+    """What the map phase hands on: the value the diff takes (a frame, or a batched source's
+    batch files), the rejects, and the results the phase reports."""
+
+    def __init__(self, value: Any, rejects: pd.DataFrame, results: list[Any], schema: dg.AssetCheckResult) -> None:
+        self.value = value
+        self.rejects = rejects
+        self.results = results
+        self.schema = schema
+
+    @property
+    def rejected(self) -> int:
+        return int(self.rejects["source_row"].nunique()) if len(self.rejects) else 0
+
+
 def _map(
-    context: dg.AssetExecutionContext,
-    event: Any,
-    manifest: dict[str, Any],
-    premapped: Any,
-    platform_db: PlatformDatabaseResource,
-):
-    """The mapped, rejected and membership outputs (those selected) and their checks."""
-    release_memory()
+    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], premapped: Any, engine: Any
+) -> _Mapped:
+    """Map and quarantine the stored extract; the mapped, rejected and membership results and
+    their checks (the schema check last: when it fails, nothing after it runs)."""
     if event.source.kind == "procurios":  # mapped in batches: see defs/procurios/batched.py
         batches = procurios_batched.map_batches(context, event, manifest)
-        mapped_value, rejects, mapped_metadata = batches.mapped, batches.rejects, batches.metadata
-        memberships_of = lambda: procurios_batched.group_memberships(batches.mapped)  # noqa: E731
-        schema_of = lambda: procurios_batched.schema_check(batches.mapped)  # noqa: E731
+        value, rejects, mapped_metadata = batches.mapped, batches.rejects, batches.metadata
+        memberships = procurios_batched.group_memberships(batches.mapped)
+        schema = procurios_batched.schema_check(batches.mapped)
     else:
         mapped = steps.map_extract(event, Path(manifest["path"]), premapped)
-        mapped_value, rejects = mapped.valid, mapped.rejects
+        value, rejects = mapped.valid, mapped.rejects
         mapped_metadata = {
             "records": mapped.records,
             "valid": len(mapped.valid),
             "delete_flagged": int(mapped.valid["flagged"].sum()),
             "dagster/row_count": len(mapped.valid),
         }
-        memberships_of = lambda: steps.group_memberships(mapped.valid)  # noqa: E731
-        schema_of = lambda: checks.schema_check(mapped.valid, partial=event.partial_records)  # noqa: E731
-    db_publish.record_rejects(platform_db.engine(), event.id, context.run_id, rejects)
+        memberships = steps.group_memberships(mapped.valid)
+        schema = checks.schema_check(mapped.valid, partial=event.partial_records)
+    db_publish.record_rejects(engine, event.id, context.run_id, rejects)
     if len(rejects):
         context.log.warning(f"{len(rejects)} record problem(s) quarantined; see rejected_attendees metadata")
-    selected = context.selected_output_names
-    if "mapped_attendees" in selected:
-        yield dg.Output(mapped_value, output_name="mapped_attendees", metadata=mapped_metadata)
-    if "rejected_attendees" in selected:
-        yield dg.Output(
-            rejects,
-            output_name="rejected_attendees",
+    groups = sorted(memberships["group_name"].unique().tolist())
+    results: list[Any] = [
+        dg.MaterializeResult(asset_key="mapped_attendees", metadata=mapped_metadata),
+        dg.MaterializeResult(
+            asset_key="rejected_attendees",
             metadata={
                 "rejected_records": int(rejects["source_row"].nunique()) if len(rejects) else 0,
                 "problems": len(rejects),
                 "by_reason": dg.MetadataValue.json(steps.reason_counts(rejects)),
-                "preview": _preview(rejects, ["source_row", "source_record_id", "field", "reason"]),
+                "preview": preview(rejects, ["source_row", "source_record_id", "field", "reason"]),
                 "dagster/row_count": len(rejects),
             },
-        )
-    if "attendee_group_memberships" in selected:
-        memberships = memberships_of()
-        groups = sorted(memberships["group_name"].unique().tolist())
-        yield dg.Output(
-            memberships,
-            output_name="attendee_group_memberships",
+        ),
+        dg.MaterializeResult(
+            asset_key="attendee_group_memberships",
             metadata={
                 "groups": len(groups),
                 "memberships": len(memberships),
                 "group_names": dg.MetadataValue.json(groups[:200]),
                 "dagster/row_count": len(memberships),
             },
-        )
-    selected_checks = context.selected_asset_check_keys
-    if checks.NO_REJECTED.key in selected_checks:
-        yield checks.rejected_check(rejects)
-    # Last: a failed blocking check fails this step after the outputs are stored, so the
-    # diff and the publish are skipped.
-    if checks.MAPPED_SCHEMA.key in selected_checks:
-        yield schema_of()
-
-
-_PUBLISHED_OUTPUTS = ("published_attendees", "published_groups")
-
-
-@dg.multi_asset(
-    name="publish_attendees",
-    partitions_def=events_partitions,
-    group_name=GROUP,
-    ins={
-        "mapped_attendees": dg.AssetIn(),
-        "attendee_raw_extract": dg.AssetIn(),
-        "rejected_attendees": dg.AssetIn(),
-    },
-    deps=["attendee_group_memberships"],
-    outs={
-        "attendee_changes": dg.AssetOut(
-            kinds={"pandas"},
-            is_required=False,
-            description=(
-                "The diff against the published list under the event's apply policy: each row to "
-                "write, its change and ids (the content is in mapped_attendees)."
-            ),
         ),
-        "published_attendees": dg.AssetOut(
-            dagster_type=dg.Nothing,
-            kinds={"sqlite", "postgres"},
-            is_required=False,
-            description="The event's attendee list in the platform database.",
-        ),
-        "published_groups": dg.AssetOut(
-            dagster_type=dg.Nothing,
-            kinds={"sqlite", "postgres"},
-            is_required=False,
-            description="Groups (shared between events) and the event's memberships.",
-        ),
-    },
-    internal_asset_deps={
-        "attendee_changes": {dg.AssetKey("mapped_attendees")},
-        "published_attendees": {
-            dg.AssetKey("attendee_raw_extract"),
-            dg.AssetKey("attendee_changes"),
-            dg.AssetKey("rejected_attendees"),
-        },
-        "published_groups": {dg.AssetKey("attendee_changes"), dg.AssetKey("attendee_group_memberships")},
-    },
-    check_specs=[checks.MASS_REMOVAL_GUARD],
-    # Subsettable: materialising only attendee_changes computes and stores the diff without
-    # publishing it (a dry run in the UI).
-    can_subset=True,
-)
-@paced_step  # bulk work: see defs/memory.py
-def publish_attendees(
-    context: dg.AssetExecutionContext,
-    mapped_attendees: Any,  # a frame, or batched.BatchedAttendees for a batched source (Procurios)
-    attendee_raw_extract: dict[str, Any],
-    rejected_attendees: pd.DataFrame,
-    catalog: EventCatalogResource,
-    platform_db: PlatformDatabaseResource,
-):
-    """Diff the mapped attendees against the published list, guard against mass removal, and
-    publish -- one step, so the change set goes from the diff to the publish in memory. The
-    guard is a blocking check on attendee_changes: a held publish stores the changes and the
-    check's verdict, writes nothing, and fails the step."""
-    release_memory()
-    event = catalog.event(context.partition_key)
-    engine = platform_db.engine()
-    selected = context.selected_output_names
-    started = dt.datetime.now(dt.timezone.utc)
-    if procurios_batched.is_batched(mapped_attendees):
-        output = procurios_batched.changes_output(context, event, mapped_attendees, engine)
-        changes, active_before, stored = output.value, int(output.value.published_active), output
-    else:
-        policy = event.sync.apply
-        version = db_publish.publish_version(engine, event.id)  # before the list (see there)
-        published = db_publish.load_published(engine, event.id, with_content=policy.existing == "update_provided")
-        changes = compute_changes(
-            mapped_attendees, published, policy, rejected_keys=steps.rejected_keys(rejected_attendees)
-        )
-        active_before = int((published["status"] == "active").sum()) if len(published) else 0
-        del published
-        stored = dg.Output(
-            changes.without_content(),
-            output_name="attendee_changes",
-            metadata={
-                **{k: int(v) for k, v in changes.counts.items()},
-                "published_before": active_before,
-                "policy": dg.MetadataValue.json(policy.model_dump()),
-                "preview": _preview(changes.frame, ["change", "source_row", "source_record_id"]),
-            },
-        )
-    if "attendee_changes" in selected:
-        yield stored
-    guard = event.sync.mass_removal
-    result, held = checks.mass_removal_check(
-        changes, active_before, guard.max_share, guard.min_count, checks.override_requested(context.run.tags)
+        checks.rejected_check(rejects),
+        schema,
+    ]
+    return _Mapped(value, rejects, results, schema)
+
+
+def _diff(
+    context: dg.AssetExecutionContext, event: Any, mapped: _Mapped, engine: Any
+) -> tuple[Any, int, int | None, dict[str, Any]]:
+    """(the change set, active attendees before, the publish version it was computed against,
+    the metadata of ``attendee_changes``)."""
+    if procurios_batched.is_batched(mapped.value):
+        changes, metadata = procurios_batched.diff(context, event, mapped.value, engine)
+        return changes, int(changes.published_active), None, metadata
+    policy = event.sync.apply
+    version = db_publish.publish_version(engine, event.id)  # before the list (see there)
+    published = db_publish.load_published(engine, event.id, with_content=policy.existing == "update_provided")
+    changes = compute_changes(
+        mapped.value, published, policy, rejected_keys=steps.rejected_keys(mapped.rejects)
     )
-    if checks.MASS_REMOVAL_GUARD.key in context.selected_asset_check_keys:
-        yield result
-    publishing = bool(set(_PUBLISHED_OUTPUTS) & set(selected))
-    if held is not None:
-        if publishing:  # the ledger's "held" is a publish that was held, not a diff-only run
-            db_publish.record_ledger(
-                engine,
-                event_id=event.id,
-                run_id=context.run.run_id,
-                source_kind=event.source.kind,
-                status="held",
-                message=held,
-                counts=dict(changes.counts),
-            )
-        what = "publish held" if publishing else "a publish of these changes would be held"
-        context.log.warning(f"{what}: {held}")
-        _no_run_retry(context)  # the same data would be held again
-        if checks.MASS_REMOVAL_GUARD.key not in context.selected_asset_check_keys:
-            raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
-        return  # the failed blocking check fails the step: nothing is published
-    if not publishing:
-        return
-    rejected = int(rejected_attendees["source_row"].nunique()) if len(rejected_attendees) else 0
-    if procurios_batched.is_batched(changes):  # one transaction per batch
-        published_result = procurios_batched.publish(
-            context, event, attendee_raw_extract, changes, rejected, engine, started
-        )
-    else:
-        published_result = db_publish.publish_changes(
-            engine,
-            event.id,
-            changes,
-            run_id=context.run_id,
-            source_kind=event.source.kind,
-            rejected_count=rejected,
-            raw_extract_path=attendee_raw_extract.get("path"),
-            started_at=started,
-            input_fingerprint=attendee_raw_extract.get("input_fingerprint"),
-            source_position=attendee_raw_extract.get("source_position"),
-            email_settings=event.settings,
-            published_version=version,
-        )
-    counts = _as_counts(published_result)
+    active_before = int((published["status"] == "active").sum()) if len(published) else 0
+    del published
+    mapped.value = None  # the change set holds what the publish needs
+    metadata = {
+        **{k: int(v) for k, v in changes.counts.items()},
+        "published_before": active_before,
+        "policy": dg.MetadataValue.json(policy.model_dump()),
+        "preview": preview(changes.frame, ["change", "source_row", "source_record_id"]),
+    }
+    return changes, active_before, version, metadata
+
+
+def _published_results(counts: dict[str, int], rejected: int) -> Iterator[dg.MaterializeResult]:
     # Both are written by the one publish (one transaction): reported together.
-    yield dg.Output(
-        None,
-        output_name="published_attendees",
+    yield dg.MaterializeResult(
+        asset_key="published_attendees",
         metadata={
             "added": counts.get("added", 0),
             "restored": counts.get("restored", 0),
@@ -498,9 +489,8 @@ def publish_attendees(
             "cancellations_queued": counts.get("cancellations_queued", 0),
         },
     )
-    yield dg.Output(
-        None,
-        output_name="published_groups",
+    yield dg.MaterializeResult(
+        asset_key="published_groups",
         metadata={
             "groups_created": counts.get("groups_created", 0),
             "memberships_written": counts.get("memberships_written", 0),
@@ -518,4 +508,4 @@ def _as_counts(result: Any) -> dict[str, int]:
     return {k: int(v) for k, v in vars(result).items() if isinstance(v, (int, float))}
 
 
-attendee_assets = [extract_attendees, publish_attendees]
+attendee_assets = [event_sync]

@@ -108,19 +108,38 @@ def schema_result(
 
 def rejected_check(rejected: pd.DataFrame) -> dg.AssetCheckResult:
     """``no_rejected_attendees``: a warning naming how many records were quarantined, and why."""
-    common = {"check_name": NO_REJECTED.name, "asset_key": NO_REJECTED.asset_key}
-    if rejected.empty:
-        return dg.AssetCheckResult(**common, passed=True, metadata={"rejected_records": 0})
-    records = int(rejected["source_row"].nunique())
+    records = int(rejected["source_row"].nunique()) if len(rejected) else 0
+    return rejected_count_check(records, by_reason=reason_counts(rejected) if records else None)
+
+
+def rejected_count_check(
+    records: int, unchanged_since: str | None = None, by_reason: dict[str, int] | None = None
+) -> dg.AssetCheckResult:
+    """``no_rejected_attendees`` for ``records`` quarantined records (of an input unchanged since
+    run ``unchanged_since``: the same records as that run's)."""
+    common = {"check_name": NO_REJECTED.name, "asset_key": NO_REJECTED.asset_key, "severity": dg.AssetCheckSeverity.WARN}
+    metadata: dict[str, Any] = {"rejected_records": records}
+    if unchanged_since:
+        metadata["unchanged_since_run"] = unchanged_since
+    if by_reason is not None:
+        metadata["by_reason"] = dg.MetadataValue.json(by_reason)
+    if not records:
+        return dg.AssetCheckResult(**common, passed=True, metadata=metadata)
+    where = f"the same as run {unchanged_since}" if unchanged_since else "see the rejected_attendees asset"
     return dg.AssetCheckResult(
-        **common,
-        passed=False,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "rejected_records": records,
-            "by_reason": dg.MetadataValue.json(reason_counts(rejected)),
-        },
-        description=f"{records} record(s) quarantined; see the rejected_attendees asset",
+        **common, passed=False, metadata=metadata, description=f"{records} record(s) quarantined; {where}"
+    )
+
+
+def unchanged_schema_check(since: str) -> dg.AssetCheckResult:
+    """``mapped_attendees_schema`` of an input unchanged since run ``since``: the frame that run
+    mapped from it passed the schema (a failed schema check publishes nothing)."""
+    return dg.AssetCheckResult(
+        check_name=MAPPED_SCHEMA.name,
+        asset_key=MAPPED_SCHEMA.asset_key,
+        passed=True,
+        metadata={"unchanged_since_run": since},
+        description=f"the same input as run {since}, whose mapped frame passed",
     )
 
 

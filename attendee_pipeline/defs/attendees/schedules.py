@@ -14,11 +14,8 @@ import dagster as dg
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
+from attendee_pipeline.instance.tags import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG, sync_tags  # noqa: F401
 from attendee_pipeline.sync.windows import Interval, due_events, run_key
-
-EVENT_TAG = "attendee_pipeline/event"
-SOURCE_KIND_TAG = "attendee_pipeline/source_kind"
-TRIGGER_TAG = "attendee_pipeline/trigger"
 
 #: Run statuses of a run that is queued or running (a sensor launches no second one meanwhile).
 IN_PROGRESS_STATUSES = [
@@ -27,11 +24,6 @@ IN_PROGRESS_STATUSES = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-
-
-def sync_tags(event_id: str, source_kind: str, trigger: str) -> dict[str, str]:
-    """The tags of every run that syncs an event (the run coordinator limits per source kind)."""
-    return {EVENT_TAG: event_id, SOURCE_KIND_TAG: source_kind, TRIGGER_TAG: trigger}
 
 
 def scheduled_tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]

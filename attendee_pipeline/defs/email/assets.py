@@ -24,6 +24,7 @@ from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.defs.email.resources import EmailDeliveryResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.email_delivery import DeliveryConfigError, DeliveryReport, deliver_outbox
+from attendee_pipeline.instance.tags import no_run_retry
 from attendee_pipeline.platform_db import outbox
 
 GROUP = "email"
@@ -86,6 +87,7 @@ def email_outbox(
     try:
         report = deliver_outbox(engine, catalog.load(), settings, progress=progress)
     except DeliveryConfigError as exc:
+        no_run_retry(context)  # a re-run fails the same way until the setting is fixed
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     if report.smtp_unavailable:
         context.log.warning(f"{report.deferred} e-mail(s) stay pending: {report.smtp_unavailable}")

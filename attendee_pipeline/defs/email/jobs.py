@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from attendee_pipeline.defs.attendees.schedules import TRIGGER_TAG
+from attendee_pipeline.instance.tags import TRIGGER_TAG
 
 EMAIL_DELIVERY_JOB = "email_delivery_job"
 

@@ -59,6 +59,13 @@ class EmailDeliveryResource(dg.ConfigurableResource):
             sender=self.sender,
         )
 
+    def settings_digest(self) -> str:
+        """A short hash of every setting but the password (whose value is never hashed or shown)."""
+        import hashlib
+
+        values = self.model_dump(exclude={"smtp_password"})
+        return hashlib.sha256(repr(sorted(values.items())).encode("utf-8")).hexdigest()[:12]
+
     def delivery_settings(self) -> DeliverySettings:
         return DeliverySettings(
             smtp=self.smtp_settings(),

@@ -11,10 +11,11 @@ reached (not after the cursor), so rows of a failed run are picked up by the nex
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
-from attendee_pipeline.defs.attendees.schedules import sync_tags
+from attendee_pipeline.instance.tags import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.feed import inbox_heads
+from attendee_pipeline.platform_db.publish import last_published_position
 
 #: Seconds between ticks: a push is published about this long (plus the run) after its 200.
 FEED_SENSOR_INTERVAL_SECONDS = 30
@@ -39,6 +40,7 @@ def feed_inbox_sensor(
     known = set(context.instance.get_dynamic_partitions(events_partitions.name))
     requests = []
     waiting = False
+    engine = platform_db.engine()
     for event_id, head in sorted(heads.items()):
         if event_id not in feeds:
             context.log.warning(f"inbox rows for {event_id!r}, which is not a feed event of the catalog")
@@ -46,6 +48,8 @@ def feed_inbox_sensor(
         if event_id not in known:  # the catalog sensor has not added its partition yet
             waiting = True
             continue
+        if head <= int(last_published_position(engine, event_id) or 0):
+            continue  # published already (e.g. by a CLI sync, or before this sensor's first tick)
         requests.append(
             dg.RunRequest(
                 run_key=f"feed:{event_id}:{head}",

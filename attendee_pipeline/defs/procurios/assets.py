@@ -1,32 +1,60 @@
-"""What a Procurios event's sync does after its attendees are published: the meeting's sessions,
-each attendee's personal programme and the hidden event tag -- one step, after
-``published_attendees``, in the attendee sync job.
+"""What a sync does after the publish for a Procurios event: the meeting's sessions, each
+attendee's personal programme and the hidden event tag -- the ``procurios`` group's three assets,
+materialised by the one sync step of every event (``defs/attendees/assets.py``).
 
-For any other event the step does nothing (it yields no asset). The sessions and programmes
-come from the sync's own raw extract (the registrations it read, each with the sessions it
-chose, and the meeting's session list), batch by batch; the event tag is two set-based
-statements. The step also reports the event's catalog warnings (see
-:mod:`attendee_pipeline.catalog.warnings`) as the WARN check ``procurios_catalog_settings``.
+For an event of another source the three assets are still materialised by every sync, with
+metadata saying that its source has no sessions, programmes or event tag, so no partition is
+ever "missing" and an asset backfill counts them as done. The sessions and programmes come from
+the sync's own raw extract (the registrations it read, each with the sessions it chose, and the
+meeting's session list), batch by batch; the event tag is two set-based statements. The step
+also reports the event's catalog warnings (see :mod:`attendee_pipeline.catalog.warnings`) as the
+WARN check ``procurios_catalog_settings``.
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
 from attendee_pipeline import batched
 from attendee_pipeline.catalog.warnings import event_warnings
 from attendee_pipeline.connectors.procurios import session_records
-from attendee_pipeline.defs.memory import paced_step
 from attendee_pipeline.defs.partitions import events_partitions
-from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import procurios as db_procurios
 
 GROUP = "procurios"
 
+SESSIONS, PROGRAMMES, EVENT_TAGS = "procurios_sessions", "personal_programmes", "event_tags"
+
+SPECS = [
+    dg.AssetSpec(
+        SESSIONS,
+        group_name=GROUP,
+        deps=["published_attendees", "attendee_raw_extract"],
+        kinds={"sqlite", "postgres"},
+        description="The Procurios meeting's sessions (title, start, end, room, track) in the sessions table.",
+    ),
+    dg.AssetSpec(
+        PROGRAMMES,
+        group_name=GROUP,
+        deps=["published_attendees", "attendee_raw_extract", SESSIONS],
+        kinds={"sqlite", "postgres"},
+        description="Each attendee's personal schedule: the sessions their registration chose.",
+    ),
+    dg.AssetSpec(
+        EVENT_TAGS,
+        group_name=GROUP,
+        deps=["published_attendees"],
+        kinds={"sqlite", "postgres"},
+        description="The hidden tag named after the event on every imported attendee (setting event_tag).",
+    ),
+]
+
 SETTINGS_CHECK = dg.AssetCheckSpec(
     "procurios_catalog_settings",
-    asset="personal_programmes",
+    asset=PROGRAMMES,
     partitions_def=events_partitions,  # one result per event
     description=(
         "Warns about catalog settings seed 002 advises against: the personal-programme sync on "
@@ -36,69 +64,59 @@ SETTINGS_CHECK = dg.AssetCheckSpec(
 )
 
 
-@dg.multi_asset(
-    name="procurios_after_publish",
-    partitions_def=events_partitions,
-    group_name=GROUP,
-    ins={"attendee_raw_extract": dg.AssetIn()},
-    specs=[
-        dg.AssetSpec(
-            "procurios_sessions",
-            deps=["published_attendees", "attendee_raw_extract"],
-            kinds={"sqlite", "postgres"},
-            skippable=True,
-            description="The Procurios meeting's sessions (title, start, end, room, track) in the sessions table.",
-        ),
-        dg.AssetSpec(
-            "personal_programmes",
-            deps=["published_attendees", "attendee_raw_extract", "procurios_sessions"],
-            kinds={"sqlite", "postgres"},
-            skippable=True,
-            description="Each attendee's personal schedule: the sessions their registration chose.",
-        ),
-        dg.AssetSpec(
-            "event_tags",
-            deps=["published_attendees"],
-            kinds={"sqlite", "postgres"},
-            skippable=True,
-            description="The hidden tag named after the event on every imported attendee (setting event_tag).",
-        ),
-    ],
-    check_specs=[SETTINGS_CHECK],
-    can_subset=True,
-)
-@paced_step  # the programmes of every registration the sync read: bulk work (defs/memory.py)
-def procurios_after_publish(
-    context: dg.AssetExecutionContext,
-    attendee_raw_extract: dict[str, Any],
-    catalog: EventCatalogResource,
-    platform_db: PlatformDatabaseResource,
-):
-    event = catalog.event(context.partition_key)
+def _not_synced(reason: str, **metadata: Any) -> dict[str, Any]:
+    return {"synced": False, "reason": reason, **metadata}
+
+
+def after_publish(
+    context: Any, event: Any, extract_dir: Path | None, engine: sa.Engine, unchanged_since: str | None = None
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The three assets' results (and the settings check) for a sync of ``event`` that published
+    ``extract_dir`` -- or found its input unchanged since run ``unchanged_since`` (then nothing
+    can have changed, and nothing is written)."""
     if event.source.kind != "procurios":
-        context.log.debug(f"{event.id} is not a Procurios event: no sessions, programmes or event tag")
-        return
-    engine = platform_db.engine()
-    extract_dir = Path(attendee_raw_extract["path"])
+        reason = f"a {event.source.kind} event: its source has no Procurios sessions, programmes or event tag"
+        for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
+            yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(reason))
+    elif unchanged_since or extract_dir is None:
+        reason = f"the sync's input is unchanged since run {unchanged_since}"
+        for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
+            yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(reason, unchanged=True))
+    else:
+        yield from _sync(context, event, extract_dir, engine)
+    warnings = event_warnings(event)
+    for warning in warnings:
+        context.log.warning(warning)
+    yield dg.AssetCheckResult(
+        check_name=SETTINGS_CHECK.name,
+        asset_key=SETTINGS_CHECK.asset_key,
+        passed=not warnings,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"warnings": dg.MetadataValue.json(warnings)},
+        description="; ".join(warnings) if warnings else "no catalog warnings",
+    )
+
+
+def _sync(context: Any, event: Any, extract_dir: Path, engine: sa.Engine) -> Iterator[dg.MaterializeResult]:
     settings = event.source.settings
-    selected = {key.to_user_string() for key in context.selected_asset_keys}
-    if "procurios_sessions" in selected:
-        sessions = db_procurios.upsert_sessions(engine, event.id, session_records(extract_dir))
-        yield dg.MaterializeResult(
-            asset_key="procurios_sessions",
-            metadata={
-                "added": sessions.added,
-                "updated": sessions.updated,
-                "removed": sessions.removed,
-                "unchanged": sessions.unchanged,
-                "invalid": sessions.invalid,
-            },
-        )
-    if "personal_programmes" in selected and settings.sync_personal_programme:
+    sessions = db_procurios.upsert_sessions(engine, event.id, session_records(extract_dir))
+    yield dg.MaterializeResult(
+        asset_key=SESSIONS,
+        metadata={
+            "synced": True,
+            "added": sessions.added,
+            "updated": sessions.updated,
+            "removed": sessions.removed,
+            "unchanged": sessions.unchanged,
+            "invalid": sessions.invalid,
+        },
+    )
+    if settings.sync_personal_programme:
         programmes = batched.sync_programmes(event, extract_dir, engine)
         yield dg.MaterializeResult(
-            asset_key="personal_programmes",
+            asset_key=PROGRAMMES,
             metadata={
+                "synced": True,
                 "registrations": programmes.registrations,
                 "attendees_compared": programmes.attendees,
                 "entries_added": programmes.added,
@@ -109,13 +127,17 @@ def procurios_after_publish(
                 "registrations_without_programme": programmes.no_programme,
             },
         )
-    elif "personal_programmes" in selected:
+    else:
         context.log.info("source.settings.sync_personal_programme is off: personal programmes not synced")
-    if "event_tags" in selected and settings.event_tag:
+        yield dg.MaterializeResult(
+            asset_key=PROGRAMMES, metadata=_not_synced("source.settings.sync_personal_programme is off")
+        )
+    if settings.event_tag:
         tag = db_procurios.sync_event_tag(engine, event.id, event.name)
         yield dg.MaterializeResult(
-            asset_key="event_tags",
+            asset_key=EVENT_TAGS,
             metadata={
+                "synced": True,
                 "tag_id": tag.tag_id,
                 "tag_created": tag.created,
                 "tag_renamed": tag.renamed,
@@ -123,18 +145,5 @@ def procurios_after_publish(
                 "attendees_untagged": tag.untagged,
             },
         )
-    if SETTINGS_CHECK.key in context.selected_asset_check_keys:
-        warnings = event_warnings(event)
-        for warning in warnings:
-            context.log.warning(warning)
-        yield dg.AssetCheckResult(
-            check_name=SETTINGS_CHECK.name,
-            asset_key=SETTINGS_CHECK.asset_key,
-            passed=not warnings,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"warnings": dg.MetadataValue.json(warnings)},
-            description="; ".join(warnings) if warnings else "no catalog warnings",
-        )
-
-
-procurios_assets = [procurios_after_publish]
+    else:
+        yield dg.MaterializeResult(asset_key=EVENT_TAGS, metadata=_not_synced("source.settings.event_tag is off"))

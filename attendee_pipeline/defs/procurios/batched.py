@@ -2,12 +2,11 @@
 
 What belongs here: the outputs, metadata and check results the ``attendees`` assets produce
 for an event whose records are processed in batches (see :mod:`attendee_pipeline.batched` for
-the steps themselves and why). ``defs/attendees/assets.py`` and ``checks.py`` branch here with
-one short block each, so the asset names, the graph and the run config stay those of every
-source; the objects passed between the steps are small (:class:`~attendee_pipeline.batched.
-BatchedAttendees`, :class:`~attendee_pipeline.batched.BatchedChanges`: counts plus the path of
-their batch file), never the list. The map step records the rejects and yields the outputs
-and checks itself (see ``_map`` there).
+the steps themselves and why). ``defs/attendees/assets.py`` branches here with
+one short block per phase, so the asset names, the graph and the run config stay those of every
+source; what the phases hand on is small (:class:`~attendee_pipeline.batched.BatchedAttendees`,
+:class:`~attendee_pipeline.batched.BatchedChanges`: counts plus the path of their batch file),
+never the list.
 """
 
 from __future__ import annotations
@@ -22,13 +21,7 @@ import pandas as pd
 
 from attendee_pipeline import batched
 from attendee_pipeline.defs.attendees.checks import schema_result
-
-
-def _preview(frame: pd.DataFrame, columns: list[str], limit: int = 20) -> dg.MetadataValue:
-    """A markdown preview of a few columns (never names or e-mail addresses)."""
-    if frame.empty:
-        return dg.MetadataValue.md("_none_")
-    return dg.MetadataValue.md(frame[columns].head(limit).to_markdown(index=False))
+from attendee_pipeline.defs.metadata import preview
 
 
 #: ``attendee_group_memberships`` of a batched source (every batch's memberships).
@@ -82,22 +75,19 @@ def map_batches(context: Any, event: Any, manifest: dict[str, Any]) -> MappedBat
     return MappedBatches(mapped, rejects, metadata)
 
 
-def changes_output(context: Any, event: Any, mapped: batched.BatchedAttendees, engine: Any) -> dg.Output:
-    """``attendee_changes`` of a batched source: every batch diffed against its published rows."""
+def diff(context: Any, event: Any, mapped: batched.BatchedAttendees, engine: Any) -> tuple[batched.BatchedChanges, dict[str, Any]]:
+    """``attendee_changes`` of a batched source: every batch diffed against its published rows;
+    (the changes, their metadata)."""
     staging = Path(mapped.batches.path).parent
     changes = batched.diff_batches(event, mapped, engine, staging)
-    return dg.Output(
-        changes,
-        output_name="attendee_changes",
-        metadata={
-            **{k: int(v) for k, v in changes.counts.items()},
-            "published_before": changes.published_active,
-            "policy": dg.MetadataValue.json(mapped.policy),
-            "mode": mapped.mode,
-            "batches": changes.batches.batches,
-            "preview": _preview(changes.preview, ["change", "source_row", "source_record_id"]),
-        },
-    )
+    return changes, {
+        **{k: int(v) for k, v in changes.counts.items()},
+        "published_before": changes.published_active,
+        "policy": dg.MetadataValue.json(mapped.policy),
+        "mode": mapped.mode,
+        "batches": changes.batches.batches,
+        "preview": preview(changes.preview, ["change", "source_row", "source_record_id"]),
+    }
 
 
 def publish(context: Any, event: Any, manifest: dict[str, Any], changes: batched.BatchedChanges,

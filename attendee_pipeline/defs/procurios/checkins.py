@@ -18,7 +18,8 @@ from typing import Any
 import dagster as dg
 
 from attendee_pipeline.connectors.procurios import ProcuriosError
-from attendee_pipeline.defs.attendees.schedules import EVENT_TAG, IN_PROGRESS_STATUSES, sync_tags
+from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
+from attendee_pipeline.instance.tags import EVENT_TAG, sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource

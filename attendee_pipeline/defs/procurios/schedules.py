@@ -11,7 +11,7 @@ Run keys are ``window:<event>:<UTC tick>`` and ``nightly:<event>:<local date>``.
 
 import dagster as dg
 
-from attendee_pipeline.defs.attendees.jobs import procurios_sync_job
+from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import scheduled_tick, sync_tags, with_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
@@ -22,7 +22,7 @@ def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
 
 
 @dg.schedule(
-    job=procurios_sync_job,
+    job=attendee_sync_job,
     cron_schedule=f"*/{windows.WINDOW_MINUTES} * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -36,7 +36,7 @@ def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventC
 
 
 @dg.schedule(
-    job=procurios_sync_job,
+    job=attendee_sync_job,
     cron_schedule="0 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
