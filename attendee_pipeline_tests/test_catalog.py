@@ -47,6 +47,50 @@ def test_naive_times_are_in_the_event_timezone():
     assert event.auto_until == event.end_at
 
 
+
+def test_a_date_only_final_sync_is_the_end_of_that_local_day_and_a_first_sync_its_start(tmp_path: Path):
+    # the YAML date (2027-05-13 unquoted) and the quoted string mean the same
+    dated = ENTRY_YAML.replace("    mapping:", "    timezone: Europe/Amsterdam\n    mapping:") + (
+        "    sync: {auto: {interval: daily, start: 2027-05-11, until: 2027-05-13}}\n"
+    )
+    for text in (dated, dated.replace("2027-05-11", "'2027-05-11'").replace("2027-05-13}", "'2027-05-13'}")):
+        event = _load_text(tmp_path, text).events[0]
+        assert event.auto_until == dt.datetime(2027, 5, 13, 23, 59, 59, 999999, tzinfo=event.tz)
+        assert event.auto_until + dt.timedelta(microseconds=1) == dt.datetime(2027, 5, 14, tzinfo=event.tz)
+        assert event.auto_start == dt.datetime(2027, 5, 11, tzinfo=event.tz)
+    # a date-time keeps its meaning, midnight included
+    timed = dated.replace("start: 2027-05-11", "start: 2027-05-11T00:00").replace("until: 2027-05-13", "until: 2027-05-13T00:00")
+    event = _load_text(tmp_path, timed).events[0]
+    assert (event.auto_start, event.auto_until) == (dt.datetime(2027, 5, 11, tzinfo=event.tz), dt.datetime(2027, 5, 13, tzinfo=event.tz))
+    # the same day as first and final sync is one whole day, not an error
+    same = _load_text(tmp_path, dated.replace("2027-05-11", "2027-05-13")).events[0]
+    assert same.auto_until - same.auto_start == dt.timedelta(days=1, microseconds=-1)
+
+
+def test_the_daily_sync_time_defaults_to_09_00_local():
+    auto = parse_catalog(_with(sync={"auto": {"interval": "daily"}})).events[0].sync.auto
+    assert auto.daily_at == dt.time(9, 0)
+    auto = parse_catalog(_with(sync={"auto": {"interval": "daily", "daily_at": "07:30"}})).events[0].sync.auto
+    assert auto.daily_at == dt.time(7, 30)
+
+
+@pytest.mark.parametrize("value", ["03:00+02:00", "03:00Z", "03:00-05:30"])
+def test_a_daily_or_nightly_time_with_a_utc_offset_is_an_error_naming_event_and_key(value):
+    (problem,) = _problems(_with(sync={"auto": {"interval": "daily", "daily_at": value}}))
+    assert problem.startswith("event 'conf-2027': sync.auto.daily_at: ")
+    assert "local time" in problem and "Europe/Amsterdam" in problem
+    procurios = {"kind": "procurios", "base_url": "https://p.example", "client_id_env": "CID",
+                 "client_secret_env": "CSEC", "meeting_id": "1", "window": {"nightly_at": value}}
+    (problem,) = _problems(_with(source=procurios, mapping=None))
+    assert problem.startswith("event 'conf-2027': source.window.nightly_at: ")
+    assert "local time" in problem and "Europe/Amsterdam" in problem
+
+
+def test_a_daily_time_given_as_a_number_is_an_error():
+    # pydantic alone would read 900 as 00:15:00 UTC
+    (problem,) = _problems(_with(sync={"auto": {"interval": "daily", "daily_at": 900}}))
+    assert problem == 'event \'conf-2027\': sync.auto.daily_at: must be a local time of the event\'s timezone written as "HH:MM"'
+
 def test_missing_required_mapping_names_event_and_key():
     problems = _problems(_with(mapping={"email": "mail", "first_name": "fn"}))
     assert problems == ["event 'conf-2027': mapping: required field(s) not mapped: last_name"]

@@ -160,7 +160,8 @@ def test_events_lists_each_event_with_its_schedule_in_aligned_columns(_isolated_
     assert [line.split()[0] for line in lines] == ["demo-summit", "demo-meetup", "demo-expo", "demo-congress"]
     starts = {line.split()[0]: line.index(names[line.split()[0]]) for line in lines if line.split()[0] in names}
     assert len(set(starts.values())) == 1  # the Procurios window is wider than the others
-    assert "20 min 2027-03-04..2027-06-18, nightly else" in result.output
+    # nightly before the window, nothing after it
+    assert "nightly, then 20 min 2027-03-04..2027-06-18" in result.output
 
 
 def test_replay_of_a_folder_that_is_not_an_extract_is_refused(sandbox, _isolated_env: Path):

@@ -1,6 +1,7 @@
 """The Procurios schedules (seed 002): every 20 minutes from 14 weeks before an event's start
-until 1 week after its end (wall clock in the event's timezone), once a night outside that
-window -- the right events at the window edges and across DST changes, never two runs at once."""
+until 1 week after its end (wall clock in the event's timezone), once a night before that
+window and never after it -- the right events at the window edges and across DST changes,
+never two runs at once."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
-from attendee_pipeline_tests.test_schedules import instance, schedule_context  # noqa: F401 - fixture
+from attendee_pipeline_tests.test_schedules import cron_ticks, instance, schedule_context  # noqa: F401 - fixture
 
 UTC = dt.timezone.utc
 
@@ -59,13 +60,18 @@ def test_the_window_starts_14_weeks_before_in_local_time_across_a_dst_change(cat
     assert "june" not in evaluate(procurios_nightly_sync, at("2027-03-04T08:00"), catalog, instance)
 
 
-def test_the_window_ends_one_week_after_the_end_then_nightly(catalog, instance):
+def test_the_window_ends_one_week_after_the_end_and_then_nothing_runs(catalog, instance):
     # end 2027-06-11 17:00 CEST + 1 week = 2027-06-18 15:00Z, inclusive
     assert "june" in evaluate(procurios_window_sync, at("2027-06-18T15:00"), catalog, instance)
     assert "june" not in evaluate(procurios_window_sync, at("2027-06-18T15:20"), catalog, instance)
-    assert "june" not in evaluate(procurios_nightly_sync, at("2027-06-18T01:00"), catalog, instance)  # in the window
-    assert evaluate(procurios_nightly_sync, at("2027-06-19T01:00"), catalog, instance)["june"] == "nightly:june:2027-06-19"
-    assert "june" not in evaluate(procurios_nightly_sync, at("2027-06-19T02:00"), catalog, instance)
+    # after the window neither schedule syncs it again: on the first night (03:00 CEST) only the
+    # event whose window is still ahead gets its nightly sync ...
+    assert evaluate(procurios_nightly_sync, at("2027-06-19T01:00"), catalog, instance) == {"late": "nightly:late:2027-06-19"}
+    # ... and at no tick of either schedule in the months after it
+    events = load_catalog(catalog.path).events
+    after = (at("2027-06-18T15:20"), at("2027-10-01T00:00"))
+    assert not [t for t in cron_ticks(procurios_window_sync, *after) if "june" in {e.id for e in windows.window_due(events, t)}]
+    assert not [t for t in cron_ticks(procurios_nightly_sync, *after) if "june" in {e.id for e, _ in windows.nightly_due(events, t)}]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +91,7 @@ def test_nightly_runs_once_per_local_night_across_dst_changes(catalog, instance,
         tick = first + dt.timedelta(hours=hour)
         for event, day in windows.nightly_due(events, tick):
             if event.id == "late":
-                keys.append(windows.nightly_run_key(event.id, day))
+                keys.append(windows.day_run_key("nightly", event.id, day))
                 ticks.append(tick.strftime("%Y-%m-%dT%H:%M"))
     assert keys == [f"nightly:late:{day}" for day in days]
     assert ticks == expected_ticks
@@ -113,7 +119,7 @@ def test_never_two_runs_for_an_event_around_the_window_edges(catalog, instance):
             nightly = {e.id for e, _ in windows.nightly_due(events, tick)} if tick.minute == 0 else set()
             assert not window & nightly, tick
             assert ("june" in window) == (first <= tick <= last)
-            nights += [windows.nightly_run_key(e.id, d) for e, d in windows.nightly_due(events, tick) if e.id == "june" and tick.minute == 0]
+            nights += [windows.day_run_key("nightly", e.id, d) for e, d in windows.nightly_due(events, tick) if e.id == "june" and tick.minute == 0]
         assert len(nights) == len(set(nights))
 
 
@@ -123,5 +129,6 @@ def test_only_automatic_procurios_events_and_stable_run_keys(catalog, instance):
     assert first == {"june": "window:june:2027-05-01T10:20"}  # not manual, not the REST event
     assert evaluate(procurios_window_sync, tick, catalog, instance) == first
     (request,) = procurios_window_sync(schedule_context(instance, tick, catalog))
+    assert request.job_name is None and procurios_window_sync.job_name == "attendee_sync_job"
     assert request.tags["attendee_pipeline/source_kind"] == "procurios"
     assert request.tags["attendee_pipeline/trigger"] == "schedule:procurios_window"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from attendee_pipeline.sync.model import MAPPABLE_FIELDS, REQUIRED_FIELDS
 
@@ -56,10 +56,38 @@ EnvName = Annotated[str, Field(description="Name of an environment variable hold
 YEARS = (2000, 2999)
 
 
-def _in_years(value: dt.datetime | None) -> dt.datetime | None:
+def _in_years(value: dt.date | None) -> dt.date | None:
     if value is not None and not YEARS[0] <= value.year <= YEARS[1]:
         raise ValueError(f"must be a date-time in the years {YEARS[0]} to {YEARS[1]}")
     return value
+
+
+_DATE_ONLY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date_only(value: Any) -> Any:
+    """``"2027-05-13"`` as a date (pydantic would read it as that day's midnight, losing that
+    only a day was given); anything else as it is. YAML's unquoted ``2027-05-13`` is a date already."""
+    if isinstance(value, str) and _DATE_ONLY_RE.fullmatch(value.strip()):
+        return dt.date.fromisoformat(value.strip())
+    return value
+
+
+#: A catalog date-time, or a date alone (what a date means -- the start or the end of that day in
+#: the event's timezone -- is up to the key that holds it).
+DateOrDateTime = Annotated[dt.datetime | dt.date, BeforeValidator(_date_only)]
+
+
+def _time_of_day(value: Any) -> Any:
+    # pydantic would read a number as seconds after midnight UTC (3 -> 00:00:03+00:00)
+    if isinstance(value, (str, dt.time)):
+        return value
+    raise ValueError('must be a local time of the event\'s timezone written as "HH:MM"')
+
+
+#: A time of day in the event's timezone (``"09:00"``); one with a UTC offset is refused by
+#: ``EventEntry`` (it knows the timezone to name).
+LocalTime = Annotated[dt.time, BeforeValidator(_time_of_day)]
 
 
 # --------------------------------------------------------------------------- auth
@@ -239,12 +267,12 @@ class FeedSource(_Strict):
 class ProcuriosWindow(_Strict):
     """When the automatic sync of a Procurios event runs: every 20 minutes from
     ``weeks_before_start`` weeks before the event's start until ``weeks_after_end`` weeks after
-    its end (wall-clock time in the event's timezone), and once a night at ``nightly_at`` (local
-    time) outside that window."""
+    its end (wall-clock time in the event's timezone), once a night at ``nightly_at`` (local
+    time) before that window, and never after it: the event is over."""
 
     weeks_before_start: int = Field(default=14, ge=0, le=520)
     weeks_after_end: int = Field(default=1, ge=0, le=520)
-    nightly_at: dt.time = dt.time(3, 0)
+    nightly_at: LocalTime = dt.time(3, 0)
 
 
 class ProcuriosSettings(_Strict):
@@ -378,13 +406,21 @@ class ApplyPolicy(_Strict):
 
 
 class AutoSync(_Strict):
-    """Automatic sync (seed 000): every hour or every day until an end date (final sync)."""
+    """Automatic sync (seed 000): every hour or every day until an end date (final sync). The
+    daily sync runs at ``daily_at`` in the event's timezone, so the event's last day is synced
+    after that day's business has started."""
 
     interval: Literal["off", "hourly", "daily"] = "off"
-    #: First automatic sync (default: now); ISO date-time in the event's timezone.
-    start: dt.datetime | None = None
-    #: Final automatic sync; default the event's end.
-    until: dt.datetime | None = None
+    #: First automatic sync (default: now); ISO date-time in the event's timezone, or a date
+    #: (the start of that day).
+    start: DateOrDateTime | None = None
+    #: Final automatic sync; ISO date-time in the event's timezone, or a date (the end of that
+    #: day: it is synced too); default the event's end.
+    until: DateOrDateTime | None = None
+    #: Local time of the daily sync: after the day's business (and its registration desk) has
+    #: started, so overnight and early registrations are in, and before any event's last day
+    #: ends, so that day is synced too.
+    daily_at: LocalTime = dt.time(9, 0)
 
     _check_years = field_validator("start", "until")(lambda v: _in_years(v))
 
@@ -525,6 +561,21 @@ class EventEntry(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _local_times(self) -> "EventEntry":
+        # A time of day with a UTC offset would be silently read as local (the offset dropped).
+        times = [("sync.auto.daily_at", self.sync.auto.daily_at)]
+        if self.source.kind == "procurios":
+            times.append(("source.window.nightly_at", self.source.window.nightly_at))
+        for key, value in times:
+            if value.tzinfo is not None:
+                plain = value.replace(tzinfo=None).isoformat("minutes")
+                raise ValueError(
+                    f"{key}: {value.isoformat('minutes')} has a UTC offset; the time is a local time of the "
+                    f"event's timezone ({self.timezone}): write it without one, e.g. \"{plain}\""
+                )
+        return self
+
+    @model_validator(mode="after")
     def _source_fits(self) -> "EventEntry":
         if self.source.kind == "rest_api" and self.mapping is None:
             raise ValueError("mapping: required for a rest_api source (platform field: provider field)")
@@ -592,13 +643,25 @@ class EventEntry(_Strict):
     def end_at(self) -> dt.datetime:
         return self.local(self.end)
 
+    def _moment(self, value: dt.date, day_time: dt.time) -> dt.datetime:
+        """A catalog date-time as an aware datetime; a date alone at ``day_time`` of that day."""
+        if isinstance(value, dt.datetime):
+            return self.local(value)
+        return dt.datetime.combine(value, day_time).replace(tzinfo=self.tz)
+
     @property
     def auto_until(self) -> dt.datetime:
-        return self.local(self.sync.auto.until) if self.sync.auto.until else self.end_at
+        """The last instant of the automatic sync (inclusive): ``sync.auto.until`` (a date alone:
+        the end of that local day), else the event's end."""
+        until = self.sync.auto.until
+        return self._moment(until, dt.time.max) if until is not None else self.end_at
 
     @property
     def auto_start(self) -> dt.datetime | None:
-        return self.local(self.sync.auto.start) if self.sync.auto.start else None
+        """The first instant of the automatic sync: ``sync.auto.start`` (a date alone: the start
+        of that local day), or None (from now)."""
+        start = self.sync.auto.start
+        return self._moment(start, dt.time.min) if start is not None else None
 
 
 class UnknownEventError(KeyError):

@@ -99,7 +99,7 @@ def events() -> None:
             from attendee_pipeline.sync.windows import procurios_window
 
             first, last = procurios_window(event)
-            schedule = f"20 min {first:%Y-%m-%d}..{last:%Y-%m-%d}, nightly else"
+            schedule = f"nightly, then 20 min {first:%Y-%m-%d}..{last:%Y-%m-%d}"
         rows.append((event.id, event.source.kind, schedule, event.name))
     # columns as wide as their widest value (at least 24, 10 and 36), the name last
     widths = [max([least, *(len(row[i]) for row in rows)]) for i, least in enumerate((24, 10, 36))]

@@ -1,19 +1,23 @@
-"""Event windows: which events an automatic sync tick must sync, and the tick's stable slot.
+"""Event windows: which events an automatic sync tick must sync, and the tick's stable run key.
 
-Seed 000's automatic sync runs "every hour or every day" until an end date for the final sync.
-An event is *due* on a tick of interval ``I`` when its catalog entry asks for ``I``, the tick is
-at or after the optional first-sync time, and at or before the final-sync time (default: the
-event's end). Slots name a tick (one per hour or per day, in UTC) so run keys are stable: the
-same event and slot always give the same run key, whatever process evaluates the tick.
+Seed 000's automatic sync runs "every hour or every day" until an end date for the final sync;
+seed 002's Procurios sync every 20 minutes in a window around the event and once a night before
+it. Everything here is a pure function of the catalog entries and the tick's time. Run keys are
+stable: the same event and slot always give the same run key, whatever process evaluates the
+tick.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Any
 
-Interval = Literal["hourly", "daily"]
+#: Time between the ticks of the hourly, daily and nightly schedules (their cron: ``0 * * * *``).
+HOURLY_TICK = dt.timedelta(hours=1)
+
+#: Minutes between the ticks of the Procurios window schedule (its cron: ``*/20 * * * *``).
+WINDOW_MINUTES = 20
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -22,53 +26,94 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.timezone.utc)
 
 
-def is_due(event: Any, interval: Interval, tick: dt.datetime) -> bool:
-    """True when ``event`` (a catalog EventEntry) must be synced by a tick of ``interval``."""
-    auto = event.sync.auto
-    if auto.interval != interval:
-        return False
+def _wall(event: Any, moment: dt.datetime) -> dt.datetime:
+    """``moment`` as a naive wall-clock time in the event's timezone."""
+    return moment.astimezone(event.tz).replace(tzinfo=None)
+
+
+# --------------------------------------------------------------------------- once a local day
+#
+# The daily sync (seed 000) and the Procurios nightly sync (seed 002) run once per local date at
+# a time of day of the event's timezone. Their schedules tick hourly in UTC and pick each event
+# on the first tick at or after its local instant -- exactly once per local date, also on the
+# days its timezone skips or repeats an hour, and for timezones with half-hour offsets.
+
+
+def local_instant(event: Any, day: dt.date, at: dt.time) -> dt.datetime:
+    """Wall time ``at`` of local date ``day`` in the event's timezone. A wall time the timezone
+    skips that day is taken with the offset before the change (so it falls just after the gap);
+    one it repeats is its first occurrence."""
+    return dt.datetime.combine(day, at).replace(tzinfo=event.tz, fold=0)
+
+
+def once_a_local_day(
+    events: Iterable[Any], tick: dt.datetime, time_of: Callable[[Any], dt.time], every: dt.timedelta = HOURLY_TICK
+) -> list[tuple[Any, dt.date, dt.datetime]]:
+    """(event, local date, instant) for each event whose local instant ``time_of(event)`` of a
+    date is in ``(tick - every, tick]``: the first tick at or after it."""
     at = _utc(tick)
+    due = []
+    for event in events:
+        today = _wall(event, at).date()
+        for day in (today - dt.timedelta(days=1), today):
+            instant = local_instant(event, day, time_of(event))
+            if at - every < _utc(instant) <= at:
+                due.append((event, day, instant))
+                break
+    return due
+
+
+def day_run_key(kind: str, event_id: str, day: dt.date) -> str:
+    """``<kind>:<event>:<local date>``: one per event and local date."""
+    return f"{kind}:{event_id}:{day.isoformat()}"
+
+
+# --------------------------------------------------------------------------- hourly / daily (seed 000)
+#
+# An event's automatic sync runs from its optional first-sync time to its final-sync time
+# (default: the event's end), both inclusive (EventEntry.auto_start / auto_until). The hourly
+# sync runs on every hourly tick in that period; the daily sync once per local date at
+# ``sync.auto.daily_at``, when that instant is in the period (the tick that picks it may be up
+# to an hour later, for a timezone with a half-hour offset).
+
+
+def in_auto_period(event: Any, moment: dt.datetime) -> bool:
+    """True when ``moment`` is within the event's automatic sync period."""
+    at = _utc(moment)
     start = event.auto_start
     if start is not None and at < _utc(start):
         return False
     return at <= _utc(event.auto_until)
 
 
-def due_events(events: Iterable[Any], interval: Interval, tick: dt.datetime) -> list[Any]:
-    return [e for e in events if is_due(e, interval, tick)]
+def hourly_due(events: Iterable[Any], tick: dt.datetime) -> list[Any]:
+    """The events whose hourly sync runs at ``tick``."""
+    return [e for e in events if e.sync.auto.interval == "hourly" and in_auto_period(e, tick)]
 
 
-def slot(interval: Interval, tick: dt.datetime) -> str:
-    """The tick's slot: ``2026-12-01T09`` (hourly) or ``2026-12-01`` (daily), in UTC."""
-    at = _utc(tick)
-    return at.strftime("%Y-%m-%dT%H") if interval == "hourly" else at.strftime("%Y-%m-%d")
+def hourly_run_key(event_id: str, tick: dt.datetime) -> str:
+    """``hourly:<event>:<UTC hour>``, e.g. ``hourly:acme:2026-12-01T09``."""
+    return f"hourly:{event_id}:{_utc(tick).strftime('%Y-%m-%dT%H')}"
 
 
-def run_key(interval: Interval, event_id: str, tick: dt.datetime) -> str:
-    return f"{interval}:{event_id}:{slot(interval, tick)}"
+def daily_due(events: Iterable[Any], tick: dt.datetime, every: dt.timedelta = HOURLY_TICK) -> list[tuple[Any, dt.date]]:
+    """(event, local date) for each event whose daily sync of that date the tick picks."""
+    daily = [e for e in events if e.sync.auto.interval == "daily"]
+    return [
+        (event, day)
+        for event, day, instant in once_a_local_day(daily, tick, lambda e: e.sync.auto.daily_at, every)
+        if in_auto_period(event, instant)
+    ]
 
 
 # --------------------------------------------------------------------------- Procurios (seed 002)
 #
 # A Procurios event is synced every 20 minutes from 14 weeks before its start until 1 week after
 # its end (``source.window``; wall-clock time in the event's timezone, so a DST change between
-# the two does not shift the edge by an hour), and outside that window once a night, at
-# ``source.window.nightly_at`` local time. At any tick exactly one of the two schedules is
-# responsible for an event (the window test is the same instant for both), so an event is never
-# synced twice at a window edge. The nightly schedule ticks hourly in UTC and picks each event
-# on the first tick at or after its local nightly instant -- exactly once per local date, also
-# on the days its timezone skips or repeats an hour, and for timezones with half-hour offsets.
-
-#: Minutes between the ticks of the window schedule (its cron: ``*/20 * * * *``).
-WINDOW_MINUTES = 20
-
-#: Time between the ticks of the nightly schedule (its cron: ``0 * * * *``).
-NIGHTLY_TICK = dt.timedelta(hours=1)
-
-
-def _wall(event: Any, moment: dt.datetime) -> dt.datetime:
-    """``moment`` as a naive wall-clock time in the event's timezone."""
-    return moment.astimezone(event.tz).replace(tzinfo=None)
+# the two does not shift the edge by an hour), once a night at ``source.window.nightly_at``
+# local time before that window, and not at all after it (the event is over). Both schedules
+# decide at the tick's own time, so at any tick only one of them is responsible for an event and
+# it is never synced twice at the window's first edge.
 
 
 def procurios_window(event: Any) -> tuple[dt.datetime, dt.datetime]:
@@ -89,32 +134,13 @@ def in_window(event: Any, tick: dt.datetime) -> bool:
     return _utc(first) <= _utc(tick) <= _utc(last)
 
 
+def before_window(event: Any, tick: dt.datetime) -> bool:
+    return _utc(tick) < _utc(procurios_window(event)[0])
+
+
 def window_due(events: Iterable[Any], tick: dt.datetime) -> list[Any]:
     """The Procurios events the 20-minute schedule syncs at ``tick``."""
     return [e for e in events if auto_procurios(e) and in_window(e, tick)]
-
-
-def nightly_instant(event: Any, day: dt.date) -> dt.datetime:
-    """The event's nightly sync time on local date ``day``. A wall time the timezone skips
-    that night is taken with the offset before the change (so it falls just after the gap);
-    one it repeats is its first occurrence."""
-    return dt.datetime.combine(day, event.source.window.nightly_at).replace(tzinfo=event.tz, fold=0)
-
-
-def nightly_due(events: Iterable[Any], tick: dt.datetime, every: dt.timedelta = NIGHTLY_TICK) -> list[tuple[Any, dt.date]]:
-    """(event, local date) for each Procurios event outside its window whose nightly instant is
-    in ``(tick - every, tick]``: the first tick at or after it."""
-    at = _utc(tick)
-    due = []
-    for event in events:
-        if not auto_procurios(event) or in_window(event, at):
-            continue
-        today = _wall(event, at).date()
-        for day in (today - dt.timedelta(days=1), today):
-            if at - every < _utc(nightly_instant(event, day)) <= at:
-                due.append((event, day))
-                break
-    return due
 
 
 def window_run_key(event_id: str, tick: dt.datetime) -> str:
@@ -122,6 +148,8 @@ def window_run_key(event_id: str, tick: dt.datetime) -> str:
     return f"window:{event_id}:{_utc(tick).strftime('%Y-%m-%dT%H:%M')}"
 
 
-def nightly_run_key(event_id: str, day: dt.date) -> str:
-    """``nightly:<event>:<local date>``: one per event and night."""
-    return f"nightly:{event_id}:{day.isoformat()}"
+def nightly_due(events: Iterable[Any], tick: dt.datetime, every: dt.timedelta = HOURLY_TICK) -> list[tuple[Any, dt.date]]:
+    """(event, local date) for each Procurios event still before its window whose nightly sync
+    of that date the tick picks."""
+    ahead = [e for e in events if auto_procurios(e) and before_window(e, tick)]
+    return [(event, day) for event, day, _ in once_a_local_day(ahead, tick, lambda e: e.source.window.nightly_at, every)]

@@ -1,6 +1,7 @@
-"""Automatic sync schedules: an hourly and a daily tick, each launching one run per event whose
-catalog policy is due (see :mod:`attendee_pipeline.sync.windows`), with stable run keys per
-event and slot so a re-evaluated tick never launches a second run.
+"""Automatic sync schedules: hourly and daily, each launching one run per event whose catalog
+policy is due (see :mod:`attendee_pipeline.sync.windows`), with stable run keys per event and
+slot so a re-evaluated tick never launches a second run. The daily sync runs at a local time of
+each event's timezone, so its schedule ticks hourly and picks each event once per local date.
 
 A plain ``ScheduleDefinition`` on a dynamically partitioned job would run without a partition;
 these are ``@schedule`` functions returning one ``RunRequest`` per due event instead. A due
@@ -9,13 +10,15 @@ event whose partition the catalog sensor has not added yet waits for a later tic
 """
 
 
+from typing import Any
+
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
-from attendee_pipeline.instance.tags import EVENT_TAG, SOURCE_KIND_TAG, TRIGGER_TAG, sync_tags  # noqa: F401
-from attendee_pipeline.sync.windows import Interval, due_events, run_key
+from attendee_pipeline.instance.tags import sync_tags
+from attendee_pipeline.sync import windows
 
 #: Run statuses of a run that is queued or running (a sensor launches no second one meanwhile).
 IN_PROGRESS_STATUSES = [
@@ -32,6 +35,11 @@ def scheduled_tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-un
     if tick is None:
         raise dg.DagsterInvariantViolationError("schedule evaluated without a scheduled time")
     return tick
+
+
+def event_request(event: Any, run_key: str, trigger: str) -> dg.RunRequest:
+    """The run request of a scheduled sync of ``event`` (a catalog EventEntry)."""
+    return dg.RunRequest(run_key=run_key, partition_key=event.id, tags=sync_tags(event.id, event.source.kind, trigger))
 
 
 def with_partitions(
@@ -56,21 +64,6 @@ def with_partitions(
     return ready
 
 
-def _requests(
-    context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource, interval: Interval
-) -> dg.SkipReason | list[dg.RunRequest]:
-    tick = scheduled_tick(context)
-    requests = [
-        dg.RunRequest(
-            run_key=run_key(interval, event.id, tick),
-            partition_key=event.id,
-            tags=sync_tags(event.id, event.source.kind, f"schedule:{interval}"),
-        )
-        for event in due_events(catalog.load().events, interval, tick)
-    ]
-    return with_partitions(context, requests, f"no event has a due {interval} sync at {tick.isoformat()}")
-
-
 @dg.schedule(
     job=attendee_sync_job,
     cron_schedule="0 * * * *",
@@ -79,18 +72,31 @@ def _requests(
     description="Every hour: sync each event whose auto-sync interval is hourly, until its final sync.",
 )
 def hourly_attendee_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
-    return _requests(context, catalog, "hourly")
+    tick = scheduled_tick(context)
+    requests = [
+        event_request(e, windows.hourly_run_key(e.id, tick), "schedule:hourly")
+        for e in windows.hourly_due(catalog.load().events, tick)
+    ]
+    return with_partitions(context, requests, f"no event has a due hourly sync at {tick.isoformat()}")
 
 
 @dg.schedule(
     job=attendee_sync_job,
-    cron_schedule="0 0 * * *",
+    cron_schedule="0 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every day at midnight UTC: sync each event whose auto-sync interval is daily.",
+    description=(
+        "Hourly check: sync each event whose auto-sync interval is daily once a day, at sync.auto.daily_at "
+        "in its timezone, until its final sync."
+    ),
 )
 def daily_attendee_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
-    return _requests(context, catalog, "daily")
+    tick = scheduled_tick(context)
+    requests = [
+        event_request(e, windows.day_run_key("daily", e.id, day), "schedule:daily")
+        for e, day in windows.daily_due(catalog.load().events, tick)
+    ]
+    return with_partitions(context, requests, f"no event has its daily sync at {tick.isoformat()}")
 
 
 attendee_schedules = [hourly_attendee_sync, daily_attendee_sync]

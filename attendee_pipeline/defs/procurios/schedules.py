@@ -1,5 +1,6 @@
 """The Procurios schedules (seed 002): every 20 minutes in each event's window (14 weeks before
-its start until 1 week after its end, in the event's timezone), and once a night outside it.
+its start until 1 week after its end, in the event's timezone), once a night before it, and
+nothing after it.
 
 Both are ``@schedule`` functions returning one ``RunRequest`` of the attendee sync job per due
 event (a plain ``ScheduleDefinition`` on a dynamically partitioned job would run without a
@@ -12,13 +13,9 @@ Run keys are ``window:<event>:<UTC tick>`` and ``nightly:<event>:<local date>``.
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
-from attendee_pipeline.defs.attendees.schedules import scheduled_tick, sync_tags, with_partitions
+from attendee_pipeline.defs.attendees.schedules import event_request, scheduled_tick, with_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
-
-
-def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
-    return dg.RunRequest(run_key=run_key, partition_key=event_id, tags=sync_tags(event_id, "procurios", trigger))
 
 
 @dg.schedule(
@@ -30,8 +27,10 @@ def _request(event_id: str, run_key: str, trigger: str) -> dg.RunRequest:
 )
 def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
     tick = scheduled_tick(context)
-    events = windows.window_due(catalog.load().events, tick)
-    requests = [_request(e.id, windows.window_run_key(e.id, tick), "schedule:procurios_window") for e in events]
+    requests = [
+        event_request(e, windows.window_run_key(e.id, tick), "schedule:procurios_window")
+        for e in windows.window_due(catalog.load().events, tick)
+    ]
     return with_partitions(context, requests, f"no Procurios event is inside its sync window at {tick.isoformat()}")
 
 
@@ -40,12 +39,17 @@ def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventC
     cron_schedule="0 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly check: sync each Procurios event outside its window once a night (source.window.nightly_at, local time).",
+    description=(
+        "Hourly check: sync each Procurios event before its window once a night (source.window.nightly_at, "
+        "local time); none after it."
+    ),
 )
 def procurios_nightly_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
     tick = scheduled_tick(context)
-    due = windows.nightly_due(catalog.load().events, tick)
-    requests = [_request(e.id, windows.nightly_run_key(e.id, day), "schedule:procurios_nightly") for e, day in due]
+    requests = [
+        event_request(e, windows.day_run_key("nightly", e.id, day), "schedule:procurios_nightly")
+        for e, day in windows.nightly_due(catalog.load().events, tick)
+    ]
     return with_partitions(context, requests, f"no Procurios event has its nightly sync at {tick.isoformat()}")
 
 
