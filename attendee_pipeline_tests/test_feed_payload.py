@@ -1,6 +1,7 @@
 """Seed 001 push payloads, pure and fast: the seed's examples verbatim, nested and flat forms,
-list indexes, clears versus not-provided, every problem named with the sender's path, strict
-decoding, folding pushes, and property tests on random and hostile input."""
+list indexes, clears versus not-provided, numbers for text fields, unknown fields left out and
+named, every problem named with the sender's path, strict decoding, folding pushes, and
+property tests on random and hostile input."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import copy
 import json
 import re
 import string
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,6 +20,8 @@ from attendee_pipeline.sync.feed import (
     MAX_CUSTOM_FIELDS,
     MAX_DEPTH,
     MAX_GROUPS,
+    MAX_IGNORED_FIELDS,
+    MAX_IGNORED_NAME_CHARS,
     MAX_INDEX,
     MAX_TEXT,
     PROFILE_KEYS,
@@ -292,7 +296,10 @@ def test_email_is_required_valid_and_kept_as_sent():
         "email": "John.Doe@Example.COM"
     }
     assert parse_payload({"profile": {"email": 5}}).problems == [
-        Problem("profile.email", "expected text or null, got number")
+        Problem("profile.email", "not a valid e-mail address")  # a number is its text, "5"
+    ]
+    assert parse_payload({"profile": {"email": True}}).problems == [
+        Problem("profile.email", "expected text, a number or null, got boolean")
     ]
 
 
@@ -334,6 +341,94 @@ def test_the_key_is_returned_whatever_else_is_wrong():
     assert wrong.key is None and wrong.problems == [Problem("key", "expected text or null, got list")]
 
 
+# --------------------------------------------------------------------------- what real senders send
+
+
+@pytest.mark.parametrize(
+    "number, text",
+    [
+        ("12345", "12345"),
+        ("31612345678", "31612345678"),
+        ("-7", "-7"),
+        ("-0", "0"),
+        ("1.5", "1.5"),
+        ("1.50", "1.5"),
+        ("1.0", "1"),
+        ("-0.0", "0"),
+        ("1e3", "1000"),
+        ("1E+3", "1000"),
+        ("2.5e-3", "0.0025"),
+        ("-12.340", "-12.34"),
+        ("12345678901234567890.5", "12345678901234567890.5"),  # exact, not a float's digits
+        ("9" * 100, "9" * 100),
+        ("1e99", "1" + "0" * 99),
+        ("1e-99", "0." + "0" * 98 + "1"),
+    ],
+)
+def test_a_number_is_its_plain_decimal_text(number: str, text: str):
+    raw = (
+        f'{{"profile": {{"email": "a@b.co", "phone": {number}, "customFields": [{{"fieldName": {number},'
+        f' "fieldValue": {number}}}]}}, "eventInfo": {{"groups": {{"groupNames": [{number}]}}}}}}'
+    )
+    parsed = parse_payload(decode_json(raw.encode()))
+    assert parsed.problems == []
+    assert parsed.record == {
+        "email": "a@b.co", "phone": text, "custom_fields": {text: text}, "groups": [text]
+    }
+    flat = parse_payload(decode_json(f'{{"profile.email": "a@b.co", "profile.phone": {number}}}'.encode()))
+    assert flat.record == {"email": "a@b.co", "phone": text}
+
+
+def test_a_number_too_long_for_its_text_names_the_field():
+    for number in ("1e100", "1e-100", "1e308", "0.5e-307"):
+        raw = f'{{"profile": {{"email": "a@b.co", "phone": {number}}}}}'.encode()
+        parsed = parse_payload(decode_json(raw))
+        assert parsed.problems == [Problem("profile.phone", "a number of more than 100 digits")], number
+    # numbers made in Python (not from a body) follow the same rule and never raise
+    assert parse_payload({"profile": {"email": "a@b.co", "phone": 1e22, "city": 0.1}}).record == {
+        "email": "a@b.co", "phone": "10000000000000000000000", "city": "0.1"
+    }
+    for odd in (float("nan"), float("inf"), Decimal("NaN"), 10**5000):
+        assert parse_payload({"profile": {**E, "phone": odd}}).problems == [
+            Problem("profile.phone", "a number of more than 100 digits")
+        ]
+
+
+def test_unknown_fields_are_left_out_and_named_alike_in_both_forms():
+    nested = {
+        "profile": {**E, "firstName": "Ann", "shoeSize": 44, "nick": {"a": 1},
+                    "customFields": [{"fieldName": "diet", "fieldValue": "vegan", "source": "crm"}]},
+        "eventInfo": {"groups": {"groupNames": ["VIP"], "ids": [1]}, "tickets": []},
+        "crm": {"id": 5, "owner": "x"},
+        "key": "k",
+    }
+    flat = {
+        "profile.email": "a@b.co", "profile.firstName": "Ann", "profile.shoeSize": 44, "profile.nick.a": 1,
+        "profile.customFields[0].fieldName": "diet", "profile.customFields[0].fieldValue": "vegan",
+        "profile.customFields[0].source": "crm",
+        "eventInfo.groups.groupNames.0": "VIP", "eventInfo.groups.ids.0": 1, "eventInfo.tickets": [],
+        "crm.id": 5, "crm.owner": "x", "key": "k",
+    }
+    expected = FeedPayload(
+        "k",
+        {"email": "a@b.co", "first_name": "Ann", "custom_fields": {"diet": "vegan"}, "groups": ["VIP"]},
+        [],
+        ["crm", "eventInfo.groups.ids", "eventInfo.tickets", "profile.customFields[0].source",
+         "profile.nick", "profile.shoeSize"],
+    )
+    assert parse_payload(nested) == expected
+    assert parse_payload(flat) == expected
+    # the sender's own spelling of a flat key's index
+    spelled = parse_payload({"profile.email": "a@b.co", "profile.customFields.7.fieldName": "d",
+                             "profile.customFields.7.fieldValue": "v", "profile.customFields.7.x": 1})
+    assert spelled.ignored == ["profile.customFields.7.x"] and spelled.record["custom_fields"] == {"d": "v"}
+    # a payload with a problem still says what it would have ignored
+    bad = parse_payload({"profile": {"shoeSize": 9}})
+    assert bad.record is None and bad.ignored == ["profile.shoeSize"]
+    assert parse_payload({"profile": E}).ignored == []
+    assert parse_payload({"profile": E, **{f"x{i}": 1 for i in range(MAX_IGNORED_FIELDS)}}).problems == []
+
+
 # --------------------------------------------------------------------------- problems
 
 
@@ -343,16 +438,12 @@ E = {"email": "a@b.co"}
 @pytest.mark.parametrize(
     "body, expected",
     [
-        # unknown fields, at every level and in both forms
-        ({"profile": {**E, "nickname": "A"}}, Problem("profile.nickname", "unknown field")),
-        ({"profile": E, "extra": 1}, Problem("extra", "unknown field")),
-        ({"profile": E, "eventInfo": {"tickets": []}}, Problem("eventInfo.tickets", "unknown field")),
-        ({"profile": E, "eventInfo": {"groups": {"ids": [1]}}},
-         Problem("eventInfo.groups.ids", "unknown field")),
-        ({"profile": {**E, "customFields": [{"fieldName": "a", "fieldValue": "b", "x": 1}]}},
-         Problem("profile.customFields[0].x", "unknown field")),
-        ({"profile.email": "a@b.co", "profile.nickname": "A"}, Problem("profile.nickname", "unknown field")),
-        ({"profile.email": "a@b.co", "extra.field": 1}, Problem("extra", "unknown field")),
+        # too many unknown fields, or one whose name is too long to report
+        ({"profile": {**E, **{f"x{i}": 1 for i in range(MAX_IGNORED_FIELDS + 1)}}},
+         Problem("(body)", f"more than {MAX_IGNORED_FIELDS} unknown fields")),
+        ({"profile": E, "x" * (MAX_IGNORED_NAME_CHARS + 1): 1},
+         Problem("x" * MAX_IGNORED_NAME_CHARS,
+                 f"name of an unknown field longer than {MAX_IGNORED_NAME_CHARS} characters")),
         # wrong container types
         ({"profile": "a@b.co"}, Problem("profile", "expected an object")),
         ({"profile": [E]}, Problem("profile", "expected an object")),
@@ -364,25 +455,29 @@ E = {"email": "a@b.co"}
          Problem("eventInfo.groups.groupNames", "expected a list")),
         ({"profile.email": "a@b.co", "profile.customFields.fieldName": "x"},
          Problem("profile.customFields", "expected a list")),
-        # wrong value types
-        ({"profile": {**E, "company": 12}}, Problem("profile.company", "expected text or null, got number")),
-        ({"profile": {**E, "company": 1.5}}, Problem("profile.company", "expected text or null, got number")),
+        # wrong value types (a number is text: see test_a_number_is_its_plain_decimal_text)
         ({"profile": {**E, "company": True}},
-         Problem("profile.company", "expected text or null, got boolean")),
-        ({"profile": {**E, "company": ["A"]}}, Problem("profile.company", "expected text or null, got list")),
-        ({"profile": {**E, "company": {}}}, Problem("profile.company", "expected text or null, got object")),
+         Problem("profile.company", "expected text, a number or null, got boolean")),
+        ({"profile": {**E, "company": ["A"]}},
+         Problem("profile.company", "expected text, a number or null, got list")),
+        ({"profile": {**E, "company": {}}},
+         Problem("profile.company", "expected text, a number or null, got object")),
         ({"profile": {**E, "company": "x" * (MAX_TEXT + 1)}},
          Problem("profile.company", f"longer than {MAX_TEXT} characters")),
-        ({"profile": {**E, "customFields": [{"fieldName": "a", "fieldValue": 3}]}},
-         Problem("profile.customFields[0].fieldValue", "expected text or null, got number")),
+        ({"profile": {**E, "company": Decimal("1e100")}},
+         Problem("profile.company", "a number of more than 100 digits")),
+        ({"profile": {**E, "customFields": [{"fieldName": "a", "fieldValue": False}]}},
+         Problem("profile.customFields[0].fieldValue", "expected text, a number or null, got boolean")),
         ({"profile": {**E, "customFields": [{"fieldName": " ", "fieldValue": "b"}]}},
          Problem("profile.customFields[0].fieldName", "is required")),
         ({"profile": {**E, "customFields": [{"fieldValue": "b"}]}},
          Problem("profile.customFields[0].fieldName", "is required")),
-        ({"profile": {**E, "customFields": [{"fieldName": 1, "fieldValue": "b"}]}},
-         Problem("profile.customFields[0].fieldName", "expected text, got number")),
+        ({"profile": {**E, "customFields": [{"fieldName": True, "fieldValue": "b"}]}},
+         Problem("profile.customFields[0].fieldName", "expected text or a number, got boolean")),
         ({"profile": E, "eventInfo": {"groups": {"groupNames": ["A", None]}}},
-         Problem("eventInfo.groups.groupNames[1]", "expected text, got null")),
+         Problem("eventInfo.groups.groupNames[1]", "expected text or a number, got null")),
+        ({"profile": E, "eventInfo": {"groups": {"groupNames": [True]}}},
+         Problem("eventInfo.groups.groupNames[0]", "expected text or a number, got boolean")),
         # limits
         ({"profile": {**E, "customFields": [{"fieldName": f"f{i}", "fieldValue": "v"}
                                             for i in range(MAX_CUSTOM_FIELDS + 1)]}},
@@ -452,14 +547,14 @@ def test_problems_in_flat_payloads_name_the_key_as_the_sender_wrote_it():
             "profile.email": "a@b.co",
             "profile.customFields.5.fieldValue": "v",  # no fieldName for item 5
             "profile.customFields[8].fieldName": "n",
-            "profile.customFields[8].fieldValue": 3,
-            "eventInfo.groups.groupNames.4": 7,
+            "profile.customFields[8].fieldValue": True,
+            "eventInfo.groups.groupNames.4": False,
         }
     )
     assert parsed.problems == [
         Problem("profile.customFields.5.fieldName", "is required"),
-        Problem("profile.customFields[8].fieldValue", "expected text or null, got number"),
-        Problem("eventInfo.groups.groupNames.4", "expected text, got number"),
+        Problem("profile.customFields[8].fieldValue", "expected text, a number or null, got boolean"),
+        Problem("eventInfo.groups.groupNames.4", "expected text or a number, got boolean"),
     ]
 
 
@@ -480,17 +575,18 @@ def test_a_bad_index_is_the_only_problem_it_causes():
 
 def test_every_problem_is_reported_at_once_in_a_stable_order():
     body = {
-        "profile": {"email": None, "company": 1, "x": "y", "customFields": [{"fieldName": ""}]},
-        "eventInfo": {"z": 1, "groups": {"groupNames": [1]}},
+        "profile": {"email": None, "company": True, "x": "y", "customFields": [{"fieldName": ""}]},
+        "eventInfo": {"z": 1, "groups": {"groupNames": [None]}},
         "key": 2,
         "other": None,
     }
     first = parse_payload(body)
     assert first.record is None
     assert [p.field for p in first.problems] == [
-        "key", "other", "profile.company", "profile.x", "profile.customFields[0].fieldName",
-        "eventInfo.z", "eventInfo.groups.groupNames[0]", "profile.email",
+        "key", "profile.company", "profile.customFields[0].fieldName",
+        "eventInfo.groups.groupNames[0]", "profile.email",
     ]
+    assert first.ignored == ["eventInfo.z", "other", "profile.x"]  # named, never a problem
     assert parse_payload(copy.deepcopy(body)) == first
     assert all(p.to_dict() == {"field": p.field, "reason": p.reason} for p in first.problems)
 
@@ -609,10 +705,12 @@ _EMAILS = st.sampled_from(
 @st.composite
 def nested_and_flat(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     """A valid nested payload and the same data as flat keys (random index gaps, index syntax
-    and key order)."""
+    and key order; numbers for text and fields the seed does not list)."""
     profile: dict[str, Any] = {"email": draw(_EMAILS)}
     for name in draw(st.lists(st.sampled_from([k for k in PROFILE_KEYS if k != "email"]), unique=True)):
-        profile[name] = draw(st.none() | _TEXT)
+        profile[name] = draw(st.none() | _TEXT | st.integers(-(10**30), 10**30))
+    for name in draw(st.lists(st.sampled_from(["shoeSize", "nick", "x_1", "Email"]), unique=True)):
+        profile[name] = draw(st.none() | _TEXT | st.integers() | st.booleans())
     customs = draw(st.lists(st.fixed_dictionaries({"fieldName": _NAME, "fieldValue": st.none() | _TEXT}),
                             max_size=4))
     groups = draw(st.lists(_TEXT, max_size=4))
@@ -695,6 +793,8 @@ def test_parse_payload_never_raises(body: Any):
     # a field may be "" (the sender's key "" is an unknown field); a reason never is
     assert all(isinstance(p, Problem) and isinstance(p.field, str) and p.reason for p in parsed.problems)
     assert parsed.key is None or isinstance(parsed.key, str)
+    assert all(isinstance(name, str) for name in parsed.ignored)
+    assert parsed.ignored == sorted(set(parsed.ignored))
     if parsed.record is not None:
         assert re.match(EMAIL_PATTERN, parsed.record["email"])
         assert set(parsed.record) <= _RECORD_KEYS
@@ -718,7 +818,7 @@ def test_decode_json_raises_nothing_but_feed_decode_errors(raw: bytes):
     except FeedDecodeError as exc:
         assert exc.problem.field == "(body)" and exc.problem.reason
     else:
-        assert json.loads(raw) == value
+        assert json.loads(raw, parse_float=Decimal) == value
 
 
 def test_values_the_platform_cannot_store_are_refused_at_push_time():
@@ -729,7 +829,8 @@ def test_values_the_platform_cannot_store_are_refused_at_push_time():
             "profile": {
                 "email": "a" * 250 + "@example.org",
                 "firstName": "A\x00B",
-                "customFields": [{"fieldName": 5, "fieldValue": 7}, {"fieldName": "ok", "fieldValue": "x\x00"}],
+                "customFields": [{"fieldName": True, "fieldValue": False},
+                                 {"fieldName": "ok", "fieldValue": "x\x00"}],
             },
             "eventInfo": {"groups": {"groupNames": ["G" * 201, "V\x00", "G" * 200]}},
         }
@@ -740,8 +841,9 @@ def test_values_the_platform_cannot_store_are_refused_at_push_time():
     assert got == {
         ("profile.email", "longer than 254 characters"),
         ("profile.firstName", nul),
-        ("profile.customFields[0].fieldName", "expected text, got number"),
-        ("profile.customFields[0].fieldValue", "expected text or null, got number"),  # named as well
+        ("profile.customFields[0].fieldName", "expected text or a number, got boolean"),
+        # named as well
+        ("profile.customFields[0].fieldValue", "expected text, a number or null, got boolean"),
         ("profile.customFields[1].fieldValue", nul),
         ("eventInfo.groups.groupNames[0]", "longer than 200 characters"),
         ("eventInfo.groups.groupNames[1]", nul),

@@ -1,11 +1,13 @@
 """Push feed storage on SQLite and PostgreSQL (``db_url`` runs each test on both): keys are
 stored only as hashes, verified against every active key of the event and revocable; the inbox
-keeps records in arrival order and reads back by position; migration 0002 goes up and down."""
+keeps records in arrival order with the names of the fields each push ignored, reads back by
+position and an extract counts those names; migrations 0002 and 0006 go up and down."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 import threading
 from typing import Any
@@ -164,6 +166,45 @@ def test_a_read_behind_a_push_that_hangs_fails_after_the_lock_timeout(postgres_u
         engine.dispose()
 
 
+def test_the_inbox_keeps_the_names_of_ignored_fields_and_an_extract_counts_them(engine: sa.Engine, tmp_path):
+    from attendee_pipeline.connectors.feed_inbox import extract_inbox
+    from attendee_pipeline.connectors.rest import PAGE_NAME, replay_extract
+
+    ids = feed.append_inbox(
+        engine,
+        "summit",
+        [{"email": "a@x.org"}, {"email": "b@x.org"}, {"email": "c@x.org"}],
+        ignored=[["crm", "profile.shoeSize"], [], ["profile.shoeSize"]],
+    )
+    rows = feed.read_inbox(engine, "summit")
+    assert [(r.id, r.record["email"], r.ignored_fields) for r in rows] == [
+        (ids[0], "a@x.org", ["crm", "profile.shoeSize"]),
+        (ids[1], "b@x.org", []),
+        (ids[2], "c@x.org", ["profile.shoeSize"]),
+    ]
+    with engine.connect() as conn:
+        query = sa.select(feed_inbox.c.ignored_fields).order_by(feed_inbox.c.id)
+        stored = conn.execute(query).scalars().all()
+    assert stored == ['["crm","profile.shoeSize"]', None, '["profile.shoeSize"]']
+
+    manifest = extract_inbox(engine, "summit", tmp_path / "all").to_dict()
+    assert manifest["ignored_fields"] == {"crm": 1, "profile.shoeSize": 2}  # pushes that sent each
+    assert extract_inbox(engine, "summit", tmp_path / "last", after_id=ids[1]).ignored_fields == {
+        "profile.shoeSize": 1
+    }
+    nothing = extract_inbox(engine, "summit", tmp_path / "none", after_id=ids[2]).to_dict()
+    assert nothing["ignored_fields"] == {}
+    replayed = replay_extract(tmp_path / "all", tmp_path / "copy", "summit")
+    assert replayed["ignored_fields"] == manifest["ignored_fields"]
+    # the pages hold the records as before: the names live in the manifest only
+    page = json.loads((tmp_path / "all" / PAGE_NAME.format(1)).read_text())
+    assert [set(row) for row in page] == [{"id", "received_at", "record"}] * 3
+
+    with pytest.raises(ValueError, match="one list of names per record"):
+        feed.append_inbox(engine, "summit", [{"email": "d@x.org"}], ignored=[])
+    assert len(feed.read_inbox(engine, "summit")) == 3
+
+
 def test_inbox_append_is_one_transaction(engine: sa.Engine):
     with pytest.raises(TypeError):  # the second record is not JSON-serialisable
         feed.append_inbox(engine, "summit", [{"email": "a@x.org"}, {"email": object()}])
@@ -205,5 +246,34 @@ def test_migration_0002_downgrades_and_upgrades(db_url: str):
             inspector = sa.inspect(conn)
             assert {"feed_keys", "feed_inbox"} <= set(inspector.get_table_names())
             assert "source_position" in {c["name"] for c in inspector.get_columns("sync_ledger")}
+    finally:
+        eng.dispose()
+
+
+def test_migration_0006_downgrades_and_upgrades_keeping_the_inbox(db_url: str):
+    from alembic import command
+
+    upgrade(db_url)
+    eng = make_engine(db_url)
+    try:
+        (first,) = feed.append_inbox(eng, "summit", [{"email": "a@x.org"}], ignored=[["profile.shoeSize"]])
+        with eng.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+        with eng.connect() as conn:
+            assert "ignored_fields" not in {c["name"] for c in sa.inspect(conn).get_columns("feed_inbox")}
+            records = conn.execute(sa.text("select record from feed_inbox")).scalars().all()
+            assert records == ['{"email":"a@x.org"}']
+            conn.execute(sa.text(  # a push stored by the release before 0006
+                "insert into feed_inbox (event_id, received_at, record)"
+                """ values ('summit', '2026-01-01 00:00:00', '{"email":"b@x.org"}')"""
+            ))
+            conn.commit()
+        upgrade(eng)
+        rows = feed.read_inbox(eng, "summit")
+        # the names went with the column; a push stored before 0006 ignored nothing
+        assert [(r.record, r.ignored_fields) for r in rows] == [
+            ({"email": "a@x.org"}, []), ({"email": "b@x.org"}, [])
+        ]
+        assert rows[0].id == first
     finally:
         eng.dispose()

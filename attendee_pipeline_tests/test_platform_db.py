@@ -192,8 +192,13 @@ def test_upgrading_from_each_revision_keeps_the_data(db_url: str):
                 " rejected, skipped, status) values ('e', '2026-01-01', 1, 0, 0, 0, 0, 0, 0, 'published')"
             ))
             before = {t: conn.execute(sa.text(f"select * from {t}")).all() for t in ("attendees", "memberships")}
-            for revision in ("0002", "0003", "0004"):
+            for revision in ("0002", "0003", "0004", "0005"):
                 command.upgrade(config, revision)
+                if revision == "0002":
+                    conn.execute(sa.text(
+                        "insert into feed_inbox (event_id, received_at, record)"
+                        """ values ('e', '2026-01-01', '{"email":"ann@x.org"}')"""
+                    ))
                 if revision == "0003":
                     conn.execute(sa.text(
                         "insert into attendee_statuses (attendee_id, event_id, link_token, updated_at)"
@@ -212,6 +217,8 @@ def test_upgrading_from_each_revision_keeps_the_data(db_url: str):
             assert conn.execute(sa.text("select status from sync_ledger")).scalars().all() == ["published"]
             assert conn.execute(sa.text("select link_token from attendee_statuses")).scalars().all() == ["tok"]
             assert conn.execute(sa.text("select kind from check_ins")).scalars().all() == ["on_site"]
+            inbox = conn.execute(sa.text("select record, ignored_fields from feed_inbox")).all()
+            assert [tuple(row) for row in inbox] == [('{"email":"ann@x.org"}', None)]  # 0006: nothing ignored
             assert conn.execute(sa.text("select email from event_access_list")).scalars().all() == ["ann@x.org"]
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
             assert _check_constraint_names(conn) == DECLARED_CHECKS

@@ -5,11 +5,12 @@ hex digest is kept, so :func:`verify_key` hashes the presented key and compares 
 active key of the event in constant time per key (``hmac.compare_digest``, no early exit), and
 answers ``False`` the same way for an unknown event, an event without keys and a missing key.
 Rotation is :func:`create_key` then :func:`revoke_key` of the old one. :func:`append_inbox`
-writes accepted records (normalized, compact sorted JSON) in one transaction and returns their
-ids in order: once it returns they are committed (PostgreSQL; on SQLite the WAL survives a
-process crash, and :func:`feed_engine` adds ``synchronous=FULL`` so a commit survives a power
-loss too). :func:`read_inbox` / :func:`inbox_heads` are how a sync reads what arrived since the
-position it last published. No attendee data or keys in log lines or exception messages.
+writes accepted records (normalized, compact sorted JSON, with the names of the fields each push
+sent that the seed does not list -- never their values) in one transaction and returns their ids
+in order: once it returns they are committed (PostgreSQL; on SQLite the WAL survives a process
+crash, and :func:`feed_engine` adds ``synchronous=FULL`` so a commit survives a power loss too).
+:func:`read_inbox` / :func:`inbox_heads` are how a sync reads what arrived since the position it
+last published. No attendee data or keys in log lines or exception messages.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -151,14 +152,32 @@ def verify_key(engine: sa.Engine, event_id: str, plain: str | None) -> bool:
 # --------------------------------------------------------------------------- inbox
 
 
+class InboxRow(NamedTuple):
+    """One accepted push as :func:`read_inbox` returns it."""
+
+    id: int
+    received_at: dt.datetime
+    record: dict[str, Any]
+    #: paths of the fields the push sent that the seed does not list ([] when none)
+    ignored_fields: list[str]
+
+
 def _record_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def append_inbox(
-    engine: sa.Engine, event_id: str, records: list[dict[str, Any]], key: str | None = None, *, check_key: bool = False
+    engine: sa.Engine,
+    event_id: str,
+    records: list[dict[str, Any]],
+    key: str | None = None,
+    *,
+    check_key: bool = False,
+    ignored: list[list[str]] | None = None,
 ) -> list[int] | None:
     """Store accepted records of ``event_id`` in one transaction; their inbox ids, in order.
+    ``ignored`` holds, per record, the names of the fields its push sent that the seed does not
+    list (:attr:`attendee_pipeline.sync.feed.FeedPayload.ignored`).
 
     With ``check_key`` the transaction first verifies ``key`` as :func:`verify_key` does and
     stores nothing (returns None) when it is not an active key -- one round of work for the
@@ -166,8 +185,18 @@ def append_inbox(
     acknowledge before that)."""
     if not records and not check_key:
         return []
+    if ignored is not None and len(ignored) != len(records):
+        raise ValueError("ignored needs one list of names per record")
     received_at = utcnow()
-    rows = [{"event_id": event_id, "received_at": received_at, "record": _record_text(r)} for r in records]
+    rows = [
+        {
+            "event_id": event_id,
+            "received_at": received_at,
+            "record": _record_text(record),
+            "ignored_fields": _record_text(names) if names else None,
+        }
+        for record, names in zip(records, ignored or [[]] * len(records))
+    ]
     with write_transaction(engine) as conn:
         if check_key and not _key_matches(conn, event_id, key):
             return None
@@ -187,8 +216,8 @@ INBOX_LOCK_TIMEOUT_SECONDS = 30
 
 def read_inbox(
     engine: sa.Engine, event_id: str, after_id: int = 0, limit: int | None = None
-) -> list[tuple[int, dt.datetime, dict[str, Any]]]:
-    """``(id, received_at, record)`` of the event's inbox rows with ``id > after_id``, by id.
+) -> list[InboxRow]:
+    """The event's inbox rows with ``id > after_id``, by id.
 
     The caller keeps the highest id it read as its next ``after_id``, so no row with a lower id
     may become visible later. On PostgreSQL an inbox id is drawn when a push is inserted, not
@@ -198,14 +227,17 @@ def read_inbox(
     ones back until the read is done, a few milliseconds). SQLite runs one writer at a time,
     so its ids already become visible in order."""
     query = (
-        sa.select(feed_inbox.c.id, feed_inbox.c.received_at, feed_inbox.c.record)
+        sa.select(feed_inbox.c.id, feed_inbox.c.received_at, feed_inbox.c.record, feed_inbox.c.ignored_fields)
         .where(feed_inbox.c.event_id == event_id, feed_inbox.c.id > after_id)
         .order_by(feed_inbox.c.id)
     )
     if limit is not None:
         query = query.limit(limit)
     with _inbox_in_order(engine) as conn:
-        return [(int(i), at, json.loads(text)) for i, at, text in conn.execute(query)]
+        return [
+            InboxRow(int(i), at, json.loads(text), json.loads(names) if names else [])
+            for i, at, text, names in conn.execute(query)
+        ]
 
 
 @contextmanager

@@ -8,10 +8,10 @@ and ``memberships`` link active attendees to them; ``sync_ledger`` has one row p
 held / dry-run sync) with its counts and, for a push source, how far the publish read
 (``source_position``); ``rejected_records`` keeps every quarantined record with its reason.
 ``feed_keys`` holds the push feed's API keys (only their SHA-256 hashes) per event and
-``feed_inbox`` every attendee record the feed accepted, in arrival order (see
-``attendee_pipeline.platform_db.feed``). ``email_outbox`` queues invite and cancellation
-e-mails and ``attendee_statuses`` keeps invite statuses (see the e-mail section at the end). The
-alembic migrations create exactly this metadata (a test compares them).
+``feed_inbox`` every attendee record the feed accepted, in arrival order, with the names of the
+fields it ignored (see ``attendee_pipeline.platform_db.feed``). ``email_outbox`` queues invite
+and cancellation e-mails and ``attendee_statuses`` keeps invite statuses (see the e-mail section
+at the end). The alembic migrations create exactly this metadata (a test compares them).
 """
 
 from __future__ import annotations
@@ -192,6 +192,9 @@ feed_inbox = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     # the normalized attendee record as compact JSON with sorted keys
     sa.Column("record", sa.Text, nullable=False),
+    # paths of the fields the push sent that the seed does not list, as a compact JSON list
+    # (names only, never values); NULL when there were none (migration 0006)
+    sa.Column("ignored_fields", sa.Text, nullable=True),
     sa.Index(None, "event_id", "id"),
 )
 

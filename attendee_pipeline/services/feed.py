@@ -28,16 +28,32 @@ Order of checks for both POST routes, and the answers:
 * ``422`` {"error": "invalid payload", "problems": [{"field", "reason"}, ...]} for a payload
   with problems; a batch answers {"error": "invalid payload", "results": [{"index": i,
   "problems": [...]}, ...]} naming every bad item and stores NOTHING (all or nothing); a batch
-  body that is not {"attendees": [...], "key"?} gets "problems" like a single payload, and an
-  empty list is a problem too;
+  body that is not {"attendees": [...], "key"?} gets "problems" like a single payload (the
+  envelope is ours, so an unknown key there IS a problem), and an empty list is a problem too;
 * ``413`` {"error": "too many attendees", "max_items": 1000} for a batch of more than
   ``MAX_BATCH_ITEMS`` (after authentication);
-* ``200`` {"status": "accepted", "id": N} (batch: {"status": "accepted", "ids": [...]}) once
-  the records are committed;
+* ``200`` {"status": "accepted", "id": N, "ignored_fields": [...]} (batch: {"status":
+  "accepted", "ids": [...], "ignored_fields": [{"index": i, "fields": [...]}, ...]}, only the
+  items that had some) once the records are committed;
 * ``500`` {"error": "internal error", "error_id": "<hex>"} for anything unexpected, logged as ONE
   line at ERROR with that id and the exception type only. Nothing here logs bodies, headers,
   keys, e-mail addresses or names; uvicorn's access log (method, path, status) is off unless
   asked for, and SQL parameters are kept out of database exception messages.
+
+What a payload may hold (``attendee_pipeline.sync.feed.parse_payload``), as real senders send it:
+
+* a JSON number for any text field (an id, a phone number, a custom field's name or value, a
+  group name) is stored as its plain decimal text: 12345 -> "12345", 1.50 -> "1.5", 1e3 ->
+  "1000", 2.5E-3 -> "0.0025" (no exponent, no fractional trailing zeros; more than 100 digits
+  is a 422). A boolean, list or object for a text field stays a 422 naming the field;
+* a field seed 001 does not list (``profile.shoeSize``, a top-level ``crm`` object, an extra
+  key in a custom field or under ``eventInfo``) is ignored: the known fields are stored as usual, and the
+  200 answer's ``ignored_fields`` names the unknown ones as the sender wrote them (sorted; an
+  unknown object is one name, its own path; more than 200 of them, or a name over 200
+  characters, is a 422). The names -- never the values -- are stored with the push and counted
+  per sync in the raw extract manifest's ``ignored_fields``
+  (``attendee_pipeline.connectors.feed_inbox``). A flat key that is no path (``profile..x``, a
+  bad index) is still a 422.
 
 :func:`create_app` builds the app for a database URL (migrating it to head first),
 :func:`serve_feed` serves it until interrupted (``attendee-pipeline serve-feed``) and
@@ -160,10 +176,12 @@ class FeedService:
             if not verify_key(self.engine, event_id, key):
                 return 401, _UNAUTHORIZED
             return 422, _invalid(payload.problems)
-        ids = append_inbox(self.engine, event_id, [payload.record], key, check_key=True)
+        ids = append_inbox(
+            self.engine, event_id, [payload.record], key, check_key=True, ignored=[payload.ignored]
+        )
         if ids is None:
             return 401, _UNAUTHORIZED
-        return 200, {"status": "accepted", "id": ids[0]}
+        return 200, {"status": "accepted", "id": ids[0], "ignored_fields": payload.ignored}
 
     def accept_batch(self, event_id: str, raw: bytes, header_key: str | None) -> Outcome:
         try:
@@ -190,17 +208,23 @@ class FeedService:
         assert isinstance(items, list)
         if len(items) > MAX_BATCH_ITEMS:
             return 413, {"error": "too many attendees", "max_items": MAX_BATCH_ITEMS}
-        records: list[dict[str, Any]] = []
-        results: list[dict[str, Any]] = []
-        for index, item in enumerate(items):
-            payload = parse_payload(item)
-            if payload.problems or payload.record is None:
-                results.append({"index": index, "problems": _problems(payload.problems)})
-            else:
-                records.append(payload.record)
+        payloads = [parse_payload(item) for item in items]
+        results = [
+            {"index": index, "problems": _problems(payload.problems)}
+            for index, payload in enumerate(payloads)
+            if payload.problems or payload.record is None
+        ]
         if results:
             return 422, {"error": "invalid payload", "results": results}
-        return 200, {"status": "accepted", "ids": append_inbox(self.engine, event_id, records)}
+        records = [payload.record for payload in payloads if payload.record is not None]
+        ignored = [payload.ignored for payload in payloads]
+        return 200, {
+            "status": "accepted",
+            "ids": append_inbox(self.engine, event_id, records, ignored=ignored),
+            "ignored_fields": [
+                {"index": index, "fields": names} for index, names in enumerate(ignored) if names
+            ],
+        }
 
     def check_database(self) -> None:
         with self.engine.connect() as conn:

@@ -7,8 +7,11 @@ wrote it, and a reason) -- :func:`decode_json` and :func:`parse_payload`; and
 normalized record holds ``email`` and only the fields the push provided: a string value
 overwrites, an empty string is the "clear this field" marker, ``groups`` (a list, ``[]`` =
 none) replaces the attendee's groups and ``custom_fields`` (name -> value, ``""`` = remove)
-merges by name. Absent and null fields are simply not in the record: they are kept. Pure: no
-Dagster, no database, no HTTP; nothing here may raise on hostile input.
+merges by name. Absent and null fields are simply not in the record: they are kept. Real
+senders send ids and phone numbers as JSON numbers: every text field takes a number as its
+plain decimal text (:func:`number_text`). A field the seed does not list is left out of the
+record and named in :attr:`FeedPayload.ignored` (never its value). Pure: no Dagster, no
+database, no HTTP; nothing here may raise on hostile input.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from attendee_pipeline.sync.schemas import EMAIL_PATTERN, MAX_EMAIL_CHARS, MAX_GROUP_NAME_CHARS, NUL, NUL_REASON
@@ -52,6 +56,8 @@ MAX_DEPTH = 16  # JSON nesting depth accepted by decode_json
 MAX_TEXT = 10_000  # longest accepted string value (characters)
 MAX_CUSTOM_FIELDS = 200
 MAX_GROUPS = 500
+MAX_IGNORED_FIELDS = 200  # most unknown fields one push may name
+MAX_IGNORED_NAME_CHARS = 200  # longest accepted name of an unknown field (as the sender wrote it)
 
 _EMAIL = re.compile(EMAIL_PATTERN)
 _INDEX = re.compile(r"0|[1-9][0-9]*")  # used with fullmatch (``$`` would accept a trailing newline)
@@ -82,6 +88,10 @@ class FeedPayload:
     key: str | None  # the body's "key" (an API key) when it is a string
     record: dict[str, Any] | None  # the normalized record; None when there are problems
     problems: list[Problem] = field(default_factory=list)
+    #: Paths of the fields the seed does not list, left out of the record, as the sender wrote
+    #: them (``profile.shoeSize``, ``profile.customFields.3.source``); an unknown object is one
+    #: field, named by its own path. Distinct and sorted, so both payload forms name alike.
+    ignored: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -101,7 +111,7 @@ def _constant(name: str) -> Any:
 
 
 #: Longest integer accepted in a body (Python refuses to convert beyond 4,300 digits with a
-#: message about its own internals; no attendee field is a number anyway).
+#: message about its own internals), and most digits of a number taken as a text field.
 MAX_INT_DIGITS = 100
 
 
@@ -111,11 +121,49 @@ def _int(text: str) -> int:
     return int(text)
 
 
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 overflows to infinity
+def _float(text: str) -> Decimal:
+    """A number with a fraction or an exponent, exactly as sent (a float would turn
+    12345678901234567890.5 into 12345678901234567000.0)."""
+    if not math.isfinite(float(text)):  # 1e999 overflows to infinity
         raise FeedDecodeError(Problem("(body)", f"not valid JSON: number {text[:40]} is out of range"))
-    return value
+    return Decimal(text)
+
+
+def number_text(value: int | float | Decimal) -> str | None:
+    """A JSON number as the text a text field stores: its value in plain decimal notation --
+    no exponent, no fractional trailing zeros, no sign on zero (12345 -> "12345", 1.50 -> "1.5",
+    1.0 -> "1", 1e3 -> "1000", 2.5E-3 -> "0.0025", -0 -> "0"). None when that text would
+    hold more than ``MAX_INT_DIGITS`` digits (or the number is not finite)."""
+    if isinstance(value, int):
+        if value.bit_length() > 4 * MAX_INT_DIGITS:  # surely over the limit (str() could refuse)
+            return None
+        text = str(value)
+        return text if len(text.lstrip("-")) <= MAX_INT_DIGITS else None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = Decimal(repr(value))
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN, Infinity
+        return None
+    coefficient = "".join(map(str, digits)).lstrip("0")
+    if not coefficient:
+        return "0"
+    stripped = coefficient.rstrip("0")
+    exponent += len(coefficient) - len(stripped)
+    coefficient = stripped
+    if exponent >= 0:
+        size = len(coefficient) + exponent
+    else:
+        size = max(len(coefficient) + exponent, 1) - exponent  # integer digits + fraction digits
+    if size > MAX_INT_DIGITS:
+        return None
+    if exponent >= 0:
+        text = coefficient + "0" * exponent
+    else:
+        padded = coefficient.rjust(1 - exponent, "0")
+        text = f"{padded[:exponent]}.{padded[exponent:]}"
+    return "-" + text if sign else text
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -150,7 +198,8 @@ def _lone_surrogate(value: Any) -> bool:
 
 def decode_json(raw: bytes) -> Any:
     """Decode a request body strictly: UTF-8 JSON, no duplicate object keys, no NaN/Infinity,
-    at most MAX_DEPTH levels of nesting. Raises FeedDecodeError and nothing else."""
+    at most MAX_DEPTH levels of nesting. A number with a fraction or an exponent becomes a
+    ``Decimal`` (exactly as sent). Raises FeedDecodeError and nothing else."""
     try:
         text = bytes(raw).decode("utf-8")
     except (UnicodeDecodeError, TypeError, ValueError):
@@ -201,7 +250,7 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, Decimal)):
         return "number"
     if isinstance(value, str):
         return "text"
@@ -341,32 +390,44 @@ def _as_sent(field: str, senders: dict[str, str]) -> str:
     return field
 
 
-def _text(value: Any, path: str, problems: list[Problem]) -> Any:
-    """A profile value: str (stripped; "" = clear), _ABSENT for null, or a problem."""
-    if value is None:
+def _text(
+    value: Any, path: str, problems: list[Problem], *, nullable: bool = True, max_chars: int = MAX_TEXT
+) -> Any:
+    """A text field's value: the string stripped ("" = clear) or a number's :func:`number_text`;
+    _ABSENT for null (when ``nullable``) or after adding the problem with it."""
+    if value is None and nullable:
         return _ABSENT
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        text = number_text(value)
+        if text is None:
+            problems.append(Problem(path, f"a number of more than {MAX_INT_DIGITS} digits"))
+            return _ABSENT
+        return text
     if not isinstance(value, str):
-        problems.append(Problem(path, f"expected text or null, got {_kind(value)}"))
+        expected = "text, a number or null" if nullable else "text or a number"
+        problems.append(Problem(path, f"expected {expected}, got {_kind(value)}"))
         return _ABSENT
-    if len(value) > MAX_TEXT:
-        problems.append(Problem(path, f"longer than {MAX_TEXT} characters"))
+    text = value.strip()
+    if len(text) > max_chars:
+        problems.append(Problem(path, f"longer than {max_chars} characters"))
         return _ABSENT
-    if NUL in value:
+    if NUL in text:
         problems.append(Problem(path, NUL_REASON))
         return _ABSENT
-    return value.strip()
+    return text
 
 
 def parse_payload(body: Any) -> FeedPayload:
     """One pushed body (decoded JSON) -> the normalized record, or every problem with it."""
     problems: list[Problem] = []
+    ignored: list[str] = []
     if not isinstance(body, dict):
         return FeedPayload(None, None, [Problem("(body)", "expected a JSON object")])
     flat = _Flat(problems)
     nested: dict[str, Any] = {}
     for key, value in body.items():
-        if not isinstance(key, str):
-            problems.append(Problem(str(key), "unknown field"))
+        if not isinstance(key, str):  # never from JSON, whose keys are strings
+            ignored.append(str(key))
         elif "." in key or "[" in key or "]" in key:
             flat.add(key, value)
         else:
@@ -394,8 +455,7 @@ def parse_payload(body: Any) -> FeedPayload:
     record: dict[str, Any] = {}
     profile = nested.pop("profile", None)
     event_info = nested.pop("eventInfo", None)
-    for unknown in nested:
-        problems.append(Problem(str(unknown), "unknown field"))
+    ignored.extend(str(unknown) for unknown in nested)
 
     if profile is not None and not isinstance(profile, dict):
         problems.append(Problem("profile", "expected an object"))
@@ -403,7 +463,7 @@ def parse_payload(body: Any) -> FeedPayload:
     for name, value in (profile or {}).items():
         path = f"profile.{name}"
         if name == "customFields":
-            custom = _custom_fields(value, problems)
+            custom = _custom_fields(value, problems, ignored)
             if custom is not None:
                 record["custom_fields"] = custom
         elif name in PROFILE_KEYS:
@@ -411,9 +471,9 @@ def parse_payload(body: Any) -> FeedPayload:
             if text is not _ABSENT:
                 record[PROFILE_KEYS[name]] = text
         else:
-            problems.append(Problem(path, "unknown field"))
+            ignored.append(path)
 
-    groups = _groups(event_info, problems)
+    groups = _groups(event_info, problems, ignored)
     if groups is not None:
         record["groups"] = groups
 
@@ -427,16 +487,30 @@ def parse_payload(body: Any) -> FeedPayload:
     elif not _EMAIL.match(email):
         problems.append(Problem("profile.email", "not a valid e-mail address"))
 
+    if senders:
+        problems[flat_problems:] = [
+            Problem(_as_sent(p.field, senders), p.reason) for p in problems[flat_problems:]
+        ]
+        ignored = [_as_sent(name, senders) for name in ignored]
+    ignored = sorted(set(ignored))
+    problems.extend(_ignored_limits(ignored))
     if problems:
-        if senders:
-            problems[flat_problems:] = [
-                Problem(_as_sent(p.field, senders), p.reason) for p in problems[flat_problems:]
-            ]
-        return FeedPayload(api_key, None, problems)
-    return FeedPayload(api_key, record, [])
+        return FeedPayload(api_key, None, problems, ignored)
+    return FeedPayload(api_key, record, [], ignored)
 
 
-def _custom_fields(value: Any, problems: list[Problem]) -> dict[str, str] | None:
+def _ignored_limits(ignored: list[str]) -> list[Problem]:
+    """Problems with the unknown fields themselves: too many of them, or a name too long to
+    report and count (they are named in the answer, the inbox and the extract manifest)."""
+    too_long = f"name of an unknown field longer than {MAX_IGNORED_NAME_CHARS} characters"
+    limit = MAX_IGNORED_NAME_CHARS
+    problems = [Problem(name[:limit], too_long) for name in ignored if len(name) > limit]
+    if len(ignored) > MAX_IGNORED_FIELDS:
+        problems.append(Problem("(body)", f"more than {MAX_IGNORED_FIELDS} unknown fields"))
+    return problems
+
+
+def _custom_fields(value: Any, problems: list[Problem], ignored: list[str]) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, list):
@@ -451,46 +525,35 @@ def _custom_fields(value: Any, problems: list[Problem]) -> dict[str, str] | None
         if not isinstance(item, dict):
             problems.append(Problem(path, "expected an object"))
             continue
-        for extra in item:
-            if extra not in ("fieldName", "fieldValue"):
-                problems.append(Problem(f"{path}.{extra}", "unknown field"))
+        ignored.extend(f"{path}.{extra}" for extra in item if extra not in ("fieldName", "fieldValue"))
+        found = len(problems)
         name = item.get("fieldName")
-        name_problem = None
-        if name is not None and not isinstance(name, str):
-            name_problem = f"expected text, got {_kind(name)}"
-        elif not name or not name.strip():
-            name_problem = "is required"
-        elif len(name) > MAX_TEXT:
-            name_problem = f"longer than {MAX_TEXT} characters"
-        elif NUL in name:
-            name_problem = NUL_REASON
-        if name_problem is not None:
-            problems.append(Problem(f"{path}.fieldName", name_problem))
+        name = _ABSENT if name is None else _text(name, f"{path}.fieldName", problems, nullable=False)
+        if name is _ABSENT or not name:
+            name = _ABSENT
+            if len(problems) == found:  # no reason given yet
+                problems.append(Problem(f"{path}.fieldName", "is required"))
         # the value is checked whatever the name: every problem is named at once
         text = _text(item.get("fieldValue"), f"{path}.fieldValue", problems)
-        if name_problem is None and text is not _ABSENT:
-            out[name.strip()] = text
+        if name is not _ABSENT and text is not _ABSENT:
+            out[name] = text
     return out
 
 
-def _groups(event_info: Any, problems: list[Problem]) -> list[str] | None:
+def _groups(event_info: Any, problems: list[Problem], ignored: list[str]) -> list[str] | None:
     if event_info is None:
         return None
     if not isinstance(event_info, dict):
         problems.append(Problem("eventInfo", "expected an object"))
         return None
-    for extra in event_info:
-        if extra != "groups":
-            problems.append(Problem(f"eventInfo.{extra}", "unknown field"))
+    ignored.extend(f"eventInfo.{extra}" for extra in event_info if extra != "groups")
     groups = event_info.get("groups")
     if groups is None:
         return None
     if not isinstance(groups, dict):
         problems.append(Problem("eventInfo.groups", "expected an object"))
         return None
-    for extra in groups:
-        if extra != "groupNames":
-            problems.append(Problem(f"eventInfo.groups.{extra}", "unknown field"))
+    ignored.extend(f"eventInfo.groups.{extra}" for extra in groups if extra != "groupNames")
     names = groups.get("groupNames")
     if names is None:
         return None
@@ -503,17 +566,8 @@ def _groups(event_info: Any, problems: list[Problem]) -> list[str] | None:
     out: list[str] = []
     for i, name in enumerate(names):
         path = f"eventInfo.groups.groupNames[{i}]"
-        if not isinstance(name, str):
-            problems.append(Problem(path, f"expected text, got {_kind(name)}"))
-            continue
-        if len(name.strip()) > MAX_GROUP_NAME_CHARS:
-            problems.append(Problem(path, f"longer than {MAX_GROUP_NAME_CHARS} characters"))
-            continue
-        if NUL in name:
-            problems.append(Problem(path, NUL_REASON))
-            continue
-        cleaned = name.strip()
-        if cleaned and cleaned not in out:
+        cleaned = _text(name, path, problems, nullable=False, max_chars=MAX_GROUP_NAME_CHARS)
+        if cleaned is not _ABSENT and cleaned and cleaned not in out:
             out.append(cleaned)
     return out
 
@@ -552,6 +606,8 @@ __all__ = [
     "MAX_CUSTOM_FIELDS",
     "MAX_DEPTH",
     "MAX_GROUPS",
+    "MAX_IGNORED_FIELDS",
+    "MAX_IGNORED_NAME_CHARS",
     "MAX_INDEX",
     "MAX_TEXT",
     "PROFILE_KEYS",
@@ -560,6 +616,7 @@ __all__ = [
     "Problem",
     "decode_json",
     "fold_pushes",
+    "number_text",
     "parse_payload",
 ]
 
