@@ -240,6 +240,10 @@ def test_unknown_fields_are_ignored_named_and_counted_in_the_extract_manifest(
         "profile.favouriteColour": 1,
         "profile.shoeSize": 2,
     }
+    # ... and the sync's metadata counts them (names only), for the UI
+    extract_metadata = materialized(result, "attendee_raw_extract")
+    assert extract_metadata["ignored_field_names"] == 7
+    assert extract_metadata["ignored_fields"] == manifest["ignored_fields"]
     assert published.loc["ann@example.org", "first_name"] == "Ann"
     assert json.loads(published.loc["bob@example.org", "custom_fields"]) == {"diet": "none"}
 

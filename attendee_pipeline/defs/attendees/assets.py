@@ -325,7 +325,18 @@ def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         "seconds": manifest["seconds"],
         "extracts_pruned": manifest["extracts_pruned"],
         **procurios_batched.extract_metadata(manifest),
+        **_ignored_fields_metadata(manifest),
     }
+
+
+def _ignored_fields_metadata(manifest: dict[str, Any], most: int = 100) -> dict[str, Any]:
+    """A push extract's fields the feed ignored (names only, never values): how many names, and
+    the ``most`` frequent with the number of pushes that sent each ({} for a pulled source)."""
+    ignored = manifest.get("ignored_fields")
+    if ignored is None:
+        return {}
+    top = dict(sorted(ignored.items(), key=lambda item: (-item[1], item[0]))[:most])
+    return {"ignored_field_names": len(ignored), "ignored_fields": dg.MetadataValue.json(top)}
 
 
 def _unchanged(
