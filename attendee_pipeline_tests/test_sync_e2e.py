@@ -151,6 +151,10 @@ def test_catalog_change_reruns_the_mapping_on_an_unchanged_extract(api, h):
     assert meta["updated"] > 0 and meta["added"] == 0
     rows = h.attendees(ev)
     assert rows["company"].fillna("").tolist() == rows["job_title"].fillna("").tolist()
+    # ... but when it is synced is not: a new schedule cannot change what a sync publishes
+    entry["sync"] = {**entry.get("sync", {}), "auto": {"interval": "daily", "daily_at": "07:30"}}
+    h.write_catalog(*h._entries.values())  # type: ignore[attr-defined]
+    assert materialized(h.sync(ev), "attendee_raw_extract")["unchanged"] is True
 
 
 def test_corrected_record_path_does_not_reuse_the_old_page_counts(api, h):

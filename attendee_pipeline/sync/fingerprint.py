@@ -41,6 +41,20 @@ def sync_fingerprint(extract_digest: str, event_config: dict[str, Any], package_
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+#: Catalog keys that say WHEN an event is synced, not what a sync makes of its input: changing
+#: them cannot change a publish, so they are left out of the fingerprint.
+SCHEDULE_KEYS = {"sync": {"auto"}, "source": {"auto_sync", "window"}}
+
+
+def fingerprint_config(entry: dict[str, Any]) -> dict[str, Any]:
+    """A catalog entry (as JSON data) without its :data:`SCHEDULE_KEYS`."""
+    out = dict(entry)
+    for key, inner in SCHEDULE_KEYS.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in inner}
+    return out
+
+
 def is_unchanged(fingerprint: str, last_decision: dict[str, Any] | None) -> bool:
     """True when the event's last decision was a publish of exactly this input."""
     return (

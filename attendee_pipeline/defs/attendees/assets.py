@@ -47,7 +47,7 @@ from attendee_pipeline.defs.resources import (
 )
 from attendee_pipeline.platform_db import publish as db_publish
 from attendee_pipeline.sync.diff import compute_changes
-from attendee_pipeline.sync.fingerprint import is_unchanged, sync_fingerprint
+from attendee_pipeline.sync.fingerprint import fingerprint_config, is_unchanged, sync_fingerprint
 
 GROUP = "attendees"
 
@@ -276,7 +276,8 @@ def _extract(
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raise
     manifest["path"] = str(dest)
-    fingerprint = sync_fingerprint(extract_digest(dest), event.model_dump(mode="json"), __version__)
+    entry = fingerprint_config(event.model_dump(mode="json"))
+    fingerprint = sync_fingerprint(extract_digest(dest), entry, __version__)
     unchanged = is_unchanged(fingerprint, last) and not (config.force or config.full_import)
     manifest["input_fingerprint"] = fingerprint
     manifest["unchanged_since_run"] = last["run_id"] if unchanged and last else None
