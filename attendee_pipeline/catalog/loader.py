@@ -171,11 +171,16 @@ _CHECKED: dict[str, _Checked] = {}
 _CHECKED_MAX = 200_000
 
 
-def _checked(raw: Any, key: str | None) -> _Checked:
+def _checked(raw: Any, key: str | None, digests: dict[tuple[str, ...], str]) -> _Checked:
+    """``raw`` validated, or its kept outcome (``digests``: the values' hashes known so far)."""
     if key is not None:
         known = _CHECKED.get(key)
-        if known is not None and known.values == _values_digest(known.variables):
-            return known
+        if known is not None:
+            values = digests.get(known.variables)
+            if values is None:
+                values = digests[known.variables] = _values_digest(known.variables)
+            if known.values == values:
+                return known
     result = _check_entry(raw)
     if key is not None:
         if len(_CHECKED) >= _CHECKED_MAX:
@@ -239,6 +244,7 @@ class Catalog:
         self._raw = list(entries)
         self._keys: list[str | None] = list(keys) if keys is not None else [None] * len(self._raw)
         self._checks: dict[int, _Checked] = {}
+        self._digests: dict[tuple[str, ...], str] = {}
         self._ids: list[str | None] | None = None
         self._first: dict[str, int] | None = None
         self._meetings: dict[tuple[str, str], int] | None = None
@@ -251,7 +257,7 @@ class Catalog:
     def _check(self, index: int) -> _Checked:
         result = self._checks.get(index)
         if result is None:
-            result = self._checks[index] = _checked(self._raw[index], self._keys[index])
+            result = self._checks[index] = _checked(self._raw[index], self._keys[index], self._digests)
         return result
 
     def _entry_ids(self) -> list[str | None]:

@@ -128,61 +128,47 @@ def parse_yaml(text: str) -> Any:
 
 # --------------------------------------------------------------------------- entry by entry
 
-_EVENTS_LINE = re.compile(r"events:[ \t]*(?:#.*)?\n?")
-
-
-def _is_item(stripped: str) -> bool:
-    return stripped.startswith("- ") or stripped.rstrip("\n") == "-"
+# Each pattern matches from the line break before a line (the text is searched with one put in
+# front), which is much faster than ``^`` in multi-line mode.
+_EVENTS_LINE = re.compile(r"\nevents:[ \t]*(?:#[^\n]*)?(?=\n|\Z)")
+#: A document marker, a directive or a tab at a line's start: parsed whole.
+_UNSURE_LINE = re.compile(r"\n(?:---|\.\.\.|%|\t)")
+#: A line that is neither blank nor a comment.
+_CONTENT_LINE = re.compile(r"\n( *)([^ \n#])")
+_ITEM = r"-(?:[ \n]|\Z)"
 
 
 def split_entries(text: str) -> tuple[str, list[str]] | None:
     """The text with the entries of its top-level ``events:`` block list left out, and one
     text per entry; or None when the file is not laid out so that each entry's text parses on
     its own exactly as within the whole: ``events:`` once at the start of a line, followed by
-    a block list whose items start at one indentation, no tab in an indentation, no document
-    marker or directive. (An entry that refers to another's anchor fails to parse on its own;
-    :func:`parse_text` then parses the file whole.)"""
-    lines = text.split("\n")
-    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-    start = None
-    for number, line in enumerate(lines):
-        if line.startswith(("---", "...", "%", "\t")):
-            return None
-        if _EVENTS_LINE.fullmatch(line):
-            if start is not None:
-                return None
-            start = number
-    if start is None:
+    a block list whose items start at one indentation, ending at the next line that starts at
+    the first column, no other line indented less than the items, no tab at a line's start, no
+    document marker or directive. (An entry that refers to another's anchor fails to parse on
+    its own; :func:`parse_text` then parses the file whole.)"""
+    lines = "\n" + text  # a match at index i is the line that starts at index i of ``text``
+    events = _EVENTS_LINE.findall(lines)
+    if _UNSURE_LINE.search(lines) or len(events) != 1:
         return None
-    indent = None
-    bounds: list[int] = []
-    end = len(lines)
-    for number in range(start + 1, len(lines)):
-        line = lines[number]
-        stripped = line.lstrip(" ")
-        if not stripped.strip() or stripped.startswith("#"):
-            continue
-        if stripped.startswith("\t"):
-            return None
-        depth = len(line) - len(stripped)
-        if indent is None:
-            if not _is_item(stripped):
-                return None
-            indent = depth
-        if depth == indent and _is_item(stripped):
-            bounds.append(number)
-        elif depth > indent:
-            continue
-        elif depth == 0:
-            end = number
-            break
-        else:
-            return None
-    if not bounds:
+    first = _CONTENT_LINE.search(lines, _EVENTS_LINE.search(lines).end())  # type: ignore[union-attr]
+    if first is None or not re.match(_ITEM, lines[first.start(2) :first.start(2) + 2]):
         return None
+    indent, begin = len(first.group(1)), first.start()
+    pad = " " * indent
+    # the list ends at the first line starting at the first column (not with an item of its own)
+    ending = re.compile(r"\n(?![ \n#])" + (rf"(?!{_ITEM})" if indent == 0 else ""))
+    found = ending.search(lines, begin)
+    end = found.start() if found else len(text)
+    if text.startswith("-", end):
+        return None
+    if indent:  # no line indented less than the items, or as much without being one
+        shallower = [rf" {{1,{indent - 1}}}"] if indent > 1 else []
+        unsure = re.compile(rf"\n(?:{'|'.join([rf'{pad}(?!{_ITEM})', *shallower])})[^ \n#]")
+        if unsure.search(lines, begin, end + 1):
+            return None
+    bounds = [m.start() for m in re.compile(rf"\n{pad}{_ITEM}").finditer(lines, begin, end + 1)]
     bounds.append(end)
-    entries = ["".join(lines[a:b]) for a, b in zip(bounds, bounds[1:])]
-    return "".join(lines[: bounds[0]]) + "".join(lines[end:]), entries
+    return text[:begin] + text[end:], [text[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _entry_key(text: str) -> str:
@@ -286,7 +272,7 @@ def read_catalog_file(file: Path) -> ParsedFile:
         known.status, known.trusted = status, trusted
         return known.result()
     text = raw.decode("utf-8")
-    stored = _load_stored(name)
+    stored = _load_stored(name) if known is None else None  # a new process: what another one parsed
     if stored is not None and stored["digest"] == digest:
         parsed = ParsedFile(digest, stored["data"], tuple(stored["keys"]), tuple(stored["variables"]))
         entries = stored["entries"]
