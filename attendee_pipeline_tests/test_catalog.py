@@ -269,6 +269,13 @@ def test_scalars_are_read_as_in_yaml_1_2(tmp_path: Path):
     assert event.start == dt.datetime(2027, 5, 10, 9, 0)
 
 
+def test_a_date_that_does_not_exist_is_a_problem_of_its_entry(tmp_path: Path):
+    # YAML would make 2027-02-30 a date and fail the whole file (ValueError); it stays text
+    catalog = _load_text(tmp_path, ENTRY_YAML.replace("end: 2027-05-12T18:00", "end: 2027-02-30"))
+    assert catalog.events == []
+    assert catalog.problems == ["event 'acme': end: Input should be a valid datetime or date, day value is outside expected range"]
+
+
 def test_an_empty_file_is_an_error(tmp_path: Path):
     # a file truncated during a deploy must not read as "no events" (the sensor would delete them all)
     for text in ("", "\n", "# events: none yet\n", "---\n"):
@@ -376,6 +383,9 @@ def test_a_meeting_linked_twice_belongs_to_its_first_entry(tmp_path: Path):
 
 def test_a_file_that_is_no_catalog_is_still_an_error(tmp_path: Path):
     # nothing is known about its events: the sensor must fail visibly and delete nothing
+    (tmp_path / "latin1.yaml").write_bytes("events: []\n# Zürich\n".encode("latin-1"))
+    with pytest.raises(CatalogError, match="not UTF-8 text"):
+        load_catalog(tmp_path / "latin1.yaml")
     for text, problem in (
         ("events:\n  - id: a\n   name: x\n", "not valid YAML"),
         ("events: {id: a}\n", "events: Input should be a valid list"),
@@ -423,6 +433,24 @@ def test_the_catalog_is_reused_until_the_file_changes(tmp_path: Path):
     os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert file.stat().st_size == stat.st_size
     assert [e.id for e in load_catalog(file).events] == ["gamma", "beta"]
+
+
+def test_only_a_file_changed_well_before_it_was_read_is_trusted_by_its_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    file = _write(tmp_path / "catalog.yaml", _entry("alpha"))
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or read_bytes(self))
+    load_catalog(file)
+    load_catalog(file)
+    assert reads == ["catalog.yaml", "catalog.yaml"]  # just written: read (and hashed) every time
+    clock = yaml_file.time.time
+    monkeypatch.setattr(yaml_file, "time", type("Later", (), {"time": staticmethod(lambda: clock() + 10)}))
+    load_catalog(file)  # read once more, now long after its change: its status will stand for it
+    assert [e.id for e in load_catalog(file).events] == ["alpha"] and len(reads) == 3
+    _write(file, _entry("alpha"), _entry("beta"))  # any write changes the status
+    assert [e.id for e in load_catalog(file).events] == ["alpha", "beta"] and len(reads) == 4
 
 
 def test_a_change_of_a_variable_the_catalog_uses_is_noticed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -435,6 +435,8 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
         raise CatalogError(str(file), ["file not found (set ATTENDEE_PIPELINE_CATALOG)"]) from None
     except yaml.YAMLError as exc:
         raise CatalogError(str(file), [f"not valid YAML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(str(file), [f"not UTF-8 text: {exc}"]) from None
     key = (parsed.digest, _values_digest(parsed.variables))
     name = str(file)
     loaded = _LOADED.get(name)

@@ -2,8 +2,9 @@
 loader and the parse cache.
 
 The loader is libyaml's C parser where PyYAML has it (``yaml.CSafeLoader``), else PyYAML's
-pure-Python one; both read plain scalars as YAML 1.2 and refuse a key given twice in one
-mapping, so both give the same data. Parsing a catalog of thousands of events still costs
+pure-Python one; both read plain scalars as YAML 1.2, refuse a key given twice in one mapping
+and keep a date that does not exist as text (for validation to name), so both give the same
+data. Parsing a catalog of thousands of events still costs
 seconds, and every sensor tick, schedule tick and run reads the catalog, so a parse is kept:
 
 * in this process, per file, until the file's content changes. A change is told by a hash of
@@ -71,6 +72,14 @@ class _CatalogConstructor:
             seen[key] = line
         return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
 
+    def construct_timestamp_or_text(self, node: yaml.ScalarNode) -> Any:
+        """A date that does not exist (``2027-02-30``) stays text: validation then names its
+        event and key, instead of the whole file failing to load."""
+        try:
+            return yaml.constructor.SafeConstructor.construct_yaml_timestamp(self, node)  # type: ignore[arg-type]
+        except ValueError:
+            return self.construct_scalar(node)  # type: ignore[attr-defined]
+
 
 #: YAML 1.1 reads ``off``/``yes`` as booleans, ``22:00`` as 1320 and ``0012`` as 10 (octal):
 #: only true/false are booleans, integers are plain decimals without leading zeros and floats
@@ -106,6 +115,8 @@ class PythonCatalogLoader(_CatalogConstructor, yaml.SafeLoader):
     yaml_implicit_resolvers = _yaml_1_2_resolvers()
 
 
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+PythonCatalogLoader.add_constructor(_TIMESTAMP, _CatalogConstructor.construct_timestamp_or_text)
 LOADERS: dict[str, type] = {"python": PythonCatalogLoader}
 
 if getattr(yaml, "__with_libyaml__", False):
@@ -115,6 +126,7 @@ if getattr(yaml, "__with_libyaml__", False):
 
         yaml_implicit_resolvers = PythonCatalogLoader.yaml_implicit_resolvers
 
+    CCatalogLoader.add_constructor(_TIMESTAMP, _CatalogConstructor.construct_timestamp_or_text)
     LOADERS["c"] = CCatalogLoader
 
 #: The loader in use: the C one when PyYAML was built with libyaml.
