@@ -226,9 +226,9 @@ class Catalog:
     of every broken entry (:attr:`problems`, :attr:`broken`), which is skipped.
 
     Entries are validated when first needed: :meth:`get` validates the entry of that event
-    (and, for a Procurios event, the entries before it that name the same meeting). An id given
-    twice belongs to its first entry; a later entry with it is broken ("duplicate event id").
-    A Procurios meeting belongs to the first entry naming it; a later one is broken.
+    only (the other entries' ids and Procurios meetings are read as written). An id given twice
+    belongs to its first entry; a later entry with it is broken ("duplicate event id"). A
+    Procurios meeting belongs to the first entry naming it; a later one is broken.
     """
 
     def __init__(

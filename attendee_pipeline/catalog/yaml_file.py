@@ -12,9 +12,9 @@ seconds, and every sensor tick, schedule tick and run reads the catalog, so a pa
   it again only while it was last changed well before it was read, since two writes within
   the file system's clock tick leave the same times behind (as git does with "racily clean"
   files);
-* on disk under the data folder (``<data dir>/catalog_cache/``, one pickle per catalog path,
-  written atomically), so that a new process -- a Dagster run, the CLI -- loads the parse
-  instead of parsing again. Like Dagster's step outputs, it is a pickle: the data folder must
+* on disk in the data folder, when there is one (``<data dir>/catalog_cache/``, one pickle
+  per catalog path, written atomically), so that a new process -- a Dagster run, the CLI --
+  loads the parse instead of parsing again. Like Dagster's step outputs, it is a pickle: the data folder must
   not be writable by anyone the pipeline does not trust;
 * per entry: the ``events:`` list is split into one text per entry (:func:`split_entries`),
   each parsed on its own and kept by the hash of its text, so after an edit only the changed
@@ -303,10 +303,12 @@ def read_catalog_file(file: Path) -> ParsedFile:
 
 
 def _cache_file(name: str) -> Path:
+    """The disk cache of the catalog at ``name``, in the data folder (which reading a catalog
+    does not create: without one there is no disk cache)."""
     from attendee_pipeline import settings
 
     key = hashlib.blake2b(name.encode("utf-8"), digest_size=10).hexdigest()
-    return settings.data_dir() / "catalog_cache" / f"{key}.pickle"
+    return settings.data_dir(create=False) / "catalog_cache" / f"{key}.pickle"
 
 
 def _header() -> dict[str, Any]:
@@ -338,7 +340,9 @@ def _store(name: str, parsed: ParsedFile, entries: dict[str, Any]) -> None:
     }
     try:
         target = _cache_file(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.parent.is_dir():
+            return
+        target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         with tmp.open("wb") as file:
             pickle.dump(payload, file, protocol=5)
