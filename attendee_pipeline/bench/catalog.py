@@ -260,8 +260,6 @@ def cli_sync(tmp: Path, catalog: Path, data_dir: Path, sandbox_url: str, key: st
 
 
 def run_catalog_bench(report: Report, tmp: Path, count: int = 5_000) -> None:
-    import secrets
-
     from attendee_pipeline.bench.common import quiet_warnings
 
     quiet_warnings()
@@ -280,6 +278,8 @@ def run_catalog_bench(report: Report, tmp: Path, count: int = 5_000) -> None:
 
 
 def _run(report: Report, folder: Path, data_dir: Path, count: int) -> None:
+    import secrets
+
     catalog = write_scale_catalog(folder / "catalog.yaml", count)
     db_url = f"sqlite:///{folder / 'platform.sqlite3'}"
     report.figure("catalog.config", {"events": count, "bytes": catalog.stat().st_size,
