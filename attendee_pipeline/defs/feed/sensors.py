@@ -38,7 +38,7 @@ def feed_inbox_sensor(
         return dg.SkipReason(f"no pushes after inbox id {after}")
     loaded = catalog.load()
     feeds = {e.id for e in loaded.events if e.source.kind == "feed"}
-    broken = {entry.event_id for entry in loaded.broken} - feeds
+    broken = {entry.event_id for entry in loaded.broken if entry.event_id} - feeds
     known = set(context.instance.get_dynamic_partitions(events_partitions.name))
     requests = []
     waiting = False
