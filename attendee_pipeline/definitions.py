@@ -14,6 +14,7 @@ import dagster as dg
 from attendee_pipeline.defs.attendees.assets import attendee_assets
 from attendee_pipeline.defs.attendees.jobs import sync_jobs
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
+from attendee_pipeline.defs.catalog.assets import catalog_assets
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
 from attendee_pipeline.defs.email.assets import email_assets
 from attendee_pipeline.defs.email.jobs import email_delivery_job
@@ -28,7 +29,7 @@ from attendee_pipeline.defs.resources import default_resources
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*attendee_assets, *email_assets, *checkin_assets],
+        assets=[*attendee_assets, *email_assets, *checkin_assets, *catalog_assets],
         jobs=[*sync_jobs, email_delivery_job, *checkin_jobs],
         schedules=[*attendee_schedules, *procurios_schedules],
         sensors=[*catalog_sensors, *feed_sensors, *email_sensors, *checkin_sensors],

@@ -17,7 +17,9 @@ so a crash can leave at most the message in flight unrecorded):
   ``pending`` WITHOUT counting an attempt (an outage never uses up the limit) and the report
   says why; they are delivered by a later run once the server is back;
 * an invite to an attendee removed before delivery, or a cancellation to an attendee who is on
-  the list again -> ``skipped``.
+  the list again -> ``skipped``;
+* an e-mail of an event whose catalog entry is broken (skipped until fixed) -> back to
+  ``pending`` without counting an attempt, tried again after the retry delay.
 
 :func:`render_email` is the one rendering path (delivery and ``attendee-pipeline email preview``).
 Nothing here logs or stores an address, a name or a body.
@@ -34,7 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from attendee_pipeline.catalog.models import Catalog, EventEntry
+from attendee_pipeline.catalog import Catalog, EventEntry
 from attendee_pipeline.connectors.smtp import SendFailure, SmtpConnection, SmtpSettings, SmtpUnavailable
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db.engine import write_connection
@@ -160,6 +162,7 @@ def deliver_outbox(
     )
     report.due_at_start = outbox.due_summary(engine, started).due
     events = catalog.by_id()
+    broken = frozenset(entry.event_id for entry in catalog.broken if entry.event_id and entry.event_id not in events)
     handled = 0
     while limit is None or handled < limit:
         size = settings.batch_size if limit is None else min(settings.batch_size, limit - handled)
@@ -170,7 +173,7 @@ def deliver_outbox(
         report.batches += 1
         handled += len(batch)
         with write_connection(engine) as db:  # one connection for the batch's pre-send outcomes
-            ready = [item for item in (_prepare(db, email, token, events, settings, report) for email in batch) if item]
+            ready = [item for item in (_prepare(db, email, token, events, broken, settings, report) for email in batch) if item]
         if ready and not _send_batch(engine, token, ready, settings, report):
             break
         if progress is not None:
@@ -184,10 +187,12 @@ def _prepare(
     email: ClaimedEmail,
     token: str,
     events: dict[str, EventEntry],
+    broken: frozenset[str],
     settings: DeliverySettings,
     report: DeliveryReport,
 ) -> tuple[ClaimedEmail, OutgoingEmail] | None:
-    """The message to send for a claimed row, or None after recording why there is none."""
+    """The message to send for a claimed row, or None after recording why there is none
+    (``broken``: events whose catalog entry is broken, whose e-mails wait)."""
 
     def fail(reason: str) -> None:
         outbox.mark_failed(db, email, token, reason, attempted=False)
@@ -207,6 +212,12 @@ def _prepare(
         report.count(email.event_id, "skipped")
         return None
     event = events.get(email.event_id)
+    if event is None and email.event_id in broken:
+        reason = f"event {email.event_id!r} has a broken catalog entry (attendee-pipeline catalog validate); waits"
+        outbox.release(db, [email], token, reason, utcnow() + dt.timedelta(seconds=settings.retry_seconds))
+        report.count(email.event_id, "deferred")
+        report.problem(email, reason)
+        return None
     if event is None:
         fail(f"event {email.event_id!r} is not in the catalog any more")
         return None

@@ -81,9 +81,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
 SECRET_SETTINGS = frozenset({"ATTENDEE_PIPELINE_PLATFORM_API_KEY", "ATTENDEE_PIPELINE_SMTP_PASSWORD"})
 
 
-def data_dir() -> Path:
+def data_dir(create: bool = True) -> Path:
+    """The data folder (ATTENDEE_PIPELINE_DATA_DIR), created unless ``create`` is false."""
     path = Path(os.environ.get("ATTENDEE_PIPELINE_DATA_DIR", "./.data")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -1,14 +1,32 @@
-"""The event catalog: the demo catalog loads; errors name the event and the key."""
+"""The event catalog: the demo catalog loads; errors name the event and the key; a broken entry
+is skipped and reported while the others load; the parse and the validation are kept until the
+file or a variable it uses changes. Every test runs with libyaml's C loader and with PyYAML's
+pure-Python one."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from attendee_pipeline.catalog import CatalogError, load_catalog, parse_catalog
+from attendee_pipeline.catalog import CatalogError, UnknownEventError, load_catalog, loader, parse_catalog, yaml_file
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The YAML loader of the test (the C one is skipped where PyYAML has no libyaml), with
+    this process's catalog caches empty, as in a new process."""
+    if request.param not in yaml_file.LOADERS:
+        pytest.skip("PyYAML was built without libyaml")
+    monkeypatch.setattr(yaml_file, "LOADER", yaml_file.LOADERS[request.param])
+    monkeypatch.setattr(yaml_file, "_MEMORY", {})
+    monkeypatch.setattr(loader, "_LOADED", {})
+    monkeypatch.setattr(loader, "_CHECKED", {})
+    return request.param
 
 GOOD = {
     "id": "conf-2027",
@@ -115,15 +133,18 @@ def test_a_secret_never_appears_in_an_error(monkeypatch, tmp_path: Path):
                {**GOOD, "id": "procurios", "source": procurios, "mapping": None}]
     file = tmp_path / "catalog.yaml"
     file.write_text(yaml.safe_dump({"events": entries}))
-    with pytest.raises(CatalogError) as info:
-        load_catalog(file)
-    assert "hunter2" not in str(info.value)
-    assert [p.split(" (")[0] for p in info.value.problems] == [
+    catalog = load_catalog(file)
+    assert catalog.events == [] and "hunter2" not in "\n".join(catalog.problems)
+    assert [p.split(" (")[0] for p in catalog.problems] == [
         "event 'pasted': source.auth.params: secret_key: not an environment variable name",
         "event 'via-var': source.auth.password_env: not an environment variable name",
         "event 'procurios': source.client_id_env: not an environment variable name",
         "event 'procurios': source.client_secret_env: not an environment variable name",
     ]
+    for event_id in ("pasted", "via-var", "procurios"):
+        with pytest.raises(CatalogError) as info:
+            catalog.get(event_id)
+        assert "hunter2" not in str(info.value) and f"event '{event_id}'" in str(info.value)
 
 
 def test_a_url_with_a_password_is_refused_without_quoting_it():
@@ -198,13 +219,19 @@ def test_unknown_platform_field():
     assert "mapping" in problem and "shoe_size" in problem
 
 
-def test_duplicate_ids_and_unnamed_entries():
+def test_duplicate_ids_and_unnamed_entries(tmp_path: Path):
     bad = {k: v for k, v in GOOD.items() if k != "id"}
     problems = _problems({"events": [GOOD, GOOD, bad]})
-    assert "event 'conf-2027': id: duplicate event id" not in problems  # reported only when valid
-    assert any(p.startswith("event #3: id:") for p in problems)
+    assert problems[0] == "event 'conf-2027': id: duplicate event id"
+    assert problems[1].startswith("event #3: id:")
     problems = _problems({"events": [GOOD, GOOD]})
     assert problems == ["event 'conf-2027': id: duplicate event id"]
+    # the id belongs to its first entry, which keeps syncing; the second is skipped
+    file = tmp_path / "catalog.yaml"
+    file.write_text(yaml.safe_dump({"events": [GOOD, {**GOOD, "name": "A copy"}]}))
+    catalog = load_catalog(file)
+    assert [e.name for e in catalog.events] == ["Conf 2027"] and catalog.get("conf-2027").name == "Conf 2027"
+    assert catalog.problems == ["event 'conf-2027': id: duplicate event id"]
 
 
 def test_env_expansion_in_urls(monkeypatch, tmp_path: Path):
@@ -215,12 +242,14 @@ def test_env_expansion_in_urls(monkeypatch, tmp_path: Path):
     assert load_catalog(file).events[0].source.url == "http://127.0.0.1:4444/a"
     monkeypatch.delenv("MY_BASE")
     with pytest.raises(CatalogError) as info:
-        load_catalog(file)
+        load_catalog(file).get("conf-2027")
     assert "event 'conf-2027'" in str(info.value) and "MY_BASE" in str(info.value)
     # named like every other problem: the event, then the key
     assert info.value.problems[0] == (
         "event 'conf-2027': source.url: environment variable MY_BASE is not set and has no default"
     )
+    monkeypatch.setenv("MY_BASE", "http://127.0.0.1:5555")  # set again: noticed, like the change of the file
+    assert load_catalog(file).get("conf-2027").source.url == "http://127.0.0.1:5555/a"
     data = _with(mapping={**GOOD["mapping"], "custom_fields": {"diet": "${NOPE_FIELD}"}}, name=["${NOPE_NAME}"])
     assert _problems(data)[:2] == [
         "event 'conf-2027': name[0]: environment variable NOPE_NAME is not set and has no default",
@@ -284,6 +313,13 @@ def test_scalars_are_read_as_in_yaml_1_2(tmp_path: Path):
     assert event.start == dt.datetime(2027, 5, 10, 9, 0)
 
 
+def test_a_date_that_does_not_exist_is_a_problem_of_its_entry(tmp_path: Path):
+    # YAML would make 2027-02-30 a date and fail the whole file (ValueError); it stays text
+    catalog = _load_text(tmp_path, ENTRY_YAML.replace("end: 2027-05-12T18:00", "end: 2027-02-30"))
+    assert catalog.events == []
+    assert catalog.problems == ["event 'acme': end: Input should be a valid datetime or date, day value is outside expected range"]
+
+
 def test_an_empty_file_is_an_error(tmp_path: Path):
     # a file truncated during a deploy must not read as "no events" (the sensor would delete them all)
     for text in ("", "\n", "# events: none yet\n", "---\n"):
@@ -341,3 +377,172 @@ def test_a_secret_in_the_url_query_is_refused_unquoted(monkeypatch):
     # other parameters in the URL are fine
     url = "https://reg.example/api/attendees?status=confirmed&sort_key=email"
     assert parse_catalog(_with(source={**GOOD["source"], "url": url})).events[0].source.url == url
+
+
+# --------------------------------------------------------------------------- broken entries
+
+
+def _entry(event_id: str, **changes) -> dict:
+    return copy.deepcopy({**GOOD, "id": event_id, "name": f"Event {event_id}", **changes})  # no YAML aliases
+
+
+def _write(path: Path, *entries: dict) -> Path:
+    path.write_text(yaml.safe_dump({"events": list(entries)}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_broken_entry_is_skipped_and_reported_while_the_others_load(tmp_path: Path):
+    file = _write(tmp_path / "catalog.yaml", _entry("alpha"), _entry("beta", timezone="Mars/Olympus"), _entry("gamma"))
+    catalog = load_catalog(file)
+    assert [e.id for e in catalog.events] == ["alpha", "gamma"]
+    assert catalog.get("gamma").name == "Event gamma"
+    problem = "event 'beta': timezone: unknown timezone 'Mars/Olympus' (use an IANA name like Europe/Amsterdam)"
+    assert catalog.problems == [problem]
+    assert [(b.label, b.event_id, b.problems) for b in catalog.broken] == [("event 'beta'", "beta", (problem,))]
+    assert catalog.entry_ids == {"alpha", "beta", "gamma"}  # the broken entry still names its event
+    with pytest.raises(CatalogError) as info:  # syncing it is an error naming its problems
+        catalog.get("beta")
+    assert info.value.problems == [problem] and str(file) in str(info.value)
+    with pytest.raises(UnknownEventError):
+        catalog.get("delta")
+    with pytest.raises(CatalogError) as info:  # catalog validate: every problem
+        catalog.require_valid()
+    assert info.value.problems == [problem]
+
+
+def test_a_meeting_linked_twice_belongs_to_its_first_entry(tmp_path: Path):
+    procurios = {"kind": "procurios", "base_url": "https://p.example/", "client_id_env": "ID",
+                 "client_secret_env": "SECRET", "meeting_id": 7}
+    first = _entry("first", source=procurios, mapping=None)
+    second = _entry("second", source={**procurios, "base_url": "https://P.Example", "meeting_id": " 7"}, mapping=None)
+    catalog = load_catalog(_write(tmp_path / "catalog.yaml", _entry("rest"), first, second))
+    assert [e.id for e in catalog.events] == ["rest", "first"]
+    assert catalog.problems == [
+        "event 'second': source.meeting_id: Procurios meeting 7 of https://P.Example is already linked to "
+        "event 'first' (one meeting per event)"
+    ]
+    with pytest.raises(CatalogError, match="already linked to event 'first'"):
+        catalog.get("second")
+
+
+def test_a_file_that_is_no_catalog_is_still_an_error(tmp_path: Path):
+    # nothing is known about its events: the sensor must fail visibly and delete nothing
+    (tmp_path / "latin1.yaml").write_bytes("events: []\n# Zürich\n".encode("latin-1"))
+    with pytest.raises(CatalogError, match="not UTF-8 text"):
+        load_catalog(tmp_path / "latin1.yaml")
+    for text, problem in (
+        ("events:\n  - id: a\n   name: x\n", "not valid YAML"),
+        ("events: {id: a}\n", "events: Input should be a valid list"),
+        ("events: []\nevnts: []\n", "evnts: Extra inputs are not permitted"),
+    ):
+        with pytest.raises(CatalogError) as info:
+            _load_text(tmp_path, text)
+        assert info.value.problems[0].startswith(problem), info.value.problems
+
+
+# --------------------------------------------------------------------------- the parse cache
+
+
+def test_each_entry_parses_alone_as_within_the_whole_file(tmp_path: Path):
+    demo = (Path(loader.__file__).parent / "demo_catalog.yaml").read_text(encoding="utf-8")
+    split = {
+        "the demo catalog": demo,
+        "a list at column 0": "events:\n- id: a\n  name: A\n-\n  id: b\n  name: B\n",
+        "comments, block scalars, flow entries, a key after the list": (
+            "# head\nevents:  # the list\n\n  # first\n  - id: a\n    text: |\n      - not an item\n"
+            "      # not a comment\n\n  - {id: b, name: B}\n# tail\nlast: 1\n"
+        ),
+    }
+    whole = {
+        "an alias to another entry's anchor": "events:\n  - id: a\n    source: &s {kind: feed}\n  - id: b\n    source: *s\n",
+        "a quoted value across an item's line": 'events:\n  - id: a\n    name: "x\n  - y"\n  - id: b\n',
+        "a tab at a line's start": 'events:\n  - id: a\n    name: "x\n\ty"\n  - id: b\n',
+    }
+    for label, text in {**split, **whole}.items():
+        expected = yaml_file.parse_yaml(text)
+        data, keys, entries = yaml_file.parse_text(text, "d")
+        assert data == expected, label
+        assert len(keys) == len(expected["events"]), label
+        # entry by entry (keys are content hashes), or the file whole (keys are positions)
+        assert bool(entries) == (label in split) and all(k.startswith("d:") for k in keys) == (label in whole), label
+
+
+def test_the_catalog_is_reused_until_the_file_changes(tmp_path: Path):
+    file = _write(tmp_path / "catalog.yaml", _entry("alpha"), _entry("beta"))
+    first = load_catalog(file)
+    assert load_catalog(file) is first
+    # rewritten at once with the same size and modification time: the content tells
+    stat = file.stat()
+    _write(file, _entry("gamma"), _entry("beta"))
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file.stat().st_size == stat.st_size
+    assert [e.id for e in load_catalog(file).events] == ["gamma", "beta"]
+
+
+def test_only_a_file_changed_well_before_it_was_read_is_trusted_by_its_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    file = _write(tmp_path / "catalog.yaml", _entry("alpha"))
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or read_bytes(self))
+    load_catalog(file)
+    load_catalog(file)
+    assert reads == ["catalog.yaml", "catalog.yaml"]  # just written: read (and hashed) every time
+    clock = yaml_file.time.time
+    monkeypatch.setattr(yaml_file, "time", type("Later", (), {"time": staticmethod(lambda: clock() + 10)}))
+    load_catalog(file)  # read once more, now long after its change: its status will stand for it
+    assert [e.id for e in load_catalog(file).events] == ["alpha"] and len(reads) == 3
+    _write(file, _entry("alpha"), _entry("beta"))  # any write changes the status
+    assert [e.id for e in load_catalog(file).events] == ["alpha", "beta"] and len(reads) == 4
+
+
+def test_a_change_of_a_variable_the_catalog_uses_is_noticed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SCALE_NAME", "First")
+    file = _write(tmp_path / "catalog.yaml", _entry("alpha", name="${SCALE_NAME} event"), _entry("beta"))
+    assert load_catalog(file).get("alpha").name == "First event"
+    monkeypatch.setenv("SCALE_NAME", "Second")
+    assert load_catalog(file).get("alpha").name == "Second event"
+    monkeypatch.delenv("SCALE_NAME")
+    catalog = load_catalog(file)
+    assert [e.id for e in catalog.events] == ["beta"]
+    assert catalog.problems == ["event 'alpha': name: environment variable SCALE_NAME is not set and has no default"]
+
+
+def test_one_event_validates_its_entry_only_and_an_edit_only_the_changed_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    file = _write(tmp_path / "catalog.yaml", *[_entry(f"e{i}") for i in range(40)])
+    checked: list[str] = []
+    check_entry = loader._check_entry
+    monkeypatch.setattr(loader, "_check_entry", lambda raw: checked.append(raw["id"]) or check_entry(raw))
+    assert load_catalog(file).get("e7").id == "e7"
+    assert checked == ["e7"]
+    assert len(load_catalog(file).events) == 40 and len(load_catalog(file).events) == 40
+    assert sorted(checked) == sorted(f"e{i}" for i in range(40))  # each entry once
+    checked.clear()
+    _write(file, *[_entry(f"e{i}", name="Renamed" if i == 3 else f"Event e{i}") for i in range(40)])
+    assert load_catalog(file).get("e3").name == "Renamed" and len(load_catalog(file).events) == 40
+    assert checked == ["e3"]
+
+
+def test_a_new_process_reads_the_parse_from_the_data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    file = _write(tmp_path / "catalog.yaml", *[_entry(f"e{i}") for i in range(10)])
+    assert len(load_catalog(file).events) == 10
+    monkeypatch.setattr(yaml_file, "_MEMORY", {})  # a new process: nothing in memory
+    monkeypatch.setattr(loader, "_LOADED", {})
+    parse_yaml = yaml_file.parse_yaml
+    parsed: list[str] = []
+    monkeypatch.setattr(yaml_file, "parse_yaml", lambda text: parsed.append(text) or parse_yaml(text))
+    assert load_catalog(file).get("e4").name == "Event e4"
+    assert parsed == []  # read from <data dir>/catalog_cache
+    # after an edit, only the file without its entries and the changed entry are parsed
+    monkeypatch.setattr(yaml_file, "_MEMORY", {})
+    _write(file, *[_entry(f"e{i}", name="Renamed" if i == 4 else f"Event e{i}") for i in range(10)])
+    assert load_catalog(file).get("e4").name == "Renamed"
+    assert len(parsed) == 2 and "Renamed" in parsed[1] and "e5" not in parsed[1]
+
+
+def test_the_c_loader_is_used_where_pyyaml_has_libyaml():
+    assert ("c" in yaml_file.LOADERS) == bool(getattr(yaml, "__with_libyaml__", False))
+    assert yaml_file.LOADERS.get("c", yaml_file.PythonCatalogLoader).__name__ in ("CCatalogLoader", "PythonCatalogLoader")

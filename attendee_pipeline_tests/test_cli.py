@@ -52,6 +52,25 @@ def test_catalog_validate_names_event_and_key(tmp_path: Path, monkeypatch):
     assert ok.exit_code == 0 and "4 event(s)" in ok.output
 
 
+def test_a_broken_entry_fails_validate_and_its_own_sync_and_is_left_out_of_events(tmp_path: Path, monkeypatch):
+    no_last_name = event_entry("no-last-name")
+    no_last_name["mapping"].pop("last_name")
+    path = write_catalog(tmp_path / "catalog.yaml", event_entry("fine"), no_last_name,
+                         event_entry("on-mars", timezone="Mars/Olympus"))
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(path))
+    runner = CliRunner()
+    validate = runner.invoke(cli, ["catalog", "validate"])
+    assert validate.exit_code == 1
+    assert "event 'no-last-name': mapping: required field(s) not mapped: last_name" in validate.output
+    assert "event 'on-mars': timezone: unknown timezone 'Mars/Olympus'" in validate.output
+    listed = runner.invoke(cli, ["events"])
+    assert listed.exit_code == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == ["fine"]
+    assert "2 broken catalog entries skipped: event 'no-last-name', event 'on-mars'" in listed.stderr
+    sync = runner.invoke(cli, ["sync", "on-mars", "--dry-run"])
+    assert sync.exit_code == 1 and "Traceback" not in sync.output
+    assert "event 'on-mars': timezone: unknown timezone" in sync.output and "no-last-name" not in sync.output
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

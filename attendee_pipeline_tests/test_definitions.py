@@ -33,6 +33,8 @@ def test_assets_checks_schedules_sensors():
         "personal_programmes",
         "event_tags",
         "procurios_checkin_writeback",
+        # the catalog file, observed by the catalog sensor (external)
+        "event_catalog",
     }
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {
@@ -43,10 +45,11 @@ def test_assets_checks_schedules_sensors():
         "no_failed_emails",
         "procurios_catalog_settings",
         "checkin_writeback_failures",
+        "catalog_entries_valid",
     }
     for key in graph.get_all_asset_keys():
         partitions = graph.get(key).partitions_def
-        if key.to_user_string() == "email_outbox":  # one delivery serves every event
+        if key.to_user_string() in ("email_outbox", "event_catalog"):  # one for every event
             assert partitions is None
         else:
             assert partitions.name == "events"

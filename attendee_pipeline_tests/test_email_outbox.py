@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from attendee_pipeline.catalog import parse_catalog
+from attendee_pipeline.catalog import load_catalog, parse_catalog
 from attendee_pipeline.catalog.models import ApplyPolicy, EventSettings
 from attendee_pipeline.connectors.smtp import SmtpSettings
 from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
@@ -22,7 +22,7 @@ from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.tables import attendee_statuses, email_outbox
 from attendee_pipeline.sandbox.smtp_sink import SinkHandler, serve_smtp_sink
 from attendee_pipeline.sync.diff import compute_changes
-from attendee_pipeline_tests.catalog_factory import event_entry
+from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.email_fixtures import (
     PLATFORM_URL,
     REJECTED_DOMAIN,
@@ -205,6 +205,17 @@ def test_an_invite_to_someone_removed_before_delivery_is_skipped_and_requeued_on
     back = publish(engine, [ANN, BOB])
     assert back.invites_queued == 1  # the skipped invite is queued again
     assert deliver_outbox(engine, CATALOG, settings_for(sink)).sent == 1
+    assert sorted(recipients(sink, "invite")) == ["ann@x.org", "bob@x.org"]
+
+
+def test_the_emails_of_an_event_whose_entry_broke_wait_until_it_is_fixed(engine, sink, tmp_path):
+    publish(engine, [ANN, BOB])
+    path = write_catalog(tmp_path / "catalog.yaml", event_entry("ev", timezone="Mars/Olympus", **email_settings()))
+    report = deliver_outbox(engine, load_catalog(path), settings_for(sink))
+    assert (report.sent, report.failed, report.deferred) == (0, 0, 2) and recipients(sink, "invite") == []
+    assert [status for *_, status in rows(engine)] == ["pending", "pending"]  # not failed: not lost
+    assert "broken catalog entry" in report.problems[0][3]
+    assert deliver_outbox(engine, CATALOG, settings_for(sink)).sent == 2  # the entry fixed
     assert sorted(recipients(sink, "invite")) == ["ann@x.org", "bob@x.org"]
 
 

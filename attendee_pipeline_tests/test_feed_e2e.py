@@ -214,6 +214,20 @@ def test_a_fresh_sensor_does_not_resync_what_is_published_already(h, engine):
     assert [r.run_key for r in _tick(h).run_requests] == [f"feed:push:{later[-1]}"]
 
 
+def test_the_pushes_of_a_feed_event_whose_entry_broke_wait_until_it_is_fixed(h, engine):
+    h.write_catalog(feed_entry("push", timezone="Mars/Olympus"), feed_entry("other"))
+    pushed = push(engine, NESTED)
+    other = push(engine, NESTED, event_id="other")
+    result = _tick(h)
+    assert [r.partition_key for r in result.run_requests] == ["other"]
+    assert result.cursor == "0"  # kept: the broken event's pushes are seen again
+    h.write_catalog(feed_entry("push"), feed_entry("other"))
+    fixed = _tick(h, result.cursor)
+    assert {r.partition_key: r.run_key for r in fixed.run_requests} == {
+        "push": f"feed:push:{pushed[-1]}", "other": f"feed:other:{other[-1]}"
+    }
+
+
 def test_catalog_rules_for_a_feed_event_name_the_event_and_key(tmp_path: Path):
     bad = [
         (feed_entry("a", mapping={"email": "e", "first_name": "f", "last_name": "l"}), "mapping"),
@@ -224,7 +238,7 @@ def test_catalog_rules_for_a_feed_event_name_the_event_and_key(tmp_path: Path):
     for entry, key in bad:
         path = write_catalog(tmp_path / f"{entry['id']}.yaml", entry)
         with pytest.raises(CatalogError) as info:
-            load_catalog(path)
+            load_catalog(path).get(entry["id"])
         assert f"event '{entry['id']}'" in str(info.value) and key in str(info.value)
     ok = load_catalog(write_catalog(tmp_path / "ok.yaml", feed_entry("ok"))).get("ok")
     assert ok.sync.apply.existing == "update_provided" and ok.sync.apply.flagged == "ignore"

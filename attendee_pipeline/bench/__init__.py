@@ -14,5 +14,7 @@ to stderr), followed by one line per target (``ok`` true/false); missing a targe
 the command, a crash does. ``python -m attendee_pipeline.bench.profile`` profiles one full sync
 with cProfile. :mod:`.procurios` adds a Procurios event (seed 002) of 50,000 registrations: fetch
 floors, the initial and the full import, and incremental syncs, with peak memory at two list
-sizes. Bench code never imports the test suite.
+sizes. :mod:`.catalog` measures the catalog sensor's and the schedules' ticks and the
+catalog's share of a CLI sync with a catalog of 5,000 events. Bench code never imports the test
+suite.
 """

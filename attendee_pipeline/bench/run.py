@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-procurios", action="store_true", help="skip the Procurios benchmark (bench/procurios.py)")
     parser.add_argument("--procurios-records", type=int, default=50_000, help="registrations of the Procurios event")
     parser.add_argument("--procurios-latency-ms", type=float, default=100.0, help="API latency of its remote incremental")
+    parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog benchmark (bench/catalog.py)")
+    parser.add_argument("--catalog-events", type=int, default=5_000, help="events of the catalog benchmark (5000)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument(
         "--instance",
@@ -291,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             from attendee_pipeline.bench.procurios import run_procurios_bench
 
             run_procurios_bench(report, tmp, args.procurios_records, args.procurios_latency_ms)
+        if not (args.skip_catalog or args.only_feed):
+            from attendee_pipeline.bench.catalog import run_catalog_bench
+
+            run_catalog_bench(report, tmp, args.catalog_events)
     except BaseException as exc:  # noqa: BLE001 - report, still print the targets, exit non-zero
         if isinstance(exc, KeyboardInterrupt):
             progress("interrupted")
@@ -304,11 +310,13 @@ def main(argv: list[str] | None = None) -> int:
             from attendee_pipeline.bench.email import report_email_targets
 
             report_email_targets(report)
+        from attendee_pipeline.bench.catalog import report_catalog_targets
         from attendee_pipeline.bench.feed import report_feed_targets
         from attendee_pipeline.bench.procurios import report_procurios_targets
 
         report_feed_targets(report)
         report_procurios_targets(report)
+        report_catalog_targets(report)
     finally:
         report.close()
         if args.keep:

@@ -1,68 +1,39 @@
-"""Loading the catalog YAML (plain values read as in YAML 1.2; a key given twice in one mapping
-and an empty file are errors), ``${VAR:-default}`` expansion for non-secret strings (never in
-``*_env`` keys or under ``auth``, which hold environment variable names), validation, and
-errors that name the event and the key.
+"""Loading the catalog: the file's data (see :mod:`attendee_pipeline.catalog.yaml_file`),
+``${VAR:-default}`` expansion for non-secret strings (never in ``*_env`` keys or under
+``auth``, which hold environment variable names), validation entry by entry, and errors that
+name the event and the key.
+
+A broken entry does not break the catalog: :class:`Catalog` holds the valid events and the
+problems of each broken entry, which is skipped. Only a file that is no catalog at all (not
+found, not valid YAML, empty, not a mapping with an ``events`` list) raises
+:class:`CatalogError` on load. Each entry is validated when first needed -- getting one event
+validates that entry alone -- and its outcome is kept in this process by the entry's content
+and the values of the variables it uses, so a catalog of thousands of events is validated
+once, and after an edit only the changed entries are validated again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from attendee_pipeline.catalog.models import Catalog
+from attendee_pipeline.catalog import yaml_file
+from attendee_pipeline.catalog.models import EventEntry, UnknownEventError
 
-_VAR_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
-
-
-class _CatalogLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (YAML
-    would keep the last one silently; a key a merge ``<<`` brings in may still be overridden)
-    and plain scalars resolve as in YAML 1.2's core schema (see ``_YAML_1_2``)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    problem=f"line {line}: duplicate key {key!r} (first on line {seen[key]}); give each key once"
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-#: YAML 1.1 reads ``off``/``yes`` as booleans, ``22:00`` as 1320 and ``0012`` as 10 (octal):
-#: only true/false are booleans, integers are plain decimals without leading zeros and floats
-#: the usual decimal forms; everything else stays a string (null and timestamps as PyYAML).
-#: Each form is one PyYAML 1.1 also resolves, to the same value.
-_YAML_1_2 = [
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
-    (
-        "tag:yaml.org,2002:float",
-        r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+0123456789.",
-    ),
-]
-_CatalogLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in {t for t, _, _ in _YAML_1_2}]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-for _tag, _regexp, _first in _YAML_1_2:
-    _CatalogLoader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
+_VAR_RE = yaml_file.VARIABLE_RE
 
 
 class CatalogError(ValueError):
-    """The catalog is invalid. ``problems`` lists one human-readable line per problem."""
+    """The catalog (or an entry of it) is invalid. ``problems`` lists one human-readable line
+    per problem."""
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
@@ -70,28 +41,30 @@ class CatalogError(ValueError):
         super().__init__(f"invalid event catalog {source}:\n  - " + "\n  - ".join(problems))
 
 
-def _expand(value: Any, label: str, problems: list[str], where: str = "") -> Any:
-    """``value`` with ``${VAR}`` expanded; a problem per unset variable names ``label`` (the
-    event) and the key ``where`` like a validation error does."""
+def _expand(value: Any, problems: list[str], used: set[str], where: str = "") -> Any:
+    """``value`` with ``${VAR}`` expanded; a problem per unset variable names the key
+    ``where`` like a validation error does (the event's label goes in front later). ``used``
+    collects the names of the variables expanded."""
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            used.add(name)
             if name in os.environ:
                 return os.environ[name]
             if default is not None:
                 return default
             problems.append(
-                f"{label}: {where or '(entry)'}: environment variable {name} is not set and has no default"
+                f"{where or '(entry)'}: environment variable {name} is not set and has no default"
             )
             return ""
 
-        return _VAR_RE.sub(sub, value)
+        return _VAR_RE.sub(sub, value) if "${" in value else value
     if isinstance(value, list):
-        return [_expand(v, label, problems, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_expand(v, problems, used, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         return {
-            k: v if _names_variables(k) else _expand(v, label, problems, f"{where}.{k}" if where else str(k))
+            k: v if _names_variables(k) else _expand(v, problems, used, f"{where}.{k}" if where else str(k))
             for k, v in value.items()
         }
     return value
@@ -124,48 +97,6 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
-def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
-    """Validate already-parsed YAML data and return the catalog, or raise CatalogError. An empty
-    document (None) is an error, not a catalog without events: a file truncated during a deploy
-    would make the catalog sensor delete every event's partition."""
-    problems: list[str] = []
-    if data is None:
-        raise CatalogError(source, ["the file is empty: write `events: []` for a catalog without events"])
-    if not isinstance(data, dict):
-        raise CatalogError(source, ["the top level must be a mapping with an 'events' list"])
-    raw_events = data.get("events")
-    if isinstance(raw_events, list):
-        expanded = []
-        for i, entry in enumerate(raw_events):
-            expanded.append(_expand(entry, _event_label(raw_events, i), problems))
-        data = {**data, "events": expanded}
-    try:
-        catalog = Catalog.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
-                label = _event_label(raw_events, loc[1])
-                key = _loc_text(_drop_union_tags(loc[2:]))
-                message = _msg(err)
-                if not key and _KEYED_MESSAGE.match(message):  # an entry check that names its key
-                    problems.append(f"{label}: {message}")
-                else:
-                    problems.append(f"{label}: {key or '(entry)'}: {message}")
-            else:
-                problems.append(f"{_loc_text(loc) or '(top level)'}: {_msg(err)}")
-    else:
-        seen: set[str] = set()
-        for event in catalog.events:
-            if event.id in seen:
-                problems.append(f"event {event.id!r}: id: duplicate event id")
-            seen.add(event.id)
-        problems.extend(_meetings_linked_twice(catalog))
-    if problems:
-        raise CatalogError(source, problems)
-    return catalog
-
-
 _KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
 _UNION_TAGS = {"rest_api", "feed", "procurios", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
@@ -174,24 +105,6 @@ _UNION_TAGS = {"rest_api", "feed", "procurios", "none", "basic", "header", "quer
 #: (an entry's key), and after ``auth`` / ``pagination`` inside it. Anywhere else a name such as
 #: ``page`` or ``link`` is a real key (a query parameter, a custom field) and stays.
 _UNION_FIELDS = {("source",), ("source", "auth"), ("source", "pagination")}
-
-
-def _meetings_linked_twice(catalog: Catalog) -> list[str]:
-    """Seed 002: one Procurios meeting per event -- a problem naming both events otherwise."""
-    problems: list[str] = []
-    linked: dict[tuple[str, str], str] = {}
-    for event in catalog.events:
-        if event.source.kind != "procurios":
-            continue
-        ref = event.source.meeting_ref()
-        if ref in linked:
-            problems.append(
-                f"event {event.id!r}: source.meeting_id: Procurios meeting {ref[1]} of {event.source.base_url} "
-                f"is already linked to event {linked[ref]!r} (one meeting per event)"
-            )
-        else:
-            linked[ref] = event.id
-    return problems
 
 
 def _drop_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -204,22 +117,339 @@ def _drop_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return kept
 
 
-def _msg(err: dict[str, Any]) -> str:
+def _msg(err: Any) -> str:
     msg = str(err.get("msg", "invalid"))
     return msg.removeprefix("Value error, ")
 
 
+def _entry_problem(err: Any) -> str:
+    """A validation error of one entry as ``key: message`` (an entry check that names its key
+    already starts with it)."""
+    key = _loc_text(_drop_union_tags(tuple(err["loc"])))
+    message = _msg(err)
+    if not key and _KEYED_MESSAGE.match(message):
+        return message
+    return f"{key or '(entry)'}: {message}"
+
+
+# --------------------------------------------------------------------------- one entry
+
+
+def _values_digest(names: Sequence[str]) -> str:
+    """A hash of the current values of these environment variables (never the values)."""
+    text = "\0".join(f"{name}={os.environ[name]}" if name in os.environ else f"{name}\0unset" for name in names)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """One entry validated on its own: the event, or its problems without the event's label."""
+
+    event: EventEntry | None
+    problems: tuple[str, ...]
+    #: The variables its values used (``${NAME}``), and a hash of their values then.
+    variables: tuple[str, ...]
+    values: str
+
+
+def _check_entry(raw: Any) -> _Checked:
+    problems: list[str] = []
+    used: set[str] = set()
+    expanded = _expand(raw, problems, used)
+    event = None
+    try:
+        event = EventEntry.model_validate(expanded)
+    except ValidationError as exc:
+        problems.extend(_entry_problem(err) for err in exc.errors())
+    variables = tuple(sorted(used))
+    return _Checked(None if problems else event, tuple(problems), variables, _values_digest(variables))
+
+
+#: Entries validated in this process, by entry key (see yaml_file.parse_text); an outcome
+#: counts while the variables it used keep their values.
+_CHECKED: dict[str, _Checked] = {}
+_CHECKED_MAX = 200_000
+
+
+def _checked(raw: Any, key: str | None, digests: dict[tuple[str, ...], str]) -> _Checked:
+    """``raw`` validated, or its kept outcome (``digests``: the values' hashes known so far)."""
+    if key is not None:
+        known = _CHECKED.get(key)
+        if known is not None:
+            values = digests.get(known.variables)
+            if values is None:
+                values = digests[known.variables] = _values_digest(known.variables)
+            if known.values == values:
+                return known
+    result = _check_entry(raw)
+    if key is not None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = result
+    return result
+
+
+def _plain_text(value: Any) -> Any:
+    """``value`` with its ``${VAR}`` expanded (unset ones empty), for a look at an entry
+    before it is validated."""
+    return _expand(value, [], set()) if isinstance(value, str) else value
+
+
+def _meeting_ref(raw: Any) -> tuple[str, str] | None:
+    """The Procurios meeting an entry names, as ``ProcuriosSource.meeting_ref`` would give it
+    for a valid entry, read from the entry before validation (None: not a Procurios entry, or
+    no usable base URL and meeting id)."""
+    source = raw.get("source") if isinstance(raw, dict) else None
+    if not isinstance(source, dict) or source.get("kind") != "procurios":
+        return None
+    base, meeting = _plain_text(source.get("base_url")), _plain_text(source.get("meeting_id"))
+    if not isinstance(base, str) or isinstance(meeting, bool) or not isinstance(meeting, (int, str)):
+        return None
+    return base.rstrip("/").lower(), str(meeting).strip()
+
+
+# --------------------------------------------------------------------------- the catalog
+
+
+@dataclass(frozen=True)
+class BrokenEntry:
+    """An entry that is skipped: its label (``event 'id'`` or ``event #n``), its id when it
+    has one, and its problems (each starting with the label)."""
+
+    label: str
+    event_id: str | None
+    problems: tuple[str, ...]
+
+
+class Catalog:
+    """The events of one catalog: the valid ones (:attr:`events`, :meth:`get`) and the problems
+    of every broken entry (:attr:`problems`, :attr:`broken`), which is skipped.
+
+    Entries are validated when first needed: :meth:`get` validates the entry of that event
+    only (the other entries' ids and Procurios meetings are read as written). An id given twice
+    belongs to its first entry; a later entry with it is broken ("duplicate event id"). A
+    Procurios meeting belongs to the first entry naming it; a later one is broken.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Any] = (),
+        source: str = "<catalog>",
+        keys: Sequence[str] | None = None,
+        fingerprint: str = "",
+    ) -> None:
+        self.source = source
+        #: Changes whenever the file's content or a variable it uses changes ("" for data).
+        self.fingerprint = fingerprint
+        self._raw = list(entries)
+        self._keys: list[str | None] = list(keys) if keys is not None else [None] * len(self._raw)
+        self._checks: dict[int, _Checked] = {}
+        self._digests: dict[tuple[str, ...], str] = {}
+        self._ids: list[str | None] | None = None
+        self._first: dict[str, int] | None = None
+        self._meetings: dict[tuple[str, str], int] | None = None
+        self._problems: dict[int, list[str]] = {}
+        self._events: list[EventEntry] | None = None
+        self._by_id: dict[str, EventEntry] | None = None
+
+    # -------------------------------------------------------------- entries
+
+    def _check(self, index: int) -> _Checked:
+        result = self._checks.get(index)
+        if result is None:
+            result = self._checks[index] = _checked(self._raw[index], self._keys[index], self._digests)
+        return result
+
+    def _entry_ids(self) -> list[str | None]:
+        """Each entry's id as written (variables expanded), None where it has no text id."""
+        if self._ids is None:
+            self._ids = [
+                _plain_text(raw.get("id")) if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+                for raw in self._raw
+            ]
+        return self._ids
+
+    def _first_entries(self) -> dict[str, int]:
+        if self._first is None:
+            first: dict[str, int] = {}
+            for index, event_id in enumerate(self._entry_ids()):
+                if event_id is not None:
+                    first.setdefault(event_id, index)
+            self._first = first
+        return self._first
+
+    def _meeting_owners(self) -> dict[tuple[str, str], int]:
+        if self._meetings is None:
+            owners: dict[tuple[str, str], int] = {}
+            for index, raw in enumerate(self._raw):
+                ref = _meeting_ref(raw)
+                if ref is not None:
+                    owners.setdefault(ref, index)
+            self._meetings = owners
+        return self._meetings
+
+    def _label(self, index: int) -> str:
+        return _event_label(self._raw, index)
+
+    def _entry_problems(self, index: int) -> list[str]:
+        """The problems of entry ``index``, each naming the event (empty: it is valid)."""
+        problems = self._problems.get(index)
+        if problems is not None:
+            return problems
+        label = self._label(index)
+        checked = self._check(index)
+        problems = [f"{label}: {problem}" for problem in checked.problems]
+        event = checked.event
+        if event is not None:
+            if self._first_entries().get(event.id) != index:
+                problems.append(f"event {event.id!r}: id: duplicate event id")
+            if event.source.kind == "procurios":
+                ref = event.source.meeting_ref()
+                owner = self._meeting_owners().get(ref, index)
+                if owner != index:
+                    other = self._entry_ids()[owner]
+                    problems.append(
+                        f"event {event.id!r}: source.meeting_id: Procurios meeting {ref[1]} of "
+                        f"{event.source.base_url} is already linked to "
+                        f"{f'event {other!r}' if other else self._label(owner)} (one meeting per event)"
+                    )
+        self._problems[index] = problems
+        return problems
+
+    # -------------------------------------------------------------- the API
+
+    @property
+    def events(self) -> list[EventEntry]:
+        """The valid events, in the file's order (validates every entry once)."""
+        if self._events is None:
+            self._events = [
+                self._check(i).event for i in range(len(self._raw)) if not self._entry_problems(i)
+            ]  # type: ignore[misc]
+        return list(self._events)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem of every broken entry, in the file's order."""
+        return [problem for i in range(len(self._raw)) for problem in self._entry_problems(i)]
+
+    @property
+    def broken(self) -> list[BrokenEntry]:
+        """The entries that are skipped, in the file's order."""
+        ids = self._entry_ids()
+        return [
+            BrokenEntry(self._label(i), ids[i], tuple(self._entry_problems(i)))
+            for i in range(len(self._raw))
+            if self._entry_problems(i)
+        ]
+
+    @property
+    def entry_ids(self) -> frozenset[str]:
+        """The id of every entry in the file, valid or broken (a broken entry that still names
+        its event keeps that event's partition and platform row)."""
+        return frozenset(event_id for event_id in self._entry_ids() if event_id is not None)
+
+    @property
+    def entry_count(self) -> int:
+        """The number of entries in the file, valid or broken."""
+        return len(self._raw)
+
+    def by_id(self) -> dict[str, EventEntry]:
+        """The valid events by id."""
+        if self._by_id is None:
+            self._by_id = {event.id: event for event in self.events}
+        return dict(self._by_id)
+
+    def find(self, event_id: str) -> EventEntry | None:
+        """The event ``event_id``; None when no entry has that id. Raises CatalogError naming
+        the problems when its entry is broken (those of every entry with that id)."""
+        index = self._first_entries().get(event_id)
+        if index is None:
+            return None
+        if self._entry_problems(index):
+            ids = self._entry_ids()
+            problems = [p for i, other in enumerate(ids) if other == event_id for p in self._entry_problems(i)]
+            raise CatalogError(self.source, problems)
+        return self._check(index).event
+
+    def get(self, event_id: str) -> EventEntry:
+        """The event ``event_id``: UnknownEventError when no entry has that id, CatalogError
+        naming its problems when its entry is broken."""
+        event = self.find(event_id)
+        if event is None:
+            raise UnknownEventError(f"event {event_id!r} is not in the catalog")
+        return event
+
+    def require_valid(self) -> "Catalog":
+        """This catalog; CatalogError listing every problem when an entry is broken."""
+        problems = self.problems
+        if problems:
+            raise CatalogError(self.source, problems)
+        return self
+
+
+class _CatalogFile(BaseModel):
+    """The top level of a catalog file (its entries are validated one by one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[Any] = []
+
+
+def _catalog(data: Any, source: str, keys: Sequence[str] | None = None, fingerprint: str = "") -> Catalog:
+    """The catalog of already-parsed YAML data; CatalogError when it is no catalog at all.
+    An empty document (None) is an error, not a catalog without events: a file truncated
+    during a deploy would make the catalog sensor delete every event's partition."""
+    if data is None:
+        raise CatalogError(source, ["the file is empty: write `events: []` for a catalog without events"])
+    if not isinstance(data, dict):
+        raise CatalogError(source, ["the top level must be a mapping with an 'events' list"])
+    try:
+        _CatalogFile.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(
+            source, [f"{_loc_text(tuple(err['loc'])[:1]) or '(top level)'}: {_msg(err)}" for err in exc.errors()]
+        ) from None
+    return Catalog(data.get("events") or [], source, keys, fingerprint)
+
+
+def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
+    """Validate already-parsed YAML data (every entry) and return the catalog, or raise
+    CatalogError listing every problem: for a catalog assembled in code, all or nothing."""
+    return _catalog(data, source).require_valid()
+
+
+#: The catalog of each file (by path) last loaded in this process, with its (digest,
+#: variables' values) key.
+_LOADED: dict[str, tuple[tuple[str, str], Catalog]] = {}
+
+
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
-    """Load and validate the catalog file (default: settings.catalog_path())."""
+    """The catalog of a file (default: settings.catalog_path()): its valid events and the
+    problems of its broken entries. Kept in this process until the file's content or a
+    variable it uses changes. Raises CatalogError when the file is no catalog at all."""
     from attendee_pipeline import settings
 
     file = Path(path) if path else settings.catalog_path()
     try:
-        text = file.read_text(encoding="utf-8")
+        parsed = yaml_file.read_catalog_file(file)
     except FileNotFoundError:
         raise CatalogError(str(file), ["file not found (set ATTENDEE_PIPELINE_CATALOG)"]) from None
-    try:
-        data = yaml.load(text, Loader=_CatalogLoader)
     except yaml.YAMLError as exc:
         raise CatalogError(str(file), [f"not valid YAML: {exc}"]) from None
-    return parse_catalog(data, str(file))
+    except UnicodeDecodeError as exc:
+        raise CatalogError(str(file), [f"not UTF-8 text: {exc}"]) from None
+    key = (parsed.digest, _values_digest(parsed.variables))
+    name = str(file)
+    loaded = _LOADED.get(name)
+    if loaded is not None and loaded[0] == key:
+        return loaded[1]
+    fingerprint = hashlib.sha256("\0".join(key).encode("ascii")).hexdigest()[:16]
+    catalog = _catalog(parsed.data, name, parsed.entry_keys, fingerprint)
+    _LOADED[name] = (key, catalog)
+    return catalog
+
+
+def clear_caches() -> None:
+    """Forget every parse and validation of this process (the disk cache stays)."""
+    _LOADED.clear()
+    _CHECKED.clear()
+    yaml_file.clear_memory()

@@ -669,16 +669,3 @@ class UnknownEventError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "unknown event"
-
-
-class Catalog(_Strict):
-    events: list[EventEntry] = Field(default_factory=list)
-
-    def by_id(self) -> dict[str, EventEntry]:
-        return {e.id: e for e in self.events}
-
-    def get(self, event_id: str) -> EventEntry:
-        try:
-            return self.by_id()[event_id]
-        except KeyError:
-            raise UnknownEventError(f"event {event_id!r} is not in the catalog") from None

@@ -39,10 +39,9 @@ def _event(event_id: str) -> Any:
     from attendee_pipeline.catalog import CatalogError, load_catalog
 
     try:
-        catalog = load_catalog()
+        event = load_catalog().find(event_id)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
-    event = catalog.by_id().get(event_id)
     if event is None:
         raise click.UsageError(
             f"event {event_id!r} is not in the catalog (attendee-pipeline events lists them)"

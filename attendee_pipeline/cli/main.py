@@ -72,13 +72,14 @@ def catalog() -> None:
 @catalog.command("validate")
 @click.option("--catalog", "path", type=click.Path(dir_okay=False), help="Catalog file (default: setting).")
 def catalog_validate(path: str | None) -> None:
-    """Validate the catalog; errors name the event and the key."""
+    """Validate the catalog; errors name the event and the key. Exits 1 listing every problem
+    when an entry is broken (the pipeline skips such an entry and syncs the others)."""
     from attendee_pipeline.catalog import CatalogError, load_catalog
 
     from attendee_pipeline.catalog.warnings import catalog_warnings
 
     try:
-        loaded = load_catalog(path)
+        loaded = load_catalog(path).require_valid()
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"catalog OK: {len(loaded.events)} event(s)")
@@ -92,7 +93,8 @@ def events() -> None:
     from attendee_pipeline.catalog import load_catalog
 
     rows = []
-    for event in load_catalog().events:
+    catalog = load_catalog()
+    for event in catalog.events:
         auto = event.sync.auto
         schedule = "manual" if auto.interval == "off" else f"{auto.interval} until {event.auto_until:%Y-%m-%d %H:%M %Z}"
         if event.source.kind == "procurios" and event.source.auto_sync:
@@ -105,6 +107,14 @@ def events() -> None:
     widths = [max([least, *(len(row[i]) for row in rows)]) for i, least in enumerate((24, 10, 36))]
     for *columns, name in rows:
         click.echo(" ".join(f"{value:<{width}}" for value, width in zip(columns, widths)) + f" {name}")
+    broken = catalog.broken
+    if broken:
+        noun = "entry" if len(broken) == 1 else "entries"
+        click.echo(
+            f"{len(broken)} broken catalog {noun} skipped: {', '.join(b.label for b in broken)} "
+            "(attendee-pipeline catalog validate says why)",
+            err=True,
+        )
 
 
 # --------------------------------------------------------------------------- database
@@ -162,7 +172,7 @@ def sync(
     """
     from attendee_pipeline.catalog import load_catalog
 
-    event = load_catalog().get(event_id)  # a bad catalog or an unknown event stops here
+    event = load_catalog().get(event_id)  # an unknown event or a broken entry stops here
     if full:
         from attendee_pipeline.cli.procurios import require_procurios
 
@@ -548,7 +558,7 @@ def feed_key_create(event_id: str) -> None:
     from attendee_pipeline.catalog import load_catalog
     from attendee_pipeline.platform_db.feed import create_key
 
-    event = load_catalog().by_id().get(event_id)
+    event = load_catalog().find(event_id)  # a broken entry: its problems
     if event is None or event.source.kind != "feed":
         raise click.UsageError(f"{event_id} is not a feed event of the catalog (source: {{kind: feed}})")
     with platform_engine() as engine:

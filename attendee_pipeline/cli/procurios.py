@@ -19,7 +19,7 @@ def _procurios_event(event_id: str):  # type: ignore[no-untyped-def]
     from attendee_pipeline.catalog import CatalogError, load_catalog
 
     try:
-        event = load_catalog().by_id().get(event_id)
+        event = load_catalog().find(event_id)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
     if event is None:

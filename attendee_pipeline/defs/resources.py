@@ -30,14 +30,18 @@ from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 
 
 class EventCatalogResource(dg.ConfigurableResource):
-    """The event catalog YAML file (default: ATTENDEE_PIPELINE_CATALOG or the demo catalog)."""
+    """The event catalog YAML file (default: ATTENDEE_PIPELINE_CATALOG or the demo catalog).
+    Loading is cheap after the first time in a process (see ``load_catalog``)."""
 
     path: str = ""
 
     def load(self) -> Catalog:
+        """The catalog: its valid events, and the problems of the broken entries it skips."""
         return load_catalog(self.path or None)
 
     def event(self, event_id: str) -> EventEntry:
+        """One event (validating its entry only); CatalogError naming the problems when its
+        entry is broken, UnknownEventError when no entry has that id."""
         return self.load().get(event_id)
 
 

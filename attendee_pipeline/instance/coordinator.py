@@ -45,7 +45,7 @@ def _source_kind(event_id: str) -> str | None:
     from attendee_pipeline.catalog import CatalogError, load_catalog
 
     try:
-        event = load_catalog().by_id().get(event_id)
+        event = load_catalog().find(event_id)
     except (CatalogError, OSError) as exc:
         log.warning("cannot read the catalog to tag the run of %s with its source kind: %s", event_id, exc)
         return None

@@ -319,10 +319,12 @@ def _event_values(event: Any) -> dict[str, Any]:
     }
 
 
-def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any]) -> dict[str, int]:
+def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any], keep: Iterable[str] = ()) -> dict[str, int]:
     """Mirror the catalog into ``events``: insert new events, update changed ones, and mark the
     ones no longer in the catalog (``in_catalog = false``, ``removed_from_catalog_at``); never
-    deletes. Writes nothing when nothing changed. Returns counts (added, updated, marked_removed).
+    deletes. ``keep``: ids whose rows stay as they are although they are not in
+    ``catalog_events`` (an entry still in the catalog but broken). Writes nothing when nothing
+    changed. Returns counts (added, updated, marked_removed).
     """
     now = utcnow()
     wanted = {e.id: _event_values(e) for e in catalog_events}
@@ -336,7 +338,8 @@ def upsert_events(engine: sa.Engine, catalog_events: Sequence[Any]) -> dict[str,
                 inserts.append({"id": event_id, **values, "created_at": now, "updated_at": now})
             elif any(row[k] != v for k, v in values.items()):
                 updates.append({"b_id": event_id, **{f"b_{k}": v for k, v in values.items()}})
-        gone = [eid for eid, row in current.items() if eid not in wanted and row["in_catalog"]]
+        kept = set(keep)
+        gone = [eid for eid, row in current.items() if eid not in wanted and eid not in kept and row["in_catalog"]]
         if inserts:  # ON CONFLICT DO NOTHING: a publish may have created a minimal row meanwhile
             conn.execute(insert_ignore(conn, events, ["id"]), inserts)
         if updates:

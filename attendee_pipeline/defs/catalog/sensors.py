@@ -1,36 +1,46 @@
-"""The catalog sensor: adds a dynamic ``events`` partition for each new catalog event, deletes
-the partitions of events removed from the catalog, and upserts the platform's ``events`` table
-(an event that leaves the catalog is marked, never deleted, so its history stays).
-"""
+"""The catalog sensor: adds a dynamic ``events`` partition for each new valid catalog event,
+deletes the partitions of events whose entries left the catalog, and upserts the platform's
+``events`` table (an event that leaves the catalog is marked, never deleted, so its history
+stays).
 
+A broken entry is skipped, not removed: its event keeps its partition and its platform row,
+the other events go on, and its problems are logged and reported on the ``event_catalog``
+asset (check ``catalog_entries_valid``). Work that only a changed catalog needs -- the upsert,
+the log lines, the asset events -- is done once per change: the cursor is a hash of the
+catalog's content, the variables it uses, its problems and its warnings. A file that is no
+catalog at all (not valid YAML, empty) fails the tick and changes nothing.
+"""
 
 import hashlib
 
 import dagster as dg
 
 from attendee_pipeline.catalog.warnings import catalog_warnings
+from attendee_pipeline.defs.catalog.assets import catalog_asset_events
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.publish import upsert_events
+
+#: Problem lines logged per change (all of them: attendee-pipeline catalog validate).
+LOGGED_PROBLEMS_MAX = 50
 
 
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the events partitions and the platform events table equal to the catalog.",
+    description="Keeps the events partitions and the platform events table equal to the catalog; "
+    "reports broken entries on the event_catalog asset.",
 )
 def event_catalog_sensor(
     context: dg.SensorEvaluationContext,
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ) -> dg.SensorResult:
-    loaded = catalog.load()  # a CatalogError fails the tick with its message, visibly
+    loaded = catalog.load()  # a file that is no catalog fails the tick with its message, visibly
     events = loaded.events
-    wanted = [e.id for e in events]
     existing = set(context.instance.get_dynamic_partitions(events_partitions.name))
-    to_add = [e for e in wanted if e not in existing]
-    to_delete = sorted(existing - set(wanted))
-    upsert_events(platform_db.engine(), events)
+    to_add = [e.id for e in events if e.id not in existing]
+    to_delete = sorted(existing - loaded.entry_ids)  # a broken entry still names its event
     requests: list = []
     if to_add:
         requests.append(events_partitions.build_add_request(to_add))
@@ -38,12 +48,25 @@ def event_catalog_sensor(
         requests.append(events_partitions.build_delete_request(to_delete))
     if requests:
         context.log.info(f"events partitions: +{len(to_add)} -{len(to_delete)}")
-    warnings = catalog_warnings(loaded)  # logged again whenever they change
-    digest = hashlib.sha256("\n".join(warnings).encode()).hexdigest()[:16]
-    if digest != (context.cursor or ""):
-        for warning in warnings:
-            context.log.warning(f"catalog warning: {warning}")
-    return dg.SensorResult(dynamic_partitions_requests=requests, cursor=digest)
+    problems = loaded.problems
+    warnings = catalog_warnings(loaded)
+    state = "\n".join([loaded.fingerprint, *problems, "", *warnings])
+    cursor = hashlib.sha256(state.encode("utf-8")).hexdigest()[:16]
+    if cursor == (context.cursor or ""):
+        return dg.SensorResult(dynamic_partitions_requests=requests, cursor=cursor)
+    keep = {entry.event_id for entry in loaded.broken if entry.event_id}
+    upsert_events(platform_db.engine(), events, keep=keep)
+    for problem in problems[:LOGGED_PROBLEMS_MAX]:
+        context.log.warning(f"catalog entry skipped: {problem}")
+    if len(problems) > LOGGED_PROBLEMS_MAX:
+        context.log.warning(
+            f"... and {len(problems) - LOGGED_PROBLEMS_MAX} more problems (attendee-pipeline catalog validate)"
+        )
+    for warning in warnings:
+        context.log.warning(f"catalog warning: {warning}")
+    return dg.SensorResult(
+        dynamic_partitions_requests=requests, cursor=cursor, asset_events=catalog_asset_events(loaded)
+    )
 
 
 catalog_sensors = [event_catalog_sensor]

@@ -4,7 +4,8 @@ Every tick reads, past its cursor (the highest ``feed_inbox`` id it has seen), w
 events received pushes, and requests one run of the attendee sync job per such event. The run
 key ``feed:<event>:<last inbox id>`` is stable, so a re-evaluated tick never launches a run
 twice. The run's raw extract is the event's inbox rows after the position the last publish
-reached (not after the cursor), so rows of a failed run are picked up by the next one.
+reached (not after the cursor), so rows of a failed run are picked up by the next one. The
+pushes of an event whose catalog entry is broken wait (the cursor stays) until it is fixed.
 """
 
 
@@ -36,12 +37,17 @@ def feed_inbox_sensor(
     heads = inbox_heads(platform_db.engine(), after_id=after)
     if not heads:
         return dg.SkipReason(f"no pushes after inbox id {after}")
-    feeds = {e.id for e in catalog.load().events if e.source.kind == "feed"}
+    loaded = catalog.load()
+    feeds = {e.id for e in loaded.events if e.source.kind == "feed"}
+    broken = {entry.event_id for entry in loaded.broken if entry.event_id} - feeds
     known = set(context.instance.get_dynamic_partitions(events_partitions.name))
     requests = []
     waiting = False
     engine = platform_db.engine()
     for event_id, head in sorted(heads.items()):
+        if event_id in broken:  # skipped until its entry is fixed (the catalog sensor reports it)
+            waiting = True
+            continue
         if event_id not in feeds:
             context.log.warning(f"inbox rows for {event_id!r}, which is not a feed event of the catalog")
             continue
@@ -57,8 +63,9 @@ def feed_inbox_sensor(
                 tags=sync_tags(event_id, "feed", "sensor:feed_inbox"),
             )
         )
-    # Keep the cursor while an event waits for its partition: the next tick sees its rows again
-    # (the run keys of the events already requested make those requests no-ops).
+    # Keep the cursor while an event waits for its partition or for its entry to be fixed: the
+    # next tick sees its rows again (the run keys of the events already requested make those
+    # requests no-ops).
     cursor = after if waiting else max(heads.values())
     return dg.SensorResult(run_requests=requests, cursor=str(cursor))
 
