@@ -73,13 +73,13 @@ def test_assets_checks_schedules_sensors():
     # one job syncs every kind of event: the attendee chain and the source's programme, which is
     # one step that cannot be subset (see defs/attendees/assets.py); not the write-back
     synced = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert synced == keys - {"email_outbox", "procurios_checkin_writeback"}
+    assert synced == keys - {"email_outbox", "procurios_checkin_writeback", "event_catalog"}
     (sync_step,) = {graph.get(k).assets_def for k in job.asset_layer.selected_asset_keys}
     assert not sync_step.can_subset
     assert sync_step.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
     assert {k.to_user_string() for k in sync_step.keys} == synced
     assert {k.name for k in sync_step.check_keys} == checks - {
-        "emails_flowing", "no_failed_emails", "checkin_writeback_failures"
+        "emails_flowing", "no_failed_emails", "checkin_writeback_failures", "catalog_entries_valid"
     }
     assert {j.name for j in defs.jobs if not j.name.startswith("__")} == {
         "attendee_sync_job", "email_delivery_job", "procurios_checkin_job"
