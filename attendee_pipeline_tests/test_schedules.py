@@ -202,6 +202,9 @@ def test_run_keys_are_stable_per_event_and_slot(tmp_path: Path, instance):
     assert later["hourly-live"] != first["hourly-live"]
     requests = _evaluate(hourly_attendee_sync, tick, catalog, instance)
     assert all(r.tags["attendee_pipeline/source_kind"] == "rest_api" for r in requests)
+    # handed over resolved (checked against the partitions read once), so Dagster's tick does
+    # not look each due event's partition up again, one query per event
+    assert all(r.tags["dagster/partition"] == r.partition_key and r.has_resolved_partition() for r in requests)
 
 
 def test_an_event_without_its_partition_yet_waits_and_the_others_still_run(tmp_path: Path, instance):

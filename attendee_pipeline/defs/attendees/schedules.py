@@ -17,7 +17,7 @@ import dagster as dg
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
-from attendee_pipeline.instance.tags import sync_tags
+from attendee_pipeline.instance.tags import PARTITION_TAG, sync_tags
 from attendee_pipeline.sync import windows
 
 #: Run statuses of a run that is queued or running (a sensor launches no second one meanwhile).
@@ -61,7 +61,9 @@ def with_partitions(
         )
     if not ready:
         return dg.SkipReason(f"every due event lacks its partition so far: {', '.join(waiting)}")
-    return ready
+    # Checked against the partitions read once above: tagged with their partition, the requests
+    # count as resolved, so Dagster does not look each one up again (one query per due event).
+    return [r.with_replaced_attrs(tags={**r.tags, PARTITION_TAG: r.partition_key}) for r in ready]
 
 
 @dg.schedule(
