@@ -39,7 +39,7 @@ def test_assets_checks_schedules_sensors():
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {
         "mapped_attendees_schema",
-        "no_rejected_attendees",
+        "rejects_within_limit",
         "mass_removal_guard",
         "emails_flowing",
         "no_failed_emails",

@@ -202,8 +202,10 @@ def test_bad_rows_are_quarantined_and_good_rows_publish(api, h):
     rejects = h.query("select source_row, source_record_id, field, reason, raw_record from rejected_records where event_id = :e order by source_row", e=ev)
     assert [(r[0], r[2]) for r in rejects] == [(2, "email"), (9, "last_name")]
     assert all(r[1] and r[4] for r in rejects)  # the record id and the raw record are kept
-    warn = check_evaluation(result, "no_rejected_attendees")
+    # 2 of 25 is above the default limit of 5 %: a warning (the valid records are published)
+    warn = check_evaluation(result, "rejects_within_limit")
     assert warn is not None and not warn.passed and warn.severity.value == "WARN"
+    assert "2 of 25 record(s) quarantined (8.0%, above the limit of 5%)" in warn.description
     schema = check_evaluation(result, "mapped_attendees_schema")
     assert schema.passed
     # the raw extract is kept on disk, replayable
@@ -331,10 +333,11 @@ def test_every_run_materialises_every_asset_of_the_event(api, h):
         assert materialized(result, "attendee_raw_extract")["unchanged"] is unchanged
         assert materialized(result, "personal_programmes")["synced"] is False
         assert "rest_api event" in materialized(result, "procurios_sessions")["reason"]
-        rejected = check_evaluation(result, "no_rejected_attendees")
-        assert not rejected.passed and rejected.severity == dg.AssetCheckSeverity.WARN
-        assert rejected.metadata["rejected_records"].value == 1
-        for name in ("mapped_attendees_schema", "mass_removal_guard", "procurios_catalog_settings"):
+        # one bad record of 30 is within the event's limit (5 %): counted, not a warning
+        rejected = check_evaluation(result, "rejects_within_limit")
+        assert rejected.severity == dg.AssetCheckSeverity.WARN
+        assert (rejected.metadata["rejected_records"].value, rejected.metadata["records"].value) == (1, 30)
+        for name in ("rejects_within_limit", "mapped_attendees_schema", "mass_removal_guard", "procurios_catalog_settings"):
             assert check_evaluation(result, name).passed, name
     assert materialized(again, "published_attendees")["rows_written"] == 0
     assert materialized(again, "attendee_changes")["unchanged_since_run"] == first.run_id
@@ -428,7 +431,7 @@ def test_each_event_keeps_its_own_check_results(api, h):
     storage = h.instance.event_log_storage
     latest = storage.get_latest_asset_check_execution_by_key([guard], partition_filter=PartitionKeyFilter(key=held_ev))
     assert latest[guard].run_id == held.run_id and latest[guard].status.value == "FAILED"
-    for name in ("mapped_attendees_schema", "no_rejected_attendees"):
+    for name in ("mapped_attendees_schema", "rejects_within_limit"):
         assert check_evaluation(held, name).partition == held_ev
 
 

@@ -430,10 +430,20 @@ class MassRemovalGuard(_Strict):
     min_count: int = Field(default=25, ge=0)
 
 
+class RejectLimit(_Strict):
+    """When quarantined records are worth a warning (the ``rejects_within_limit`` check): a
+    share of the records a sync read above ``max_share``. A few bad records are normal (a
+    registration without a valid e-mail address is skipped and reported); many are a sign that
+    the provider or the mapping changed."""
+
+    max_share: float = Field(default=0.05, ge=0, le=1)
+
+
 class SyncPolicy(_Strict):
     apply: ApplyPolicy = Field(default_factory=ApplyPolicy)
     auto: AutoSync = Field(default_factory=AutoSync)
     mass_removal: MassRemovalGuard = Field(default_factory=MassRemovalGuard)
+    rejects: RejectLimit = Field(default_factory=RejectLimit)
 
 
 class EventSettings(_Strict):

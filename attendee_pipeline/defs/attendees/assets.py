@@ -370,7 +370,8 @@ def _unchanged(
     for key in ("mapped_attendees", "attendee_group_memberships"):
         yield dg.MaterializeResult(asset_key=key, metadata=same)
     yield dg.MaterializeResult(asset_key="rejected_attendees", metadata={**same, "rejected_records": rejected})
-    yield checks.rejected_count_check(rejected, since)
+    records = int(manifest.get("records", 0))
+    yield checks.rejected_count_check(rejected, records, event.sync.rejects.max_share, since)
     yield checks.unchanged_schema_check(since)
     yield dg.MaterializeResult(asset_key="attendee_changes", metadata={**same, "unchanged_attendees": active})
     result, _ = checks.mass_removal_check(
@@ -452,7 +453,7 @@ def _map(
                 "dagster/row_count": len(memberships),
             },
         ),
-        checks.rejected_check(rejects),
+        checks.rejected_check(rejects, int(manifest.get("records", 0)), event.sync.rejects.max_share),
         schema,
     ]
     return _Mapped(value, rejects, results, schema)

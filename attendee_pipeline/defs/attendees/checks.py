@@ -57,10 +57,13 @@ MAPPED_SCHEMA = dg.AssetCheckSpec(
 )
 
 NO_REJECTED = dg.AssetCheckSpec(
-    "no_rejected_attendees",
+    "rejects_within_limit",
     asset="rejected_attendees",
     partitions_def=events_partitions,  # one result per event
-    description="Warns when the provider sent records that had to be quarantined.",
+    description=(
+        "Warns when more of the records a sync read had to be quarantined than the event's "
+        "sync.rejects.max_share (default 5%); the number and the reasons are in the metadata either way."
+    ),
 )
 
 MASS_REMOVAL_GUARD = dg.AssetCheckSpec(
@@ -106,28 +109,47 @@ def schema_result(
     )
 
 
-def rejected_check(rejected: pd.DataFrame) -> dg.AssetCheckResult:
-    """``no_rejected_attendees``: a warning naming how many records were quarantined, and why."""
-    records = int(rejected["source_row"].nunique()) if len(rejected) else 0
-    return rejected_count_check(records, by_reason=reason_counts(rejected) if records else None)
+def rejected_check(rejected: pd.DataFrame, records: int, max_share: float) -> dg.AssetCheckResult:
+    """``rejects_within_limit`` for the quarantined ``rejected`` of ``records`` records read."""
+    count = int(rejected["source_row"].nunique()) if len(rejected) else 0
+    return rejected_count_check(count, records, max_share, by_reason=reason_counts(rejected) if count else None)
 
 
 def rejected_count_check(
-    records: int, unchanged_since: str | None = None, by_reason: dict[str, int] | None = None
+    rejected: int,
+    records: int,
+    max_share: float,
+    unchanged_since: str | None = None,
+    by_reason: dict[str, int] | None = None,
 ) -> dg.AssetCheckResult:
-    """``no_rejected_attendees`` for ``records`` quarantined records (of an input unchanged since
-    run ``unchanged_since``: the same records as that run's)."""
-    common = {"check_name": NO_REJECTED.name, "asset_key": NO_REJECTED.asset_key, "severity": dg.AssetCheckSeverity.WARN}
-    metadata: dict[str, Any] = {"rejected_records": records}
+    """``rejects_within_limit``: ``rejected`` quarantined records of ``records`` read (of an
+    input unchanged since run ``unchanged_since``: the same records as that run's). A WARN: the
+    valid records were published all the same."""
+    share = rejected / records if records else 0.0
+    metadata: dict[str, Any] = {
+        "rejected_records": rejected,
+        "records": records,
+        "rejected_share": round(share, 4),
+        "max_share": max_share,
+    }
     if unchanged_since:
         metadata["unchanged_since_run"] = unchanged_since
     if by_reason is not None:
         metadata["by_reason"] = dg.MetadataValue.json(by_reason)
-    if not records:
-        return dg.AssetCheckResult(**common, passed=True, metadata=metadata)
+    within = share <= max_share
     where = f"the same as run {unchanged_since}" if unchanged_since else "see the rejected_attendees asset"
     return dg.AssetCheckResult(
-        **common, passed=False, metadata=metadata, description=f"{records} record(s) quarantined; {where}"
+        check_name=NO_REJECTED.name,
+        asset_key=NO_REJECTED.asset_key,
+        severity=dg.AssetCheckSeverity.WARN,
+        passed=within,
+        metadata=metadata,
+        description=(
+            f"{rejected} of {records} record(s) quarantined ({share:.1%}, "
+            f"{'within' if within else 'above'} the limit of {max_share:.0%}); {where}"
+            if rejected
+            else "no record quarantined"
+        ),
     )
 
 
