@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.assets import attendee_assets
-from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
 from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import (
     EventCatalogResource,
@@ -37,8 +37,12 @@ class Harness:
     def write_catalog(self, *entries: dict[str, Any]) -> None:
         write_catalog(self.catalog_path, *entries)
         for entry in entries:
-            if not self.instance.has_dynamic_partition(events_partitions.name, entry["id"]):
-                self.instance.add_dynamic_partitions(events_partitions.name, [entry["id"]])
+            kinds = [events_partitions]
+            if (entry.get("source") or {}).get("kind") == "procurios":
+                kinds.append(procurios_events_partitions)
+            for partitions in kinds:  # as the catalog sensor adds them
+                if not self.instance.has_dynamic_partition(partitions.name, entry["id"]):
+                    self.instance.add_dynamic_partitions(partitions.name, [entry["id"]])
 
     def resources(self) -> dict[str, Any]:
         return {

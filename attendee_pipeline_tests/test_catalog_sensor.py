@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog import CatalogError
 from attendee_pipeline.defs.catalog.sensors import event_catalog_sensor
-from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 
@@ -64,6 +64,24 @@ def test_sensor_adds_and_removes_partitions(tmp_path: Path, sqlite_url: str):
         assert sorted(instance.get_dynamic_partitions(events_partitions.name)) == ["beta", "gamma"]
         # the platform keeps the removed event's row (and its history), marked out of the catalog
         assert _events_table(sqlite_url) == {"alpha": False, "beta": True, "gamma": True}
+
+
+def test_procurios_events_get_their_own_partitions_too(tmp_path: Path, sqlite_url: str):
+    """The check-in write-back exists only for a Procurios event: it is partitioned by the
+    Procurios events, so the UI never shows it missing for an event that cannot have it."""
+    from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
+
+    congress = procurios_entry("congress", "http://127.0.0.1:9", "1001")
+    catalog = write_catalog(tmp_path / "catalog.yaml", event_entry("alpha"), congress)
+    with dg.instance_for_test() as instance:
+        _tick(instance, catalog, sqlite_url)
+        assert sorted(instance.get_dynamic_partitions(events_partitions.name)) == ["alpha", "congress"]
+        assert instance.get_dynamic_partitions(procurios_events_partitions.name) == ["congress"]
+        # the event moves to another source: it keeps its events partition, loses the other
+        write_catalog(catalog, event_entry("alpha"), event_entry("congress"))
+        _tick(instance, catalog, sqlite_url)
+        assert sorted(instance.get_dynamic_partitions(events_partitions.name)) == ["alpha", "congress"]
+        assert instance.get_dynamic_partitions(procurios_events_partitions.name) == []
 
 
 def test_an_emptied_catalog_fails_the_tick_and_keeps_the_partitions(tmp_path: Path, sqlite_url: str):

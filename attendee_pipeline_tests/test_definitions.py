@@ -51,6 +51,8 @@ def test_assets_checks_schedules_sensors():
         partitions = graph.get(key).partitions_def
         if key.to_user_string() in ("email_outbox", "event_catalog"):  # one for every event
             assert partitions is None
+        elif key.to_user_string() == "procurios_checkin_writeback":  # only a Procurios event has it
+            assert partitions.name == "procurios_events"
         else:
             assert partitions.name == "events"
     assert {s.name for s in defs.schedules} == {
@@ -86,7 +88,7 @@ def test_assets_checks_schedules_sensors():
     }
     for schedule in defs.schedules:
         assert schedule.job_name == "attendee_sync_job"
-    assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "events"
+    assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "procurios_events"
 
 
 def test_every_check_of_a_partitioned_asset_has_a_result_per_partition():

@@ -117,15 +117,15 @@ def _send(event_id: str) -> None:
     import dagster as dg
 
     from attendee_pipeline.definitions import defs
-    from attendee_pipeline.defs.partitions import events_partitions
+    from attendee_pipeline.defs.partitions import procurios_events_partitions
     from attendee_pipeline.instance.tags import TRIGGER_TAG
     from attendee_pipeline.instance import dagster_home
 
     _procurios_event(event_id)
     dagster_home()
     with dg.DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(events_partitions.name, event_id):
-            instance.add_dynamic_partitions(events_partitions.name, [event_id])
+        if not instance.has_dynamic_partition(procurios_events_partitions.name, event_id):
+            instance.add_dynamic_partitions(procurios_events_partitions.name, [event_id])
         job = defs.resolve_job_def("procurios_checkin_job")
         result = job.execute_in_process(instance=instance, partition_key=event_id, raise_on_error=False,
                                         tags={TRIGGER_TAG: "cli"})

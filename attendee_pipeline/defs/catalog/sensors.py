@@ -1,5 +1,6 @@
-"""The catalog sensor: adds a dynamic ``events`` partition for each new valid catalog event,
-deletes the partitions of events whose entries left the catalog, and upserts the platform's
+"""The catalog sensor: adds a dynamic ``events`` partition for each new valid catalog event (and a
+``procurios_events`` one for a Procurios event), deletes the partitions of events whose entries
+left the catalog, and upserts the platform's
 ``events`` table (an event that leaves the catalog is marked, never deleted, so its history
 stays).
 
@@ -17,7 +18,7 @@ import dagster as dg
 
 from attendee_pipeline.catalog.warnings import catalog_warnings
 from attendee_pipeline.defs.catalog.assets import catalog_asset_events
-from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.publish import upsert_events
 
@@ -38,16 +39,26 @@ def event_catalog_sensor(
 ) -> dg.SensorResult:
     loaded = catalog.load()  # a file that is no catalog fails the tick with its message, visibly
     events = loaded.events
-    existing = set(context.instance.get_dynamic_partitions(events_partitions.name))
-    to_add = [e.id for e in events if e.id not in existing]
-    to_delete = sorted(existing - loaded.entry_ids)  # a broken entry still names its event
     requests: list = []
-    if to_add:
-        requests.append(events_partitions.build_add_request(to_add))
-    if to_delete:
-        requests.append(events_partitions.build_delete_request(to_delete))
-    if requests:
-        context.log.info(f"events partitions: +{len(to_add)} -{len(to_delete)}")
+    valid = {e.id for e in events}
+    procurios = {e.id for e in events if e.source.kind == "procurios"}
+    for partitions, wanted in (
+        (events_partitions, valid),
+        (procurios_events_partitions, procurios),
+    ):
+        existing = set(context.instance.get_dynamic_partitions(partitions.name))
+        to_add = sorted(wanted - existing)
+        # a broken entry still names its event: it keeps its partitions until it is fixed
+        gone = existing - loaded.entry_ids
+        if partitions is procurios_events_partitions:  # a valid entry of another source now
+            gone |= (existing & valid) - procurios
+        to_delete = sorted(gone)
+        if to_add:
+            requests.append(partitions.build_add_request(to_add))
+        if to_delete:
+            requests.append(partitions.build_delete_request(to_delete))
+        if to_add or to_delete:
+            context.log.info(f"{partitions.name} partitions: +{len(to_add)} -{len(to_delete)}")
     problems = loaded.problems
     warnings = catalog_warnings(loaded)
     state = "\n".join([loaded.fingerprint, *problems, "", *warnings])

@@ -20,7 +20,7 @@ import dagster as dg
 from attendee_pipeline.connectors.procurios import ProcuriosError
 from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
 from attendee_pipeline.instance.tags import EVENT_TAG, sync_tags
-from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.defs.partitions import procurios_events_partitions
 from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import procurios as db_procurios
@@ -34,7 +34,7 @@ CHECKIN_SENSOR_INTERVAL_SECONDS = 30
 WRITEBACK_CHECK = dg.AssetCheckSpec(
     "checkin_writeback_failures",
     asset=WRITEBACK_ASSET,
-    partitions_def=events_partitions,  # one result per event
+    partitions_def=procurios_events_partitions,  # one result per event
     description="Warns while on-site check-ins of the event could not be written back to Procurios (twice).",
 )
 
@@ -59,7 +59,7 @@ def _send(client: Any, meeting_id: str, registration_id: str | None) -> str | No
 
 @dg.multi_asset(
     name=WRITEBACK_ASSET,
-    partitions_def=events_partitions,
+    partitions_def=procurios_events_partitions,
     group_name=GROUP,
     specs=[
         dg.AssetSpec(
@@ -137,7 +137,7 @@ def procurios_checkin_writeback(
 procurios_checkin_job = dg.define_asset_job(
     name="procurios_checkin_job",
     selection=dg.AssetSelection.assets(WRITEBACK_ASSET),
-    partitions_def=events_partitions,
+    partitions_def=procurios_events_partitions,
     description="Write one Procurios event's pending on-site check-ins back to Procurios as 'present'.",
 )
 
@@ -156,9 +156,11 @@ def procurios_checkin_sensor(
     if not heads:
         return dg.SkipReason("no pending check-in write-backs")
     procurios_events = {e.id for e in catalog.load().events if e.source.kind == "procurios"}
+    # the catalog sensor adds a Procurios event's partition; until then its check-ins wait
+    known = set(context.instance.get_dynamic_partitions(procurios_events_partitions.name))
     requests = []
     for event_id, head in sorted(heads.items()):
-        if event_id not in procurios_events:
+        if event_id not in procurios_events or event_id not in known:
             continue
         running = context.instance.get_run_records(
             dg.RunsFilter(
