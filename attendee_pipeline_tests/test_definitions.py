@@ -78,7 +78,8 @@ def test_assets_checks_schedules_sensors():
     assert synced == keys - {"email_outbox", "procurios_checkin_writeback", "event_catalog"}
     (sync_step,) = {graph.get(k).assets_def for k in job.asset_layer.selected_asset_keys}
     assert not sync_step.can_subset
-    assert sync_step.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+    # a backfill runs each event on its own, tagged dagster/partition like any other run of it
+    assert sync_step.backfill_policy is None
     assert {k.to_user_string() for k in sync_step.keys} == synced
     assert {k.name for k in sync_step.check_keys} == checks - {
         "emails_flowing", "no_failed_emails", "checkin_writeback_failures", "catalog_entries_valid"

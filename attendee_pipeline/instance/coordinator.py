@@ -26,11 +26,23 @@ from attendee_pipeline.instance.tags import EVENT_TAG, PARTITION_TAG, SOURCE_KIN
 log = logging.getLogger(__name__)
 
 
+#: Dagster's tags of a run over a range of partitions (an asset backfill under a backfill policy).
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def run_event(tags: Mapping[str, str]) -> str | None:
+    """The one event partition a run with these ``tags`` targets, or None."""
+    if tags.get(PARTITION_TAG):
+        return tags[PARTITION_TAG]
+    start, end = (tags.get(name) for name in RANGE_TAGS)
+    return start if start and start == end else None
+
+
 def event_run_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """The tags a run with these ``tags`` lacks to be limited as an event's sync: {} for a run of
-    no partition (the e-mail delivery), else its event and, when the catalog knows the event,
-    its source kind."""
-    event_id = tags.get(PARTITION_TAG)
+    no single partition (the e-mail delivery), else its event and, when the catalog knows the
+    event, its source kind."""
+    event_id = run_event(tags)
     if not event_id:
         return {}
     wanted = {EVENT_TAG: event_id}

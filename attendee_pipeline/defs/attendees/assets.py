@@ -134,8 +134,8 @@ CHAIN_SPECS = [
     check_specs=[checks.MAPPED_SCHEMA, checks.NO_REJECTED, checks.MASS_REMOVAL_GUARD, procurios_assets.SETTINGS_CHECK],
     can_subset=False,  # one unit of work: see the module docstring
     retry_policy=api_retry,
-    # one run per event partition, so every backfill run is under the per-event run limit
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    # no backfill policy: a backfill then runs each event partition on its own, tagged
+    # dagster/partition like every other run of an event
 )
 @paced_step  # bulk work: see defs/memory.py
 def event_sync(
