@@ -28,6 +28,8 @@ run_monitoring:
   max_runtime_seconds: 3600
 telemetry:
   enabled: false
+nux:
+  enabled: false
 """
 
 #: SHA-256 of the embedded configurations earlier releases wrote: such a file was never edited
