@@ -167,6 +167,17 @@ class Deployment:
 
         return wait_until(done, f"backfill {backfill_id} to complete", timeout, self.log_tails, interval=1)
 
+    def wait_backfill_runs(self, backfill_id: str, count: int, timeout: float = 120) -> list[dict[str, Any]]:
+        """The backfill's ``count`` runs once all have finished (the backfill's own status is
+        updated by a later daemon iteration; see :meth:`wait_backfill`)."""
+
+        def finished() -> list[dict[str, Any]] | None:
+            runs = self.ui.backfill_runs(backfill_id)
+            return runs if len(runs) >= count and all(r["status"] in FINISHED for r in runs) else None
+
+        return wait_until(finished, f"the {count} run(s) of backfill {backfill_id}", timeout, self.log_tails,
+                          interval=1)
+
     def retries_of(self, run_id: str) -> list[dict[str, Any]]:
         """Runs the daemon's ``run_retries`` started as re-executions of ``run_id``."""
         return self.ui.runs(tags={PARENT_RUN_TAG: run_id})

@@ -88,7 +88,7 @@ def test_a_push_is_published_by_the_feed_inbox_sensor_through_the_daemon(deploym
     # the sensor ticks every 30 s; the run takes a few more
     rows = wait_until(published, "the push to be published", 120, d.log_tails, interval=1)
     assert [tuple(r) for r in rows] == [("Ann", "ACME", "active")]
-    runs = d.ui.runs(tags={"dagster/partition": event})
+    runs = [d.wait_run(r["runId"]) for r in d.ui.runs(tags={"dagster/partition": event})]
     assert [(r["status"], r["tags"].get("dagster/sensor_name")) for r in runs] == [("SUCCESS", "feed_inbox_sensor")]
 
 

@@ -70,13 +70,16 @@ def _sync(d: Deployment, event_id: str) -> Launch:
     return _launched(d.ui.materialize(list(SYNC_ASSETS), event_id))
 
 
+def _all_succeeded(d: Deployment, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    failed = [r for r in runs if r["status"] != "SUCCESS"]
+    assert not failed, "failed runs:\n" + "\n".join(_failure(d, r) for r in failed)
+    return runs
+
+
 def _backfill_succeeded(d: Deployment, backfill_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the backfill, its runs) once done; every run succeeded."""
     backfill = d.wait_backfill(backfill_id)
-    runs = d.ui.backfill_runs(backfill_id)
-    failed = [r for r in runs if r["status"] != "SUCCESS"]
-    assert not failed, f"backfill {backfill_id}: failed runs:\n" + "\n".join(_failure(d, r) for r in failed)
-    return backfill, runs
+    return backfill, _all_succeeded(d, d.ui.backfill_runs(backfill_id))
 
 
 def _materialized_by(d: Deployment, asset: str, event_id: str, run_ids: set[str]) -> dict[str, Any] | None:
@@ -178,12 +181,12 @@ def _start_programmes(d: Deployment) -> tuple[str, Launch]:
 def test_job_backfill_and_materialize_all_of_the_group_sync_personal_programmes(deployment, started):
     d = deployment
     event, first = started["programmes"]
-    _backfill_succeeded(d, first.backfill_id)
+    _all_succeeded(d, d.wait_backfill_runs(first.backfill_id, 1))
     _assert_programmes_synced(d, event, "the first job backfill")
 
     _change_programmes(d, event, [0, 1, 2], ["s-07", "s-08"])
     _change_programmes(d, event, [3], [])
-    _backfill_succeeded(d, _launched(d.ui.job_backfill(SYNC_JOB, [event])).backfill_id)
+    _all_succeeded(d, d.wait_backfill_runs(_launched(d.ui.job_backfill(SYNC_JOB, [event])).backfill_id, 1))
     programmes = _assert_programmes_synced(d, event, "a job backfill of changed programmes")
     assert programmes[d.procurios[event].registration(0)["person"]["email"].lower()] == ["s-07", "s-08"]
 
@@ -280,8 +283,7 @@ def test_every_launch_path_tags_its_runs_and_the_kind_limit_holds(deployment, st
     untagged, backfill_runs = [], []
     for path, (events, launch) in started["tags"].items():
         if launch.backfill_id:
-            d.wait_backfill(launch.backfill_id)
-            runs = d.ui.backfill_runs(launch.backfill_id)
+            runs = d.wait_backfill_runs(launch.backfill_id, len(events))
         else:
             runs = [d.wait_run(launch.run_id)]
         assert sorted(_partition_of(r) for r in runs) == sorted(events), (path, [r["tags"] for r in runs])
