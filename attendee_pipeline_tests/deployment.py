@@ -192,12 +192,17 @@ class Deployment:
         return subprocess.run([str(BIN / "attendee-pipeline"), *args], cwd=self.tmp, env=self.env,
                               capture_output=True, text=True, timeout=120, check=False)
 
-    def log_tails(self, chars: int = 4000) -> str:
-        parts = []
-        for name, path in self.logs.items():
-            text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-            parts.append(f"----- {name} ({path}), last {chars} characters -----\n{text[-chars:]}")
-        return "\n".join(parts)
+    def log_tails(self) -> str:
+        return _log_tails(self.logs)
+
+
+def _log_tails(logs: Mapping[str, Path], chars: int = 4000) -> str:
+    """The end of each process's log file, under its name."""
+    parts = []
+    for name, path in logs.items():
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        parts.append(f"----- {name} ({path}), last {chars} characters -----\n{text[-chars:]}")
+    return "\n".join(parts)
 
 
 def _instance_config(tag_limits: Mapping[str, int] | None) -> dict[str, Any]:
@@ -231,85 +236,84 @@ def _serving(url: str) -> bool:
 @contextlib.contextmanager
 def running_deployment(tmp: Path, tag_limits: Mapping[str, int] | None = None) -> Iterator[Deployment]:
     """Start the deployment in ``tmp`` (outside the checkout); stop and drop everything after."""
-    dagster_db, dagster_db_url = _create_pg_database("ap_dagster")
-    platform_db, platform_db_url = _create_pg_database("ap_platform")
     processes: dict[str, subprocess.Popen] = {}
     logs: dict[str, Path] = {}
-    try:
-        with contextlib.ExitStack() as stack:
-            home = tmp / "dagster_home"
-            home.mkdir()
-            (home / "dagster.yaml").write_text(yaml.safe_dump(_instance_config(tag_limits)), encoding="utf-8")
-            procurios_sandbox = ProcuriosSandbox(
-                clients={PROCURIOS_CREDENTIALS[PROCURIOS_ID_ENV]: {"secret": PROCURIOS_CREDENTIALS[PROCURIOS_SECRET_ENV]}}
-            )
-            sandbox = stack.enter_context(serve_sandbox({}))
-            procurios = stack.enter_context(serve_procurios(procurios_sandbox))
-            catalog = tmp / "catalog.yaml"
-            write_catalog(catalog)
-            pg = sa.engine.make_url(dagster_db_url)
-            base = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("ATTENDEE_PIPELINE_", "DAGSTER_", "DEMO_"))}
-            env = {
-                **base,
-                "PYTHONUNBUFFERED": "1",
-                "DAGSTER_HOME": str(home),
-                "DAGSTER_PG_HOST": pg.host or "127.0.0.1",
-                "DAGSTER_PG_PORT": str(pg.port or 5432),
-                "DAGSTER_PG_USERNAME": pg.username or "postgres",
-                # trust authentication on the test server: any password is accepted
-                "DAGSTER_PG_PASSWORD": pg.password or "unused",
-                "DAGSTER_PG_DB": dagster_db,
-                "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",  # run_retries reacts in ~1 s
-                "ATTENDEE_PIPELINE_DB_URL": platform_db_url,
-                "ATTENDEE_PIPELINE_CATALOG": str(catalog),
-                "ATTENDEE_PIPELINE_DATA_DIR": str(tmp / "data"),
-                **PROCURIOS_CREDENTIALS,
-            }
-            code_port, web_port, feed_port = free_port(), free_port(), free_port()
-            workspace = tmp / "workspace.yaml"
-            workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
-                "host": "127.0.0.1", "port": code_port, "location_name": LOCATION}}]}), encoding="utf-8")
+    with contextlib.ExitStack() as stack:
+        dagster_db, dagster_db_url = _create_pg_database("ap_dagster")
+        stack.callback(_drop_pg_database, dagster_db)
+        platform_db, platform_db_url = _create_pg_database("ap_platform")
+        stack.callback(_drop_pg_database, platform_db)
+        home = tmp / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(yaml.safe_dump(_instance_config(tag_limits)), encoding="utf-8")
+        procurios_sandbox = ProcuriosSandbox(
+            clients={PROCURIOS_CREDENTIALS[PROCURIOS_ID_ENV]: {"secret": PROCURIOS_CREDENTIALS[PROCURIOS_SECRET_ENV]}}
+        )
+        sandbox = stack.enter_context(serve_sandbox({}))
+        procurios = stack.enter_context(serve_procurios(procurios_sandbox))
+        # first on the way out: the processes, while the sandboxes still answer their runs
+        stack.callback(lambda: stop_processes(list(processes.values()), timeout=20))
+        catalog = tmp / "catalog.yaml"
+        write_catalog(catalog)
+        pg = sa.engine.make_url(dagster_db_url)
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("ATTENDEE_PIPELINE_", "DAGSTER_", "DEMO_"))}
+        env = {
+            **base,
+            "PYTHONUNBUFFERED": "1",
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_HOST": pg.host or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(pg.port or 5432),
+            "DAGSTER_PG_USERNAME": pg.username or "postgres",
+            # trust authentication on the test server: any password is accepted
+            "DAGSTER_PG_PASSWORD": pg.password or "unused",
+            "DAGSTER_PG_DB": dagster_db,
+            "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",  # run_retries reacts in ~1 s
+            "ATTENDEE_PIPELINE_DB_URL": platform_db_url,
+            "ATTENDEE_PIPELINE_CATALOG": str(catalog),
+            "ATTENDEE_PIPELINE_DATA_DIR": str(tmp / "data"),
+            **PROCURIOS_CREDENTIALS,
+        }
+        code_port, web_port, feed_port = free_port(), free_port(), free_port()
+        workspace = tmp / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
+            "host": "127.0.0.1", "port": code_port, "location_name": LOCATION}}]}), encoding="utf-8")
 
-            def start(name: str, argv: list[str]) -> None:
-                logs[name] = tmp / f"{name}.log"
-                processes[name] = start_logged(argv, env, tmp, logs[name])
+        def start(name: str, argv: list[str]) -> None:
+            logs[name] = tmp / f"{name}.log"
+            processes[name] = start_logged(argv, env, tmp, logs[name])
 
-            start("code-server", [str(BIN / "dagster"), "api", "grpc", "-m", "attendee_pipeline.definitions",
-                                  "--location-name", LOCATION, "-h", "127.0.0.1", "-p", str(code_port)])
-            start("feed", [str(BIN / "attendee-pipeline"), "serve-feed", "--port", str(feed_port)])
+        start("code-server", [str(BIN / "dagster"), "api", "grpc", "-m", "attendee_pipeline.definitions",
+                              "--location-name", LOCATION, "-h", "127.0.0.1", "-p", str(code_port)])
+        start("feed", [str(BIN / "attendee-pipeline"), "serve-feed", "--port", str(feed_port)])
 
-            def tails() -> str:
-                return "\n".join(f"----- {n}\n{p.read_text(errors='replace')[-3000:]}" for n, p in logs.items())
+        def tails() -> str:
+            return _log_tails(logs)
 
-            def up(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
-                def probe() -> bool:
-                    if processes[name].poll() is not None:
-                        pytest.fail(f"{name} exited with {processes[name].returncode}\n{tails()}")
-                    return check()
-                return probe
+        def up(name: str, check: Callable[[], bool]) -> Callable[[], bool]:
+            def probe() -> bool:
+                if processes[name].poll() is not None:
+                    pytest.fail(f"{name} exited with {processes[name].returncode}\n{tails()}")
+                return check()
+            return probe
 
-            health = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(code_port)]
-            wait_until(up("code-server", lambda: subprocess.run(health, capture_output=True, env=env).returncode == 0),
-                       "the code server", 120, tails)
-            start("webserver", [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
-                                "-p", str(web_port)])
-            start("daemon", [sys.executable, "-c", _DAEMON_MAIN.format(seconds=BACKFILL_LOOP_SECONDS), "run",
-                             "-w", str(workspace)])
-            web_url = f"http://127.0.0.1:{web_port}"
-            feed_url = f"http://127.0.0.1:{feed_port}"
-            wait_until(up("webserver", lambda: _serving(f"{web_url}/server_info")), "the webserver", 120, tails)
-            wait_until(up("feed", lambda: _serving(f"{feed_url}/health")), "the feed service", 60, tails)
-            deployment = Deployment(
-                tmp=tmp, env=env, catalog_path=catalog, db_url=platform_db_url, ui=UiClient(web_url),
-                webserver_url=web_url, feed_url=feed_url, sandbox=sandbox, procurios=procurios,
-                logs=logs, processes=processes,
-            )
-            yield deployment
-    finally:
-        stop_processes(list(processes.values()), timeout=20)
-        _drop_pg_database(dagster_db)
-        _drop_pg_database(platform_db)
+        health = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(code_port)]
+        wait_until(up("code-server", lambda: subprocess.run(health, capture_output=True, env=env).returncode == 0),
+                   "the code server", 120, tails)
+        start("webserver", [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
+                            "-p", str(web_port)])
+        start("daemon", [sys.executable, "-c", _DAEMON_MAIN.format(seconds=BACKFILL_LOOP_SECONDS), "run",
+                         "-w", str(workspace)])
+        web_url = f"http://127.0.0.1:{web_port}"
+        feed_url = f"http://127.0.0.1:{feed_port}"
+        wait_until(up("webserver", lambda: _serving(f"{web_url}/server_info")), "the webserver", 120, tails)
+        wait_until(up("feed", lambda: _serving(f"{feed_url}/health")), "the feed service", 60, tails)
+        deployment = Deployment(
+            tmp=tmp, env=env, catalog_path=catalog, db_url=platform_db_url, ui=UiClient(web_url),
+            webserver_url=web_url, feed_url=feed_url, sandbox=sandbox, procurios=procurios,
+            logs=logs, processes=processes,
+        )
+        yield deployment
 
 
 @pytest.fixture(scope="module")
