@@ -29,6 +29,8 @@ import requests
 import sqlalchemy as sa
 import yaml
 
+from attendee_pipeline.defs.attendees import checks as sync_checks
+from attendee_pipeline.defs.procurios.assets import SETTINGS_CHECK
 from attendee_pipeline.processes import start_logged, stop_processes
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle, serve_sandbox
 from attendee_pipeline.sandbox.procurios import MeetingConfig, ProcuriosHandle, ProcuriosSandbox, serve_procurios
@@ -58,11 +60,10 @@ ATTENDEE_ASSETS = (
 )
 PROCURIOS_ASSETS = ("procurios_sessions", "personal_programmes", "event_tags")
 SYNC_ASSETS = ATTENDEE_ASSETS + PROCURIOS_ASSETS
-SYNC_CHECKS = (
-    ("mapped_attendees", "mapped_attendees_schema"),
-    ("rejected_attendees", "no_rejected_attendees"),
-    ("attendee_changes", "mass_removal_guard"),
-    ("personal_programmes", "procurios_catalog_settings"),
+#: (asset, check) of the sync's checks, from their specs in the code location.
+SYNC_CHECKS = tuple(
+    (spec.asset_key.to_user_string(), spec.name)
+    for spec in (sync_checks.MAPPED_SCHEMA, sync_checks.NO_REJECTED, sync_checks.MASS_REMOVAL_GUARD, SETTINGS_CHECK)
 )
 
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}

@@ -21,6 +21,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from attendee_pipeline.defs.attendees.checks import NO_REJECTED
 from attendee_pipeline.platform_db.procurios import schedule_of
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig
 from attendee_pipeline.sandbox.procurios import MeetingConfig
@@ -315,9 +316,10 @@ def test_rejected_records_are_a_warning(deployment, started):
     d = deployment
     event, launch = started["rejects"]
     run = _succeeded(d, launch.run_id)
-    executions = [e for e in d.ui.check_executions("rejected_attendees", "no_rejected_attendees")
+    check = NO_REJECTED.name  # quarantined records (here 2 of 20: above the default limit)
+    executions = [e for e in d.ui.check_executions(NO_REJECTED.asset_key.to_user_string(), check)
                   if e["runId"] == run["runId"]]
-    assert executions, "no_rejected_attendees was not evaluated"
+    assert executions, f"{check} was not evaluated"
     assert executions[0]["partition"] == event
     evaluation = executions[0]["evaluation"]
     assert (evaluation["success"], evaluation["severity"]) == (False, "WARN"), executions[0]
