@@ -25,9 +25,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m attendee_pipeline.bench $(BENCH_ARGS)
 
-# The Dagster UI on http://127.0.0.1:3000 with the demo sandbox running beside it.
+# The Dagster UI on http://127.0.0.1:$(PORT) with the demo sandboxes running beside it
+# (make dev PORT=3001 for another port); Ctrl-C stops everything it started.
+PORT ?= 3000
 dev: $(STAMP)
-	$(BIN)/attendee-pipeline dev
+	$(BIN)/attendee-pipeline dev --port $(PORT)
 
 clean:
 	rm -rf .data $(VENV) *.egg-info

@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-pytest_plugins = ["attendee_pipeline_tests.sandbox_fixtures", "attendee_pipeline_tests.email_fixtures"]
+pytest_plugins = [
+    "attendee_pipeline_tests.sandbox_fixtures",
+    "attendee_pipeline_tests.email_fixtures",
+    "attendee_pipeline_tests.deployment",
+]
 
 PG_ADMIN_URL = os.environ.get(
     "ATTENDEE_PIPELINE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

@@ -67,12 +67,7 @@ class Harness:
     # ----------------------------------------------------------------- reading back
 
     def query(self, sql: str, **params: Any) -> list[sa.Row]:
-        engine = sa.create_engine(self.db_url)
-        try:
-            with engine.connect() as conn:
-                return list(conn.execute(sa.text(sql), params))
-        finally:
-            engine.dispose()
+        return query_db(self.db_url, sql, **params)
 
     def attendees(self, event_id: str) -> pd.DataFrame:
         engine = sa.create_engine(self.db_url)
@@ -83,6 +78,16 @@ class Harness:
                 )
         finally:
             engine.dispose()
+
+
+def query_db(db_url: str, sql: str, **params: Any) -> list[sa.Row]:
+    """The rows of one SQL query on the database at ``db_url``."""
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params))
+    finally:
+        engine.dispose()
 
 
 def materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any] | None:

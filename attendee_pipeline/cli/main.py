@@ -488,11 +488,14 @@ def _safe_url(url: str) -> str:
 
 
 @cli.command("dev")
-@click.option("--sandbox-port", default=8765, type=int, show_default=True)
+@click.option("--sandbox-port", default=8765, type=int, show_default=True, help="Attendee API sandbox port (0: a free port).")
+@click.option("--procurios-port", default=8790, type=int, show_default=True,
+              help="Procurios sandbox port (taken or 0: a free port).")
 @click.option("--port", default=3000, type=int, show_default=True, help="Dagster UI port.")
-@click.option("--feed-port", default=8780, type=int, show_default=True, help="Push feed service port.")
-def dev(sandbox_port: int, port: int, feed_port: int) -> None:
-    """Run the demo sandbox, the push feed service and the Dagster UI (dagster dev) on 127.0.0.1."""
+@click.option("--feed-port", default=8780, type=int, show_default=True, help="Push feed service port (0: a free port).")
+def dev(sandbox_port: int, procurios_port: int, port: int, feed_port: int) -> None:
+    """Run the demo sandboxes, the push feed service, an SMTP sink and the Dagster UI (dagster
+    dev) on 127.0.0.1 until Ctrl-C or SIGTERM, which stop all of them."""
     from attendee_pipeline.instance import dagster_home
     from attendee_pipeline.sandbox.attendee_api import serve_sandbox
     from attendee_pipeline.services.feed import serve_feed_in_thread
@@ -500,20 +503,108 @@ def dev(sandbox_port: int, port: int, feed_port: int) -> None:
     _demo_secrets()
     dagster_home()
     root = Path(__file__).resolve().parents[2]
-    with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox, \
-            serve_feed_in_thread(settings.db_url(), port=feed_port) as feed, \
-            _demo_procurios(8790) as procurios, \
-            contextlib.ExitStack() as stack:
-        os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
-        os.environ["ATTENDEE_PIPELINE_PROCURIOS_URL"] = procurios.url
-        click.echo(f"sandbox attendee API on {sandbox.url}")
-        click.echo(f"sandbox Procurios on {procurios.url} (check-ins: POST {feed.url}/events/demo-congress/check-ins)")
-        click.echo(f"push feed service on {feed.url} (keys: attendee-pipeline feed-key create demo-expo)")
-        from attendee_pipeline.cli.email import dev_smtp_sink
+    with _signals_as_interrupt():
+        try:
+            with serve_sandbox(_demo_datasets(), port=sandbox_port) as sandbox, \
+                    serve_feed_in_thread(settings.db_url(), port=feed_port) as feed, \
+                    _demo_procurios(procurios_port) as procurios, \
+                    contextlib.ExitStack() as stack:
+                os.environ["ATTENDEE_PIPELINE_SANDBOX_URL"] = sandbox.url
+                os.environ["ATTENDEE_PIPELINE_PROCURIOS_URL"] = procurios.url
+                click.echo(f"sandbox attendee API on {sandbox.url}")
+                click.echo(f"sandbox Procurios on {procurios.url} "
+                           f"(check-ins: POST {feed.url}/events/demo-congress/check-ins)")
+                click.echo(f"push feed service on {feed.url} (keys: attendee-pipeline feed-key create demo-expo)")
+                from attendee_pipeline.cli.email import dev_smtp_sink
 
-        click.echo(dev_smtp_sink(stack))  # e-mails go to a local sink unless an SMTP server is set
-        cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-        subprocess.call(cmd, cwd=root)
+                click.echo(dev_smtp_sink(stack))  # e-mails go to a local sink unless an SMTP server is set
+                cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"),
+                       "-h", "127.0.0.1", "-p", str(port)]
+                _run_until_interrupted(cmd, cwd=root)
+        except KeyboardInterrupt:  # before dagster dev started: the servers above are stopped
+            pass
+    click.echo("stopped")
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt():  # type: ignore[no-untyped-def]
+    """Within the block SIGTERM and SIGINT raise KeyboardInterrupt (SIGINT too: a process started
+    in the background by a shell without job control inherits it ignored), so both unwind the
+    same way: every server started in a ``with`` is stopped."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+#: Seconds ``dagster dev`` gets to stop its webserver, daemon and code servers before they are killed.
+DEV_STOP_SECONDS = 15.0
+
+
+def _run_until_interrupted(cmd: list[str], cwd: Path) -> None:
+    """Run ``cmd`` (``dagster dev``) in its own process group until it ends or this process is
+    interrupted (Ctrl-C or SIGTERM, see :func:`_signals_as_interrupt`); then stop the group.
+
+    Its own group, so a Ctrl-C in the terminal reaches only this process, which then sends
+    SIGINT to the whole group exactly once -- what a Ctrl-C to ``dagster dev`` alone would do:
+    it stops its webserver, daemon and code servers. Whatever of the group is still running
+    after :data:`DEV_STOP_SECONDS` (or at once, on a second Ctrl-C) is killed, so nothing it
+    started outlives this command."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=cwd, process_group=0)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        click.echo("stopping the Dagster UI, daemon and code server ...")
+        _signal_group(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + DEV_STOP_SECONDS
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=DEV_STOP_SECONDS)
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the webserver, daemon and code servers finishing their shutdown
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. Where /proc exists, a zombie (exited,
+    waiting for its parent to collect it) does not count: an orphan's zombie stays until init
+    collects it, which not every container's init does."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (command) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- push feed
