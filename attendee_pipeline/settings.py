@@ -1,7 +1,7 @@
 """Process-wide settings read from environment variables, each documented once here.
 
 Every setting the project reads from the environment is defined in this module with its
-default; README.md's "Settings" table documents each of them once (a test checks that every
+default; docs/settings.md's table documents each of them once (a test checks that every
 name here appears there exactly once). Secrets (provider keys,
 database passwords) are never defaults here: the catalog names the environment variables that
 hold them and they are read only when a connection is made.

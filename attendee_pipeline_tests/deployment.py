@@ -207,16 +207,11 @@ def _log_tails(logs: Mapping[str, Path], chars: int = 4000) -> str:
 
 
 def _instance_config(tag_limits: Mapping[str, int] | None) -> dict[str, Any]:
-    """The repository's dagster.yaml, with the run queue dequeuing every second on four threads
-    and the given per-tag limits (tag key -> limit per unique value) set."""
+    """The repository's dagster.yaml, with the run queue dequeuing every second and the given
+    per-tag limits (tag key -> limit per unique value) set."""
     config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text(encoding="utf-8"))
     coordinator = config.setdefault("run_coordinator", {}).setdefault("config", {})
     coordinator["dequeue_interval_seconds"] = 1
-    # Launch queued runs in parallel: launching one (the code server spawns a Python process
-    # that loads the code location) takes seconds, and one at a time the runs of a test module
-    # would start one after another.
-    coordinator["dequeue_use_threads"] = True
-    coordinator["dequeue_num_workers"] = 4
     limits = coordinator.setdefault("tag_concurrency_limits", [])
     for key, limit in (tag_limits or {}).items():
         entry = next((e for e in limits if e.get("key") == key), None)

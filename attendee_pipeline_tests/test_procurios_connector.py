@@ -155,9 +155,9 @@ def test_cli_check_connection_and_full_import(procurios, tmp_path: Path, monkeyp
     runner = CliRunner()
     checked = runner.invoke(cli, ["check-connection", "congress"])
     assert checked.exit_code == 0 and "connection OK" in checked.output, checked.output
-    assert runner.invoke(cli, ["sync", "congress"]).exit_code == 0
+    assert runner.invoke(cli, ["sync", "congress", "--in-process"]).exit_code == 0
     procurios["1001"].set_person([2], "company", "Changed Company")
-    full = runner.invoke(cli, ["sync", "congress", "--full"])
+    full = runner.invoke(cli, ["sync", "congress", "--full", "--in-process"])
     assert full.exit_code == 0, full.output
     assert "published added=0 restored=0 updated=1 removed=0 unchanged=11" in full.output
     wrong = runner.invoke(cli, ["sync", "rest-event", "--full"])

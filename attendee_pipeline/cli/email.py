@@ -479,7 +479,7 @@ def format_delivery(metadata: dict[str, Any]) -> str:
 @outbox_group.command("deliver")
 def outbox_deliver_command() -> None:
     """Deliver the due e-mails now: the same Dagster job the e-mail sensor launches (the run is
-    in the Dagster instance). SMTP settings: ATTENDEE_PIPELINE_SMTP_* (see README)."""
+    in the Dagster instance). SMTP settings: ATTENDEE_PIPELINE_SMTP_* (see docs/settings.md)."""
     import dagster as dg
 
     from attendee_pipeline.instance import dagster_home

@@ -736,7 +736,7 @@ def sandbox_attendee_api(
     DEMO_MEETUP_SECRET; export the same values where you run `attendee-pipeline sync`.
     Faults (429 with Retry-After, 500, slow or malformed pages, a page that disappears) and
     data changes are switched on at run time through the /_control/ endpoints listed in
-    README.md ("Sandbox providers").
+    docs/cli.md ("Sandbox providers").
     """
     from attendee_pipeline.sandbox.attendee_api import main as sandbox_main
 

@@ -143,7 +143,7 @@ def sandbox_procurios(host: str, port: int, registrations: int | None, token_ttl
 
     Its client credentials are DEMO_PROCURIOS_CLIENT_ID / DEMO_PROCURIOS_CLIENT_SECRET (export
     the same values where you run `attendee-pipeline sync`). Faults and data changes go through
-    its /_control/ endpoints (see README.md, "Sandbox providers").
+    its /_control/ endpoints (see docs/cli.md, "Sandbox providers").
     """
     from attendee_pipeline.sandbox.procurios import main
 

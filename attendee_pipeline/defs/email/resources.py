@@ -33,7 +33,7 @@ ENV_FIELDS: dict[str, tuple[str, bool]] = {
 
 
 class EmailDeliveryResource(dg.ConfigurableResource):
-    """The SMTP server and the delivery policy of the e-mail outbox (see README "Settings")."""
+    """The SMTP server and the delivery policy of the e-mail outbox (see docs/settings.md)."""
 
     platform_url: str = ""
     smtp_host: str = "127.0.0.1"
