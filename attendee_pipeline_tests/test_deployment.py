@@ -70,6 +70,25 @@ def test_a_job_launch_of_the_sync_job_publishes(deployment):
     assert [r[0] for r in ledger] == ["published"]
 
 
+def test_the_cli_sync_goes_through_the_run_queue(deployment):
+    """``attendee-pipeline sync`` as an operator runs it beside a deployment: the run is submitted
+    to the instance's queue (so its limits apply: the coordinator tags it), launched by the daemon
+    in the user code's process, and the command waits and prints what it did."""
+    d = deployment
+    event = d.rest_event("cli-sync", SandboxConfig(records=25, seed=21))
+    first = d.cli("sync", event)
+    assert first.returncode == 0, first.stdout + first.stderr + d.log_tails()
+    assert "submitted to the run queue" in first.stdout and "run queued" in first.stdout
+    assert f"{event:<24} published added=25 " in first.stdout
+    assert "@" not in first.stdout  # progress and summary carry no attendee addresses
+    again = d.cli("sync", event)
+    assert again.returncode == 0 and f"{event:<24} unchanged " in again.stdout
+    runs = [d.wait_run(r["runId"]) for r in d.ui.runs(tags={"dagster/partition": event})]
+    assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"]
+    assert {r["tags"].get("attendee_pipeline/source_kind") for r in runs} == {"rest_api"}
+    assert {r["tags"].get("attendee_pipeline/trigger") for r in runs} == {"cli"}
+
+
 # after the job launch: the feed inbox sensor's next tick (every 30 s) has come closer
 def test_a_push_is_published_by_the_feed_inbox_sensor_through_the_daemon(deployment):
     d = deployment

@@ -31,9 +31,11 @@ def test_sync_with_platform_db_and_dagster_instance_on_postgres(tmp_path: Path, 
         shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            # queued runs: at most 4 per provider kind, and one per event partition at a time
+            # queued runs: at most 4 per provider kind, and one per event at a time (the coordinator
+            # tags every run of an event, see test_coordinator.py)
             limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
-            assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+            assert {"key": "attendee_pipeline/event", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+            assert {"key": "attendee_pipeline/source_kind", "value": {"applyLimitPerUniqueValue": True}, "limit": 4} in limits
             assert instance.run_monitoring_enabled  # a hung run is failed (see test_run_monitoring.py)
             with serve_sandbox({"pg": SandboxConfig(records=80, seed=21, badge_fraction=0.5)}) as api, \
                     harness(tmp_path, postgres_url, instance=instance) as h:

@@ -30,7 +30,7 @@ from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 ROOT = Path(__file__).resolve().parents[1]
 #: The test instance's maximum runtime: a hung run ends after it; a 30-attendee sync, started
 #: by the daemon in its own process on a busy machine, must finish well within it.
-MAX_RUNTIME = 45
+MAX_RUNTIME = 25
 BIN = Path(sys.executable).parent
 
 
