@@ -102,6 +102,10 @@ def test_daemon_fails_a_hung_sync_and_the_event_syncs_again(tmp_path: Path):
                 assert hung.status == dg.DagsterRunStatus.FAILURE
                 messages = [e.message for e in instance.all_logs(hung_id)]
                 assert any(f"maximum runtime of {MAX_RUNTIME} seconds" in m for m in messages), messages[-10:]
+                # the termination stops the step: its retry policy does not run it again inside
+                # the run the queue already counts as finished (it could publish over a later run)
+                kinds = [e.dagster_event.event_type_value for e in instance.all_logs(hung_id) if e.dagster_event]
+                assert "STEP_UP_FOR_RETRY" not in kinds and "STEP_FAILURE" in kinds, kinds
                 api["hang"].reset_faults()  # the provider recovers: the retry run syncs the event
 
                 def retry_succeeded():

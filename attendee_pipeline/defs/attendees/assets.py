@@ -22,7 +22,8 @@ metadata. The asset checks are evaluated inside the step on the data it holds.
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,28 @@ SYNC_STEP = "event_sync"
 api_retry = dg.RetryPolicy(
     max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
+
+
+def stops_when_terminated(body: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """Decorate a step's body (a generator function under ``@dg.multi_asset``) so that a
+    terminated run stops: Dagster hands a step's ``RetryPolicy`` the interrupt of a termination
+    -- *Terminate* in the UI, or the daemon's run monitoring past the maximum run time -- and
+    would run the step again in the run it was told to stop (which the queue already counts as
+    finished, so it could publish after, and over, the next run of its event). The interrupt
+    fails the step without a retry instead; the daemon's ``run_retries`` may then run it again."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    @wraps(body)
+    def step(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            yield from body(*args, **kwargs)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+            raise dg.Failure(
+                description="the run was terminated (in the UI, or by run monitoring past its maximum run time)",
+                allow_retries=False,
+            ) from exc
+
+    return step
 
 
 class SyncRunConfig(dg.Config):
@@ -137,6 +160,7 @@ CHAIN_SPECS = [
     # no backfill policy: a backfill then runs each event partition on its own, tagged
     # dagster/partition like every other run of an event
 )
+@stops_when_terminated
 @paced_step  # bulk work: see defs/memory.py
 def event_sync(
     context: dg.AssetExecutionContext,
