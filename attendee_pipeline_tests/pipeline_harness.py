@@ -31,8 +31,6 @@ class Harness:
     catalog_path: Path
     db_url: str
     raw_root: Path
-    #: Materialised with the attendee assets (e.g. the Procurios step after the publish).
-    extra_assets: tuple[Any, ...] = ()
 
     def write_catalog(self, *entries: dict[str, Any]) -> None:
         write_catalog(self.catalog_path, *entries)
@@ -55,7 +53,7 @@ class Harness:
 
     def sync(self, event_id: str, tags: dict[str, str] | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            [*attendee_assets, *self.extra_assets],
+            attendee_assets,
             partition_key=event_id,
             instance=self.instance,
             resources=self.resources(),

@@ -294,7 +294,7 @@ def wait_for_run(
     import logging
     import time
 
-    shown, status = 0, None
+    cursor, status = None, None
     while True:
         run = instance.get_run_by_id(run_id)
         if run is None:
@@ -302,11 +302,12 @@ def wait_for_run(
         if run.status != status:
             status = run.status
             echo(f"  run {status.value.lower()}")
-        entries = instance.all_logs(run_id)
-        for entry in entries[shown:]:
+        new = instance.get_records_for_run(run_id, cursor=cursor)  # only what came since
+        cursor = new.cursor
+        for record in new.records:
+            entry = record.event_log_entry
             if entry.dagster_event is None and entry.level >= logging.INFO and entry.user_message:
                 echo(f"  {entry.user_message}")
-        shown = len(entries)
         if run.is_finished:
             return RunEvents.of_run(instance, run_id)
         time.sleep(poll_seconds)

@@ -201,7 +201,8 @@ def event_sync(
     yield dg.MaterializeResult(asset_key="attendee_changes", metadata=changes_metadata)
     guard = event.sync.mass_removal
     result, held = checks.mass_removal_check(
-        changes, active_before, guard.max_share, guard.min_count, checks.override_requested(context.run.tags)
+        changes.counts.get("removed", 0), active_before, guard.max_share, guard.min_count,
+        checks.override_requested(context.run.tags),
     )
     yield result
     if held is not None:
@@ -398,8 +399,9 @@ def _unchanged(
     yield checks.rejected_count_check(rejected, records, event.sync.rejects.max_share, since)
     yield checks.unchanged_schema_check(since)
     yield dg.MaterializeResult(asset_key="attendee_changes", metadata={**same, "unchanged_attendees": active})
+    # nothing to remove: the publish of this input removed what it had to
     result, _ = checks.mass_removal_check(
-        _NoChanges(), active, event.sync.mass_removal.max_share, event.sync.mass_removal.min_count, False
+        0, active, event.sync.mass_removal.max_share, event.sync.mass_removal.min_count, False
     )
     yield result
     yield dg.MaterializeResult(
@@ -408,12 +410,6 @@ def _unchanged(
     )
     yield dg.MaterializeResult(asset_key="published_groups", metadata={**same, "memberships_written": 0})
     yield from procurios_assets.after_publish(context, event, None, engine, unchanged_since=since)
-
-
-class _NoChanges:
-    """The change counts of an unchanged input: nothing to add, update or remove."""
-
-    counts: dict[str, int] = {}
 
 
 class _Mapped:
@@ -489,7 +485,7 @@ def _diff(
     """(the change set, active attendees before, the publish version it was computed against,
     the metadata of ``attendee_changes``)."""
     if procurios_batched.is_batched(mapped.value):
-        changes, metadata = procurios_batched.diff(context, event, mapped.value, engine)
+        changes, metadata = procurios_batched.diff(event, mapped.value, engine)
         return changes, int(changes.published_active), None, metadata
     policy = event.sync.apply
     version = db_publish.publish_version(engine, event.id)  # before the list (see there)

@@ -166,12 +166,11 @@ def unchanged_schema_check(since: str) -> dg.AssetCheckResult:
 
 
 def mass_removal_check(
-    changes: Any, active: int, max_share: float, min_count: int, override: bool
+    removed: int, active: int, max_share: float, min_count: int, override: bool
 ) -> tuple[dg.AssetCheckResult, str | None]:
-    """``mass_removal_guard``: (result, message of the hold or None). ``changes`` is a
-    ChangeSet or a batched source's BatchedChanges (both have ``counts``); ``active`` is the
-    event's number of published, not removed attendees before this sync."""
-    removed = int(changes.counts.get("removed", 0))
+    """``mass_removal_guard``: (result, message of the hold or None) for a sync that would remove
+    ``removed`` of the event's ``active`` published, not removed attendees."""
+    removed = int(removed)
     verdict = mass_removal_verdict(removed, int(active), max_share, min_count)
     metadata = {
         "would_remove": removed,

@@ -34,7 +34,8 @@ def feed_inbox_sensor(
     platform_db: PlatformDatabaseResource,
 ) -> dg.SensorResult | dg.SkipReason:
     after = int(context.cursor or 0)
-    heads = inbox_heads(platform_db.engine(), after_id=after)
+    engine = platform_db.engine()
+    heads = inbox_heads(engine, after_id=after)
     if not heads:
         return dg.SkipReason(f"no pushes after inbox id {after}")
     loaded = catalog.load()
@@ -43,7 +44,6 @@ def feed_inbox_sensor(
     known = set(context.instance.get_dynamic_partitions(events_partitions.name))
     requests = []
     waiting = False
-    engine = platform_db.engine()
     for event_id, head in sorted(heads.items()):
         if event_id in broken:  # skipped until its entry is fixed (the catalog sensor reports it)
             waiting = True

@@ -75,7 +75,7 @@ def map_batches(context: Any, event: Any, manifest: dict[str, Any]) -> MappedBat
     return MappedBatches(mapped, rejects, metadata)
 
 
-def diff(context: Any, event: Any, mapped: batched.BatchedAttendees, engine: Any) -> tuple[batched.BatchedChanges, dict[str, Any]]:
+def diff(event: Any, mapped: batched.BatchedAttendees, engine: Any) -> tuple[batched.BatchedChanges, dict[str, Any]]:
     """``attendee_changes`` of a batched source: every batch diffed against its published rows;
     (the changes, their metadata)."""
     staging = Path(mapped.batches.path).parent
