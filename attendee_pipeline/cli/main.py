@@ -44,14 +44,24 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 class _Commands(click.Group):
     """The command group: an expected error ends the command with ``Error: <what went
-    wrong>`` and exit code 1, not a traceback (anything else still shows its traceback)."""
+    wrong>`` and exit code 1, not a traceback, and so does a platform database error (told by its
+    kind and table: its own text may quote attendee data); anything else still shows its
+    traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except Exception as exc:  # noqa: BLE001 - re-raised unless expected
-            if isinstance(exc, click.ClickException) or not isinstance(exc, _expected_errors()):
+            if isinstance(exc, click.ClickException):
                 raise
+            if not isinstance(exc, _expected_errors()):
+                from attendee_pipeline.platform_db.errors import describe_database_error
+
+                # a database error: its kind and table, never the rows its text may quote
+                description = describe_database_error(exc)
+                if description is None:
+                    raise
+                raise click.ClickException(description) from None
             raise click.ClickException(str(exc)) from None
 
 

@@ -18,14 +18,20 @@ run_coordinator:
   class: SyncRunCoordinator
   config:
     max_concurrent_runs: 1
+# Dagster's default launcher that also tells run monitoring when a run's process is gone
+run_launcher:
+  module: attendee_pipeline.instance.launcher
+  class: SyncRunLauncher
 run_retries:
   enabled: true
   max_retries: 2
-# the daemon fails a hung run, which would hold the one slot: a run still going after
-# max_runtime_seconds (a run's own dagster/max_runtime tag overrides it)
+# the daemon fails a run that would hold the one slot: one whose process is gone (checked every
+# poll_interval_seconds), or one still going after max_runtime_seconds (a run's own
+# dagster/max_runtime tag overrides it)
 run_monitoring:
   enabled: true
   max_runtime_seconds: 3600
+  poll_interval_seconds: 15
 telemetry:
   enabled: false
 nux:
@@ -35,6 +41,7 @@ nux:
 #: SHA-256 of the embedded configurations earlier releases wrote: such a file was never edited
 #: by hand, so it is replaced by the current one.
 _EARLIER_EMBEDDED = frozenset({
+    "28e7d2fb78db8f7a2f0cb7d598b254af7ceb62e1f408c53632ccd89418719c85",
     "ba79c89c4f3f093a809f225cb30aec1b752faa9d6181a9fca1c2751f854af433",
     "5c00da402591c21270803f9c43b4b5fbc8eec430d2e2754af42093b9c4816a09",
     "7bd5f33e26cc12f36b10314191bb0c7165c0dd2ba703671f91e3b1c76b05e320",

@@ -50,6 +50,9 @@ def is_sqlite(bind: sa.Engine | sa.Connection) -> bool:
 
 def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-untyped-def]
     """An engine for the platform database at ``url`` (does not migrate; see ensure_schema)."""
+    from attendee_pipeline.platform_db.errors import install_log_filter
+
+    install_log_filter()  # SQLAlchemy's own log records never quote row data
     parsed = _url(url)
     if parsed.get_backend_name() != "sqlite":
         if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):

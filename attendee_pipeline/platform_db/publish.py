@@ -40,6 +40,7 @@ from attendee_pipeline.platform_db.tables import (
     rejected_records,
     sync_ledger,
 )
+from attendee_pipeline.platform_db.errors import PlatformDatabaseError, describe_database_error
 from attendee_pipeline.sync.diff import ChangeSet, empty_published
 from attendee_pipeline.sync.model import CONTENT_COLUMNS
 
@@ -55,6 +56,37 @@ PUBLISH_LOCK_NAMESPACE = 0x61707075  # "appu"
 
 class StalePublishError(RuntimeError):
     """The published list changed between the diff and the publish (another run published)."""
+
+
+class SupersededPublishError(RuntimeError):
+    """The event's last publish read the provider later than this sync did: applying this
+    sync's older extract would overwrite newer data. Nothing was written."""
+
+    def __init__(self, event_id: str, newer_run_id: str | None, newer_started_at: dt.datetime, started_at: dt.datetime):
+        self.newer_run_id = newer_run_id
+        self.newer_started_at = newer_started_at
+        super().__init__(
+            f"not published: run {newer_run_id} already published a later read of event {event_id}'s "
+            f"source (its extract began at {newer_started_at:%Y-%m-%d %H:%M:%S.%f} UTC, this sync's at "
+            f"{started_at:%Y-%m-%d %H:%M:%S.%f} UTC); this sync's older data was not applied"
+        )
+
+
+def refuse_older_read(conn: sa.Connection, event_id: str, started_at: dt.datetime) -> None:
+    """Raise SupersededPublishError if a publish of the event read its source after
+    ``started_at`` (its ledger row's ``started_at``: when that sync's extract began). Call it
+    under the event's publish lock, so the last publish cannot change until the transaction
+    ends. Two syncs of one event that overlap while the provider's data changes then end with
+    the later read published, whichever finishes first."""
+    c = sync_ledger.c
+    row = conn.execute(
+        sa.select(c.run_id, c.started_at)
+        .where(c.event_id == event_id, c.status == "published", c.started_at > started_at)
+        .order_by(c.started_at.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        raise SupersededPublishError(event_id, row.run_id, row.started_at, started_at)
 
 
 @dataclass
@@ -190,6 +222,8 @@ def _copy(conn: sa.Connection, target: str, columns: list[list[Any]], constants:
     cursor = conn.connection.cursor()
     try:
         cursor.copy_expert(f"COPY {target} FROM STDIN", buffer, size=1 << 20)
+    except Exception as exc:  # the driver's error names no table and may quote a row
+        raise PlatformDatabaseError(describe_database_error(exc, table=target.split()[0]) or str(exc)) from None
     finally:
         cursor.close()
 
@@ -606,7 +640,9 @@ def publish_changes(
     ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
     writes nothing) when the rows changed since the diff, or -- given ``published_version``
     (:func:`publish_version`, read before the diff's list) -- when any other publish of the
-    event landed since, also for an empty change set. With ``email_settings`` (the event's
+    event landed since, also for an empty change set. Given ``started_at`` (when the sync's
+    extract began), raises SupersededPublishError (and writes nothing) when the event's last
+    publish read its source later. With ``email_settings`` (the event's
     catalog settings) the invite / cancellation e-mails it asks for are queued in the same
     transaction (see platform_db.outbox).
     """
@@ -623,6 +659,8 @@ def publish_changes(
         _lock_event(conn, event_id)
         if published_version is not None and publish_version(conn, event_id) != published_version:
             raise StalePublishError(_STALE)
+        if started_at is not None:
+            refuse_older_read(conn, event_id, started_at)
         _ensure_event(conn, event_id, source_kind, now)
         published_groups = _verify_unchanged_since_diff(conn, event_id, frame)
 
@@ -795,9 +833,9 @@ def record_ledger(
     source_position: str | None = None,
 ) -> int:
     """Add a ledger row for a sync that did not publish (``held`` by the mass-removal guard, a
-    ``dry_run``, or ``unchanged`` input); ``counts`` are the change set's counts. Returns the
-    ledger row id."""
-    if status not in ("held", "dry_run", "unchanged"):
+    ``dry_run``, ``unchanged`` input, or ``superseded`` by a later read); ``counts`` are the
+    change set's counts. Returns the ledger row id."""
+    if status not in ("held", "dry_run", "unchanged", "superseded"):
         raise ValueError(f"unknown ledger status {status!r}")
     with write_transaction(engine) as conn:
         return _insert_ledger(

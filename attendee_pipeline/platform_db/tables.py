@@ -69,7 +69,9 @@ REMOVED = "removed"
 #: sync_ledger status values.
 #: ``unchanged``: the raw extract and the event's catalog entry were identical to those of the
 #: last publish, so nothing was mapped or written (see attendee_pipeline.sync.fingerprint).
-LEDGER_STATUSES = ("published", "held", "dry_run", "unchanged")
+#: ``superseded``: a sync whose extract began before that of the event's last publish, which it
+#: would have overwritten with older data: nothing was written (see platform_db.publish).
+LEDGER_STATUSES = ("published", "held", "dry_run", "unchanged", "superseded")
 
 
 events = sa.Table(
@@ -147,7 +149,7 @@ sync_ledger = sa.Table(
     sa.Column("input_fingerprint", sa.Text, nullable=True),
     # a push source's read position when the publish ran (e.g. the last feed_inbox id it saw)
     sa.Column("source_position", sa.Text, nullable=True),
-    sa.CheckConstraint("status IN ('published', 'held', 'dry_run', 'unchanged')", name="status"),
+    sa.CheckConstraint("status IN ('published', 'held', 'dry_run', 'unchanged', 'superseded')", name="status"),
     sa.Index(None, "event_id"),
 )
 

@@ -39,6 +39,7 @@ from attendee_pipeline.defs.metadata import preview
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.procurios import assets as procurios_assets
 from attendee_pipeline.defs.procurios import batched as procurios_batched
+from attendee_pipeline.instance.launcher import record_worker
 from attendee_pipeline.instance.tags import no_run_retry
 from attendee_pipeline.defs.resources import (
     AttendeeSource,
@@ -78,6 +79,30 @@ def stops_when_terminated(body: Callable[..., Iterator[Any]]) -> Callable[..., I
                 description="the run was terminated (in the UI, or by run monitoring past its maximum run time)",
                 allow_retries=False,
             ) from exc
+
+    return step
+
+
+def tells_database_errors(body: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """Decorate a step's body so that a platform database error fails it told by its kind and
+    table only (see platform_db.errors): the database's own text, which can quote the attendee
+    rows it was writing, never reaches the run's error, its event log or its compute logs. A
+    plain error stays one (the step's retry policy applies: a terminated connection heals)."""
+    from attendee_pipeline.platform_db.errors import as_platform_error
+
+    @wraps(body)
+    def step(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            yield from body(*args, **kwargs)
+        except Exception as exc:
+            replacement = as_platform_error(exc)
+            if replacement is None:
+                raise
+            if isinstance(exc, dg.Failure):  # keep it (its retry decision), without the chain
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+                raise exc from None
+            raise replacement from None
 
     return step
 
@@ -161,6 +186,7 @@ CHAIN_SPECS = [
     # dagster/partition like every other run of an event
 )
 @stops_when_terminated
+@tells_database_errors
 @paced_step  # bulk work: see defs/memory.py
 def event_sync(
     context: dg.AssetExecutionContext,
@@ -176,6 +202,7 @@ def event_sync(
     stored before anything is mapped. A failed blocking check (the schema, the mass-removal
     guard) is reported and then fails the step: nothing is published. So a successful run has
     materialised every asset of the event (Dagster checks that every output was produced)."""
+    record_worker(context)  # so run monitoring can tell when this process is gone
     event, engine = _settings(context, catalog, platform_db)
     manifest, mapper = _extract(context, config, event, attendee_source, raw_store, engine)
     yield dg.MaterializeResult(asset_key="attendee_raw_extract", metadata=_extract_metadata(event, manifest))
@@ -196,7 +223,6 @@ def event_sync(
             allow_retries=False,
         )
     release_memory()
-    started = dt.datetime.now(dt.timezone.utc)
     changes, active_before, version, changes_metadata = _diff(context, event, mapped, engine)
     yield dg.MaterializeResult(asset_key="attendee_changes", metadata=changes_metadata)
     guard = event.sync.mass_removal
@@ -214,29 +240,72 @@ def event_sync(
             status="held",
             message=held,
             counts=dict(changes.counts),
+            started_at=manifest["extract_started_at"],
         )
         no_run_retry(context)  # the same data would be held again
         raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
-    if procurios_batched.is_batched(changes):  # one transaction per batch
-        published = procurios_batched.publish(context, event, manifest, changes, mapped.rejected, engine, started)
-    else:
-        published = db_publish.publish_changes(
-            engine,
-            event.id,
-            changes,
-            run_id=context.run_id,
-            source_kind=event.source.kind,
-            rejected_count=mapped.rejected,
-            raw_extract_path=manifest["path"],
-            started_at=started,
-            input_fingerprint=manifest.get("input_fingerprint"),
-            source_position=manifest.get("source_position"),
-            email_settings=event.settings,
-            published_version=version,
-        )
+    try:
+        published = _publish(context, event, manifest, changes, mapped.rejected, engine, version)
+    except db_publish.SupersededPublishError as exc:
+        yield from _superseded(context, event, manifest, changes.counts, mapped.rejected, engine, exc)
+        return
     del changes
     yield from _published_results(_as_counts(published), mapped.rejected)
     yield from procurios_assets.after_publish(context, event, extract_dir, engine)
+
+
+def _publish(
+    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], changes: Any, rejected: int,
+    engine: Any, version: int | None,
+) -> Any:
+    """Apply the change set: one transaction, or one per batch for a batched source. Refused
+    (SupersededPublishError) when the event's last publish read its source after this sync's
+    extract began."""
+    started = manifest["extract_started_at"]
+    if procurios_batched.is_batched(changes):  # one transaction per batch
+        return procurios_batched.publish(context, event, manifest, changes, rejected, engine, started)
+    return db_publish.publish_changes(
+            engine,
+            event.id,
+            changes,
+        run_id=context.run_id,
+        source_kind=event.source.kind,
+        rejected_count=rejected,
+        raw_extract_path=manifest["path"],
+        started_at=started,
+        input_fingerprint=manifest.get("input_fingerprint"),
+        source_position=manifest.get("source_position"),
+        email_settings=event.settings,
+        published_version=version,
+    )
+
+
+def _superseded(
+    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], counts: dict[str, int], rejected: int,
+    engine: Any, exc: Any,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """A later read of the event's source is published already: this sync's extract is kept
+    but not applied. The run succeeds (the event is up to date, by the newer run); the ledger and
+    the metadata say so."""
+    db_publish.record_ledger(
+        engine,
+        event_id=event.id,
+        run_id=context.run_id,
+        source_kind=event.source.kind,
+        status="superseded",
+        message=str(exc),
+        counts=dict(counts),
+        rejected_count=rejected,
+        started_at=manifest["extract_started_at"],
+        raw_extract_path=manifest["path"],
+    )
+    context.log.warning(str(exc))
+    skipped = {"superseded": True, "superseded_by_run": exc.newer_run_id or "", "rows_written": 0}
+    yield dg.MaterializeResult(asset_key="published_attendees", metadata={**skipped, "rejected": rejected})
+    yield dg.MaterializeResult(asset_key="published_groups", metadata={**skipped, "memberships_written": 0})
+    yield from procurios_assets.after_publish(
+        context, event, None, engine, skip_reason=f"superseded by run {exc.newer_run_id}, which read the source later"
+    )
 
 
 def _settings(
@@ -265,6 +334,7 @@ def _extract(
 ) -> tuple[dict[str, Any], steps.PageMapper | None]:
     """Store a new raw extract of the event; (its manifest, the page mapper that saw it)."""
     dest = raw_store.new_extract_dir(event.id, context.run_id)
+    extract_started_at = dt.datetime.now(dt.timezone.utc)  # orders this read against other runs'
     started = time.monotonic()
     last_log = [started]  # progress every 5 s, from 5 s in (a short extract logs none)
 
@@ -301,6 +371,7 @@ def _extract(
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         raise
     manifest["path"] = str(dest)
+    manifest["extract_started_at"] = extract_started_at
     entry = fingerprint_config(event.model_dump(mode="json"))
     fingerprint = sync_fingerprint(extract_digest(dest), entry, __version__)
     unchanged = is_unchanged(fingerprint, last) and not (config.force or config.full_import)

@@ -69,15 +69,19 @@ def _not_synced(reason: str, **metadata: Any) -> dict[str, Any]:
 
 
 def after_publish(
-    context: Any, event: Any, extract_dir: Path | None, engine: sa.Engine, unchanged_since: str | None = None
+    context: Any, event: Any, extract_dir: Path | None, engine: sa.Engine, unchanged_since: str | None = None,
+    skip_reason: str | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """The three assets' results (and the settings check) for a sync of ``event`` that published
     ``extract_dir`` -- or found its input unchanged since run ``unchanged_since`` (then nothing
-    can have changed, and nothing is written)."""
+    can have changed, and nothing is written), or did not publish for ``skip_reason``."""
     if event.source.kind != "procurios":
         reason = f"a {event.source.kind} event: its source has no Procurios sessions, programmes or event tag"
         for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
             yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(reason))
+    elif skip_reason:
+        for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
+            yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(skip_reason))
     elif unchanged_since or extract_dir is None:
         reason = f"the sync's input is unchanged since run {unchanged_since}"
         for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
