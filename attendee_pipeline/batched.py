@@ -395,8 +395,9 @@ def publish_batches(
 ) -> BatchedPublish:
     """Apply each batch's changes in its own ``publish_changes`` transaction. Batches with
     nothing to write are folded into the next ledger row; the last row carries the rejects,
-    the input fingerprint and the new read position (earlier rows the position the extract
-    started from, so a run stopped half-way reads the same registrations again)."""
+    the input fingerprint and the new read position (earlier rows ``previous_position``, the
+    event's read position before this run, so a run stopped half-way -- a full import too --
+    reads the same registrations again, and nothing changed since)."""
     total = BatchedPublish(event_id=event.id, rejected=int(rejected_count), batches=changes.batches.batches)
     n = changes.batches.batches
     stored: Any = iter(changes.batches) if n else iter([(_empty_changes(event), {})])

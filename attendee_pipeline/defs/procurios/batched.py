@@ -22,6 +22,7 @@ import pandas as pd
 from attendee_pipeline import batched
 from attendee_pipeline.defs.attendees.checks import schema_result
 from attendee_pipeline.defs.metadata import preview
+from attendee_pipeline.platform_db.publish import last_published_position
 
 
 #: ``attendee_group_memberships`` of a batched source (every batch's memberships).
@@ -103,7 +104,10 @@ def publish(context: Any, event: Any, manifest: dict[str, Any], changes: batched
         started_at=started,
         input_fingerprint=manifest.get("input_fingerprint"),
         source_position=manifest.get("source_position"),
-        previous_position=manifest.get("since"),
+        # where the event's reads stand before this run: a full import reads from the start
+        # (its ``since`` is none), yet one that stops half-way must not send the next sync
+        # back to the start
+        previous_position=last_published_position(engine, event.id),
     )
     context.log.info(f"published in {result.transactions} transaction(s) over {result.batches} batch(es)")
     return result
