@@ -275,3 +275,37 @@ def test_a_full_import_stopped_between_batches_keeps_the_read_position(procurios
     assert (extract["mode"], extract["since"]) == ("incremental", position)
     assert extract["records"] == 6  # the 5 changed registrations, and the newest one again (since is inclusive)
     assert _published(result)["added"] == 0
+
+
+def test_programme_changes_a_failed_programme_step_missed_are_in_the_next_sync(procurios, h, monkeypatch):
+    from attendee_pipeline.platform_db import procurios as db_procurios
+
+    ev = _event(procurios, h, MeetingConfig(registrations=30, seed=12, sessions=8, max_sessions=3))
+    _published(h.sync(ev))
+    meeting = procurios["1001"]
+    email = meeting.registration(2)["person"]["email"]
+    meeting.set_sessions([2], ["s-07", "s-08"])
+    meeting.add(1)
+    time.sleep(2.2)  # the next position (at most Procurios's time, whole seconds) passes both changes
+
+    def failing(*args, **kwargs):
+        raise dg.Failure("the database went away", allow_retries=False)
+
+    engine = sa.create_engine(h.db_url)
+    try:
+        with monkeypatch.context() as patched:  # the programme step fails after the publish
+            patched.setattr(db_procurios, "sync_schedules", failing)
+            broken = h.sync(ev)
+            assert not broken.success and materialized(broken, "published_attendees")["added"] == 1
+            assert schedule_of(engine, ev)[email] != ["s-07", "s-08"]
+            again = h.sync(ev)  # and keeps failing: still nothing lost
+            assert not again.success
+        result = h.sync(ev)
+        _published(result)
+        assert schedule_of(engine, ev)[email] == ["s-07", "s-08"]
+        assert materialized(result, "personal_programmes")["attendees_compared"] >= 2
+        # once the programme is synced, the position moves on: the next sync reads only the newest
+        later = materialized(h.sync(ev), "attendee_raw_extract")
+        assert later["since"] > materialized(result, "attendee_raw_extract")["since"]
+    finally:
+        engine.dispose()

@@ -236,7 +236,7 @@ def event_sync(
         )
     del changes
     yield from _published_results(_as_counts(published), mapped.rejected)
-    yield from procurios_assets.after_publish(context, event, extract_dir, engine)
+    yield from procurios_assets.after_publish(context, event, extract_dir, engine, published=published)
 
 
 def _settings(
