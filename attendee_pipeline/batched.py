@@ -374,10 +374,21 @@ _SUMMED = ("added", "restored", "updated", "removed", "unchanged", "skipped", "g
            "cancellations_queued")
 
 
+@dataclass(frozen=True)
+class HeldPosition:
+    """The read position and input fingerprint of a publish whose ledger row (``ledger_id``)
+    records them only once what follows the publish is done (see :func:`publish_batches`)."""
+
+    ledger_id: int
+    position: str | None
+    fingerprint: str | None
+
+
 @dataclass
 class BatchedPublish(PublishResult):
     batches: int = 0
     transactions: int = 0
+    held: HeldPosition | None = None  # to record with db_procurios.record_read_position
 
 
 def publish_batches(
@@ -392,11 +403,17 @@ def publish_batches(
     input_fingerprint: str | None,
     source_position: str | None,
     previous_position: str | None,
+    hold_position: bool = False,
 ) -> BatchedPublish:
     """Apply each batch's changes in its own ``publish_changes`` transaction. Batches with
     nothing to write are folded into the next ledger row; the last row carries the rejects,
-    the input fingerprint and the new read position (earlier rows the position the extract
-    started from, so a run stopped half-way reads the same registrations again)."""
+    the input fingerprint and the new read position (earlier rows ``previous_position``, the
+    event's read position before this run, so a run stopped half-way -- a full import too --
+    reads the same registrations again, and nothing changed since). With ``hold_position``
+    the last row records ``previous_position`` and no fingerprint too, and the result's
+    ``held`` says what to record once the work that follows the publish and needs the same
+    registrations (their personal programmes) is done: a run that fails in between leaves
+    them to the next sync, which reads them again and does not find its input unchanged."""
     total = BatchedPublish(event_id=event.id, rejected=int(rejected_count), batches=changes.batches.batches)
     n = changes.batches.batches
     stored: Any = iter(changes.batches) if n else iter([(_empty_changes(event), {})])
@@ -424,8 +441,8 @@ def publish_batches(
             rejected_count=int(rejected_count) if last else 0,
             raw_extract_path=raw_extract_path,
             started_at=started_at,
-            input_fingerprint=input_fingerprint if last else None,
-            source_position=source_position if last else previous_position,
+            input_fingerprint=input_fingerprint if last and not hold_position else None,
+            source_position=source_position if last and not hold_position else previous_position,
             email_settings=event.settings,
             published_version=version,
         )
@@ -437,6 +454,8 @@ def publish_batches(
         total.seconds += result.seconds
         pending = {k: 0 for k in COUNT_KEYS}
         first = number + 1
+    if hold_position:
+        total.held = HeldPosition(total.ledger_id, source_position, input_fingerprint)
     return total
 
 

@@ -188,25 +188,30 @@ def test_a_re_registration_is_not_a_cancellation(procurios, h):
     assert materialized(later, "attendee_changes")["cancellations_of_other_registrations"] == 1
 
 
-def test_a_run_stopped_between_batches_is_resumed_by_the_next(procurios, h, monkeypatch):
+def _stop_at_publish(monkeypatch, call: int) -> None:
+    """The run stops at the ``call``-th batch transaction, after the earlier batches were
+    committed (a database gone away; not the step retried at once, which would resume it too)."""
     from attendee_pipeline import batched
 
-    ev = _event(procurios, h, MeetingConfig(registrations=40, seed=9), source={"batch_size": 10})
     real, calls = batched.publish_changes, []
 
-    def failing_second(*args, **kwargs):
+    def failing(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            # a run that stops there (not the step retried at once, which would resume it too)
+        if len(calls) == call:
             raise dg.Failure("the database went away", allow_retries=False)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batched, "publish_changes", failing_second)
-    broken = h.sync(ev)
+    monkeypatch.setattr(batched, "publish_changes", failing)
+
+
+def test_a_run_stopped_between_batches_is_resumed_by_the_next(procurios, h, monkeypatch):
+    ev = _event(procurios, h, MeetingConfig(registrations=40, seed=9), source={"batch_size": 10})
+    with monkeypatch.context() as patched:
+        _stop_at_publish(patched, 2)
+        broken = h.sync(ev)
     assert not broken.success
     assert (h.attendees(ev)["status"] == "active").sum() == 10  # the first batch is in
     assert h.query("select source_position from sync_ledger where event_id = :e", e=ev) == [(None,)]
-    monkeypatch.setattr(batched, "publish_changes", real)
     meta = _published(h.sync(ev))  # reads from the same position again: nothing lost
     assert (meta["added"], meta["unchanged"]) == (30, 10)
     assert (h.attendees(ev)["status"] == "active").sum() == 40
@@ -249,3 +254,58 @@ def test_catalog_warnings_are_a_warn_check(procurios, h):
     assert check is not None and not check.passed and check.severity.value == "WARN"
     assert check.partition == ev  # the warning is this event's, not one shared by all events
     assert "attendees_may_edit_programme" in check.description and "unique e-mail" in check.description
+
+
+def test_a_full_import_stopped_between_batches_keeps_the_read_position(procurios, h, monkeypatch):
+    ev = _event(procurios, h, MeetingConfig(registrations=40, seed=11), source={"batch_size": 10})
+    first = h.sync(ev)
+    _published(first)
+    position = materialized(first, "attendee_raw_extract")["next_since"]
+    meeting = procurios["1001"]
+    meeting.set_person([0, 15, 25, 35], "company", "Renamed BV")  # one update in each batch
+    with monkeypatch.context() as patched:
+        _stop_at_publish(patched, 2)
+        broken = h.sync(ev, run_config=FULL)
+    assert not broken.success
+    assert _row(h, "r-0000001")["company"] == "Renamed BV" and _row(h, "r-0000016")["company"] != "Renamed BV"
+    # the next automatic sync reads what changed since the last complete publish, not everything
+    meeting.set_person([20], "company", "Later BV")
+    result = h.sync(ev)
+    extract = materialized(result, "attendee_raw_extract")
+    assert (extract["mode"], extract["since"]) == ("incremental", position)
+    assert extract["records"] == 6  # the 5 changed registrations, and the newest one again (since is inclusive)
+    assert _published(result)["added"] == 0
+
+
+def test_programme_changes_a_failed_programme_step_missed_are_in_the_next_sync(procurios, h, monkeypatch):
+    from attendee_pipeline.platform_db import procurios as db_procurios
+
+    ev = _event(procurios, h, MeetingConfig(registrations=30, seed=12, sessions=8, max_sessions=3))
+    _published(h.sync(ev))
+    meeting = procurios["1001"]
+    email = meeting.registration(2)["person"]["email"]
+    meeting.set_sessions([2], ["s-07", "s-08"])
+    meeting.add(1)
+    time.sleep(2.2)  # the next position (at most Procurios's time, whole seconds) passes both changes
+
+    def failing(*args, **kwargs):
+        raise dg.Failure("the database went away", allow_retries=False)
+
+    engine = sa.create_engine(h.db_url)
+    try:
+        with monkeypatch.context() as patched:  # the programme step fails after the publish
+            patched.setattr(db_procurios, "sync_schedules", failing)
+            broken = h.sync(ev)
+            assert not broken.success and materialized(broken, "published_attendees")["added"] == 1
+            assert schedule_of(engine, ev)[email] != ["s-07", "s-08"]
+            again = h.sync(ev)  # and keeps failing: still nothing lost
+            assert not again.success
+        result = h.sync(ev)
+        _published(result)
+        assert schedule_of(engine, ev)[email] == ["s-07", "s-08"]
+        assert materialized(result, "personal_programmes")["attendees_compared"] >= 2
+        # once the programme is synced, the position moves on: the next sync reads only the newest
+        later = materialized(h.sync(ev), "attendee_raw_extract")
+        assert later["since"] > materialized(result, "attendee_raw_extract")["since"]
+    finally:
+        engine.dispose()

@@ -777,6 +777,16 @@ def short(text: str, limit: int = 200) -> str:
 # --------------------------------------------------------------------------- replay
 
 
+#: What names the hidden folder an extract is written into (see :func:`staged_extract`).
+PARTIAL_MARK = ".partial-"
+
+
+def is_partial_extract(path: Path) -> bool:
+    """Whether ``path`` is the hidden folder of an extract being written, or of one whose
+    process died while writing it (a SIGKILL skips :func:`staged_extract`'s cleanup)."""
+    return path.name.startswith(".") and PARTIAL_MARK in path.name and path.is_dir()
+
+
 @contextmanager
 def staged_extract(dest_dir: Path, event_id: str) -> Iterator[Path]:
     """A hidden folder beside ``dest_dir`` to write an extract into; it becomes ``dest_dir``
@@ -786,7 +796,7 @@ def staged_extract(dest_dir: Path, event_id: str) -> Iterator[Path]:
     if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
         raise ExtractError(event_id, None, f"destination {dest_dir} already exists and is not empty")
     dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir.parent / f".{dest_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp = dest_dir.parent / f".{dest_dir.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from pydantic import PrivateAttr
 
 from attendee_pipeline import settings
 from attendee_pipeline.catalog import Catalog, EventEntry, load_catalog
-from attendee_pipeline.connectors.rest import PageSink
+from attendee_pipeline.connectors.rest import PageSink, is_partial_extract
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 
 
@@ -62,6 +63,12 @@ class PlatformDatabaseResource(dg.ConfigurableResource):
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+#: A partial extract folder untouched for longer than this is a dead fetch's: the instance's
+#: ``run_monitoring.max_runtime_seconds``, the longest a run may take (a fetch in progress adds
+#: a page file now and then, which renews its folder's time).
+PARTIAL_EXTRACT_MAX_AGE_SECONDS = 3600
 
 
 class RawExtractStore(dg.ConfigurableResource):
@@ -103,6 +110,25 @@ class RawExtractStore(dg.ConfigurableResource):
         for path in doomed:
             shutil.rmtree(path, ignore_errors=True)
         return len(doomed)
+
+    def prune_partials(self, event_id: str, max_age_seconds: float = PARTIAL_EXTRACT_MAX_AGE_SECONDS) -> int:
+        """Delete the event's partial extract folders (``.<name>.partial-<id>``) left by a fetch
+        whose process was killed, once untouched for longer than ``max_age_seconds`` (longer
+        than a run may take, so never the folder of a fetch in progress); returns how many went."""
+        folder = self.base() / event_id
+        if not folder.exists():
+            return 0
+        cutoff = time.time() - max_age_seconds
+        removed = 0
+        for path in folder.iterdir():
+            try:
+                stale = is_partial_extract(path) and path.stat().st_mtime < cutoff
+            except OSError:  # gone meanwhile (its fetch finished or failed)
+                continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
 
 
 Progress = Callable[[int, int], None]

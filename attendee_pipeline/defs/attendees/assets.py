@@ -251,7 +251,7 @@ def event_sync(
         return
     del changes
     yield from _published_results(_as_counts(published), mapped.rejected)
-    yield from procurios_assets.after_publish(context, event, extract_dir, engine)
+    yield from procurios_assets.after_publish(context, event, extract_dir, engine, published=published)
 
 
 def _publish(
@@ -385,6 +385,7 @@ def _extract(
     manifest["extracts_pruned"] = raw_store.prune(
         event.id, config.keep_extracts, keep_also=(dest, (last or {}).get("raw_extract_path"))
     )
+    manifest["partial_extracts_pruned"] = raw_store.prune_partials(event.id)  # a killed fetch's
     return manifest, mapper
 
 
@@ -421,6 +422,7 @@ def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         "extract_path": dg.MetadataValue.path(manifest["path"]),
         "seconds": manifest["seconds"],
         "extracts_pruned": manifest["extracts_pruned"],
+        "partial_extracts_pruned": manifest["partial_extracts_pruned"],
         **procurios_batched.extract_metadata(manifest),
         **_ignored_fields_metadata(manifest),
     }

@@ -69,12 +69,19 @@ def _not_synced(reason: str, **metadata: Any) -> dict[str, Any]:
 
 
 def after_publish(
-    context: Any, event: Any, extract_dir: Path | None, engine: sa.Engine, unchanged_since: str | None = None,
+    context: Any,
+    event: Any,
+    extract_dir: Path | None,
+    engine: sa.Engine,
+    unchanged_since: str | None = None,
+    published: Any = None,
     skip_reason: str | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """The three assets' results (and the settings check) for a sync of ``event`` that published
     ``extract_dir`` -- or found its input unchanged since run ``unchanged_since`` (then nothing
-    can have changed, and nothing is written), or did not publish for ``skip_reason``."""
+    can have changed, and nothing is written), or did not publish for ``skip_reason``. Once they
+    are synced, the read position the publish (``published``) held back is recorded: a sync that
+    fails before leaves the registrations it read, and their programmes, to the next one."""
     if event.source.kind != "procurios":
         reason = f"a {event.source.kind} event: its source has no Procurios sessions, programmes or event tag"
         for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
@@ -88,6 +95,9 @@ def after_publish(
             yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(reason, unchanged=True))
     else:
         yield from _sync(context, event, extract_dir, engine)
+        held = getattr(published, "held", None)
+        if held is not None:
+            db_procurios.record_read_position(engine, event.id, held.ledger_id, held.position, held.fingerprint)
     warnings = event_warnings(event)
     for warning in warnings:
         context.log.warning(warning)

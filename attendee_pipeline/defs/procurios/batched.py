@@ -22,6 +22,7 @@ import pandas as pd
 from attendee_pipeline import batched
 from attendee_pipeline.defs.attendees.checks import schema_result
 from attendee_pipeline.defs.metadata import preview
+from attendee_pipeline.platform_db.publish import last_published_position
 
 
 #: ``attendee_group_memberships`` of a batched source (every batch's memberships).
@@ -92,7 +93,8 @@ def diff(event: Any, mapped: batched.BatchedAttendees, engine: Any) -> tuple[bat
 
 def publish(context: Any, event: Any, manifest: dict[str, Any], changes: batched.BatchedChanges,
             rejected: int, engine: Any, started: dt.datetime) -> batched.BatchedPublish:
-    """Apply a batched change set, one transaction per batch (see ``batched.publish_batches``)."""
+    """Apply a batched change set, one transaction per batch (see ``batched.publish_batches``);
+    the event's new read position is recorded by ``procurios_assets.after_publish``."""
     result = batched.publish_batches(
         engine,
         event,
@@ -103,7 +105,13 @@ def publish(context: Any, event: Any, manifest: dict[str, Any], changes: batched
         started_at=started,
         input_fingerprint=manifest.get("input_fingerprint"),
         source_position=manifest.get("source_position"),
-        previous_position=manifest.get("since"),
+        # where the event's reads stand before this run: a full import reads from the start
+        # (its ``since`` is none), yet one that stops half-way must not send the next sync
+        # back to the start
+        previous_position=last_published_position(engine, event.id),
+        # the new position only once the personal programmes of these registrations are synced
+        # (procurios_assets.after_publish): a programme step that fails leaves them to the next sync
+        hold_position=True,
     )
     context.log.info(f"published in {result.transactions} transaction(s) over {result.batches} batch(es)")
     return result
