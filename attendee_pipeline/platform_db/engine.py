@@ -7,8 +7,9 @@ write lock up front with ``BEGIN IMMEDIATE``); PostgreSQL gets a plain engine wi
 ``executemany``. :func:`upgrade` runs the alembic migrations to head with a configuration built
 in code, under a lock (PostgreSQL advisory lock / SQLite write lock) so concurrent processes can
 call it; :func:`ensure_schema` does that once per URL and process. A database at a migration
-this code does not have raises :class:`UnknownRevisionError`. Making an engine never migrates
-by itself.
+this code does not have raises :class:`UnknownRevisionError`, one that cannot be connected to
+(refused, no answer within :data:`CONNECT_TIMEOUT_SECONDS`) raises ``DatabaseConnectError``
+naming its host and port. Making an engine never migrates by itself.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ from alembic.util import CommandError
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from attendee_pipeline.platform_db.errors import DatabaseConnectError, describe_connect_error
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Key of the PostgreSQL advisory lock held while migrating.
 MIGRATION_LOCK_KEY = 0x61707069  # "appi"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: Seconds a PostgreSQL connect waits for the server (unless the URL sets ``connect_timeout``):
+#: a host that drops packets fails this fast instead of after the OS's TCP timeout.
+CONNECT_TIMEOUT_SECONDS = 4
 
 #: Page cache of each SQLite connection, in KiB (SQLite's default is 2 MiB).
 SQLITE_CACHE_KIB = 64 * 1024
@@ -48,6 +55,16 @@ def is_sqlite(bind: sa.Engine | sa.Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+def connect_timeout(url: str | sa.URL) -> int:
+    """The connect timeout of a PostgreSQL ``url``, in seconds: its ``connect_timeout`` query
+    parameter, else :data:`CONNECT_TIMEOUT_SECONDS`."""
+    value = _url(url).query.get("connect_timeout")
+    try:
+        return int(value if isinstance(value, str) else value[0]) if value else CONNECT_TIMEOUT_SECONDS
+    except ValueError:
+        return CONNECT_TIMEOUT_SECONDS
+
+
 def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-untyped-def]
     """An engine for the platform database at ``url`` (does not migrate; see ensure_schema)."""
     parsed = _url(url)
@@ -55,6 +72,10 @@ def make_engine(url: str | sa.URL, **kwargs) -> sa.Engine:  # type: ignore[no-un
         if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
             kwargs.setdefault("executemany_mode", "values_plus_batch")
             kwargs.setdefault("executemany_batch_page_size", 500)
+            if "connect_timeout" not in parsed.query:
+                connect_args = dict(kwargs.pop("connect_args", {}))
+                connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+                kwargs["connect_args"] = connect_args
         kwargs.setdefault("pool_pre_ping", True)
         return sa.create_engine(parsed, **kwargs)
 
@@ -161,11 +182,25 @@ def _check_known_revision(conn: sa.Connection, config: Config) -> None:
         )
 
 
+@contextmanager
+def connect_errors_described(url: str | sa.URL) -> Iterator[None]:
+    """Within the block, a connection to ``url`` that cannot be opened raises
+    :class:`~attendee_pipeline.platform_db.errors.DatabaseConnectError` with one line saying
+    where and why (see ``describe_connect_error``); any other error passes unchanged."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        message = describe_connect_error(exc, url)
+        if message is None:
+            raise
+        raise DatabaseConnectError(message) from exc
+
+
 def upgrade(url_or_engine: str | sa.URL | sa.Engine) -> None:
     """Run the platform database migrations up to head (``alembic upgrade head``)."""
     engine = url_or_engine if isinstance(url_or_engine, sa.Engine) else make_engine(url_or_engine)
     try:
-        with write_transaction(engine) as conn:
+        with connect_errors_described(engine.url), write_transaction(engine) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config = alembic_config(conn)
@@ -189,7 +224,9 @@ def ensure_schema(url: str | sa.URL) -> None:
             return
         engine = make_engine(url)
         try:
-            if current_revision(engine) != head_revision():
+            with connect_errors_described(url):
+                at = current_revision(engine)
+            if at != head_revision():
                 upgrade(engine)
         finally:
             engine.dispose()

@@ -87,7 +87,7 @@ from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify
 from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
 from attendee_pipeline.services.checkins import checkin_routes
-from attendee_pipeline.services.listen import check_loopback, listen_socket
+from attendee_pipeline.services.listen import check_feed_host, listen_socket
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def create_app(db_url: str) -> Starlette:
 
 def check_host(host: str) -> None:
     """Refuse (ValueError) a host that is not a loopback address."""
-    check_loopback(host, "the feed service", "; put a TLS reverse proxy in front of it")
+    check_feed_host(host)
 
 
 def serve_feed(
