@@ -37,11 +37,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from attendee_pipeline.connectors.rest import ExtractError
     from attendee_pipeline.email_delivery import DeliveryConfigError
     from attendee_pipeline.instance import DagsterHomeError
-    from attendee_pipeline.platform_db.engine import UnknownRevisionError
+    from attendee_pipeline.platform_db.engine import UnknownRevisionError, UnversionedDatabaseError
     from attendee_pipeline.platform_db.errors import DatabaseConnectError
 
     return (CatalogError, UnknownEventError, ExtractError, ProcuriosError, MissingSecretError,
-            DeliveryConfigError, DagsterHomeError, UnknownRevisionError, DatabaseConnectError)
+            DeliveryConfigError, DagsterHomeError, UnknownRevisionError, UnversionedDatabaseError,
+            DatabaseConnectError)
 
 
 class _Commands(click.Group):
@@ -134,6 +135,19 @@ def db_upgrade() -> None:
 
     upgrade(settings.db_url())
     click.echo("platform database is at the latest migration")
+
+
+@db.command("stamp")
+def db_stamp() -> None:
+    """Record that a platform database made without the migrations (create_all) is at the latest
+    migration, when its tables match this version's exactly; then `db upgrade` works on it."""
+    from attendee_pipeline.platform_db.engine import head_revision, stamp
+
+    at = stamp(settings.db_url())
+    if at is not None:
+        click.echo(f"platform database is already at migration {at!r}: nothing to stamp (use `db upgrade`)")
+        return
+    click.echo(f"platform database stamped at migration {head_revision()!r}")
 
 
 # --------------------------------------------------------------------------- sync
