@@ -187,3 +187,21 @@ def test_a_malformed_address_fails_alone_and_the_check_says_why(api, h, sink):
     assert "john..doe" not in failed.metadata["problems"].value
     assert check_evaluation(result, "emails_flowing").passed
     assert "john..doe@example.org" not in recipients(sink) and len(recipients(sink)) == 9
+
+
+def test_a_cancellation_goes_only_to_attendees_whose_invite_went_out(api, h, sink):
+    """With invites on, an attendee removed before their invite was delivered never hears of
+    the event: the invite is skipped and no cancellation is queued."""
+    _events(api, h, both={**email_settings(), "records": 5})
+    assert materialized(h.sync("both"), "published_attendees")["invites_queued"] == 5
+    assert materialized(deliver(h, sink), "email_outbox")["sent"] == 5
+    api["both"].add_records(2)  # registered, invite queued but not delivered yet
+    assert materialized(h.sync("both"), "published_attendees")["invites_queued"] == 2
+    invited = api.records("both")[0]["email"].lower()
+    api["both"].mark_deleted([0, 5, 6])
+    removed = materialized(h.sync("both"), "published_attendees")
+    assert (removed["removed"], removed["cancellations_queued"]) == (3, 1)
+    delivered = materialized(deliver(h, sink), "email_outbox")
+    assert (delivered["sent"], delivered["skipped"]) == (1, 2)
+    assert recipients(sink, "cancellation") == [invited]
+    assert len(recipients(sink, "invite")) == 5

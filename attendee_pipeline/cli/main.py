@@ -28,7 +28,8 @@ warnings.filterwarnings("ignore", message=".*is currently in preview.*")
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are about the input or the world, not a bug in this program: a bad or
     missing catalog, an unknown event, a provider that cannot be reached or refuses us, a
-    missing secret or setting, a platform database at a migration this code does not have.
+    missing secret or setting, a platform database at a migration this code does not have or
+    that cannot be connected to.
     Imported when one is raised, so ``--help`` stays fast."""
     from attendee_pipeline.catalog import CatalogError, UnknownEventError
     from attendee_pipeline.connectors.http import MissingSecretError
@@ -36,10 +37,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from attendee_pipeline.connectors.rest import ExtractError
     from attendee_pipeline.email_delivery import DeliveryConfigError
     from attendee_pipeline.instance import DagsterHomeError
-    from attendee_pipeline.platform_db.engine import UnknownRevisionError
+    from attendee_pipeline.platform_db.engine import UnknownRevisionError, UnversionedDatabaseError
+    from attendee_pipeline.platform_db.errors import DatabaseConnectError
 
     return (CatalogError, UnknownEventError, ExtractError, ProcuriosError, MissingSecretError,
-            DeliveryConfigError, DagsterHomeError, UnknownRevisionError)
+            DeliveryConfigError, DagsterHomeError, UnknownRevisionError, UnversionedDatabaseError,
+            DatabaseConnectError)
 
 
 class _Commands(click.Group):
@@ -144,6 +147,19 @@ def db_upgrade() -> None:
     click.echo("platform database is at the latest migration")
 
 
+@db.command("stamp")
+def db_stamp() -> None:
+    """Record that a platform database made without the migrations (create_all) is at the latest
+    migration, when its tables match this version's exactly; then `db upgrade` works on it."""
+    from attendee_pipeline.platform_db.engine import head_revision, stamp
+
+    at = stamp(settings.db_url())
+    if at is not None:
+        click.echo(f"platform database is already at migration {at!r}: nothing to stamp (use `db upgrade`)")
+        return
+    click.echo(f"platform database stamped at migration {head_revision()!r}")
+
+
 # --------------------------------------------------------------------------- sync
 
 
@@ -183,6 +199,11 @@ def sync(
     from attendee_pipeline.catalog import load_catalog
 
     event = load_catalog().get(event_id)  # an unknown event or a broken entry stops here
+    if settings.db_url_is_from_env():
+        from attendee_pipeline.platform_db.engine import ensure_schema
+
+        # the run opens the same database: say now, not after the run's retries, that it cannot
+        ensure_schema(settings.db_url())
     if full:
         from attendee_pipeline.cli.procurios import require_procurios
 
@@ -506,6 +527,9 @@ def _safe_url(url: str) -> str:
 def dev(sandbox_port: int, procurios_port: int, port: int, feed_port: int) -> None:
     """Run the demo sandboxes, the push feed service, an SMTP sink and the Dagster UI (dagster
     dev) on 127.0.0.1 until Ctrl-C or SIGTERM, which stop all of them."""
+    from attendee_pipeline.platform_db.engine import ensure_schema
+
+    ensure_schema(settings.db_url())  # an unreachable database stops here, before anything starts
     from attendee_pipeline.instance import dagster_home
     from attendee_pipeline.sandbox.attendee_api import serve_sandbox
     from attendee_pipeline.services.feed import serve_feed_in_thread
@@ -632,13 +656,17 @@ def serve_feed(host: str, port: int, workers: int, access_log: bool) -> None:
     (up to 1000), authenticated with the event's keys (see `feed-key`), into the platform
     database's inbox (ATTENDEE_PIPELINE_DB_URL or the SQLite default).
     """
-    from attendee_pipeline.services.feed import check_host
-    from attendee_pipeline.services.feed import serve_feed as serve
+    from attendee_pipeline.services.listen import check_feed_host
 
     try:
-        check_host(host)
+        check_feed_host(host)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    from attendee_pipeline.platform_db.engine import ensure_schema
+
+    ensure_schema(settings.db_url())  # an unreachable database stops here, before the server starts
+    from attendee_pipeline.services.feed import serve_feed as serve
+
     click.echo(f"feed service on http://{host}:{port}; platform DB {_safe_url(settings.db_url())}")
     serve(host=host, port=port, db_url=settings.db_url(), workers=workers, access_log=access_log)
 

@@ -10,7 +10,9 @@ sent that the seed does not list -- never their values) in one transaction and r
 in order: once it returns they are committed (PostgreSQL; on SQLite the WAL survives a process
 crash, and :func:`feed_engine` adds ``synchronous=FULL`` so a commit survives a power loss too).
 :func:`read_inbox` / :func:`inbox_heads` are how a sync reads what arrived since the position it
-last published. No attendee data or keys in log lines or exception messages.
+last published. A push sent with an idempotency key (:class:`IdempotentPush`) is stored once:
+:func:`append_inbox` stores its answer in the same transaction as its records, and a repeat of
+the key within :data:`IDEMPOTENCY_KEEP_HOURS` gets that answer back (:class:`Replay`) instead. No attendee data or keys in log lines or exception messages.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.engine import is_sqlite, make_engine, write_transaction
 from attendee_pipeline.platform_db.sql import utcnow
-from attendee_pipeline.platform_db.tables import feed_inbox, feed_keys
+from attendee_pipeline.platform_db.tables import feed_idempotency, feed_inbox, feed_keys
 
 #: Prefix of a key's public id.
 KEY_ID_PREFIX = "fk_"
@@ -166,6 +168,66 @@ def _record_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+#: Hours an idempotency key's answer is kept (a repeat after that is a new push).
+IDEMPOTENCY_KEEP_HOURS = 24
+
+
+class IdempotentPush(NamedTuple):
+    """A push sent with an ``Idempotency-Key``: the route it came to, the key, and the SHA-256
+    of its body (see :func:`request_hash`), which tells a repeat from a different push."""
+
+    route: str
+    key: str
+    request_hash: str
+
+
+class Replay(NamedTuple):
+    """The stored answer to an earlier push with the same key; ``same_request`` is False when
+    that push had a different body."""
+
+    status: int
+    body: dict[str, Any]
+    same_request: bool
+
+
+def request_hash(body: Any) -> str:
+    """SHA-256 of a push body as compact sorted JSON, without its top-level ``key`` (the API key
+    may be sent in the header on one try and in the body on the next)."""
+    if isinstance(body, dict):
+        body = {name: value for name, value in body.items() if name != "key"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _replay(conn: sa.Connection, event_id: str, once: IdempotentPush, now: dt.datetime) -> Replay | None:
+    i = feed_idempotency.c
+    row = conn.execute(
+        sa.select(i.status_code, i.response, i.request_hash).where(
+            i.event_id == event_id, i.route == once.route, i.idempotency_key == once.key,
+            i.created_at >= now - dt.timedelta(hours=IDEMPOTENCY_KEEP_HOURS),
+        )
+    ).first()
+    if row is None:
+        return None
+    return Replay(int(row.status_code), json.loads(row.response), row.request_hash == once.request_hash)
+
+
+def _remember(conn: sa.Connection, event_id: str, once: IdempotentPush, body: dict[str, Any], now: dt.datetime) -> None:
+    """Store the answer to ``once`` after deleting the event's expired answers (this key's too)."""
+    i = feed_idempotency.c
+    conn.execute(
+        feed_idempotency.delete().where(
+            i.event_id == event_id, i.created_at < now - dt.timedelta(hours=IDEMPOTENCY_KEEP_HOURS)
+        )
+    )
+    conn.execute(
+        feed_idempotency.insert().values(
+            event_id=event_id, route=once.route, idempotency_key=once.key, request_hash=once.request_hash,
+            status_code=200, response=json.dumps(body, separators=(",", ":"), ensure_ascii=False), created_at=now,
+        )
+    )
+
+
 def append_inbox(
     engine: sa.Engine,
     event_id: str,
@@ -174,7 +236,9 @@ def append_inbox(
     *,
     check_key: bool = False,
     ignored: list[list[str]] | None = None,
-) -> list[int] | None:
+    once: IdempotentPush | None = None,
+    answer: Callable[[list[int]], dict[str, Any]] | None = None,
+) -> list[int] | Replay | None:
     """Store accepted records of ``event_id`` in one transaction; their inbox ids, in order.
     ``ignored`` holds, per record, the names of the fields its push sent that the seed does not
     list (:attr:`attendee_pipeline.sync.feed.FeedPayload.ignored`).
@@ -182,7 +246,11 @@ def append_inbox(
     With ``check_key`` the transaction first verifies ``key`` as :func:`verify_key` does and
     stores nothing (returns None) when it is not an active key -- one round of work for the
     feed service's common case. When this returns ids the transaction is committed (nothing to
-    acknowledge before that)."""
+    acknowledge before that).
+
+    With ``once`` (an idempotency key) and ``answer`` (the 200 body for the new ids), the answer
+    is stored with the records, and a push whose key was already answered for this event and
+    route stores nothing and returns that :class:`Replay` (after the key check)."""
     if not records and not check_key:
         return []
     if ignored is not None and len(ignored) != len(records):
@@ -197,17 +265,35 @@ def append_inbox(
         }
         for record, names in zip(records, ignored or [[]] * len(records))
     ]
-    with write_transaction(engine) as conn:
-        if check_key and not _key_matches(conn, event_id, key):
-            return None
-        if not rows:
-            return []
-        if len(rows) == 1:
-            return [conn.execute(feed_inbox.insert().returning(feed_inbox.c.id), rows[0]).scalar_one()]
-        result = conn.execute(
-            feed_inbox.insert().returning(feed_inbox.c.id, sort_by_parameter_order=True), rows
-        )
-        return [int(i) for i in result.scalars()]
+    try:
+        with write_transaction(engine) as conn:
+            if check_key and not _key_matches(conn, event_id, key):
+                return None
+            if once is not None and (earlier := _replay(conn, event_id, once, received_at)) is not None:
+                return earlier
+            ids = _insert_rows(conn, rows)
+            if once is not None and answer is not None:
+                _remember(conn, event_id, once, answer(ids), received_at)
+            return ids
+    except sa.exc.IntegrityError:
+        if once is None:
+            raise
+        # the same key answered by a concurrent request that committed first (PostgreSQL):
+        # this transaction stored nothing; answer what that one answered
+        with engine.connect() as conn:
+            earlier = _replay(conn, event_id, once, received_at)
+        if earlier is None:
+            raise
+        return earlier
+
+
+def _insert_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]:
+    if not rows:
+        return []
+    if len(rows) == 1:
+        return [conn.execute(feed_inbox.insert().returning(feed_inbox.c.id), rows[0]).scalar_one()]
+    result = conn.execute(feed_inbox.insert().returning(feed_inbox.c.id, sort_by_parameter_order=True), rows)
+    return [int(i) for i in result.scalars()]
 
 
 #: How long an inbox read waits for pushes being inserted (PostgreSQL), see :func:`read_inbox`.

@@ -162,7 +162,9 @@ def queue_publish_emails(
 
     ``settings`` is the event's catalog settings (``send_invites``, ``send_cancellation_email``).
     New and restored attendees get an invite unless they ever had one; removed attendees get a
-    cancellation unless they ever had one. A restored attendee's invite that was skipped
+    cancellation unless they ever had one -- and, when the event sends invites, only if their
+    invite went out (one never invited must not learn of the event from its cancellation; with
+    invites off the provider's own registration is what told them). A restored attendee's invite that was skipped
     (removed before delivery) is queued again, and so is a removed attendee's skipped
     cancellation. Returns ``{"invites_queued": n, "cancellations_queued": m}``.
     """
@@ -179,10 +181,31 @@ def queue_publish_emails(
                 conn, event_id, INVITE, restored_ids, (SKIPPED,), now, ORIGIN_SYNC
             )
     if getattr(settings, "send_cancellation_email", False) and removed_ids:
+        told = removed_ids
+        if getattr(settings, "send_invites", False):  # the invite is what told them: only the invited
+            told = _invited(conn, event_id, removed_ids)
         counts["cancellations_queued"] = _queue(
-            conn, event_id, CANCELLATION, removed_ids, origin=ORIGIN_SYNC, run_id=run_id, now=now
-        ) + _rearm(conn, event_id, CANCELLATION, removed_ids, (SKIPPED,), now, ORIGIN_SYNC)
+            conn, event_id, CANCELLATION, told, origin=ORIGIN_SYNC, run_id=run_id, now=now
+        ) + _rearm(conn, event_id, CANCELLATION, told, (SKIPPED,), now, ORIGIN_SYNC)
     return counts
+
+
+def _invited(conn: sa.Connection, event_id: str, ids: Sequence[int]) -> list[int]:
+    """Those of ``ids`` whose invite went out: delivered (``invite_sent_at``) or being sent
+    right now (a claimed row the server may already have)."""
+    o, s = email_outbox.c, attendee_statuses.c
+    out: set[int] = set()
+    for chunk in chunks(list(ids)):
+        out.update(conn.execute(
+            sa.select(o.attendee_id).where(
+                o.event_id == event_id, o.kind == INVITE, o.status.in_((SENT, SENDING)),
+                o.attendee_id.in_(list(chunk)),
+            )
+        ).scalars())
+        out.update(conn.execute(
+            sa.select(s.attendee_id).where(s.invite_sent_at.is_not(None), s.attendee_id.in_(list(chunk)))
+        ).scalars())
+    return sorted(out)
 
 
 @dataclass

@@ -9,7 +9,8 @@ held / dry-run sync) with its counts and, for a push source, how far the publish
 (``source_position``); ``rejected_records`` keeps every quarantined record with its reason.
 ``feed_keys`` holds the push feed's API keys (only their SHA-256 hashes) per event and
 ``feed_inbox`` every attendee record the feed accepted, in arrival order, with the names of the
-fields it ignored (see ``attendee_pipeline.platform_db.feed``). ``email_outbox`` queues invite
+fields it ignored, and ``feed_idempotency`` the answers to pushes sent with an idempotency key
+(see ``attendee_pipeline.platform_db.feed``). ``email_outbox`` queues invite
 and cancellation e-mails and ``attendee_statuses`` keeps invite statuses (see the e-mail section
 at the end). The alembic migrations create exactly this metadata (a test compares them).
 """
@@ -198,6 +199,28 @@ feed_inbox = sa.Table(
     # (names only, never values); NULL when there were none (migration 0006)
     sa.Column("ignored_fields", sa.Text, nullable=True),
     sa.Index(None, "event_id", "id"),
+)
+
+#: The feed's answers to pushes sent with an ``Idempotency-Key`` header (migration 0008): a repeat
+#: of the key for the same event and route within the retention time gets the stored answer
+#: instead of being stored again. Only accepted (200) answers are kept; ``request_hash`` is the
+#: SHA-256 of the request body (without its ``key``) so that a different body under the same key
+#: is told apart. Rows older than the retention time are deleted as the event's pushes arrive.
+feed_idempotency = sa.Table(
+    "feed_idempotency",
+    metadata,
+    sa.Column("id", INBOX_ID_TYPE, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    # "attendees" or "attendees:batch"
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("idempotency_key", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.Text, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=False),
+    # the answer's JSON body, as sent
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("event_id", "route", "idempotency_key"),
+    sa.Index(None, "event_id", "created_at"),
 )
 
 #: Attendee columns a publish writes from a change set (besides bookkeeping columns).

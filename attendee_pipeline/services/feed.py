@@ -32,6 +32,10 @@ Order of checks for both POST routes, and the answers:
   envelope is ours, so an unknown key there IS a problem), and an empty list is a problem too;
 * ``413`` {"error": "too many attendees", "max_items": 1000} for a batch of more than
   ``MAX_BATCH_ITEMS`` (after authentication);
+* ``400`` for an ``Idempotency-Key`` header that is not 1-255 printable ASCII characters, and
+  ``422`` {"error": "idempotency key reused", ...} for a key answered within
+  ``IDEMPOTENCY_KEEP_HOURS`` for a different body (after authentication); a repeat of the key
+  with the same body gets the first answer again, storing nothing (docs/feed.md);
 * ``200`` {"status": "accepted", "id": N, "ignored_fields": [...]} (batch: {"status":
   "accepted", "ids": [...], "ignored_fields": [{"index": i, "fields": [...]}, ...]}, only the
   items that had some) once the records are committed;
@@ -65,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -83,11 +88,19 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from attendee_pipeline.platform_db.engine import ensure_schema
-from attendee_pipeline.platform_db.feed import append_inbox, feed_engine, verify_key
+from attendee_pipeline.platform_db.feed import (
+    IDEMPOTENCY_KEEP_HOURS,
+    IdempotentPush,
+    Replay,
+    append_inbox,
+    feed_engine,
+    request_hash,
+    verify_key,
+)
 from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
 from attendee_pipeline.services.checkins import checkin_routes
-from attendee_pipeline.services.listen import check_loopback, listen_socket
+from attendee_pipeline.services.listen import check_feed_host, listen_socket
 from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
@@ -150,6 +163,36 @@ class _InternalErrors:
                 await response(scope, receive, send)
 
 
+#: An ``Idempotency-Key`` header: 1 to 255 printable ASCII characters (a UUID is typical).
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _invalid_idempotency_key() -> dict[str, Any]:
+    reason = "must be 1 to 255 printable ASCII characters without spaces"
+    return {"error": "invalid payload", "problems": [{"field": "Idempotency-Key", "reason": reason}]}
+
+
+def _once(route: str, idempotency_key: str | None, body: Any) -> IdempotentPush | None:
+    if idempotency_key is None:
+        return None
+    return IdempotentPush(route, idempotency_key, request_hash(body))
+
+
+def _replayed(replay: Replay) -> Outcome:
+    """The answer to a push whose idempotency key was answered before: that answer again, or
+    422 when the earlier push had a different body."""
+    if replay.same_request:
+        return replay.status, replay.body
+    return 422, {
+        "error": "idempotency key reused",
+        "problems": [{
+            "field": "Idempotency-Key",
+            "reason": f"was sent within {IDEMPOTENCY_KEEP_HOURS} h with a different body to this event; "
+                      "use a new key for a new push",
+        }],
+    }
+
+
 def _body_key(body: Any) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("key"), str):
         return body["key"]
@@ -164,7 +207,9 @@ class FeedService:
 
     # ----------------------------------------------------------------- blocking parts
 
-    def accept_one(self, event_id: str, raw: bytes, header_key: str | None) -> Outcome:
+    def accept_one(
+        self, event_id: str, raw: bytes, header_key: str | None, idempotency_key: str | None = None
+    ) -> Outcome:
         try:
             body = decode_json(raw)
         except FeedDecodeError as exc:
@@ -176,14 +221,21 @@ class FeedService:
             if not verify_key(self.engine, event_id, key):
                 return 401, _UNAUTHORIZED
             return 422, _invalid(payload.problems)
-        ids = append_inbox(
-            self.engine, event_id, [payload.record], key, check_key=True, ignored=[payload.ignored]
+        ignored = payload.ignored
+        stored = append_inbox(
+            self.engine, event_id, [payload.record], key, check_key=True, ignored=[ignored],
+            once=_once("attendees", idempotency_key, body),
+            answer=lambda ids: {"status": "accepted", "id": ids[0], "ignored_fields": ignored},
         )
-        if ids is None:
+        if stored is None:
             return 401, _UNAUTHORIZED
-        return 200, {"status": "accepted", "id": ids[0], "ignored_fields": payload.ignored}
+        if isinstance(stored, Replay):
+            return _replayed(stored)
+        return 200, {"status": "accepted", "id": stored[0], "ignored_fields": ignored}
 
-    def accept_batch(self, event_id: str, raw: bytes, header_key: str | None) -> Outcome:
+    def accept_batch(
+        self, event_id: str, raw: bytes, header_key: str | None, idempotency_key: str | None = None
+    ) -> Outcome:
         try:
             body = decode_json(raw)
         except FeedDecodeError as exc:
@@ -218,13 +270,24 @@ class FeedService:
             return 422, {"error": "invalid payload", "results": results}
         records = [payload.record for payload in payloads if payload.record is not None]
         ignored = [payload.ignored for payload in payloads]
-        return 200, {
-            "status": "accepted",
-            "ids": append_inbox(self.engine, event_id, records, ignored=ignored),
-            "ignored_fields": [
-                {"index": index, "fields": names} for index, names in enumerate(ignored) if names
-            ],
-        }
+
+        def answer(ids: list[int]) -> dict[str, Any]:
+            return {
+                "status": "accepted",
+                "ids": ids,
+                "ignored_fields": [
+                    {"index": index, "fields": names} for index, names in enumerate(ignored) if names
+                ],
+            }
+
+        stored = append_inbox(
+            self.engine, event_id, records, ignored=ignored,
+            once=_once("attendees:batch", idempotency_key, body), answer=answer,
+        )
+        if isinstance(stored, Replay):
+            return _replayed(stored)
+        assert isinstance(stored, list)
+        return 200, answer(stored)
 
     def check_database(self) -> None:
         with self.engine.connect() as conn:
@@ -233,7 +296,7 @@ class FeedService:
     # ----------------------------------------------------------------- routes
 
     async def _post(
-        self, request: Request, cap: int, handle: Callable[[str, bytes, str | None], Outcome]
+        self, request: Request, cap: int, handle: Callable[[str, bytes, str | None, str | None], Outcome]
     ) -> Response:
         if not is_json(request.headers.get("content-type")):
             return JSONResponse(
@@ -246,7 +309,12 @@ class FeedService:
         except ClientDisconnect:  # nobody is left to read an answer
             return Response(status_code=400)
         header_key = request.headers.get("api-key") or None
-        status, body = await run_in_threadpool(handle, request.path_params["event_id"], raw, header_key)
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            return JSONResponse(_invalid_idempotency_key(), status_code=400)
+        status, body = await run_in_threadpool(
+            handle, request.path_params["event_id"], raw, header_key, idempotency_key
+        )
         return JSONResponse(body, status_code=status)
 
     async def attendees(self, request: Request) -> Response:
@@ -307,7 +375,7 @@ def create_app(db_url: str) -> Starlette:
 
 def check_host(host: str) -> None:
     """Refuse (ValueError) a host that is not a loopback address."""
-    check_loopback(host, "the feed service", "; put a TLS reverse proxy in front of it")
+    check_feed_host(host)
 
 
 def serve_feed(

@@ -20,6 +20,11 @@ def check_loopback(host: str, server: str = "the sandbox", hint: str = "") -> No
     raise ValueError(f"{server} only listens on loopback addresses (127.0.0.1, ::1{hint}), not {host!r}")
 
 
+def check_feed_host(host: str) -> None:
+    """Refuse (ValueError) a host for the feed service that is not a loopback address."""
+    check_loopback(host, "the feed service", "; put a TLS reverse proxy in front of it")
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     """A socket bound to loopback ``host:port`` (port 0: a free one) for uvicorn to serve on."""
     check_loopback(host)

@@ -1,7 +1,7 @@
 """Sync ledger: the ``superseded`` status.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-07
 
 A sync whose extract began before the extract of the event's last publish is not applied (it
@@ -17,7 +17,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
