@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from attendee_pipeline.sync.model import attendee_key
 from attendee_pipeline.sync.schemas import EMAIL_PATTERN, MAX_EMAIL_CHARS, MAX_GROUP_NAME_CHARS, NUL, NUL_REASON
 
 #: seed 001 profile key -> platform field (attendee_pipeline.sync.model.PROFILE_FIELDS names)
@@ -576,7 +577,7 @@ def _groups(event_info: Any, problems: list[Problem], ignored: list[str]) -> lis
 
 
 def fold_pushes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per attendee (e-mail, case-insensitive) from pushes in arrival order: later
+    """One record per attendee (its attendee_key: e-mail in NFC, any case) from pushes in arrival order: later
     fields overwrite (an empty string too), a later group list replaces, custom fields merge by
     name. Attendees keep the order of their first push. The inputs are not changed."""
     folded: dict[str, dict[str, Any]] = {}
@@ -584,7 +585,7 @@ def fold_pushes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         email = record.get("email")
         if not isinstance(email, str) or not email.strip():
             continue
-        key = email.strip().lower()
+        key = attendee_key(email)
         current = folded.get(key)
         if current is None:
             current = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
