@@ -627,11 +627,11 @@ def publish_changes(
 
     Inserts added attendees, rewrites restored / updated ones (same row id), marks removed ones
     (``status = 'removed'``, their memberships deleted), creates missing groups (shared
-    across events by name, any case: see :func:`_ensure_groups`), rewrites the memberships of the written attendees, and adds a
-    ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
-    writes nothing) when the rows changed since the diff, or -- given ``published_version``
-    (:func:`publish_version`, read before the diff's list) -- when any other publish of the
-    event landed since, also for an empty change set. With ``email_settings`` (the event's
+    across events by name, any case: see :func:`_ensure_groups`), rewrites the memberships of
+    the written attendees, and adds a ``sync_ledger`` row. Unchanged attendees are not touched.
+    Raises StalePublishError (and writes nothing) when the rows changed since the diff, or --
+    given ``published_version`` (:func:`publish_version`, read before the diff's list) -- when
+    any other publish of the event landed since, also for an empty change set. With ``email_settings`` (the event's
     catalog settings) the invite / cancellation e-mails it asks for are queued in the same
     transaction (see platform_db.outbox).
     """

@@ -65,7 +65,9 @@ _attendees = sa.table(
     sa.column("status"),
     sa.column("last_changed_at"),
 )
-_outbox = sa.table("email_outbox", sa.column("id"), sa.column("attendee_id"), sa.column("kind"), sa.column("status"))
+_outbox = sa.table(
+    "email_outbox", sa.column("id"), sa.column("attendee_id"), sa.column("kind"), sa.column("status")
+)
 _statuses = sa.table(
     "attendee_statuses",
     sa.column("attendee_id"),
@@ -165,13 +167,18 @@ def _merge_person(conn: sa.Connection, kept: int, others: list[int]) -> None:
                 r.attendee_id != kept,
             ),
         )
-        merged = {t: min((getattr(r, t) for r in statuses if getattr(r, t) is not None), default=None) for t in _STATUS_TIMES}
+        merged = {
+            t: min((getattr(r, t) for r in statuses if getattr(r, t) is not None), default=None)
+            for t in _STATUS_TIMES
+        }
         merged["updated_at"] = max(r.updated_at for r in statuses)
         drop = [r.attendee_id for r in statuses if r.attendee_id != base.attendee_id]
         if drop:
             conn.execute(_statuses.delete().where(_statuses.c.attendee_id.in_(drop)))
         conn.execute(
-            _statuses.update().where(_statuses.c.attendee_id == base.attendee_id).values(attendee_id=kept, **merged)
+            _statuses.update()
+            .where(_statuses.c.attendee_id == base.attendee_id)
+            .values(attendee_id=kept, **merged)
         )
     conn.execute(_attendees.delete().where(_attendees.c.id.in_(others)))
 
@@ -194,7 +201,8 @@ def _merge_attendees(conn: sa.Connection) -> None:
                 olds[email_key(row.attendee_key)].append(row.attendee_key)
         for new_key in people:
             for chunk in _chunks(olds[new_key]):
-                people[new_key].extend(conn.execute(sa.select(*columns).where(a.event_id == event_id, a.attendee_key.in_(chunk))))
+                stmt = sa.select(*columns).where(a.event_id == event_id, a.attendee_key.in_(chunk))
+                people[new_key].extend(conn.execute(stmt))
         for new_key, rows in people.items():
             kept, *others = _keep_first(rows)
             if others:
