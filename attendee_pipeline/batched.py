@@ -25,7 +25,6 @@ imported from. The Dagster assets call these through ``defs/procurios/batched.py
 from __future__ import annotations
 
 import functools
-import json
 from array import array
 import pickle
 import shutil
@@ -52,7 +51,7 @@ from attendee_pipeline.platform_db.publish import (
 )
 from attendee_pipeline.sync import procurios as rules
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
-from attendee_pipeline.sync.mapping import map_event_records, rejects_frame
+from attendee_pipeline.sync.mapping import map_event_records, raw_record_json, rejects_frame
 from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.policy import COUNT_KEYS
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failing_source_rows, failure_cases, quarantine
@@ -217,7 +216,7 @@ def map_batches(
             batch_rejects = pd.concat([problems, checked.rejects], ignore_index=True)
             if len(batch_rejects):
                 batch_rejects["raw_record"] = [
-                    json.dumps(chunk[int(row) - first], ensure_ascii=False, default=str)
+                    raw_record_json(chunk[int(row) - first])
                     for row in batch_rejects["source_row"]
                 ]
                 rejects.append(batch_rejects)

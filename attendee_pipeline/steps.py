@@ -31,8 +31,10 @@ from attendee_pipeline.sync.mapping import (
     MappingResult,
     map_event_records,
     map_platform_records,
+    raw_record_json,
     rejects_frame,
 )
+from attendee_pipeline.sync.model import attendee_key
 from attendee_pipeline.sync.schemas import quarantine
 
 #: Records mapped per chunk (bounds the memory of parsed-but-unmapped records).
@@ -160,7 +162,7 @@ def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[Mappi
         first_row: dict[str, int] = {}
         for position, push in enumerate(pushes):
             if isinstance(push, dict) and isinstance(push.get("email"), str):
-                first_row.setdefault(push["email"].strip().lower(), position)
+                first_row.setdefault(attendee_key(push["email"]), position)
         folded = fold_pushes([p for p in pushes if isinstance(p, dict) and isinstance(p.get("email"), str)])
         result = map_platform_records(folded)
         result.frame["source_row"] = np.asarray([first_row[k] for k in result.frame["attendee_key"]], dtype="int64")
@@ -229,12 +231,12 @@ def _raw_records(extract_dir: Path, rows: set[int], rejects: pd.DataFrame) -> li
             records = page_records(extract_dir, manifest, page)
             for row in page_rows:
                 if row - first < len(records):
-                    found[row] = json.dumps(records[row - first], ensure_ascii=False, default=str)
+                    found[row] = raw_record_json(records[row - first])
     else:  # an extract without per-page counts: read it in order up to the last rejected record
         last = max(rows)
         for position, record in enumerate(iter_extract_records(extract_dir)):
             if position in rows:
-                found[position] = json.dumps(record, ensure_ascii=False, default=str)
+                found[position] = raw_record_json(record)
             if position >= last:
                 break
     return [found.get(int(r)) for r in rejects["source_row"]]

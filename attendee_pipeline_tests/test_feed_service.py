@@ -386,6 +386,31 @@ def test_bad_requests_are_refused(server: FeedServer, engine: sa.Engine, api_key
     assert requests.get(url, timeout=5).status_code == 405
 
 
+def test_text_no_database_stores_is_refused_naming_the_record_and_field(
+    server: FeedServer, engine: sa.Engine, api_key: str
+):
+    # half a surrogate pair (the JSON escape "\ud800") or a NUL in a pushed value: refused with
+    # the record and field named, nothing stored, and the service goes on accepting
+    cut = {"profile": {"email": "cut@example.org", "firstName": "A\ud800B"}}
+    one = post(server.attendees_url(EVENT), cut, key=api_key)
+    assert one.status_code == 400, one.text
+    assert one.json()["problems"] == [{"field": "(body)", "reason": (
+        "not valid JSON: text with an unpaired \\u surrogate escape (not valid Unicode) at profile.firstName"
+    )}]
+    batch = post(server.batch_url(EVENT), {"attendees": [person(1), cut]}, key=api_key)
+    assert batch.status_code == 400 and batch.json()["problems"][0]["reason"].endswith(
+        "at attendees[1].profile.firstName"
+    )
+    nul = {"profile": {"email": "nul@example.org", "lastName": "Nul\x00"}}
+    refused = post(server.batch_url(EVENT), {"attendees": [person(2), nul]}, key=api_key)
+    assert refused.status_code == 422
+    assert refused.json()["results"] == [{"index": 1, "problems": [
+        {"field": "profile.lastName", "reason": "contains a NUL character, which the platform database cannot store"}
+    ]}]
+    assert store.read_inbox(engine, EVENT) == []
+    assert post(server.attendees_url(EVENT), person(3), key=api_key).status_code == 200
+
+
 # --------------------------------------------------------------------------- batch
 
 

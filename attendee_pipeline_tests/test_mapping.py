@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attendee_pipeline.catalog.models import DeleteFlag, FieldMapping
-from attendee_pipeline.sync.mapping import UNPAIRED_SURROGATE, WHITESPACE, map_records
+import unicodedata
+
+from attendee_pipeline.sync.mapping import UNPAIRED_SURROGATE, WHITESPACE, map_platform_records, map_records, raw_record_json
 from attendee_pipeline.sync.model import FRAME_COLUMNS
 from attendee_pipeline.sync.schemas import failure_cases, quarantine
 
@@ -95,6 +97,36 @@ def test_half_a_surrogate_pair_rejects_its_record_not_the_run():
                      (3, "groups", UNPAIRED_SURROGATE), (4, "email", UNPAIRED_SURROGATE)}
     # a rejected record's key goes with it (when it has a storable one)
     assert {r.source_row: r.attendee_key for r in result.rejects}[0] == "person1@example.org"
+
+
+def test_platform_records_with_half_a_surrogate_pair_are_rejected_not_raised():
+    # a feed's records: one with unstorable text in a group name or a custom field is a reject
+    # naming the field; the run goes on with the others
+    records = [{"email": "a@x.org", "groups": ["VIP\ud800"]}, {"email": "b@x.org", "first_name": "B"},
+               {"email": "c@x.org", "custom_fields": {"diet": "\udc00"}}]
+    result = map_platform_records(records)
+    assert result.frame["attendee_key"].tolist() == ["b@x.org"]
+    assert [(r.source_row, r.field, r.reason) for r in result.rejects] == [
+        (0, "groups", UNPAIRED_SURROGATE), (2, "custom_fields", UNPAIRED_SURROGATE)
+    ]
+    # the raw record kept with a reject is JSON text every database stores, read back as sent
+    kept = raw_record_json(records[0])
+    kept.encode("utf-8")
+    assert json.loads(kept) == records[0] and raw_record_json({"n": "é"}) == '{"n": "é"}'
+
+
+def test_emails_names_and_groups_are_mapped_in_nfc():
+    nfd = unicodedata.normalize("NFD", "José Müller")
+    records = [rec(1, first=nfd, contact={"email": unicodedata.normalize("NFD", "JOSÉ@example.org")},
+                   groups=[nfd, "Press", "press", unicodedata.normalize("NFC", "josé müller")])]
+    frame = map_records(records, MAPPING, FLAG).frame
+    assert frame["attendee_key"].tolist() == ["josé@example.org"]  # NFC, lower-cased
+    assert frame["email"].tolist() == ["JOSÉ@example.org"]
+    assert frame["first_name"].tolist() == ["José Müller"]
+    # one name per group in any case and form (the first in sorted order)
+    assert json.loads(frame["groups"][0]) == ["José Müller", "Press"]
+    platform = map_platform_records([{"email": unicodedata.normalize("NFD", "josé@x.org"), "last_name": nfd}]).frame
+    assert (platform["attendee_key"][0], platform["last_name"][0]) == ("josé@x.org", "José Müller")
 
 
 def test_absent_groups_clear_them_unless_only_provided_fields_apply():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from attendee_pipeline.platform_db.engine import (
 )
 from attendee_pipeline.platform_db.tables import attendees, groups, memberships, metadata
 from attendee_pipeline.sync.diff import compute_changes
+from attendee_pipeline.sync.model import attendee_key
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.test_diff import frame, person
 
@@ -222,6 +224,111 @@ def test_upgrading_from_each_revision_keeps_the_data(db_url: str):
             assert conn.execute(sa.text("select email from event_access_list")).scalars().all() == ["ann@x.org"]
             assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
             assert _check_constraint_names(conn) == DECLARED_CHECKS
+    finally:
+        eng.dispose()
+
+
+def test_migration_0007_merges_attendees_and_groups_duplicated_by_unicode_form_or_case(db_url: str):
+    """Before 0007, "josé@x.org" sent composed (NFC) and decomposed (NFD) were two attendees
+    (two invites), and "Press" / "press" or "Café" in either form two groups. Upgrading makes
+    each one, and moves what referred to the duplicates onto the row kept."""
+    from alembic import command
+
+    from attendee_pipeline.platform_db.engine import alembic_config
+
+    nfc, nfd = "josé@x.org", unicodedata.normalize("NFD", "josé@x.org")
+    cafe_nfd, cafe_nfc = unicodedata.normalize("NFD", "Café"), "Café"
+    zoe_nfd = unicodedata.normalize("NFD", "zoë@x.org")
+    assert nfc != nfd and cafe_nfc != cafe_nfd
+    eng = make_engine(db_url)
+    try:
+        with eng.begin() as conn:
+            command.upgrade(alembic_config(conn), "0006")
+            run = conn.execute
+            for event in ("e", "f"):
+                run(sa.text(
+                    "insert into events (id, name, timezone, in_catalog, created_at, updated_at)"
+                    " values (:e, 'E', 'UTC', true, '2026-01-01', '2026-01-01')"
+                ), {"e": event})
+            people = [  # id, event, key, status, last changed
+                (1, "e", nfc, "active", "2026-01-01 00:00:00"),
+                (2, "e", nfd, "active", "2026-02-01 00:00:00"),  # the same person, changed last: kept
+                (3, "e", zoe_nfd, "removed", "2026-01-01 00:00:00"),  # alone: only its key changes
+                (4, "e", "ann@x.org", "active", "2026-01-01 00:00:00"),
+                (5, "f", nfd, "active", "2026-01-01 00:00:00"),  # another event: another attendee
+            ]
+            for pid, event, key, status, changed in people:
+                run(sa.text(
+                    "insert into attendees (id, event_id, attendee_key, email, status, row_hash, first_seen_at,"
+                    " last_changed_at) values (:i, :e, :k, :k, :s, 1, '2026-01-01', :c)"
+                ), {"i": pid, "e": event, "k": key, "s": status, "c": changed})
+            for gid, name in ((1, "Press"), (2, "press"), (3, cafe_nfd), (4, cafe_nfc), (5, "VIP")):
+                run(sa.text("insert into groups (id, name, created_at) values (:i, :n, '2026-01-01')"), {"i": gid, "n": name})
+            for aid, gid in ((1, 1), (1, 2), (2, 2), (2, 3), (4, 4), (4, 5), (4, 1)):
+                run(sa.text("insert into memberships values ('e', :a, :g)"), {"a": aid, "g": gid})
+            for oid, aid, status in ((1, 1, "sent"), (2, 2, "pending")):
+                run(sa.text(
+                    "insert into email_outbox (id, event_id, attendee_id, kind, status, origin, created_at,"
+                    " attempts, next_attempt_at) values (:o, 'e', :a, 'invite', :s, 'sync', '2026-01-01', 1,"
+                    " '2026-01-01')"
+                ), {"o": oid, "a": aid, "s": status})
+            run(sa.text(
+                "insert into attendee_statuses (attendee_id, event_id, link_token, invite_sent_at,"
+                " account_created_at, updated_at) values (1, 'e', 'tok1', '2026-01-02', '2026-01-03', '2026-01-03'),"
+                " (2, 'e', 'tok2', null, null, '2026-02-01')"
+            ))
+            run(sa.text(
+                "insert into check_ins (event_id, attendee_id, kind, checked_in_at, recorded_at, recorded_by,"
+                " writeback, writeback_attempts) values ('e', 1, 'on_site', '2026-01-05', '2026-01-05', 'cli',"
+                " 'sent', 1)"
+            ))
+            for sid in (1, 2):
+                run(sa.text(
+                    "insert into sessions (id, event_id, source_kind, external_id, title, status, created_at,"
+                    " updated_at) values (:s, 'e', 'procurios', :x, 'T', 'active', '2026-01-01', '2026-01-01')"
+                ), {"s": sid, "x": f"s{sid}"})
+            for aid, sid in ((1, 1), (1, 2), (2, 1)):
+                run(sa.text(
+                    "insert into personal_schedule values ('e', :a, :s, '2026-01-01')"
+                ), {"a": aid, "s": sid})
+            run(sa.text("insert into tags (id, name, hidden, event_id, created_at) values (1, 't', true, 'e', '2026-01-01')"))
+            for aid in (1, 2):
+                run(sa.text("insert into attendee_tags values ('e', :a, 1, '2026-01-01')"), {"a": aid})
+
+        ensure_schema(db_url)
+        with eng.connect() as conn:
+            def rows(sql: str) -> list[tuple]:
+                return sorted(tuple(r) for r in conn.execute(sa.text(sql)))
+
+            assert current_revision(conn) == head_revision()
+            assert rows("select id, event_id, attendee_key, status from attendees") == [
+                (2, "e", nfc, "active"), (3, "e", "zoë@x.org", "removed"), (4, "e", "ann@x.org", "active"),
+                (5, "f", nfc, "active"),
+            ]
+            # one group per name in any case and form: the oldest, named in NFC
+            assert rows("select id, name, name_key from groups") == [
+                (1, "Press", "press"), (3, cafe_nfc, "café"), (5, "VIP", "vip"),
+            ]
+            # the kept attendee has its own memberships; the others' moved to the group kept
+            assert rows("select attendee_id, group_id from memberships") == [(2, 1), (2, 3), (4, 1), (4, 3), (4, 5)]
+            # the invite already sent stays sent (no second invite), and the person's statuses
+            # and personal link, check-in, programme and tags are the kept attendee's
+            assert rows("select attendee_id, kind, status from email_outbox") == [(2, "invite", "sent")]
+            statuses = rows("select attendee_id, link_token, invite_sent_at is not null, account_created_at is not null"
+                            " from attendee_statuses")
+            assert statuses == [(2, "tok1", True, True)]
+            assert rows("select attendee_id from check_ins") == [(2,)]
+            assert rows("select attendee_id, session_id from personal_schedule") == [(2, 1), (2, 2)]
+            assert rows("select attendee_id, tag_id from attendee_tags") == [(2, 1)]
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
+        # a publish now finds the person under the NFC key (updated in place, not added) and
+        # a new spelling of a group joins it
+        changes, _ = sync(eng, "e", frame(person(nfd, attendee_key=attendee_key(nfd), groups=["PRESS", cafe_nfd])))
+        assert (changes.counts["added"], changes.counts["updated"]) == (0, 1)
+        with eng.connect() as conn:
+            assert conn.execute(sa.text("select count(*) from groups")).scalar_one() == 3
+            got = conn.execute(sa.text("select group_id from memberships where attendee_id = 2 order by group_id"))
+            assert got.scalars().all() == [1, 3]
     finally:
         eng.dispose()
 

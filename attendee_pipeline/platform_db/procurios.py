@@ -38,6 +38,7 @@ from attendee_pipeline.platform_db.tables import (
     sync_ledger,
     tags,
 )
+from attendee_pipeline.sync.model import attendee_key
 from attendee_pipeline.sync.procurios import parse_timestamp
 
 
@@ -325,7 +326,7 @@ def record_check_in(
             existing = conn.execute(sa.select(check_ins).where(c.event_id == event_id, c.external_id == external_id)).first()
             if existing is not None:
                 return _as_dict(existing), False
-        where = a.id == attendee_id if attendee_id is not None else a.attendee_key == str(email).strip().lower()
+        where = a.id == attendee_id if attendee_id is not None else a.attendee_key == attendee_key(str(email))
         attendee = conn.execute(sa.select(a.id, a.status).where(a.event_id == event_id, where)).first()
         if attendee is None:
             raise CheckInError("attendee: no attendee of this event matches", status=404)

@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from attendee_pipeline.platform_db.tables import (
 )
 from attendee_pipeline.platform_db.errors import PlatformDatabaseError, describe_database_error
 from attendee_pipeline.sync.diff import ChangeSet, empty_published
-from attendee_pipeline.sync.model import CONTENT_COLUMNS
+from attendee_pipeline.sync.model import CONTENT_COLUMNS, group_key, nfc
 
 log = logging.getLogger(__name__)
 
@@ -544,18 +544,23 @@ def _reserve_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
     raise NotImplementedError(f"unsupported database dialect {conn.dialect.name!r}")
 
 
-def _group_ids_by_text(conn: sa.Connection, texts: Any, now: dt.datetime) -> tuple[dict[str, list[int]], int]:
-    """({canonical group JSON: its groups' ids}, groups created) for the distinct group texts of
-    a publish. Every group is created here, before any row is written, in one sorted
-    statement: two publishes that create the same new groups then take their locks in the same
-    order (on PostgreSQL they deadlocked when each met them in a different order, batch by
-    batch)."""
-    parsed = {text: json.loads(text) for text in texts}
-    names = sorted({name for group_names in parsed.values() for name in group_names})
-    if not names:
+def _group_ids_by_text(conn: sa.Connection, texts: pd.Series, now: dt.datetime) -> tuple[dict[str, list[int]], int]:
+    """({canonical group JSON: its groups' ids}, groups created) for the group texts of a
+    publish (``texts``: each distinct text -> the number of rows written with it). Every group is
+    created here, before any row is written, in one sorted statement: two publishes that
+    create the same new groups then take their locks in the same order (on PostgreSQL they
+    deadlocked when each met them in a different order, batch by batch)."""
+    parsed = {text: json.loads(text) for text in texts.index}
+    members: dict[str, int] = {}
+    for text, count in texts.items():
+        for name in parsed[text]:
+            members[name] = members.get(name, 0) + int(count)
+    if not members:
         return {}, 0
-    ids, created = _ensure_groups(conn, names, now)
-    return {text: [ids[name] for name in group_names] for text, group_names in parsed.items()}, created
+    ids, created = _ensure_groups(conn, dict(sorted(members.items())), now)
+    # two spellings of one group (a list published before groups were matched on group_key)
+    # are one membership
+    return {text: list(dict.fromkeys(ids[name] for name in group_names)) for text, group_names in parsed.items()}, created
 
 
 def _membership_rows(
@@ -573,36 +578,56 @@ def _membership_rows(
     return members, groups_of
 
 
-def _ensure_groups(conn: sa.Connection, names: Sequence[str], now: dt.datetime) -> tuple[dict[str, int], int]:
-    """Ids of the named groups, creating the missing ones (race-safe). Returns (ids, created)."""
-    ids: dict[str, int] = {}
-    for chunk in chunks(list(names)):
-        ids.update(
-            {
-                name: gid
-                for gid, name in conn.execute(
-                    sa.select(groups.c.id, groups.c.name).where(groups.c.name.in_(chunk))
-                )
-            }
-        )
-    missing = [n for n in names if n not in ids]
+def storable_text(text: str) -> str:
+    """``text`` as text every backend stores: half a surrogate pair as its ``\\udXXX`` escape
+    and a NUL (which PostgreSQL text refuses) as ``\\x00``; other text unchanged."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _group_ids_by_key(conn: sa.Connection, keys: Sequence[str]) -> dict[str, int]:
+    """{group key: id} of the existing groups among ``keys`` (see model.group_key)."""
+    found: dict[str, int] = {}
+    for chunk in chunks(list(keys)):
+        stmt = sa.select(groups.c.id, groups.c.name_key).where(groups.c.name_key.in_(chunk))
+        found.update({key: gid for gid, key in conn.execute(stmt)})
+    return found
+
+
+def _ensure_groups(
+    conn: sa.Connection, names: Sequence[str] | Mapping[str, int], now: dt.datetime
+) -> tuple[dict[str, int], int]:
+    """Ids of the named groups (sorted; or a sorted mapping of them to their number of
+    members), creating the missing ones (race-safe). Returns (ids, created).
+
+    A group is its :func:`~attendee_pipeline.sync.model.group_key` (case and Unicode
+    normalisation do not make another group): a new spelling of an existing group joins it, and
+    a new group is named as the publish that creates it spells it (of several spellings there,
+    the one with the most members, then the first)."""
+    members = names if isinstance(names, Mapping) else dict.fromkeys(names, 1)
+    key_of = {name: group_key(name) for name in members}
+    keys = sorted(set(key_of.values()))
+    ids = _group_ids_by_key(conn, keys)
+    missing = [k for k in keys if k not in ids]
     created = 0
     if missing:
-        stmt = insert_ignore(conn, groups, ["name"]).returning(groups.c.id, groups.c.name)
-        rows = conn.execute(stmt, [{"name": n, "created_at": now} for n in missing]).all()
+        spelling: dict[str, str] = {}
+        for name, count in members.items():
+            key = key_of[name]
+            if key not in spelling or count > members[spelling[key]]:
+                spelling[key] = name
+        stmt = insert_ignore(conn, groups).returning(groups.c.id, groups.c.name_key)
+        rows = conn.execute(stmt, [{"name": nfc(spelling[k]), "name_key": k, "created_at": now} for k in missing]).all()
         created = len(rows)
-        ids.update({name: gid for gid, name in rows})
-        still = [n for n in missing if n not in ids]  # created concurrently by another event
-        for chunk in chunks(still):
-            ids.update(
-                {
-                    name: gid
-                    for gid, name in conn.execute(
-                        sa.select(groups.c.id, groups.c.name).where(groups.c.name.in_(chunk))
-                    )
-                }
-            )
-    return ids, created
+        ids.update({key: gid for gid, key in rows})
+        # created concurrently by another event
+        ids.update(_group_ids_by_key(conn, [k for k in missing if k not in ids]))
+    return {name: ids[key] for name, key in key_of.items()}, created
 
 
 def _ledger_values(counts: dict[str, int], rejected: int) -> dict[str, int]:
@@ -635,14 +660,14 @@ def publish_changes(
     """Apply ``changeset`` to the event's published list in one transaction.
 
     Inserts added attendees, rewrites restored / updated ones (same row id), marks removed ones
-    (``status = 'removed'``, their memberships deleted), creates missing groups (shared by name
-    across events), rewrites the memberships of the written attendees, and adds a
-    ``sync_ledger`` row. Unchanged attendees are not touched. Raises StalePublishError (and
-    writes nothing) when the rows changed since the diff, or -- given ``published_version``
-    (:func:`publish_version`, read before the diff's list) -- when any other publish of the
-    event landed since, also for an empty change set. Given ``started_at`` (when the sync's
-    extract began), raises SupersededPublishError (and writes nothing) when the event's last
-    publish read its source later. With ``email_settings`` (the event's
+    (``status = 'removed'``, their memberships deleted), creates missing groups (shared
+    across events by name, any case: see :func:`_ensure_groups`), rewrites the memberships of
+    the written attendees, and adds a ``sync_ledger`` row. Unchanged attendees are not touched.
+    Raises StalePublishError (and writes nothing) when the rows changed since the diff, or --
+    given ``published_version`` (:func:`publish_version`, read before the diff's list) -- when
+    any other publish of the event landed since, also for an empty change set. Given
+    ``started_at`` (when the sync's extract began), raises SupersededPublishError (and writes
+    nothing) when the event's last publish read its source later. With ``email_settings`` (the event's
     catalog settings) the invite / cancellation e-mails it asks for are queued in the same
     transaction (see platform_db.outbox).
     """
@@ -671,7 +696,7 @@ def publish_changes(
         content = [c for c in ATTENDEE_CONTENT_COLUMNS if frame[c].notna().any()]
         # the groups of every row written, created before the rows (see _group_ids_by_text)
         group_ids_of, result.groups_created = _group_ids_by_text(
-            conn, frame.loc[change.isin(("added", "restored", "updated")), "groups"].dropna().unique(), now
+            conn, frame.loc[change.isin(("added", "restored", "updated")), "groups"].value_counts(), now
         )
 
         def write_memberships(ids: Sequence[int], group_texts: Sequence[str | None]) -> None:
@@ -791,10 +816,16 @@ def publish_changes(
 # --------------------------------------------------------------------------- rejects & ledger
 
 
+#: The text columns of a reject row that may hold what a provider sent.
+_REJECT_TEXTS = ("source_record_id", "field", "reason", "raw_record")
+
+
 def record_rejects(engine: sa.Engine, event_id: str, run_id: str, rejects: pd.DataFrame) -> int:
     """Keep a run's quarantined records (columns source_row, source_record_id, field, reason and
     optionally raw_record). Replaces what the same run recorded before (a retried step does not
-    duplicate them). Returns the number of rows written."""
+    duplicate them). Text no database stores (half a surrogate pair, a NUL) is kept escaped
+    (:func:`storable_text`): keeping a reject never fails on its content. Returns the number of
+    rows written."""
     now = utcnow()
     with write_transaction(engine) as conn:
         conn.execute(
@@ -814,6 +845,9 @@ def record_rejects(engine: sa.Engine, event_id: str, run_id: str, rejects: pd.Da
             row.update(event_id=event_id, run_id=run_id, created_at=now)
             if row["source_record_id"] is not None:
                 row["source_record_id"] = str(row["source_record_id"])
+            for name in _REJECT_TEXTS:
+                if row[name] is not None:
+                    row[name] = storable_text(row[name])
         conn.execute(rejected_records.insert(), rows)
     return len(rows)
 

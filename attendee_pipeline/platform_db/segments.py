@@ -8,7 +8,8 @@ account, account but never accessed -- and by group / country (:func:`list_atten
 Y (:func:`page_access`: members of any of them in this event; groups are shared between events,
 memberships are per event), and the recipients of a message to groups X / country C
 (:func:`message_recipients`: members of the groups or attendees from the countries), with
-:func:`segment_counts` for an overview. Country names match case-insensitively. Functions
+:func:`segment_counts` for an overview. Country names match case-insensitively, group names
+in any case and Unicode form. Functions
 return plain rows; the caller decides what to print. No Dagster imports.
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from attendee_pipeline.platform_db.tables import UTCDateTime
+from attendee_pipeline.platform_db.tables import UTCDateTime, groups
+from attendee_pipeline.sync.model import group_key
 
 _PEOPLE = (
     "attendee_id",
@@ -69,9 +71,13 @@ def _lower(values: Sequence[str]) -> list[str]:
     return sorted({v.strip().lower() for v in values if v and v.strip()})
 
 
-def _members(event_id: str, groups: Sequence[str]) -> sa.Select:
+def _members(event_id: str, names: Sequence[str]) -> sa.Select:
+    """The event's members of the named groups (a name matches its group in any case and
+    Unicode form, as a publish matches it: model.group_key)."""
     v = group_members_view.c
-    return sa.select(v.attendee_id).where(v.event_id == event_id, v.group_name.in_(list(groups)))
+    keys = sorted({group_key(n.strip()) for n in names if n and n.strip()})
+    wanted = sa.select(groups.c.id).where(groups.c.name_key.in_(keys))
+    return sa.select(v.attendee_id).where(v.event_id == event_id, v.group_id.in_(wanted))
 
 
 def _groups_of(conn: sa.Connection, event_id: str) -> dict[int, list[str]]:

@@ -3,7 +3,8 @@
 ``events`` mirrors the event catalog (rows are never deleted: an event that leaves the catalog is
 marked ``in_catalog = false``); ``attendees`` is each event's published attendee list, one row per
 (event, attendee_key) for ever -- a removed attendee keeps its row with ``status = 'removed'`` and
-gets the same id back when it returns; ``groups`` are shared between events (one row per name)
+gets the same id back when it returns; ``groups`` are shared between events (one row per name,
+matched in any case and Unicode normalisation: ``name_key``)
 and ``memberships`` link active attendees to them; ``sync_ledger`` has one row per publish (or
 held / dry-run sync) with its counts and, for a push source, how far the publish read
 (``source_position``); ``rejected_records`` keeps every quarantined record with its reason.
@@ -117,7 +118,12 @@ groups = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # what makes a group: its name in NFC and case-folded (sync.model.group_key), written by
+    # every publish; nullable and a unique index because SQLite adds neither a NOT NULL column
+    # nor a unique constraint to a table in place (migration 0007)
+    sa.Column("name_key", sa.Text, nullable=True),
     sa.UniqueConstraint("name"),
+    sa.Index(None, "name_key", unique=True),
 )
 
 memberships = sa.Table(

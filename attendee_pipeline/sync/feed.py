@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from attendee_pipeline.sync.model import attendee_key
 from attendee_pipeline.sync.schemas import EMAIL_PATTERN, MAX_EMAIL_CHARS, MAX_GROUP_NAME_CHARS, NUL, NUL_REASON
 
 #: seed 001 profile key -> platform field (attendee_pipeline.sync.model.PROFILE_FIELDS names)
@@ -179,21 +180,25 @@ def _depth(value: Any, limit: int) -> bool:
     return True
 
 
-def _lone_surrogate(value: Any) -> bool:
-    """True when a string (or an object key) in ``value`` holds an unpaired UTF-16 surrogate,
-    which no UTF-8 text can carry (storing or publishing it would fail)."""
-    stack = [value]
+def _lone_surrogate(value: Any) -> str | None:
+    """The path (``attendees[1].profile.firstName``; ``(body)`` for the top level) of the first
+    string or object key in ``value`` that holds an unpaired UTF-16 surrogate, which no UTF-8
+    text can carry (storing or publishing it would fail); None when there is none."""
+    stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
-        item = stack.pop()
+        item, path = stack.pop()
         if isinstance(item, str):
             if _SURROGATE.search(item):
-                return True
+                return path or "(body)"
         elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
+            for key, child in reversed(item.items()):
+                inner = f"{path}.{key}" if path else str(key)
+                if _SURROGATE.search(key):
+                    return f"{path or '(body)'} (an object key)"
+                stack.append((child, inner))
         elif isinstance(item, list):
-            stack.extend(item)
-    return False
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
+    return None
 
 
 def decode_json(raw: bytes) -> Any:
@@ -237,8 +242,11 @@ def decode_json(raw: bytes) -> Any:
         raise FeedDecodeError(Problem("(body)", f"not valid JSON: {str(exc)[:120]}")) from None
     if not _depth(value, MAX_DEPTH):
         raise FeedDecodeError(Problem("(body)", f"nested deeper than {MAX_DEPTH} levels"))
-    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
-        raise FeedDecodeError(Problem("(body)", "not valid JSON: text with an unpaired \\u surrogate escape"))
+    where = _lone_surrogate(value) if _SURROGATE_ESCAPE.search(text) else None
+    if where is not None:
+        raise FeedDecodeError(
+            Problem("(body)", f"not valid JSON: text with an unpaired \\u surrogate escape (not valid Unicode) at {where}")
+        )
     return value
 
 
@@ -576,7 +584,7 @@ def _groups(event_info: Any, problems: list[Problem], ignored: list[str]) -> lis
 
 
 def fold_pushes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per attendee (e-mail, case-insensitive) from pushes in arrival order: later
+    """One record per attendee (its attendee_key: e-mail in NFC, any case) from pushes in arrival order: later
     fields overwrite (an empty string too), a later group list replaces, custom fields merge by
     name. Attendees keep the order of their first push. The inputs are not changed."""
     folded: dict[str, dict[str, Any]] = {}
@@ -584,7 +592,7 @@ def fold_pushes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         email = record.get("email")
         if not isinstance(email, str) or not email.strip():
             continue
-        key = email.strip().lower()
+        key = attendee_key(email)
         current = folded.get(key)
         if current is None:
             current = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 #: Version of the logic that turns an extract into a published list (see the module docstring).
-SYNC_LOGIC_VERSION = 2  # 2: a null's row-hash contribution no longer depends on the other rows
+SYNC_LOGIC_VERSION = 3  # 3: e-mail keys, names and group names are mapped in NFC
 
 
 def sync_fingerprint(extract_digest: str, event_config: dict[str, Any], package_version: str) -> str:

@@ -11,6 +11,7 @@ e-mail syntax, duplicates, badge kind) live in :mod:`attendee_pipeline.sync.sche
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -28,6 +29,8 @@ from attendee_pipeline.sync.model import (
     attendee_key,
     canonical_custom_fields,
     canonical_groups,
+    email_key,
+    nfc,
     null_text_array,
     text_array,
 )
@@ -41,6 +44,9 @@ WHITESPACE = (
     "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 _NULL_TEXT = pa.scalar(None, type=pa.large_string())
+#: Fields mapped in Unicode NFC (see model.nfc): what identifies or names a person, so that one
+#: person sent once with composed and once with decomposed accents is one attendee.
+NFC_FIELDS = ("email", "first_name", "name_infix", "last_name")
 
 
 @dataclass
@@ -147,6 +153,14 @@ def _encodable(value: Any) -> bool:
     return True
 
 
+def raw_record_json(record: Any) -> str:
+    """A provider record as JSON text to keep with its reject: readable (non-ASCII as is), but
+    with every character escaped when the record holds text no database stores (half a
+    surrogate pair), so that keeping a reject never fails on its content."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    return text if _encodable(text) else json.dumps(record, ensure_ascii=True, default=str)
+
+
 def _arrow_texts(values: list[Any]) -> pd.api.extensions.ExtensionArray | None:
     """``values`` stripped, with "" as null, as an Arrow string array -- the same text as
     ``(v.strip() or None)`` per value, computed in C. None unless every value is a str or None
@@ -159,6 +173,13 @@ def _arrow_texts(values: list[Any]) -> pd.api.extensions.ExtensionArray | None:
         return None
     trimmed = pc.utf8_trim(array, characters=WHITESPACE)
     return pd.arrays.ArrowStringArray(pc.if_else(pc.equal(trimmed, ""), _NULL_TEXT, trimmed))
+
+
+def _nfc_texts(values: Any) -> Any:
+    """Mapped text values (an Arrow string array or a list of str / None) in NFC."""
+    if isinstance(values, pd.arrays.ArrowStringArray):
+        return pd.arrays.ArrowStringArray(pc.utf8_normalize(values.__arrow_array__(), form="NFC"))
+    return [nfc(v) if type(v) is str else v for v in values]
 
 
 def _column(records: list[Any], get: Callable[[Any], Any], flat_key: str | None) -> list[Any]:
@@ -242,6 +263,8 @@ def map_records(
         if name in fields:
             # the e-mail is also needed as Python text (for the key); the rest go to the frame
             columns[name] = texts(fields[name], name, arrow=name != "email")
+            if name in NFC_FIELDS:
+                columns[name] = _nfc_texts(columns[name])
 
     groups: list[Any] | None = None
     if "groups" in fields:
@@ -297,8 +320,8 @@ def map_records(
         flagged = [False] * n
 
     email = columns.get("email", [None] * n)
-    # texts() gave stripped str or None, so attendee_key() is just lower()
-    keys = [None if e is None else e.lower() for e in email]
+    # texts() gave stripped str or None, so attendee_key() is just email_key()
+    keys = [None if e is None else email_key(e) for e in email]
 
     def text(values: Any, field_name: str) -> Any:
         if values is None:
@@ -349,6 +372,21 @@ def empty_frame() -> pd.DataFrame:
     return frame
 
 
+def _unencodable_field(record: dict[str, Any]) -> str | None:
+    """The first field of a platform record whose text (or a group name, a custom field's name
+    or value) cannot be stored (half a surrogate pair), or None."""
+    for name, value in record.items():
+        if isinstance(value, dict):
+            texts: Iterable[Any] = itertools.chain(value, value.values())
+        elif isinstance(value, list):
+            texts = value
+        else:
+            texts = (value,)
+        if not all(map(_encodable, texts)):
+            return str(name)
+    return None
+
+
 def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingResult:
     """Map records that already use the platform's field names (a feed's normalized pushes, see
     :mod:`attendee_pipeline.sync.feed`) onto an attendee frame.
@@ -366,6 +404,8 @@ def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingR
             rejects.append(MappingReject(rows[i], None, "(record)", f"expected an object, got {type(record).__name__}"))
         elif not isinstance(record.get("email"), str) or not record["email"].strip():
             rejects.append(MappingReject(rows[i], None, "email", "e-mail address is missing"))
+        elif (unstorable := _unencodable_field(record)) is not None:
+            rejects.append(MappingReject(rows[i], None, unstorable, UNPAIRED_SURROGATE))
         else:
             keep.append(i)
     recs = [all_records[i] for i in keep]
@@ -373,6 +413,8 @@ def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingR
 
     def column(name: str) -> Any:
         values = [r.get(name) for r in recs]
+        if name in NFC_FIELDS:
+            values = _nfc_texts(values)
         return text_array(values) if any(v is not None for v in values) else null_text_array(n)
 
     data: dict[str, Any] = {

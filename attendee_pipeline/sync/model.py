@@ -4,12 +4,13 @@ An *attendee frame* is the pandas DataFrame every source is mapped into and ever
 (validation, diff, publish) consumes. Its columns are fixed here and nowhere else:
 
 * ``attendee_key`` -- the stable key of an attendee within an event: the e-mail address,
-  stripped and lower-cased.
+  stripped, in Unicode NFC and lower-cased (:func:`attendee_key`).
 * ``source_row`` -- 0-based position of the record in the raw extract (for error messages).
 * ``source_record_id`` -- the provider's own id for the record, when it has one.
 * one column per name in :data:`PROFILE_FIELDS` (strings or None; None means "not provided").
 * ``custom_fields`` -- canonical JSON object text (sorted keys) or None.
-* ``groups`` -- canonical JSON array text (sorted, unique names) or None when not provided.
+* ``groups`` -- canonical JSON array text (sorted names in NFC, one per :func:`group_key`) or
+  None when not provided.
 * ``flagged`` -- bool, the provider's delete flag is set on the record.
 
 Every text column has :data:`TEXT_DTYPE`, pandas' Arrow-backed string type: the values live in
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from typing import Any, Iterable
 
 import numpy as np
@@ -140,19 +142,46 @@ MAPPABLE_FIELDS: tuple[str, ...] = PROFILE_FIELDS + ("groups", "custom_fields", 
 BADGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".pdf")
 
 
+def nfc(text: str) -> str:
+    """``text`` in Unicode normalisation form C: one spelling for what looks the same (an "é"
+    typed as one character or as "e" plus a combining accent). ASCII text is returned as is."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def email_key(email: str) -> str:
+    """The attendee key of an e-mail address that is already stripped text: NFC, lower-cased."""
+    return email.lower() if email.isascii() else nfc(nfc(email).lower())
+
+
 def attendee_key(email: Any) -> str | None:
     """The stable per-event key for an e-mail address, or None when there is none."""
     if email is None:
         return None
-    text = str(email).strip().lower()
-    return text or None
+    text = str(email).strip()
+    return email_key(text) if text else None
+
+
+def group_key(name: str) -> str:
+    """What makes two group names one group: equal after NFC and case folding (``Press``,
+    ``press`` and ``PRESS`` are one group; see docs/sync.md)."""
+    return name.lower() if name.isascii() else nfc(nfc(name).casefold())
 
 
 def canonical_groups(names: Iterable[Any] | None) -> str | None:
-    """Canonical JSON text for a group list: stripped, de-duplicated, sorted; None stays None."""
+    """Canonical JSON text for a group list: stripped, in NFC, one name per :func:`group_key`
+    (the first in sorted order), sorted; None stays None."""
     if names is None:
         return None
-    cleaned = sorted({str(n).strip() for n in names if n is not None and str(n).strip()})
+    cleaned = sorted({nfc(str(n).strip()) for n in names if n is not None and str(n).strip()})
+    if len(cleaned) > 1:
+        seen: set[str] = set()
+        unique = []
+        for name in cleaned:
+            key = group_key(name)
+            if key not in seen:
+                seen.add(key)
+                unique.append(name)
+        cleaned = unique
     return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -1,7 +1,7 @@
 """Push feed: answers to pushes sent with an ``Idempotency-Key`` header.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-07
 
 The feed service answers a repeated push (same ``Idempotency-Key``, same event and route) with
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
