@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,36 @@ def test_an_older_read_never_overwrites_a_newer_one(deployment: Deployment):
     assert "not published" in ledger[-1].message
     for row in ledger:  # each row names its own run's extract (folder <stamp>-<run id prefix>)
         assert Path(row.raw_extract_path).name.endswith(row.run_id[:8]), row
+    assert_converged(deployment, event)
+
+
+def test_bad_records_are_quarantined_and_never_block_the_event(deployment: Deployment):
+    """Half a surrogate pair, a NUL, one address in NFC and NFD, one group in three spellings:
+    the event publishes its valid records, quarantines the others with their field, and its
+    next sync publishes too."""
+    event = deployment.rest_event("bad", SandboxConfig(records=40, seed=14), sync=MIRROR)
+    dataset = deployment.sandbox.dataset(event)
+    dataset.set_field([3], "first_name", "A\ud800B")
+    dataset.set_field([5], "company", "Nul\x00Corp")
+    dataset.set_field([8], "email", unicodedata.normalize("NFC", "josé.fault@example.org"))
+    dataset.set_field([9], "email", unicodedata.normalize("NFD", "josé.fault@example.org"))
+    for i, spelling in ((10, "Press"), (11, "press"), (12, "PRESS")):
+        dataset.set_field([i], "groups", [spelling])
+    sync(deployment, event)
+    rejected = deployment.query(
+        "select distinct source_row, field from rejected_records where event_id = :e order by 1", e=event
+    )
+    assert [(r.source_row, r.field) for r in rejected][:2] == [(3, "first_name"), (5, "company")]
+    assert len(deployment.query(
+        "select 1 from attendees where event_id = :e and attendee_key = :k", e=event, k="josé.fault@example.org"
+    )) == 1
+    press = deployment.query(
+        "select distinct m.group_id from memberships m join attendees a on a.id = m.attendee_id "
+        "where a.event_id = :e and lower(a.groups) like '%press%' and a.groups not like '%,%'", e=event
+    )
+    assert len(press) == 1
+    dataset.modify("company", indices=[20])
+    sync(deployment, event)
     assert_converged(deployment, event)
 
 
