@@ -248,6 +248,7 @@ class Catalog:
         self._ids: list[str | None] | None = None
         self._first: dict[str, int] | None = None
         self._meetings: dict[tuple[str, str], int] | None = None
+        self._renames: dict[str, int] | None = None
         self._problems: dict[int, list[str]] = {}
         self._events: list[EventEntry] | None = None
         self._by_id: dict[str, EventEntry] | None = None
@@ -288,6 +289,17 @@ class Catalog:
             self._meetings = owners
         return self._meetings
 
+    def _rename_owners(self) -> dict[str, int]:
+        """Each old id an entry's ``renamed_from`` names, with the first entry naming it."""
+        if self._renames is None:
+            owners: dict[str, int] = {}
+            for index, raw in enumerate(self._raw):
+                old = _plain_text(raw.get("renamed_from")) if isinstance(raw, dict) else None
+                if isinstance(old, str):
+                    owners.setdefault(old, index)
+            self._renames = owners
+        return self._renames
+
     def _label(self, index: int) -> str:
         return _event_label(self._raw, index)
 
@@ -312,6 +324,19 @@ class Catalog:
                         f"event {event.id!r}: source.meeting_id: Procurios meeting {ref[1]} of "
                         f"{event.source.base_url} is already linked to "
                         f"{f'event {other!r}' if other else self._label(owner)} (one meeting per event)"
+                    )
+            old = event.renamed_from
+            if old is not None:
+                owner = self._rename_owners().get(old, index)
+                if old in self._first_entries():
+                    problems.append(
+                        f"event {event.id!r}: renamed_from: event {old!r} is still in the catalog; remove its "
+                        f"entry (its data then moves to {event.id!r}) or this key"
+                    )
+                elif owner != index:
+                    problems.append(
+                        f"event {event.id!r}: renamed_from: {old!r} is already renamed to "
+                        f"{self._label(owner).removeprefix('event ')} (one event per old id)"
                     )
         self._problems[index] = problems
         return problems

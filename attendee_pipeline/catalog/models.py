@@ -488,6 +488,9 @@ class EmailTemplates(_Strict):
 
 class EventEntry(_Strict):
     id: str
+    #: The id this event had before (see docs/catalog.md, "Renaming an event"): the old id's
+    #: attendees, ledger, outbox, feed keys, ... become this event's at its first sync.
+    renamed_from: str | None = None
     name: str = Field(min_length=1)
     timezone: str = "UTC"
     start: dt.datetime
@@ -510,6 +513,19 @@ class EventEntry(_Strict):
                 "starting with a letter or digit"
             )
         return v
+
+    @field_validator("renamed_from")
+    @classmethod
+    def _renamed_from(cls, v: str | None) -> str | None:
+        if v is not None and not EVENT_ID_RE.fullmatch(v):
+            raise ValueError("must be an event id (1-63 characters of lower-case letters, digits, '-' or '_')")
+        return v
+
+    @model_validator(mode="after")
+    def _not_renamed_from_itself(self) -> "EventEntry":
+        if self.renamed_from == self.id:
+            raise ValueError("renamed_from: is the event's own id; name the id the event had before")
+        return self
 
     _check_years = field_validator("start", "end")(lambda v: _in_years(v))
 

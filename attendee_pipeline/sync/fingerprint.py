@@ -46,9 +46,15 @@ def sync_fingerprint(extract_digest: str, event_config: dict[str, Any], package_
 SCHEDULE_KEYS = {"sync": {"auto"}, "source": {"auto_sync", "window"}}
 
 
+#: Catalog keys that name the event rather than say what a sync makes of its input: a renamed
+#: event (``renamed_from``) keeps the fingerprint of its last publish, so an unchanged input
+#: stays unchanged.
+IDENTITY_KEYS = ("id", "renamed_from")
+
+
 def fingerprint_config(entry: dict[str, Any]) -> dict[str, Any]:
-    """A catalog entry (as JSON data) without its :data:`SCHEDULE_KEYS`."""
-    out = dict(entry)
+    """A catalog entry (as JSON data) without its :data:`SCHEDULE_KEYS` and :data:`IDENTITY_KEYS`."""
+    out = {k: v for k, v in entry.items() if k not in IDENTITY_KEYS}
     for key, inner in SCHEDULE_KEYS.items():
         if isinstance(out.get(key), dict):
             out[key] = {k: v for k, v in out[key].items() if k not in inner}

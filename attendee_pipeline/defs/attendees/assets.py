@@ -316,10 +316,13 @@ def _settings(
     which would meet it again."""
     from attendee_pipeline.catalog import CatalogError, UnknownEventError
     from attendee_pipeline.platform_db.engine import UnknownRevisionError
+    from attendee_pipeline.platform_db.rename import RenameConflictError, apply_rename
 
     try:
-        return catalog.event(context.partition_key), platform_db.engine()
-    except (CatalogError, UnknownEventError, UnknownRevisionError) as exc:
+        event, engine = catalog.event(context.partition_key), platform_db.engine()
+        apply_rename(engine, event)  # a renamed event: the old id's data first (catalog renamed_from)
+        return event, engine
+    except (CatalogError, UnknownEventError, UnknownRevisionError, RenameConflictError) as exc:
         no_run_retry(context)
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 

@@ -6,7 +6,8 @@ stays).
 
 A broken entry is skipped, not removed: its event keeps its partition and its platform row,
 the other events go on, and its problems are logged and reported on the ``event_catalog``
-asset (check ``catalog_entries_valid``). Work that only a changed catalog needs -- the upsert,
+asset (check ``catalog_entries_valid``). An entry with ``renamed_from`` gets the old id's data
+in the platform database (see platform_db.rename) and the old id's partitions go. Work that only a changed catalog needs -- the upsert,
 the log lines, the asset events -- is done once per change: the cursor is a hash of the
 catalog's content, the variables it uses, its problems and its warnings. A file that is no
 catalog at all (not valid YAML, empty) fails the tick and changes nothing.
@@ -21,6 +22,7 @@ from attendee_pipeline.defs.catalog.assets import catalog_asset_events
 from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.publish import upsert_events
+from attendee_pipeline.platform_db.rename import apply_renames
 
 #: Problem lines logged per change (all of them: attendee-pipeline catalog validate).
 LOGGED_PROBLEMS_MAX = 50
@@ -66,7 +68,13 @@ def event_catalog_sensor(
     if cursor == (context.cursor or ""):
         return dg.SensorResult(dynamic_partitions_requests=requests, cursor=cursor)
     keep = {entry.event_id for entry in loaded.broken if entry.event_id}
-    upsert_events(platform_db.engine(), events, keep=keep)
+    engine = platform_db.engine()
+    renamed, refused = apply_renames(engine, events)  # before the old ids are marked gone
+    upsert_events(engine, events, keep=keep)
+    for line in renamed:
+        context.log.info(line)
+    for problem in refused:
+        context.log.warning(f"rename refused: {problem}")
     for problem in problems[:LOGGED_PROBLEMS_MAX]:
         context.log.warning(f"catalog entry skipped: {problem}")
     if len(problems) > LOGGED_PROBLEMS_MAX:
