@@ -34,6 +34,7 @@ from attendee_pipeline.sync.model import CONTENT_COLUMNS
 from attendee_pipeline_tests.conftest import _create_pg_database, _drop_pg_database
 from attendee_pipeline_tests.deployment import Deployment, wait_until
 from attendee_pipeline_tests.email_fixtures import TEMPLATES
+from attendee_pipeline_tests.pipeline_harness import query_db
 
 BIN = Path(sys.executable).parent
 PAGED = {"pagination": {"style": "page", "page_param": "page", "size_param": "per_page", "size": 500}}
@@ -93,21 +94,12 @@ def execute(db_url: str, *statements: str) -> None:
 def content(db_url: str, event_id: str) -> set[tuple[Any, ...]]:
     """The event's active attendees by content, each with its sorted group names."""
     columns = ", ".join(f"a.{c}" for c in ("attendee_key", *CONTENT_COLUMNS) if c != "groups")
-    rows = deployment_rows(db_url, f"""
+    rows = query_db(db_url, f"""
         select {columns},
                coalesce((select string_agg(g.name, '|' order by g.name) from memberships m
                          join groups g on g.id = m.group_id where m.attendee_id = a.id), '')
         from attendees a where a.event_id = :e and a.status = 'active'""", e=event_id)
     return {tuple(row) for row in rows}
-
-
-def deployment_rows(db_url: str, sql: str, **params: Any) -> list[sa.Row]:
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(sql), params))
-    finally:
-        engine.dispose()
 
 
 def clean_sync_content(deployment: Deployment, event_id: str) -> set[tuple[Any, ...]]:
@@ -154,7 +146,7 @@ def fast_writes(db_url: str) -> None:
 
 def writing_backend(db_url: str) -> int | None:
     """The pid of a backend that is writing attendee rows (COPY, INSERT or UPDATE)."""
-    rows = deployment_rows(
+    rows = query_db(
         db_url,
         "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() "
         "and state = 'active' and query ~* '^\\s*(copy|insert into|update) attendees'",
@@ -277,7 +269,7 @@ def test_backend_terminated_mid_copy_is_told_by_cause_and_table_then_retried(dep
 
 def _step_errors(deployment: Deployment, run_id: str) -> list[str]:
     """The error messages (with their causes) of the run's failed step attempts."""
-    rows = deployment_rows(
+    rows = query_db(
         _dagster_db_url(deployment),
         "select event from event_logs where run_id = :r and dagster_event_type in ('STEP_FAILURE', 'STEP_UP_FOR_RETRY')",
         r=run_id,
@@ -369,7 +361,7 @@ def _outputs(deployment: Deployment) -> Iterator[tuple[str, str]]:
         yield f"sync output {i}", text
     for name, path in deployment.logs.items():
         yield f"{name} log", path.read_text(encoding="utf-8", errors="replace")
-    for row in deployment_rows(_dagster_db_url(deployment), "select run_id, event from event_logs"):
+    for row in query_db(_dagster_db_url(deployment), "select run_id, event from event_logs"):
         yield f"event log of run {row[0]}", row[1]
     home = Path(deployment.env["DAGSTER_HOME"])
     for path in home.rglob("*"):
