@@ -297,6 +297,7 @@ def test_an_older_read_never_overwrites_a_newer_one(deployment: Deployment):
         os.killpg(b.pid, signal.SIGCONT)
     code, output = finish(b)
     assert code == 0, output[-3000:]
+    assert re.search(r"^race\s+superseded\b", output, re.MULTILINE), output[-3000:]
     dataset.reset_faults()
     ledger = deployment.query(
         "select run_id, status, raw_extract_path, message from sync_ledger where event_id = :e order by id", e=event

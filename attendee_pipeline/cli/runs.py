@@ -28,7 +28,7 @@ class SyncSummary:
     event_id: str
     run_id: str
     success: bool
-    status: str  # published | unchanged | held | failed
+    status: str  # published | unchanged | superseded | held | failed
     counts: dict[str, int] = field(default_factory=dict)
     message: str = ""
 
@@ -321,6 +321,10 @@ def summarize(event_id: str, result: Any) -> SyncSummary:
         message = f"same extract and catalog entry as run {extract.get('unchanged_since_run')}; nothing to do"
         return SyncSummary(event_id, result.run_id, True, "unchanged", counts, message)
     published = materialization_metadata(result, "published_attendees")
+    if published.get("superseded"):
+        message = (f"not published: run {published.get('superseded_by_run')} read the provider later and "
+                   "published first; this run's older read was not applied")
+        return SyncSummary(event_id, result.run_id, result.success, "superseded", {}, message)
     if published:
         counts = {k: int(published.get(k, 0)) for k in COUNT_KEYS}
         return SyncSummary(event_id, result.run_id, result.success, "published", counts)
