@@ -223,7 +223,10 @@ def _copy(conn: sa.Connection, target: str, columns: list[list[Any]], constants:
     try:
         cursor.copy_expert(f"COPY {target} FROM STDIN", buffer, size=1 << 20)
     except Exception as exc:  # the driver's error names no table and may quote a row
-        raise PlatformDatabaseError(describe_database_error(exc, table=target.split()[0]) or str(exc)) from None
+        description = describe_database_error(exc, table=target.split()[0])
+        if description is None:  # not a database error: it stays what it is
+            raise
+        raise PlatformDatabaseError(description) from None
     finally:
         cursor.close()
 
