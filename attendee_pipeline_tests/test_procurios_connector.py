@@ -18,7 +18,7 @@ from attendee_pipeline.cli.main import cli
 from attendee_pipeline.connectors.http import USER_AGENT
 from attendee_pipeline.connectors.procurios import ACCEPT, ProcuriosClient, ProcuriosExtractor, check_connection
 from attendee_pipeline.connectors.rest import ExtractError, extract_digest, iter_extract_records, replay_extract
-from attendee_pipeline.sandbox.procurios import MeetingConfig
+from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import PROCURIOS_SECRET_ENV, procurios_entry
 

@@ -49,7 +49,7 @@ from attendee_pipeline.connectors.rest import (
     staged_extract,
     store_page,
 )
-from attendee_pipeline.sync.procurios import capped_since, next_since
+from attendee_pipeline.integrations.procurios.rules import capped_since, next_since
 
 log = logging.getLogger(__name__)
 
