@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog import Catalog, EventEntry
 from attendee_pipeline.connectors.smtp import SendFailure, SmtpConnection, SmtpSettings, SmtpUnavailable
-from attendee_pipeline.platform_db import outbox
+from attendee_pipeline.platform_db import delivery, outbox
 from attendee_pipeline.platform_db.engine import write_connection
 from attendee_pipeline.platform_db.outbox import ClaimedEmail
 from attendee_pipeline.platform_db.sql import utcnow
@@ -55,7 +55,6 @@ from attendee_pipeline.sync.email import (
     event_context,
     personal_link,
     render,
-    retry_delay,
     scrub,
 )
 
@@ -82,8 +81,10 @@ class DeliverySettings:
     retry_max_seconds: float = 6 * 3600.0
     #: E-mails claimed (and sent over one SMTP connection) at a time.
     batch_size: int = 500
-    #: A claim older than this belongs to a delivery that died: its rows are failed, not resent.
-    claim_timeout_seconds: float = 900.0
+    #: Seconds a claim lasts unless renewed (a live delivery renews it as it goes); once it has
+    #: run out the delivery is taken to have died: its untried e-mails are claimed again, the
+    #: one it was sending is failed, never resent.
+    lease_seconds: float = 120.0
 
 
 @dataclass
@@ -93,7 +94,11 @@ class DeliveryReport:
     failed: int = 0
     skipped: int = 0
     deferred: int = 0
+    #: e-mails a dead delivery was sending (failed: outcome unknown) / had claimed but not tried
     interrupted: int = 0
+    reclaimed: int = 0
+    #: e-mails this delivery had claimed but another took over after its lease ran out
+    taken_over: int = 0
     batches: int = 0
     connections: int = 0
     due_at_start: int = 0
@@ -103,6 +108,8 @@ class DeliveryReport:
     by_event: dict[str, dict[str, int]] = field(default_factory=dict)
     #: (outbox id, event, kind, reason) of the e-mails that failed or were retried, first 100.
     problems: list[tuple[int, str, str, str]] = field(default_factory=list)
+    #: reason -> how many e-mails failed or were retried for it in this run (every one)
+    reasons: dict[str, int] = field(default_factory=dict)
 
     def count(self, event_id: str, outcome: str, n: int = 1) -> None:
         setattr(self, outcome, getattr(self, outcome) + n)
@@ -110,8 +117,14 @@ class DeliveryReport:
         per[outcome] = per.get(outcome, 0) + n
 
     def problem(self, email: ClaimedEmail, reason: str) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if len(self.problems) < 100:
             self.problems.append((email.id, email.event_id, email.kind, reason))
+
+    def results(self) -> delivery.Results:
+        """Per-item results for the asset metadata: counts by outcome and the reasons."""
+        outcomes = ("sent", "retried", "failed", "skipped", "deferred", "interrupted", "reclaimed", "taken_over")
+        return delivery.Results({k: getattr(self, k) for k in outcomes if getattr(self, k)}, dict(self.reasons))
 
     @property
     def per_second(self) -> float:
@@ -157,9 +170,9 @@ def deliver_outbox(
     clock = time.monotonic()
     started = utcnow()
     report = DeliveryReport()
-    report.interrupted = outbox.fail_stale_claims(
-        engine, dt.timedelta(seconds=settings.claim_timeout_seconds), started
-    )
+    settled = outbox.settle_stale_claims(engine, started)
+    report.interrupted, report.reclaimed = settled.unknown_failed, settled.reclaimed
+    lease = dt.timedelta(seconds=settings.lease_seconds)
     report.due_at_start = outbox.due_summary(engine, started).due
     events = catalog.by_id()
     broken = frozenset(entry.event_id for entry in catalog.broken if entry.event_id and entry.event_id not in events)
@@ -167,14 +180,14 @@ def deliver_outbox(
     while limit is None or handled < limit:
         size = settings.batch_size if limit is None else min(settings.batch_size, limit - handled)
         # due as of the start: an e-mail retried during this run waits for a later one
-        token, batch = outbox.claim_due(engine, size, now=started)
+        token, batch = outbox.claim_due(engine, size, lease=lease, due_at=started)
         if not batch:
             break
         report.batches += 1
         handled += len(batch)
         with write_connection(engine) as db:  # one connection for the batch's pre-send outcomes
             ready = [item for item in (_prepare(db, email, token, events, broken, settings, report) for email in batch) if item]
-        if ready and not _send_batch(engine, token, ready, settings, report):
+        if ready and not _send_batch(engine, token, ready, settings, report, lease):
             break
         if progress is not None:
             progress(report.sent + report.failed + report.skipped + report.retried, report.due_at_start)
@@ -252,12 +265,22 @@ def _send_batch(
     ready: list[tuple[ClaimedEmail, OutgoingEmail]],
     settings: DeliverySettings,
     report: DeliveryReport,
+    lease: dt.timedelta,
 ) -> bool:
-    """Send a batch over one connection (one reconnect after a lost connection). Returns False
-    when the server became unavailable: the untried rest is released and the run should stop."""
+    """Send a batch over one connection (one reconnect after a lost connection). Each e-mail is
+    committed as in flight right before its send, in the same commit as the previous outcome.
+    Returns False when the server became unavailable: the untried rest is released and the run
+    should stop."""
     connection = SmtpConnection(settings.smtp)
     with write_connection(engine) as db, contextlib.closing(connection):
+        keeper = delivery.Lease(db, outbox.EMAIL, token, lease)
+        begun = False  # whether ready[position] is already committed as in flight
         for position, (email, message) in enumerate(ready):
+            then = ready[position + 1][0].id if position + 1 < len(ready) else None
+            if not begun and not outbox.begin_send(db, email, token, lease):
+                report.taken_over += 1  # our lease ran out and another delivery has it
+                continue
+            keeper.keep()
             try:
                 if not connection.is_open:
                     connection.open()
@@ -273,9 +296,10 @@ def _send_batch(
                 report.smtp_unavailable = str(exc)
                 return False
             except SendFailure as failure:
-                _record_failure(db, email, token, failure, settings, report)
+                begun = _record_failure(db, email, token, failure, settings, report, then, lease)
                 continue
-            outbox.mark_sent(db, email, token, message.message_id)  # committed before the next send
+            # committed before the next send, with the next e-mail marked in flight
+            begun = outbox.mark_sent(db, email, token, message.message_id, then_begin=then, lease=lease)
             report.count(email.event_id, "sent")
     return True
 
@@ -287,19 +311,18 @@ def _record_failure(
     failure: SendFailure,
     settings: DeliverySettings,
     report: DeliveryReport,
-) -> None:
+    then: int | None = None,
+    lease: dt.timedelta = outbox.DEFAULT_LEASE,
+) -> bool:
+    """Record a failed send (failed for good, given up, or a retry after the backoff); with
+    ``then``, mark that next e-mail in flight in the same commit. Returns whether it was."""
     attempts = email.attempts + 1
-    if failure.permanent:
-        outbox.mark_failed(engine, email, token, failure.reason)
-        report.count(email.event_id, "failed")
-        report.problem(email, failure.reason)
-    elif attempts >= settings.max_attempts:
-        reason = f"gave up after {attempts} attempt(s): {failure.reason}"
-        outbox.mark_failed(engine, email, token, reason)
+    if failure.permanent or attempts >= settings.max_attempts:
+        reason = failure.reason if failure.permanent else f"gave up after {attempts} attempt(s): {failure.reason}"
         report.count(email.event_id, "failed")
         report.problem(email, reason)
-    else:
-        delay = retry_delay(attempts, settings.retry_seconds, settings.retry_max_seconds)
-        outbox.mark_retry(engine, email, token, failure.reason, utcnow() + delay)
-        report.count(email.event_id, "retried")
-        report.problem(email, failure.reason)
+        return outbox.mark_failed(engine, email, token, reason, then_begin=then, lease=lease)
+    next_at = delivery.next_attempt(attempts, settings.retry_seconds, settings.retry_max_seconds)
+    report.count(email.event_id, "retried")
+    report.problem(email, failure.reason)
+    return outbox.mark_retry(engine, email, token, failure.reason, next_at, then_begin=then, lease=lease)

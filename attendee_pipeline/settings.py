@@ -75,10 +75,29 @@ SETTINGS: dict[str, tuple[str, str]] = {
         "60",
         "The `emails_flowing` check fails when an e-mail has waited longer than this.",
     ),
+    "ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS": (
+        "120",
+        "How long a delivery's claim (e-mails, check-in write-backs) lasts unless the delivery renews it; "
+        "once it has run out the delivery is taken to have died and the next sensor tick takes its items again.",
+    ),
 }
 
 #: Settings that hold secrets: read only where used, never hashed, logged or shown.
 SECRET_SETTINGS = frozenset({"ATTENDEE_PIPELINE_PLATFORM_API_KEY", "ATTENDEE_PIPELINE_SMTP_PASSWORD"})
+
+
+def delivery_lease_seconds() -> float:
+    """ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS (see SETTINGS); a clear error for a bad value."""
+    raw = os.environ.get("ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS", "").strip()
+    if not raw:
+        return 120.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ValueError(f"ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS: must be a number of seconds > 0, not {raw!r}")
+    return value
 
 
 def data_dir(create: bool = True) -> Path:

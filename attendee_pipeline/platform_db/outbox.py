@@ -6,20 +6,22 @@ queues an invite per added (or restored) attendee and a cancellation per removed
 event's settings ask; :func:`queue_manual` queues invites for a chosen set (the CLI's
 ``invite``). Both are one INSERT ... SELECT ... ON CONFLICT DO NOTHING over the id list -- the
 unique (event, attendee, kind) constraint, not a read-then-write, is what makes every e-mail go
-out at most once, whatever retries or re-runs happen. A delivery :func:`claim_due` rows
-(``pending`` -> ``sending`` under a claim token; PostgreSQL skips rows another delivery holds,
-SQLite's write lock serialises), then records each outcome: :func:`mark_sent` (with the
-attendee's ``invite_sent_at``), :func:`mark_retry`, :func:`mark_failed`, :func:`mark_skipped`,
-:func:`release` (nothing was tried: the SMTP server was down). :func:`fail_stale_claims` ends
-rows a crashed delivery left in ``sending``: they are marked failed, never resent, because the
-server may already have taken them. The counting helpers serve the asset, the check, the sensor
+out at most once, whatever retries or re-runs happen. The outbox is a destination of the one
+delivery mechanism (:data:`EMAIL`, see :mod:`attendee_pipeline.platform_db.delivery`): a
+delivery :func:`claim_due` rows (``pending`` -> ``sending`` under a claim token with a lease),
+marks each row in flight right before its SMTP send (:func:`begin_send`, or ``then_begin`` of
+the previous row's outcome: one commit per e-mail), then records each outcome:
+:func:`mark_sent` (with the attendee's ``invite_sent_at``), :func:`mark_retry`,
+:func:`mark_failed`, :func:`mark_skipped`, :func:`release` (nothing was tried: the SMTP server
+was down). A claim whose lease ran out belongs to a delivery that died: its untried rows are
+claimed again, the row it was sending is failed (:data:`INTERRUPTED`), never resent, because
+the server may already have taken it. The counting helpers serve the asset, the check, the sensor
 and the CLI. No Dagster imports; no address, name or body in any log line or stored error.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 
+from attendee_pipeline.platform_db import delivery
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.sql import chunks, insert_ignore, utcnow
 from attendee_pipeline.platform_db.tables import (
@@ -268,32 +271,59 @@ class ClaimedEmail:
 _ATTENDEE_FIELDS = ("email", "first_name", "name_infix", "last_name", "company", "status")
 
 
+#: The e-mail outbox as a delivery destination: an e-mail in flight when its run died may have
+#: reached the server, so it is failed and never resent.
+EMAIL = delivery.Destination(
+    name="email",
+    table=email_outbox,
+    status=email_outbox.c.status,
+    attempts=email_outbox.c.attempts,
+    last_error=email_outbox.c.last_error,
+    lease_owner=email_outbox.c.claim_token,
+    lease_expires_at=email_outbox.c.lease_expires_at,
+    in_flight_at=email_outbox.c.in_flight_at,
+    next_attempt_at=email_outbox.c.next_attempt_at,
+    on_unknown_outcome=delivery.FAIL,
+    unknown_reason=delivery.UNKNOWN_OUTCOME
+    + "; not sent again so that it is never sent twice (queue it again with `attendee-pipeline invite` "
+    "if it never arrived)",
+    last_attempt_at=email_outbox.c.last_attempt_at,
+    claimed_at=email_outbox.c.claimed_at,
+    external_id=email_outbox.c.message_id,
+)
+
+#: Stored on e-mails that were being sent when their delivery died.
+INTERRUPTED = EMAIL.unknown_reason
+
+#: How long a claim lasts unless renewed (see delivery.Lease).
+DEFAULT_LEASE = dt.timedelta(seconds=delivery.DEFAULT_LEASE_SECONDS)
+
+
 def claim_due(
-    engine: sa.Engine, limit: int, now: dt.datetime | None = None
+    engine: sa.Engine,
+    limit: int,
+    now: dt.datetime | None = None,
+    *,
+    lease: dt.timedelta = DEFAULT_LEASE,
+    due_at: dt.datetime | None = None,
 ) -> tuple[str, list[ClaimedEmail]]:
-    """Claim up to ``limit`` due pending rows (oldest first) for one delivery batch: they become
-    ``sending`` under a new claim token. Returns (token, rows); the attendees get their personal
-    link token on the way (see ensure_link_tokens)."""
+    """Claim up to ``limit`` due pending rows (oldest first, due by ``due_at``, default now) for
+    one delivery batch: they become ``sending`` under a new claim token with a lease of
+    ``lease`` (claims whose lease ran out are settled first, see delivery.claim). Returns
+    (token, rows); the attendees get their personal link token on the way (see
+    ensure_link_tokens)."""
     now = now or utcnow()
     token = uuid.uuid4().hex
+    taken = delivery.claim(engine, EMAIL, token, limit=limit, lease=lease, now=now, due_at=due_at)
+    if not taken.ids:
+        return token, []
     o = email_outbox.c
     with write_transaction(engine) as conn:
-        due = sa.select(o.id).where(o.status == PENDING, o.next_attempt_at <= now).order_by(o.id).limit(limit)
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        ids = conn.execute(due).scalars().all()
-        if not ids:
-            return token, []
-        conn.execute(
-            email_outbox.update()
-            .where(o.id.in_(ids))
-            .values(status=SENDING, claim_token=token, claimed_at=now)
-        )
         a = attendees.c
         rows = conn.execute(
             sa.select(o.id, o.event_id, o.attendee_id, o.kind, o.attempts, *(a[f] for f in _ATTENDEE_FIELDS))
             .select_from(email_outbox.outerjoin(attendees, a.id == o.attendee_id))
-            .where(o.claim_token == token)
+            .where(o.claim_token == token, o.status == SENDING)
             .order_by(o.id)
         ).all()
         by_event: dict[str, list[int]] = {}
@@ -316,6 +346,18 @@ def claim_due(
         for row in rows
     ]
     return token, claimed
+
+
+def settle_stale_claims(engine: sa.Engine, now: dt.datetime | None = None) -> delivery.Settled:
+    """End the claims whose lease ran out (their delivery died): e-mails never attempted are
+    pending again; the one that was being sent is failed with :data:`INTERRUPTED`."""
+    with write_transaction(engine) as conn:
+        return delivery.settle_expired(conn, EMAIL, now or utcnow())
+
+
+def begin_send(engine: Bind, email: ClaimedEmail, token: str, lease: dt.timedelta = DEFAULT_LEASE) -> bool:
+    """Commit ``email`` as in flight right before its SMTP send; False: not ours any more."""
+    return delivery.begin(engine, EMAIL, email.id, token, lease)
 
 
 def ensure_link_tokens(
@@ -362,37 +404,26 @@ def ensure_link_tokens(
 Bind = sa.Engine | sa.Connection
 
 
-def _finish(conn: sa.Connection, row_id: int, token: str, values: dict[str, Any]) -> bool:
-    """Update a row this delivery still holds (status sending, our claim token)."""
-    o = email_outbox.c
-    result = conn.execute(
-        email_outbox.update()
-        .where(o.id == row_id, o.claim_token == token, o.status == SENDING)
-        .values(claim_token=None, claimed_at=None, **values)
-    )
-    return (result.rowcount or 0) == 1
+def _then(conn: sa.Connection, token: str, now: dt.datetime, then_begin: int | None, lease: dt.timedelta) -> bool:
+    return then_begin is not None and delivery.begin_in(conn, EMAIL, then_begin, token, now, lease)
 
 
 def mark_sent(
-    engine: Bind, email: ClaimedEmail, token: str, message_id: str | None, now: dt.datetime | None = None
-) -> None:
+    engine: Bind,
+    email: ClaimedEmail,
+    token: str,
+    message_id: str | None,
+    now: dt.datetime | None = None,
+    *,
+    then_begin: int | None = None,
+    lease: dt.timedelta = DEFAULT_LEASE,
+) -> bool:
     """The server took the message: the row is ``sent`` and, for an invite, the attendee's
-    ``invite_sent_at`` is set (first one wins) -- in one transaction."""
+    ``invite_sent_at`` is set (first one wins) -- in one transaction, which with ``then_begin``
+    also marks that next row in flight. Returns whether the next row was begun."""
     now = now or utcnow()
     with write_transaction(engine) as conn:
-        _finish(
-            conn,
-            email.id,
-            token,
-            {
-                "status": SENT,
-                "sent_at": now,
-                "last_attempt_at": now,
-                "attempts": email.attempts + 1,
-                "last_error": None,
-                "message_id": message_id,
-            },
-        )
+        delivery.finish_in(conn, EMAIL, email.id, token, delivery.sent(sent_at=now, message_id=message_id), now)
         if email.kind == INVITE:
             s = attendee_statuses.c
             conn.execute(
@@ -400,6 +431,17 @@ def mark_sent(
                 .where(s.attendee_id == email.attendee_id, s.invite_sent_at.is_(None))
                 .values(invite_sent_at=now, updated_at=now)
             )
+        return _then(conn, token, now, then_begin, lease)
+
+
+def _record(
+    engine: Bind, email: ClaimedEmail, token: str, outcome: delivery.Outcome, now: dt.datetime | None,
+    then_begin: int | None, lease: dt.timedelta,
+) -> bool:
+    now = now or utcnow()
+    with write_transaction(engine) as conn:
+        delivery.finish_in(conn, EMAIL, email.id, token, outcome, now)
+        return _then(conn, token, now, then_begin, lease)
 
 
 def mark_retry(
@@ -409,22 +451,12 @@ def mark_retry(
     reason: str,
     next_attempt_at: dt.datetime,
     now: dt.datetime | None = None,
-) -> None:
+    *,
+    then_begin: int | None = None,
+    lease: dt.timedelta = DEFAULT_LEASE,
+) -> bool:
     """A counted attempt failed for now: back to pending, due again at ``next_attempt_at``."""
-    now = now or utcnow()
-    with write_transaction(engine) as conn:
-        _finish(
-            conn,
-            email.id,
-            token,
-            {
-                "status": PENDING,
-                "attempts": email.attempts + 1,
-                "last_attempt_at": now,
-                "last_error": reason,
-                "next_attempt_at": next_attempt_at,
-            },
-        )
+    return _record(engine, email, token, delivery.retry(reason, next_attempt_at), now, then_begin, lease)
 
 
 def mark_failed(
@@ -434,20 +466,17 @@ def mark_failed(
     reason: str,
     attempted: bool = True,
     now: dt.datetime | None = None,
-) -> None:
+    *,
+    then_begin: int | None = None,
+    lease: dt.timedelta = DEFAULT_LEASE,
+) -> bool:
     """Given up, or refused for good: ``failed`` with the reason (it stays visible)."""
-    now = now or utcnow()
-    values: dict[str, Any] = {"status": FAILED, "last_error": reason}
-    if attempted:
-        values.update(attempts=email.attempts + 1, last_attempt_at=now)
-    with write_transaction(engine) as conn:
-        _finish(conn, email.id, token, values)
+    return _record(engine, email, token, delivery.failed(reason, counted=attempted), now, then_begin, lease)
 
 
 def mark_skipped(engine: Bind, email: ClaimedEmail, token: str, reason: str) -> None:
     """The e-mail no longer applies (e.g. an invite to an attendee removed before delivery)."""
-    with write_transaction(engine) as conn:
-        _finish(conn, email.id, token, {"status": SKIPPED, "last_error": reason})
+    _record(engine, email, token, delivery.skipped(reason), None, None, DEFAULT_LEASE)
 
 
 def release(
@@ -455,44 +484,7 @@ def release(
 ) -> int:
     """Nothing was tried (the server was unavailable): back to pending without counting an
     attempt, due again at ``next_attempt_at``, with the reason as last_error."""
-    o = email_outbox.c
-    ids = [e.id for e in emails]
-    released = 0
-    with write_transaction(engine) as conn:
-        for chunk in chunks(ids):
-            result = conn.execute(
-                email_outbox.update()
-                .where(o.id.in_(list(chunk)), o.claim_token == token, o.status == SENDING)
-                .values(
-                    status=PENDING,
-                    claim_token=None,
-                    claimed_at=None,
-                    last_error=reason,
-                    next_attempt_at=next_attempt_at,
-                )
-            )
-            released += max(result.rowcount or 0, 0)
-    return released
-
-
-#: Stored on rows a crashed delivery left in ``sending``.
-INTERRUPTED = (
-    "delivery was interrupted after the message may have reached the SMTP server; not sent again so "
-    "that it is never sent twice (queue it again with `attendee-pipeline invite` if it never arrived)"
-)
-
-
-def fail_stale_claims(engine: sa.Engine, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
-    """Rows claimed longer than ``older_than`` ago (their delivery died) become failed."""
-    now = now or utcnow()
-    o = email_outbox.c
-    with write_transaction(engine) as conn:
-        result = conn.execute(
-            email_outbox.update()
-            .where(o.status == SENDING, o.claimed_at < now - older_than)
-            .values(status=FAILED, last_error=INTERRUPTED, claim_token=None, claimed_at=None)
-        )
-    return max(result.rowcount or 0, 0)
+    return delivery.release(engine, EMAIL, [e.id for e in emails], token, reason, next_attempt_at)
 
 
 # --------------------------------------------------------------------------- reading
@@ -534,28 +526,10 @@ def counts_by_event(engine: sa.Engine, event_id: str | None = None) -> dict[str,
     return outbox_state(engine, event_id).counts
 
 
-@dataclass
-class DueSummary:
-    due: int
-    #: Changes whenever the set of due rows or their attempt counts change (sensor run keys).
-    digest: str
-
-
-def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> DueSummary:
-    """How many rows are due now, and a digest of them (ids, attempts, next attempt times)."""
-    now = now or utcnow()
-    o = email_outbox.c
-    with engine.connect() as conn:
-        n, max_id, attempts, latest = conn.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.max(o.id),
-                sa.func.coalesce(sa.func.sum(o.attempts), 0),
-                sa.func.max(o.next_attempt_at),
-            ).where(o.status == PENDING, o.next_attempt_at <= now)
-        ).one()
-    digest = hashlib.sha256(f"{n}:{max_id}:{attempts}:{latest}".encode()).hexdigest()[:16]
-    return DueSummary(int(n), digest)
+def due_summary(engine: sa.Engine, now: dt.datetime | None = None) -> delivery.Due:
+    """How many rows are due now (``due``), how many claims ran out of lease (``expired``: a
+    delivery died), and a digest of both (ids, attempts, next attempt times)."""
+    return delivery.due(engine, EMAIL, now)
 
 
 def outbox_rows(

@@ -270,10 +270,14 @@ email_outbox = sa.Table(
     sa.Column("last_attempt_at", UTCDateTime, nullable=True),
     # the reason of the last failed attempt; never an address, a name or a body
     sa.Column("last_error", sa.Text, nullable=True),
+    # the delivery claim (see attendee_pipeline.platform_db.delivery): its owner, when it was
+    # taken, when its lease runs out, and when this row's one SMTP send began (in flight)
     sa.Column("claim_token", sa.Text, nullable=True),
     sa.Column("claimed_at", UTCDateTime, nullable=True),
     sa.Column("sent_at", UTCDateTime, nullable=True),
     sa.Column("message_id", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("in_flight_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("event_id", "attendee_id", "kind"),
     sa.CheckConstraint("kind IN ('invite', 'cancellation')", name="kind"),
     sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="status"),
@@ -284,6 +288,13 @@ email_outbox = sa.Table(
         "id",
         sqlite_where=sa.text("status = 'pending'"),
         postgresql_where=sa.text("status = 'pending'"),
+    ),
+    # the claimed rows, for finding those whose lease ran out (few; sent rows leave it)
+    sa.Index(
+        "ix_email_outbox_sending",
+        "lease_expires_at",
+        sqlite_where=sa.text("status = 'sending'"),
+        postgresql_where=sa.text("status = 'sending'"),
     ),
 )
 
@@ -389,10 +400,65 @@ check_ins = sa.Table(
     # why a write-back failed or was skipped
     sa.Column("writeback_detail", sa.Text, nullable=True),
     sa.Column("writeback_at", UTCDateTime, nullable=True),
+    # the write-back claim (see attendee_pipeline.platform_db.delivery): the run holding it, when
+    # its lease runs out, when its one attendance POST began, and when a retry is due (NULL: now)
     sa.Column("writeback_run_id", sa.Text, nullable=True),
+    sa.Column("writeback_lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("writeback_in_flight_at", UTCDateTime, nullable=True),
+    sa.Column("writeback_next_attempt_at", UTCDateTime, nullable=True),
     sa.UniqueConstraint("event_id", "external_id"),
     sa.CheckConstraint("kind IN ('on_site', 'online', 'hybrid')", name="kind"),
     sa.CheckConstraint("writeback IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="writeback"),
     sa.Index(None, "event_id", "writeback"),
     sa.Index(None, "attendee_id"),
+)
+
+
+# --------------------------------------------------------------------------- outbound delivery
+#
+# ``delivery_state``: the delivery state of items of destinations that have no table of their
+# own (a Swoogo push of speakers and sessions), one row per (destination, entity, key): the id
+# the destination gave it, the hash of what was last delivered and of what is wanted, status,
+# attempts, last error, the tombstone ("deleted at the destination": never delivered again) and
+# the claim (lease owner, lease expiry, in flight, next attempt). ``delivery_dependencies``: an
+# item waits until each item it names is delivered (a session until its speakers are). The
+# e-mail outbox and the check-ins carry the same state in their own columns; the one mechanism
+# over all three is attendee_pipeline.platform_db.delivery.
+
+#: Delivery status values, shared by email_outbox.status, check_ins.writeback and delivery_state.
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+
+delivery_state = sa.Table(
+    "delivery_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("destination", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("external_id", sa.Text, nullable=True),
+    sa.Column("wanted_hash", sa.Text, nullable=True),
+    sa.Column("delivered_hash", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("tombstoned", sa.Boolean, nullable=False),
+    sa.Column("lease_owner", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("in_flight_at", UTCDateTime, nullable=True),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("destination", "entity", "key"),
+    sa.CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="status"),
+    sa.Index(None, "destination", "status"),
+)
+
+delivery_dependencies = sa.Table(
+    "delivery_dependencies",
+    metadata,
+    sa.Column("destination", sa.Text, primary_key=True),
+    sa.Column("entity", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("on_entity", sa.Text, primary_key=True),
+    sa.Column("on_key", sa.Text, primary_key=True),
 )

@@ -2,7 +2,9 @@
 
 One materialisation is one delivery: due invites and cancellations are sent (batch by batch,
 one SMTP connection per batch) and the metadata says what happened -- sent / retried / failed /
-skipped / deferred in this run, e-mails per second, and the whole outbox per event (pending,
+skipped / deferred in this run, e-mails a dead delivery left (``interrupted``: failed, outcome
+unknown; ``reclaimed``: claimed again), the per-item ``results`` (counts by outcome, reasons),
+e-mails per second, and the whole outbox per event (pending,
 sending, sent, failed, skipped). The checks travel with the asset (``check_specs``):
 
 * ``emails_flowing`` (ERROR): fails when the SMTP server could not be used in this run, or an
@@ -140,6 +142,9 @@ def email_outbox(
             "skipped": report.skipped,
             "deferred": report.deferred,
             "interrupted": report.interrupted,
+            "reclaimed": report.reclaimed,
+            "taken_over": report.taken_over,
+            "results": dg.MetadataValue.json(report.results().as_metadata()),
             "due_at_start": report.due_at_start,
             "batches": report.batches,
             "smtp_connections": report.connections,

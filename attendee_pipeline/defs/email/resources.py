@@ -29,6 +29,7 @@ ENV_FIELDS: dict[str, tuple[str, bool]] = {
     "retry_seconds": ("ATTENDEE_PIPELINE_EMAIL_RETRY_SECONDS", True),
     "batch_size": ("ATTENDEE_PIPELINE_EMAIL_BATCH_SIZE", True),
     "overdue_minutes": ("ATTENDEE_PIPELINE_EMAIL_OVERDUE_MINUTES", True),
+    "lease_seconds": ("ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS", True),
 }
 
 
@@ -47,6 +48,7 @@ class EmailDeliveryResource(dg.ConfigurableResource):
     retry_seconds: int = 60
     batch_size: int = 500
     overdue_minutes: int = 60
+    lease_seconds: int = 120
 
     def smtp_settings(self) -> SmtpSettings:
         return SmtpSettings(
@@ -73,6 +75,7 @@ class EmailDeliveryResource(dg.ConfigurableResource):
             max_attempts=max(1, self.max_attempts),
             retry_seconds=float(self.retry_seconds),
             batch_size=max(1, self.batch_size),
+            lease_seconds=float(max(1, self.lease_seconds)),
         )
 
 
