@@ -1,11 +1,14 @@
 """Check-ins back to Procurios (seed 002): the platform's hook on the feed service, and the
 write-back through Dagster against the Procurios sandbox over HTTP -- on-site sent once, online
-never, a failing Procurios retried once and the miss recorded without touching the check-in."""
+never, a failing Procurios retried once (by a later run the sensor launches once the retry is
+due, not by sleeping in the step) and the miss recorded without touching the check-in."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+
+import time
 
 import dagster as dg
 import pytest
@@ -123,6 +126,12 @@ def test_on_site_sent_once_online_never(procurios, synced):
     assert check_evaluation(result, "checkin_writeback_failures").passed
 
 
+def _due_again(h: Harness) -> None:
+    """Wait out the (tests': 0.05 s) retry delay: the sensor then asks for a run."""
+    time.sleep(0.2)
+    assert [r.partition_key for r in _sensor(h).run_requests] == ["congress"]
+
+
 def test_a_failing_procurios_is_retried_once_and_the_miss_recorded(procurios, synced):
     h = synced
     meeting = procurios["1001"]
@@ -130,14 +139,21 @@ def test_a_failing_procurios_is_retried_once_and_the_miss_recorded(procurios, sy
     meeting.faults.add("server_error", endpoint="attendance", count=1)
     first = _write_back(h)
     meta = materialized(first, "procurios_checkin_writeback")
-    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"]) == (1, 1, 0)
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_pending"]) == (0, 1, 0, 1)
+    assert meta["results"]["reasons"]  # the reason of the retry, counted
+    _due_again(h)
+    meta = materialized(_write_back(h), "procurios_checkin_writeback")
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"]) == (1, 0, 0)
 
     down = _check_in(h, procurios, 4)
     assert [r.partition_key for r in _sensor(h).run_requests] == ["congress"]
     meeting.faults.add("server_error", endpoint="attendance", count=2, status=503)
+    meta = materialized(_write_back(h), "procurios_checkin_writeback")
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"]) == (0, 1, 0)
+    _due_again(h)
     second = _write_back(h)
     meta = materialized(second, "procurios_checkin_writeback")
-    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_failed"]) == (0, 1, 1, 1)
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_failed"]) == (0, 0, 1, 1)
     assert procurios.sandbox.count("attendance", status=503) == 2  # the attempt and the one retry
     check = check_evaluation(second, "checkin_writeback_failures")
     assert not check.passed and check.severity.value == "WARN" and "HTTP 503" in check.description
@@ -171,14 +187,17 @@ def _sensor(h: Harness):
 
 def test_an_answer_that_is_not_json_is_retried_not_left_sending(procurios, synced):
     """Procurios answers the attendance POST 200 with a broken body: the write-back is retried
-    once like any other failure, and never left claimed ('sending') by a failed step."""
+    (by a later run) like any other failure, and never left claimed ('sending') by the step."""
     h = synced
     check_in = _check_in(h, procurios, 1)
     procurios["1001"].faults.add("malformed", endpoint="attendance", count=1)
     result = _write_back(h)
     assert result.success
     meta = materialized(result, "procurios_checkin_writeback")
-    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_sending"]) == (1, 1, 0, 0)
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_sending"]) == (0, 1, 0, 0)
+    _due_again(h)
+    meta = materialized(_write_back(h), "procurios_checkin_writeback")
+    assert (meta["sent_now"], meta["retried_now"], meta["failed_now"], meta["total_sending"]) == (1, 0, 0, 0)
     engine = make_engine(h.db_url)
     try:
         row = {r["id"]: r for r in check_ins_of(engine, "congress")}[check_in["id"]]

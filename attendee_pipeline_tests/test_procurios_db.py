@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog import parse_catalog
+from attendee_pipeline.platform_db import delivery
 from attendee_pipeline.platform_db import procurios as db
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 from attendee_pipeline.platform_db.publish import upsert_events
@@ -68,6 +69,10 @@ def test_event_tag_follows_the_active_list(engine: sa.Engine):
         assert conn.execute(sa.text("select hidden from tags")).scalar_one() in (True, 1)
 
 
+def rows_attempts(engine: sa.Engine, check_in_id: int) -> int:
+    return {r["id"]: r for r in db.check_ins_of(engine, "congress")}[check_in_id]["writeback_attempts"]
+
+
 def test_check_ins_are_recorded_once_and_claimed_by_one_run(engine: sa.Engine):
     at = dt.datetime(2027, 6, 10, 7, 55, tzinfo=UTC)
     first, created = db.record_check_in(engine, "congress", kind="on_site", email="P0@x.org", checked_in_at=at, external_id="c1")
@@ -85,12 +90,14 @@ def test_check_ins_are_recorded_once_and_claimed_by_one_run(engine: sa.Engine):
     assert [c["id"] for c in claimed] == [first["id"], second["id"]]
     assert [c["source_record_id"] for c in claimed] == ["r-0", "r-2"]
     assert db.claim_pending(engine, "congress", "run-b") == []  # nothing is sent twice
-    db.finish_writeback(engine, first["id"], "sent", 1, None)
-    db.finish_writeback(engine, second["id"], "failed", 2, "attendance: HTTP 503")
+    assert db.finish_writeback(engine, first["id"], "run-a", delivery.sent())
+    assert not db.finish_writeback(engine, second["id"], "run-b", delivery.failed("x"))  # not run-b's
+    db.finish_writeback(engine, second["id"], "run-a", delivery.failed("attendance: HTTP 503"))
     summary = db.writeback_summary(engine, "congress")
     assert (summary["sent"], summary["failed"], summary["skipped"], summary["pending"]) == (1, 1, 1, 0)
     assert summary["failed_reasons"] == {"attendance: HTTP 503": 1}
     assert db.pending_heads(engine) == {}
+    assert rows_attempts(engine, second["id"]) == 1
     assert db.requeue(engine, "congress") == 1
     assert db.pending_heads(engine) == {"congress": second["id"]}
     rows = {r["id"]: r for r in db.check_ins_of(engine, "congress")}

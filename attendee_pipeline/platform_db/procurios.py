@@ -6,8 +6,10 @@ What belongs here: reads and writes of the tables in the "Procurios" section of
 :mod:`attendee_pipeline.platform_db.tables` plus the per-batch read of published attendees.
 Every write is one short transaction over a bounded set of rows (a batch of attendees, the
 meeting's sessions, one check-in) or a set-based statement (the event tag), so memory never
-grows with the list. The write-back of a check-in goes ``pending`` -> ``sending`` (claimed by
-one run in one statement, so two runs never send the same check-in) -> ``sent`` | ``failed``;
+grows with the list. The write-back of a check-in is a destination of the one delivery mechanism
+(:data:`CHECKIN`, see :mod:`attendee_pipeline.platform_db.delivery`): ``pending`` -> ``sending``
+(claimed by one run with a lease, so two runs never send the same check-in; marked in flight
+right before its POST) -> ``sent`` | ``failed`` | back to ``pending`` with a retry time;
 online / hybrid check-ins, repeats for an attendee already sent and check-ins of events whose
 source takes none are recorded as ``skipped`` with the reason. No Dagster imports, no attendee
 data in log lines.
@@ -22,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from attendee_pipeline.platform_db import delivery
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.sql import chunks, utcnow
 from attendee_pipeline.platform_db.tables import (
@@ -337,16 +340,39 @@ def record_check_in(
     return _as_dict(row), True
 
 
-def claim_pending(engine: sa.Engine, event_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Claim the event's pending write-backs for one run (``sending``) in one statement and
-    return them with the attendee's registration id (``source_record_id``), oldest first."""
+#: The check-in write-back as a delivery destination (see attendee_pipeline.platform_db.delivery).
+#: Marking a registration present is an idempotent set in Procurios (a repeat answers
+#: ``changed: false`` and changes nothing), so a write-back in flight when its run died is
+#: retried rather than failed.
+CHECKIN = delivery.Destination(
+    name="procurios_checkin",
+    table=check_ins,
+    status=check_ins.c.writeback,
+    attempts=check_ins.c.writeback_attempts,
+    last_error=check_ins.c.writeback_detail,
+    lease_owner=check_ins.c.writeback_run_id,
+    lease_expires_at=check_ins.c.writeback_lease_expires_at,
+    in_flight_at=check_ins.c.writeback_in_flight_at,
+    next_attempt_at=check_ins.c.writeback_next_attempt_at,
+    on_unknown_outcome=delivery.RETRY,
+    unknown_reason=delivery.UNKNOWN_OUTCOME + "; retried (marking present twice changes nothing)",
+    last_attempt_at=check_ins.c.writeback_at,
+)
+
+
+def claim_pending(
+    engine: sa.Engine, event_id: str, run_id: str, lease: dt.timedelta | None = None, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Claim the event's due write-backs (pending, retry time reached) for one run (``sending``,
+    leased to ``run_id``) in one transaction -- after settling claims of dead runs whose lease
+    ran out -- and return them with the attendee's registration id (``source_record_id``),
+    oldest first."""
+    lease = lease or dt.timedelta(seconds=delivery.DEFAULT_LEASE_SECONDS)
     c, a = check_ins.c, attendees.c
-    with write_transaction(engine) as conn:
-        conn.execute(
-            check_ins.update()
-            .where(c.event_id == event_id, c.writeback == "pending")
-            .values(writeback="sending", writeback_run_id=run_id)
-        )
+    taken = delivery.claim(engine, CHECKIN, run_id, limit=None, lease=lease, now=now, where=[c.event_id == event_id])
+    if not taken.ids:
+        return []
+    with engine.connect() as conn:
         rows = conn.execute(
             sa.select(c.id, c.attendee_id, c.writeback_attempts, a.source_record_id)
             .select_from(check_ins.join(attendees, attendees.c.id == c.attendee_id))
@@ -356,17 +382,17 @@ def claim_pending(engine: sa.Engine, event_id: str, run_id: str) -> list[dict[st
     return [dict(row._mapping) for row in rows]
 
 
-def finish_writeback(engine: sa.Engine, check_in_id: int, state: str, attempts: int, detail: str | None) -> None:
-    """Record the outcome of a claimed write-back (``sent`` or ``failed``); the check-in itself
-    (attendee, kind, time) is never changed."""
-    if state not in WRITEBACK_STATES:
-        raise ValueError(f"unknown write-back state {state!r}")
-    with write_transaction(engine) as conn:
-        conn.execute(
-            check_ins.update()
-            .where(check_ins.c.id == check_in_id)
-            .values(writeback=state, writeback_attempts=attempts, writeback_detail=detail, writeback_at=utcnow())
-        )
+def begin_writeback(engine: sa.Engine, check_in_id: int, run_id: str, lease: dt.timedelta | None = None) -> bool:
+    """Commit the write-back as in flight right before its attendance POST; False: this run
+    does not hold it any more (its lease ran out and another run took it) -- do not send."""
+    return delivery.begin(engine, CHECKIN, check_in_id, run_id, lease or dt.timedelta(seconds=delivery.DEFAULT_LEASE_SECONDS))
+
+
+def finish_writeback(engine: sa.Engine, check_in_id: int, run_id: str, outcome: delivery.Outcome) -> bool:
+    """Record the outcome of a write-back ``run_id`` holds (``delivery.sent()``, ``retry(...)``,
+    ``failed(...)``); the check-in itself (attendee, kind, time) is never changed."""
+    recorded, _ = delivery.finish(engine, CHECKIN, check_in_id, run_id, outcome)
+    return recorded
 
 
 def requeue(engine: sa.Engine, event_id: str, states: Sequence[str] = ("failed",)) -> int:
@@ -375,7 +401,8 @@ def requeue(engine: sa.Engine, event_id: str, states: Sequence[str] = ("failed",
         done = conn.execute(
             check_ins.update()
             .where(check_ins.c.event_id == event_id, check_ins.c.writeback.in_(list(states)))
-            .values(writeback="pending", writeback_attempts=0, writeback_run_id=None)
+            .values(writeback="pending", writeback_attempts=0, writeback_run_id=None, writeback_next_attempt_at=None,
+                    writeback_lease_expires_at=None, writeback_in_flight_at=None)
         )
         return max(done.rowcount or 0, 0)
 
@@ -399,13 +426,24 @@ def writeback_summary(engine: sa.Engine, event_id: str) -> dict[str, Any]:
     return summary
 
 
-def pending_heads(engine: sa.Engine) -> dict[str, int]:
-    """event id -> highest id of a pending write-back, for events that have one."""
+def pending_heads(engine: sa.Engine, now: dt.datetime | None = None) -> dict[str, int]:
+    """event id -> highest id of a write-back with work now, for events that have one: pending
+    and due (a retry whose time has come), or claimed by a run whose lease ran out."""
+    return {event_id: head for event_id, (head, _) in writeback_work(engine, now).items()}
+
+
+def writeback_work(engine: sa.Engine, now: dt.datetime | None = None) -> dict[str, tuple[int, int]]:
+    """event id -> (highest id with work now, how many of them are claims whose lease ran out)."""
+    now = now or utcnow()
     c = check_ins.c
+    expired = sa.and_(c.writeback == "sending", c.writeback_lease_expires_at < now)
+    stmt = (
+        sa.select(c.event_id, sa.func.max(c.id), sa.func.sum(sa.case((expired, 1), else_=0)))
+        .where(sa.or_(delivery.due_clause(CHECKIN, now), expired))
+        .group_by(c.event_id)
+    )
     with engine.connect() as conn:
-        return dict(
-            conn.execute(sa.select(c.event_id, sa.func.max(c.id)).where(c.writeback == "pending").group_by(c.event_id)).all()
-        )
+        return {event_id: (int(head), int(n or 0)) for event_id, head, n in conn.execute(stmt)}
 
 
 def check_ins_of(engine: sa.Engine, event_id: str) -> list[dict[str, Any]]:

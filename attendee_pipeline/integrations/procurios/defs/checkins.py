@@ -3,16 +3,20 @@
 The platform records check-ins through the feed service's check-in hook or the CLI (see
 ``attendee_pipeline.services.checkins``); each new on-site check-in of a Procurios event is
 ``pending``. ``procurios_checkin_sensor`` launches ``procurios_checkin_job`` for each event with
-pending write-backs (never a second one while one is queued or running). The job's step claims
-the event's pending check-ins in one statement (so a check-in is sent at most once), marks each
-registration "present" in Procurios, retries a failed one once after ``retry_delay_seconds``,
-and records the outcome: ``sent``, or ``failed`` with the reason -- the platform's check-in
-itself is never changed. The WARN check ``checkin_writeback_failures`` fails while the event has
+write-back work: pending check-ins whose (retry) time has come, or claims a killed or crashed run
+left whose lease ran out (never a second run while one is queued or running, unless that run's
+lease ran out: it is dead). The job's step claims the event's due check-ins with a lease (the
+one delivery mechanism, ``attendee_pipeline.platform_db.delivery``: a check-in is sent by one
+run), commits each as in flight right before marking its registration "present" in Procurios,
+and records the outcome right after: ``sent``; a failure is retried by a later run after
+``retry_delay_seconds`` (doubling), up to ``max_attempts`` (``failed`` with the reason) -- no
+sleep in the step. A write-back in flight when its run died is retried (marking present is an
+idempotent set). The platform's check-in itself is never changed. The WARN check ``checkin_writeback_failures`` fails while the event has
 failed write-backs (counts per reason in its metadata); ``attendee-pipeline procurios checkins
 EVENT --retry-failed`` queues them again.
 """
 
-import time
+import datetime as dt
 from typing import Any
 
 import dagster as dg
@@ -25,7 +29,9 @@ from attendee_pipeline.integrations.procurios.defs.partitions import procurios_e
 from attendee_pipeline.integrations.procurios.source import KIND
 from attendee_pipeline.integrations.procurios.defs.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
+from attendee_pipeline.platform_db import delivery
 from attendee_pipeline.platform_db import procurios as db_procurios
+from attendee_pipeline.settings import delivery_lease_seconds
 
 GROUP = "procurios_checkins"
 WRITEBACK_ASSET = "procurios_checkin_writeback"
@@ -37,15 +43,22 @@ WRITEBACK_CHECK = dg.AssetCheckSpec(
     "checkin_writeback_failures",
     asset=WRITEBACK_ASSET,
     partitions_def=procurios_events_partitions,  # one result per event
-    description="Warns while on-site check-ins of the event could not be written back to Procurios (twice).",
+    description="Warns while on-site check-ins of the event could not be written back to Procurios (given up after the retries).",
 )
 
 
 class CheckinWritebackConfig(dg.Config):
     """Run config of the write-back step."""
 
-    #: Seconds before the one automatic retry of the write-backs that failed.
+    #: Seconds before the automatic retry of a write-back that failed (doubling per attempt).
     retry_delay_seconds: float = 5.0
+    #: Attempts before a write-back is given up (``failed``): the first and one retry.
+    max_attempts: int = 2
+    #: Seconds a claim lasts (default: ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS).
+    lease_seconds: float | None = None
+
+#: Longest wait between two attempts of a write-back.
+RETRY_MAX_SECONDS = 3600.0
 
 
 def _send(client: Any, meeting_id: str, registration_id: str | None) -> str | None:
@@ -83,42 +96,48 @@ def procurios_checkin_writeback(
     if not is_kind(event, KIND):
         raise dg.Failure(description=f"{event.id} is not a Procurios event: it has no check-in write-back")
     engine = platform_db.engine()
-    claimed = db_procurios.claim_pending(engine, event.id, context.run_id)
-    sent = retried = failed = 0
+    lease = dt.timedelta(seconds=config.lease_seconds or delivery_lease_seconds())
+    claimed = db_procurios.claim_pending(engine, event.id, context.run_id, lease)
+    results = delivery.Results()
     with procurios.client(event.source) as client:
-        first = [(row, _send(client, event.source.meeting_id, row["source_record_id"])) for row in claimed]
-        again = []
-        for row, error in first:
-            if error is None:
-                db_procurios.finish_writeback(engine, row["id"], "sent", row["writeback_attempts"] + 1, None)
-                sent += 1
-            else:
-                again.append(row)
-        if again:
-            context.log.warning(f"{len(again)} write-back(s) failed; retrying once in {config.retry_delay_seconds}s")
-            time.sleep(config.retry_delay_seconds)
-        for row in again:
-            retried += 1
+        for row in claimed:
+            if not row["source_record_id"]:  # nothing to send: retrying cannot help
+                reason = "the attendee has no Procurios registration id"
+                db_procurios.finish_writeback(engine, row["id"], context.run_id, delivery.failed(reason, counted=False))
+                results.add("failed", reason)
+                continue
+            if not db_procurios.begin_writeback(engine, row["id"], context.run_id, lease):
+                results.add("taken_over")  # this run's lease ran out and another run has it
+                continue
             error = _send(client, event.source.meeting_id, row["source_record_id"])
-            attempts = row["writeback_attempts"] + 2
+            attempts = row["writeback_attempts"] + 1
             if error is None:
-                db_procurios.finish_writeback(engine, row["id"], "sent", attempts, None)
-                sent += 1
+                outcome, label = delivery.sent(), "sent"
+            elif attempts >= config.max_attempts:
+                outcome, label = delivery.failed(error), "failed"
             else:
-                db_procurios.finish_writeback(engine, row["id"], "failed", attempts, error)
-                failed += 1
+                due = delivery.next_attempt(attempts, config.retry_delay_seconds, RETRY_MAX_SECONDS)
+                outcome, label = delivery.retry(error, due), "retry_scheduled"
+            db_procurios.finish_writeback(engine, row["id"], context.run_id, outcome)
+            results.add(label, error)
+    counts = results.counts
+    if counts.get("retry_scheduled"):
+        context.log.warning(
+            f"{counts['retry_scheduled']} write-back(s) failed; retried by a later run after {config.retry_delay_seconds}s"
+        )
     summary = db_procurios.writeback_summary(engine, event.id)
-    if failed:
-        context.log.warning(f"{failed} check-in write-back(s) failed twice; the platform's check-ins are kept")
+    if counts.get("failed"):
+        context.log.warning(f"{counts['failed']} check-in write-back(s) failed for good; the platform's check-ins are kept")
     yield dg.MaterializeResult(
         asset_key=WRITEBACK_ASSET,
         metadata={
             "claimed": len(claimed),
-            "sent_now": sent,
-            "retried_now": retried,
-            "failed_now": failed,
+            "sent_now": counts.get("sent", 0),
+            "retried_now": counts.get("retry_scheduled", 0),
+            "failed_now": counts.get("failed", 0),
             **{f"total_{state}": int(summary[state]) for state in ("pending", "sending", "sent", "failed", "skipped")},
             "failed_reasons": dg.MetadataValue.json(summary["failed_reasons"]),
+            "results": dg.MetadataValue.json(results.as_metadata()),
         },
     )
     total_failed = int(summary["failed"])
@@ -154,14 +173,14 @@ def procurios_checkin_sensor(
     catalog: EventCatalogResource,
     platform_db: PlatformDatabaseResource,
 ) -> dg.SensorResult | dg.SkipReason:
-    heads = db_procurios.pending_heads(platform_db.engine())
-    if not heads:
+    work = db_procurios.writeback_work(platform_db.engine())
+    if not work:
         return dg.SkipReason("no pending check-in write-backs")
     procurios_events = {e.id for e in events_of(catalog.load().events, KIND)}
     # the catalog sensor adds a Procurios event's partition; until then its check-ins wait
     known = set(context.instance.get_dynamic_partitions(procurios_events_partitions.name))
     requests = []
-    for event_id, head in sorted(heads.items()):
+    for event_id, (head, expired) in sorted(work.items()):
         if event_id not in procurios_events or event_id not in known:
             continue
         running = context.instance.get_run_records(
@@ -170,7 +189,7 @@ def procurios_checkin_sensor(
             ),
             limit=1,
         )
-        if running:  # that run claims every pending row when it starts
+        if running and not expired:  # that run claims every due row; with expired claims it has died
             continue
         requests.append(
             dg.RunRequest(

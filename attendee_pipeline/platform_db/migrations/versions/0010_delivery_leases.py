@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_delivery_state"),
         sa.UniqueConstraint("destination", "entity", "key", name="uq_delivery_state_destination_entity_key"),
         sa.CheckConstraint(
-            "status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="ck_delivery_state_status"
+            "status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name=op.f("ck_delivery_state_status")
         ),
     )
     op.create_index("ix_delivery_state_destination_status", "delivery_state", ["destination", "status"])
