@@ -112,7 +112,8 @@ def checkins(event_id: str, retry_failed: bool, send: bool) -> None:
     for reason, count in summary["failed_reasons"].items():
         click.echo(f"    {count} x {reason}")
     if summary["sending"]:
-        click.echo("  (sending: claimed by a run that did not finish; --retry-failed does not resend them)")
+        click.echo("  (sending: claimed by a run; a run that died leaves them claimed until its lease runs out, "
+                   "then the sensor's next tick takes them again)")
 
 
 def _send(event_id: str) -> None:
