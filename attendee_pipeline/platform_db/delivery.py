@@ -469,6 +469,12 @@ def want(bind: Bind, d: Destination, entity: str, items: Mapping[str, str], now:
     return queued
 
 
+def tombstone_keys(bind: Bind, d: Destination, entity: str, keys: Sequence[str]) -> int:
+    """Record that these items of ``entity`` were deleted at the destination (see :func:`tombstone`)."""
+    c = delivery_state.c
+    return sum(tombstone(bind, d, c.entity == entity, c.key.in_(list(chunk))) for chunk in chunks(list(keys)))
+
+
 def depend(bind: Bind, d: Destination, entity: str, key: str, on: Sequence[tuple[str, str]]) -> None:
     """Make item (``entity``, ``key``) wait until each (entity, key) of ``on`` is delivered
     (``sent``): :func:`claim_entity` skips it until then. Replaces its earlier dependencies."""
