@@ -164,3 +164,170 @@ def test_an_entity_waits_for_the_items_it_depends_on(engine: sa.Engine):
     assert [r["key"] for r in rows] == ["se2"]
     # another destination's items are its own
     assert delivery.state_of(engine, delivery.state_destination("other"), "session") == {}
+
+
+# --------------------------------------------------------------------------- the crash test
+
+from attendee_pipeline_tests.email_fixtures import PLATFORM_URL, email_resource, email_settings  # noqa: E402
+from attendee_pipeline_tests.sandbox_fixtures import procurios  # noqa: E402,F401 - fixture
+from attendee_pipeline_tests.sandbox_fixtures import procurios_entry  # noqa: E402
+
+BIN = Path(sys.executable).parent
+#: Seconds a claim lasts in the crash test: the next sensor tick after it takes the work again.
+CRASH_LEASE = 5
+ATTENDEES = 12
+
+
+class _SlowSink:
+    """An aiosmtpd handler that keeps each message, then waits before answering 250: a delivery
+    killed in that wait had its e-mail taken by the server without learning so."""
+
+    def __init__(self, seconds: float) -> None:
+        from attendee_pipeline.sandbox.smtp_sink import SinkHandler
+
+        class Handler(SinkHandler):
+            async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+                import asyncio
+
+                answer = await super().handle_DATA(server, session, envelope)
+                await asyncio.sleep(seconds)
+                return answer
+
+        self.handler = Handler()
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "attendee-pipeline"), *args], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready: Any, what: str, timeout: float = 180) -> None:
+    """SIGKILL ``proc``'s process group as soon as ``ready()`` holds (it must still be running)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the {what} ended before the kill: {proc.stdout.read()[-3000:]}")  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, f"the {what} made no progress in {timeout}s"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def _rows(db_url: str, sql: str) -> list[Any]:
+    from attendee_pipeline_tests.pipeline_harness import query_db
+
+    return query_db(db_url, sql)
+
+
+def test_a_killed_delivery_is_completed_by_the_next_sensor_tick_with_nothing_sent_twice(
+    procurios: Any, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import dagster as dg
+
+    from attendee_pipeline.defs.email.assets import email_outbox
+    from attendee_pipeline.defs.email.sensors import email_outbox_sensor
+    from attendee_pipeline.defs.procurios.checkins import procurios_checkin_sensor, procurios_checkin_writeback
+    from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
+    from attendee_pipeline.platform_db.engine import make_engine
+    from attendee_pipeline.platform_db.outbox import INTERRUPTED
+    from attendee_pipeline.platform_db.procurios import record_check_in
+    from attendee_pipeline.sandbox.procurios import MeetingConfig
+    from attendee_pipeline.sandbox.smtp_sink import serve_smtp_sink
+    from attendee_pipeline_tests.pipeline_harness import check_evaluation, harness, materialized
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    slow = _SlowSink(0.25)
+    procurios.sandbox.add_meeting("1001", MeetingConfig(registrations=ATTENDEES, seed=3))
+    with serve_smtp_sink(slow.handler) as sink, dg.DagsterInstance.from_config(str(home)) as instance, harness(
+        tmp_path, postgres_url, instance
+    ) as h:
+        h.write_catalog(procurios_entry("congress", procurios.url, "1001", **email_settings(cancellations=False)))
+        assert h.sync("congress").success
+        engine = make_engine(postgres_url)
+        try:
+            ids = [r.id for r in _rows(postgres_url, "select id from attendees where event_id = 'congress' and status = 'active'")]
+            assert len(ids) == ATTENDEES
+            for attendee_id in ids:
+                record_check_in(engine, "congress", kind="on_site", attendee_id=attendee_id, recorded_by="cli")
+        finally:
+            engine.dispose()
+        procurios.sandbox.latency_ms = 300  # a slow Procurios: the kill lands mid write-back
+        env = {
+            **os.environ,
+            "ATTENDEE_PIPELINE_CATALOG": str(h.catalog_path),
+            "ATTENDEE_PIPELINE_DB_URL": postgres_url,
+            "ATTENDEE_PIPELINE_SMTP_HOST": sink.host,
+            "ATTENDEE_PIPELINE_SMTP_PORT": str(sink.port),
+            "ATTENDEE_PIPELINE_PLATFORM_URL": PLATFORM_URL,
+            "ATTENDEE_PIPELINE_DELIVERY_LEASE_SECONDS": str(CRASH_LEASE),
+        }
+        meeting = procurios["1001"]
+        mailer = _cli(["outbox", "deliver"], env, tmp_path)
+        writer = _cli(["checkins", "congress", "--send"], env, tmp_path)
+        _kill_when(mailer, lambda: sink.handler.received >= 3, "e-mail delivery")
+        _kill_when(writer, lambda: sum(meeting.attendance_posts.values()) >= 3, "check-in write-back")
+        killed_at = time.monotonic()
+
+        # killed while e-mails and check-ins were claimed
+        claimed_emails = _rows(postgres_url, "select count(*) from email_outbox where status = 'sending'")[0][0]
+        claimed_checkins = _rows(postgres_url, "select count(*) from check_ins where writeback = 'sending'")[0][0]
+        assert claimed_emails > 0 and claimed_checkins > 0, (claimed_emails, claimed_checkins)
+
+        sensor_resources = {
+            "catalog": EventCatalogResource(path=str(h.catalog_path)),
+            "platform_db": PlatformDatabaseResource(url=postgres_url),
+            "email": email_resource(sink, lease_seconds=CRASH_LEASE),
+        }
+
+        def tick(sensor: Any) -> Any:
+            with dg.build_sensor_context(instance=instance, resources=sensor_resources) as context:
+                return sensor(context)
+
+        # the killed runs' claims hold until their lease runs out ...
+        if time.monotonic() - killed_at < CRASH_LEASE / 2:
+            assert isinstance(tick(email_outbox_sensor), dg.SkipReason)
+        time.sleep(CRASH_LEASE + 0.5)
+        # ... then the next tick launches a delivery, though the killed runs still show as started
+        assert isinstance(tick(email_outbox_sensor), dg.RunRequest)
+        checkin_requests = tick(procurios_checkin_sensor).run_requests
+        assert [r.partition_key for r in checkin_requests] == ["congress"]
+        mail = dg.materialize(
+            [email_outbox], instance=instance, raise_on_error=False,
+            resources={**h.resources(), "email": sensor_resources["email"]},
+        )
+        written = dg.materialize(
+            [procurios_checkin_writeback], partition_key="congress", instance=instance,
+            resources=h.resources(), raise_on_error=False,
+        )
+        assert mail.success and written.success
+        mail_meta = materialized(mail, "email_outbox")
+        assert mail_meta["reclaimed"] > 0  # claimed, never tried: sent now
+        assert mail_meta["interrupted"] <= 1  # in flight at the kill: failed, not sent again
+        assert check_evaluation(mail, "no_failed_emails").passed == (mail_meta["interrupted"] == 0)
+
+    # e-mail: nobody twice; every invite arrived, the one in flight at the kill included (the
+    # server had taken it); that one is failed "outcome unknown" and was not sent again
+    got = [rcpt for m in sink.handler.messages for rcpt in m.rcpt_tos]
+    assert len(got) == len(set(got)), "an invite arrived twice"
+    statuses = _rows(postgres_url, "select status, last_error from email_outbox where event_id = 'congress'")
+    unknown = [s for s, error in statuses if s == "failed" and error == INTERRUPTED]
+    assert len(unknown) <= 1 and {s for s, _ in statuses} <= {"sent", "failed"}
+    assert sum(1 for s, _ in statuses if s == "sent") == ATTENDEES - len(unknown)
+    assert len(got) in (ATTENDEES, ATTENDEES - len(unknown))  # the unknown one arrived at most once
+    # check-ins: every registration marked present; one POST each, except the one in flight
+    # at the kill, whose write-back (an idempotent set) was sent once more
+    assert len(meeting.attendance) == ATTENDEES
+    posts = dict(meeting.attendance_posts)
+    assert len(posts) == ATTENDEES and set(posts.values()) <= {1, 2}
+    again = [r for r, n in posts.items() if n == 2]
+    assert len(again) <= 1
+    rows = _rows(postgres_url, "select writeback, writeback_attempts from check_ins where event_id = 'congress'")
+    assert {state for state, _ in rows} == {"sent"}
+    # the one in flight (if the kill found one) counts its unknown attempt and the retry
+    assert sorted(n for _, n in rows)[:-1] == [1] * (ATTENDEES - 1) and sorted(n for _, n in rows)[-1] in (1, 2)
+    assert len(again) <= sum(1 for _, n in rows if n == 2)

@@ -11,7 +11,8 @@ sending, sent, failed, skipped). The checks travel with the asset (``check_specs
   e-mail has waited longer than the overdue limit (the server has been down for long, or
   nothing delivers);
 * ``no_failed_emails`` (WARN): fails when e-mails failed in this run (malformed address,
-  refused for good, given up), listing the outbox ids and reasons.
+  refused for good, given up, or in flight when an earlier delivery was killed: outcome
+  unknown), listing the outbox ids and reasons.
 
 Nothing here logs an address, a name or a body. Not partitioned: one delivery serves every
 event, the per-event counts are in the metadata.
@@ -63,7 +64,7 @@ def _problems(report: DeliveryReport) -> dg.MetadataValue:
         dg.AssetCheckSpec(
             NO_FAILED_EMAILS,
             asset="email_outbox",
-            description="No e-mail failed in this delivery (malformed address, refused for good, given up).",
+            description="No e-mail failed in this delivery (malformed address, refused for good, given up, outcome unknown).",
         ),
     ],
     description=(
@@ -126,12 +127,20 @@ def email_outbox(
         ),
         dg.AssetCheckResult(
             check_name=NO_FAILED_EMAILS,
-            passed=report.failed == 0,
+            passed=report.failed == 0 and report.interrupted == 0,
             severity=dg.AssetCheckSeverity.WARN,
-            description=(
-                f"{report.failed} e-mail(s) failed in this delivery" if report.failed else "no failures"
-            ),
-            metadata={"failed": report.failed, "problems": _problems(report)},
+            description="; ".join(
+                part
+                for part in (
+                    f"{report.failed} e-mail(s) failed in this delivery" if report.failed else "",
+                    f"{report.interrupted} e-mail(s) a killed delivery was sending failed ({outbox.INTERRUPTED})"
+                    if report.interrupted
+                    else "",
+                )
+                if part
+            )
+            or "no failures",
+            metadata={"failed": report.failed, "interrupted": report.interrupted, "problems": _problems(report)},
         ),
     ]
     return dg.MaterializeResult(

@@ -99,8 +99,10 @@ def procurios_checkin_writeback(
     lease = dt.timedelta(seconds=config.lease_seconds or delivery_lease_seconds())
     claimed = db_procurios.claim_pending(engine, event.id, context.run_id, lease)
     results = delivery.Results()
+    keeper = delivery.Lease(engine, db_procurios.CHECKIN, context.run_id, lease)
     with procurios.client(event.source) as client:
         for row in claimed:
+            keeper.keep()
             if not row["source_record_id"]:  # nothing to send: retrying cannot help
                 reason = "the attendee has no Procurios registration id"
                 db_procurios.finish_writeback(engine, row["id"], context.run_id, delivery.failed(reason, counted=False))
