@@ -180,14 +180,15 @@ def deliver_outbox(
     while limit is None or handled < limit:
         size = settings.batch_size if limit is None else min(settings.batch_size, limit - handled)
         # due as of the start: an e-mail retried during this run waits for a later one
-        token, batch = outbox.claim_due(engine, size, lease=lease, due_at=started)
+        claimed_at = utcnow()
+        token, batch = outbox.claim_due(engine, size, claimed_at, lease=lease, due_at=started)
         if not batch:
             break
         report.batches += 1
         handled += len(batch)
         with write_connection(engine) as db:  # one connection for the batch's pre-send outcomes
             ready = [item for item in (_prepare(db, email, token, events, broken, settings, report) for email in batch) if item]
-        if ready and not _send_batch(engine, token, ready, settings, report, lease):
+        if ready and not _send_batch(engine, token, ready, settings, report, lease, claimed_at):
             break
         if progress is not None:
             progress(report.sent + report.failed + report.skipped + report.retried, report.due_at_start)
@@ -266,6 +267,7 @@ def _send_batch(
     settings: DeliverySettings,
     report: DeliveryReport,
     lease: dt.timedelta,
+    claimed_at: dt.datetime,
 ) -> bool:
     """Send a batch over one connection (one reconnect after a lost connection). Each e-mail is
     committed as in flight right before its send, in the same commit as the previous outcome.
@@ -273,14 +275,14 @@ def _send_batch(
     should stop."""
     connection = SmtpConnection(settings.smtp)
     with write_connection(engine) as db, contextlib.closing(connection):
-        keeper = delivery.Lease(db, outbox.EMAIL, token, lease)
+        keeper = delivery.Lease(db, outbox.EMAIL, token, lease, since=claimed_at)
         begun = False  # whether ready[position] is already committed as in flight
         for position, (email, message) in enumerate(ready):
             then = ready[position + 1][0].id if position + 1 < len(ready) else None
-            if not begun and not outbox.begin_send(db, email, token, lease):
+            keeper.keep()
+            if not begun and not outbox.begin_send(db, email, token):
                 report.taken_over += 1  # our lease ran out and another delivery has it
                 continue
-            keeper.keep()
             try:
                 if not connection.is_open:
                     connection.open()
@@ -296,10 +298,10 @@ def _send_batch(
                 report.smtp_unavailable = str(exc)
                 return False
             except SendFailure as failure:
-                begun = _record_failure(db, email, token, failure, settings, report, then, lease)
+                begun = _record_failure(db, email, token, failure, settings, report, then)
                 continue
             # committed before the next send, with the next e-mail marked in flight
-            begun = outbox.mark_sent(db, email, token, message.message_id, then_begin=then, lease=lease)
+            begun = outbox.mark_sent(db, email, token, message.message_id, then_begin=then)
             report.count(email.event_id, "sent")
     return True
 
@@ -312,7 +314,6 @@ def _record_failure(
     settings: DeliverySettings,
     report: DeliveryReport,
     then: int | None = None,
-    lease: dt.timedelta = outbox.DEFAULT_LEASE,
 ) -> bool:
     """Record a failed send (failed for good, given up, or a retry after the backoff); with
     ``then``, mark that next e-mail in flight in the same commit. Returns whether it was."""
@@ -321,8 +322,8 @@ def _record_failure(
         reason = failure.reason if failure.permanent else f"gave up after {attempts} attempt(s): {failure.reason}"
         report.count(email.event_id, "failed")
         report.problem(email, reason)
-        return outbox.mark_failed(engine, email, token, reason, then_begin=then, lease=lease)
+        return outbox.mark_failed(engine, email, token, reason, then_begin=then)
     next_at = delivery.next_attempt(attempts, settings.retry_seconds, settings.retry_max_seconds)
     report.count(email.event_id, "retried")
     report.problem(email, failure.reason)
-    return outbox.mark_retry(engine, email, token, failure.reason, next_at, then_begin=then, lease=lease)
+    return outbox.mark_retry(engine, email, token, failure.reason, next_at, then_begin=then)

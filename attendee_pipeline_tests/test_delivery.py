@@ -57,10 +57,10 @@ def test_a_claim_is_taken_again_once_its_lease_runs_out_and_never_while_it_lasts
     third = delivery.claim(engine, d, "run-c", limit=None, lease=LEASE, now=later)
     assert third.settled.reclaimed == 2 and sorted(third.ids) == sorted(first.ids)
     # ... and run-a, if it was only slow, can no longer begin or record them
-    assert not delivery.begin(engine, d, first.ids[0], "run-a", LEASE, now=later)
+    assert not delivery.begin(engine, d, first.ids[0], "run-a", now=later)
     recorded, _ = delivery.finish(engine, d, first.ids[0], "run-a", delivery.sent(), now=later)
     assert not recorded
-    assert delivery.begin(engine, d, first.ids[0], "run-c", LEASE, now=later)
+    assert delivery.begin(engine, d, first.ids[0], "run-c", now=later)
 
 
 def test_a_live_delivery_renews_its_lease(engine: sa.Engine):
@@ -71,7 +71,7 @@ def test_a_live_delivery_renews_its_lease(engine: sa.Engine):
     assert delivery.renew(engine, d, "run-a", LEASE, now=now + dt.timedelta(seconds=25)) == 1
     after_first_lease = now + LEASE + dt.timedelta(seconds=1)
     assert delivery.claim(engine, d, "run-b", limit=None, lease=LEASE, now=after_first_lease).ids == []
-    assert delivery.begin(engine, d, taken.ids[0], "run-a", LEASE, now=after_first_lease)
+    assert delivery.begin(engine, d, taken.ids[0], "run-a", now=after_first_lease)
 
 
 @pytest.mark.parametrize("policy", [delivery.FAIL, delivery.RETRY])
@@ -80,7 +80,7 @@ def test_an_item_in_flight_when_its_run_died_is_failed_or_retried_as_its_destina
     delivery.want(engine, d, "speaker", {"s1": "h1", "s2": "h2"})
     now = _now()
     taken = delivery.claim(engine, d, "run-a", limit=None, lease=LEASE, now=now)
-    assert delivery.begin(engine, d, taken.ids[0], "run-a", LEASE, now=now)  # s1's call began; then SIGKILL
+    assert delivery.begin(engine, d, taken.ids[0], "run-a", now=now)  # s1's call began; then SIGKILL
     later = now + LEASE + dt.timedelta(seconds=1)
     again = delivery.claim(engine, d, "run-b", limit=None, lease=LEASE, now=later)
     state = delivery.state_of(engine, d, "speaker")
@@ -101,7 +101,7 @@ def test_retries_are_scheduled_as_new_attempts_with_backoff(engine: sa.Engine):
     delivery.want(engine, d, "speaker", {"s1": "h1"})
     now = _now()
     taken = delivery.claim(engine, d, "run-a", limit=None, lease=LEASE, now=now)
-    delivery.begin(engine, d, taken.ids[0], "run-a", LEASE, now=now)
+    delivery.begin(engine, d, taken.ids[0], "run-a", now=now)
     due_at = delivery.next_attempt(1, 10, 60, now=now)
     assert due_at == now + dt.timedelta(seconds=10)
     assert delivery.next_attempt(3, 10, 60, now=now) == now + dt.timedelta(seconds=40)  # doubling
@@ -122,7 +122,7 @@ def test_a_tombstoned_item_is_never_delivered_again(engine: sa.Engine):
     now = _now()
     taken = delivery.claim(engine, d, "run-a", limit=None, lease=LEASE, now=now)
     for item in taken.ids:
-        delivery.begin(engine, d, item, "run-a", LEASE, now=now)
+        delivery.begin(engine, d, item, "run-a", now=now)
         delivery.finish(engine, d, item, "run-a", delivery.Outcome("sent", external_id=f"x-{item}", delivered_hash="h"), now=now)
     assert delivery.tombstone_keys(engine, d, "speaker", ["s1"]) == 1
     # a change of both: s2 is queued again, the tombstoned s1 is not
@@ -135,7 +135,7 @@ def test_a_tombstoned_item_is_never_delivered_again(engine: sa.Engine):
     assert delivery.due(engine, d, now).work == 0
     # a tombstone recorded while an item is claimed stops its send
     delivery.tombstone_keys(engine, d, "speaker", ["s2"])
-    assert not delivery.begin(engine, d, again.ids[0], "run-b", LEASE, now=now)
+    assert not delivery.begin(engine, d, again.ids[0], "run-b", now=now)
 
 
 def test_an_entity_waits_for_the_items_it_depends_on(engine: sa.Engine):
@@ -150,15 +150,15 @@ def test_an_entity_waits_for_the_items_it_depends_on(engine: sa.Engine):
     assert [r["key"] for r in rows] == ["se3"]
     speakers, rows = delivery.claim_entity(engine, d, "speaker", "run-a", limit=None, lease=LEASE, now=now)
     by_key = {r["key"]: r["id"] for r in rows}
-    delivery.begin(engine, d, by_key["sp1"], "run-a", LEASE, now=now)
+    delivery.begin(engine, d, by_key["sp1"], "run-a", now=now)
     delivery.finish(engine, d, by_key["sp1"], "run-a", delivery.sent(), now=now)
-    delivery.begin(engine, d, by_key["sp2"], "run-a", LEASE, now=now)
+    delivery.begin(engine, d, by_key["sp2"], "run-a", now=now)
     delivery.finish(engine, d, by_key["sp2"], "run-a", delivery.retry("HTTP 503", now), now=now)
     # sp1 delivered: se1 may go; se2 still waits for sp2
     _, rows = delivery.claim_entity(engine, d, "session", "run-b", limit=None, lease=LEASE, now=now)
     assert [r["key"] for r in rows] == ["se1"]
     _, rows = delivery.claim_entity(engine, d, "speaker", "run-b", limit=None, lease=LEASE, now=now)
-    delivery.begin(engine, d, rows[0]["id"], "run-b", LEASE, now=now)
+    delivery.begin(engine, d, rows[0]["id"], "run-b", now=now)
     delivery.finish(engine, d, rows[0]["id"], "run-b", delivery.sent(), now=now)
     _, rows = delivery.claim_entity(engine, d, "session", "run-c", limit=None, lease=LEASE, now=now)
     assert [r["key"] for r in rows] == ["se2"]

@@ -200,22 +200,43 @@ def _held(d: Destination, row_id: int, owner: str) -> list[Any]:
     return d.where(d.id == row_id, d.lease_owner == owner, d.status == SENDING)
 
 
-def begin_in(conn: sa.Connection, d: Destination, row_id: int, owner: str, now: dt.datetime, lease: dt.timedelta) -> bool:
-    clauses = _held(d, row_id, owner) + [d.in_flight_at.is_(None)]
-    if d.tombstoned is not None:
-        clauses.append(d.tombstoned.is_(False))
-    result = conn.execute(
-        d.table.update().where(*clauses).values({d.in_flight_at.name: now, d.lease_expires_at.name: now + lease})
-    )
+#: Per-item statements built once per destination and shape (a batch runs them per item, and
+#: building an expression costs more than running it): (table, destination, kind, shape) -> stmt.
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(d: Destination, kind: str, shape: tuple[Any, ...], build: Any) -> Any:
+    key = (d.table.name, d.name, kind, shape)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
+
+
+def _held_params(d: Destination) -> list[Any]:
+    return d.where(d.id == sa.bindparam("_id"), d.lease_owner == sa.bindparam("_owner"), d.status == SENDING)
+
+
+def begin_in(conn: sa.Connection, d: Destination, row_id: int, owner: str, now: dt.datetime) -> bool:
+    """:func:`begin` inside the caller's transaction."""
+
+    def build() -> Any:
+        clauses = _held_params(d) + [d.in_flight_at.is_(None), d.lease_expires_at > sa.bindparam("_now")]
+        if d.tombstoned is not None:
+            clauses.append(d.tombstoned.is_(False))
+        return d.table.update().where(*clauses).values({d.in_flight_at.name: sa.bindparam("_at")})
+
+    stmt = _statement(d, "begin", (), build)
+    result = conn.execute(stmt, {"_id": row_id, "_owner": owner, "_now": now, "_at": now})
     return (result.rowcount or 0) == 1
 
 
-def begin(bind: Bind, d: Destination, row_id: int, owner: str, lease: dt.timedelta, now: dt.datetime | None = None) -> bool:
-    """Commit ``row_id`` as in flight right before its one external call (and renew its lease).
-    False: the item is not ours any more (the lease ran out and another run took it, or it was
-    tombstoned) -- it must not be sent."""
+def begin(bind: Bind, d: Destination, row_id: int, owner: str, now: dt.datetime | None = None) -> bool:
+    """Commit ``row_id`` as in flight right before its one external call. False: the item is
+    not ours to send any more -- our lease ran out (renew it with :class:`Lease` as the batch
+    goes), another run took it, or it was tombstoned."""
     with write_transaction(bind) as conn:
-        return begin_in(conn, d, row_id, owner, now or utcnow(), lease)
+        return begin_in(conn, d, row_id, owner, now or utcnow())
 
 
 @dataclass(frozen=True)
@@ -248,7 +269,8 @@ def skipped(reason: str) -> Outcome:
 
 
 def finish_in(conn: sa.Connection, d: Destination, row_id: int, owner: str, outcome: Outcome, now: dt.datetime) -> bool:
-    values: dict[str, Any] = {
+    """Record ``outcome`` inside the caller's transaction (see :func:`finish`)."""
+    params: dict[str, Any] = {
         d.status.name: outcome.status,
         d.last_error.name: outcome.reason,
         d.lease_owner.name: None,
@@ -257,18 +279,26 @@ def finish_in(conn: sa.Connection, d: Destination, row_id: int, owner: str, outc
         **outcome.values,
     }
     if d.claimed_at is not None:
-        values[d.claimed_at.name] = None
-    if outcome.counted:
-        values[d.attempts.name] = d.attempts + 1
-        if d.last_attempt_at is not None:
-            values[d.last_attempt_at.name] = now
+        params[d.claimed_at.name] = None
+    if outcome.counted and d.last_attempt_at is not None:
+        params[d.last_attempt_at.name] = now
     if outcome.next_attempt_at is not None:
-        values[d.next_attempt_at.name] = outcome.next_attempt_at
+        params[d.next_attempt_at.name] = outcome.next_attempt_at
     if outcome.external_id is not None and d.external_id is not None:
-        values[d.external_id.name] = outcome.external_id
+        params[d.external_id.name] = outcome.external_id
     if outcome.delivered_hash is not None and d.delivered_hash is not None:
-        values[d.delivered_hash.name] = outcome.delivered_hash
-    result = conn.execute(d.table.update().where(*_held(d, row_id, owner)).values(values))
+        params[d.delivered_hash.name] = outcome.delivered_hash
+    names = tuple(sorted(params))
+
+    def build() -> Any:
+        values: dict[str, Any] = {name: sa.bindparam(f"_v_{name}") for name in names}
+        if outcome.counted:
+            values[d.attempts.name] = d.attempts + 1
+        return d.table.update().where(*_held_params(d)).values(values)
+
+    stmt = _statement(d, "finish", (outcome.counted, names), build)
+    bound = {f"_v_{name}": value for name, value in params.items()}
+    result = conn.execute(stmt, {"_id": row_id, "_owner": owner, **bound})
     return (result.rowcount or 0) == 1
 
 
@@ -281,7 +311,6 @@ def finish(
     *,
     now: dt.datetime | None = None,
     then_begin: int | None = None,
-    lease: dt.timedelta | None = None,
 ) -> tuple[bool, bool]:
     """Record ``outcome`` for an item ``owner`` still holds, in one transaction -- and with
     ``then_begin``, mark that next item in flight in the same commit (a batch pays one commit
@@ -291,7 +320,7 @@ def finish(
         recorded = finish_in(conn, d, row_id, owner, outcome, now)
         begun = False
         if then_begin is not None:
-            begun = begin_in(conn, d, then_begin, owner, now, lease or dt.timedelta(seconds=DEFAULT_LEASE_SECONDS))
+            begun = begin_in(conn, d, then_begin, owner, now)
     return recorded, begun
 
 
@@ -337,9 +366,12 @@ def renew(bind: Bind, d: Destination, owner: str, lease: dt.timedelta, now: dt.d
 class Lease:
     """The lease of one claim, renewed once half of it has passed (call :meth:`keep` per item)."""
 
-    def __init__(self, bind: Bind, d: Destination, owner: str, length: dt.timedelta) -> None:
+    def __init__(
+        self, bind: Bind, d: Destination, owner: str, length: dt.timedelta, since: dt.datetime | None = None
+    ) -> None:
+        """``since``: when the claim (or its last renewal) was made; default now."""
         self.bind, self.d, self.owner, self.length = bind, d, owner, length
-        self._renewed = utcnow()
+        self._renewed = since or utcnow()
 
     def keep(self) -> None:
         now = utcnow()

@@ -355,9 +355,9 @@ def settle_stale_claims(engine: sa.Engine, now: dt.datetime | None = None) -> de
         return delivery.settle_expired(conn, EMAIL, now or utcnow())
 
 
-def begin_send(engine: Bind, email: ClaimedEmail, token: str, lease: dt.timedelta = DEFAULT_LEASE) -> bool:
+def begin_send(engine: Bind, email: ClaimedEmail, token: str) -> bool:
     """Commit ``email`` as in flight right before its SMTP send; False: not ours any more."""
-    return delivery.begin(engine, EMAIL, email.id, token, lease)
+    return delivery.begin(engine, EMAIL, email.id, token)
 
 
 def ensure_link_tokens(
@@ -404,8 +404,16 @@ def ensure_link_tokens(
 Bind = sa.Engine | sa.Connection
 
 
-def _then(conn: sa.Connection, token: str, now: dt.datetime, then_begin: int | None, lease: dt.timedelta) -> bool:
-    return then_begin is not None and delivery.begin_in(conn, EMAIL, then_begin, token, now, lease)
+#: The attendee's invite_sent_at (first one wins), built once: it runs per delivered invite.
+_INVITE_SENT = (
+    attendee_statuses.update()
+    .where(attendee_statuses.c.attendee_id == sa.bindparam("_attendee"), attendee_statuses.c.invite_sent_at.is_(None))
+    .values(invite_sent_at=sa.bindparam("_at"), updated_at=sa.bindparam("_at"))
+)
+
+
+def _then(conn: sa.Connection, token: str, now: dt.datetime, then_begin: int | None) -> bool:
+    return then_begin is not None and delivery.begin_in(conn, EMAIL, then_begin, token, now)
 
 
 def mark_sent(
@@ -416,7 +424,6 @@ def mark_sent(
     now: dt.datetime | None = None,
     *,
     then_begin: int | None = None,
-    lease: dt.timedelta = DEFAULT_LEASE,
 ) -> bool:
     """The server took the message: the row is ``sent`` and, for an invite, the attendee's
     ``invite_sent_at`` is set (first one wins) -- in one transaction, which with ``then_begin``
@@ -425,23 +432,18 @@ def mark_sent(
     with write_transaction(engine) as conn:
         delivery.finish_in(conn, EMAIL, email.id, token, delivery.sent(sent_at=now, message_id=message_id), now)
         if email.kind == INVITE:
-            s = attendee_statuses.c
-            conn.execute(
-                attendee_statuses.update()
-                .where(s.attendee_id == email.attendee_id, s.invite_sent_at.is_(None))
-                .values(invite_sent_at=now, updated_at=now)
-            )
-        return _then(conn, token, now, then_begin, lease)
+            conn.execute(_INVITE_SENT, {"_attendee": email.attendee_id, "_at": now})
+        return _then(conn, token, now, then_begin)
 
 
 def _record(
     engine: Bind, email: ClaimedEmail, token: str, outcome: delivery.Outcome, now: dt.datetime | None,
-    then_begin: int | None, lease: dt.timedelta,
+    then_begin: int | None,
 ) -> bool:
     now = now or utcnow()
     with write_transaction(engine) as conn:
         delivery.finish_in(conn, EMAIL, email.id, token, outcome, now)
-        return _then(conn, token, now, then_begin, lease)
+        return _then(conn, token, now, then_begin)
 
 
 def mark_retry(
@@ -453,10 +455,9 @@ def mark_retry(
     now: dt.datetime | None = None,
     *,
     then_begin: int | None = None,
-    lease: dt.timedelta = DEFAULT_LEASE,
 ) -> bool:
     """A counted attempt failed for now: back to pending, due again at ``next_attempt_at``."""
-    return _record(engine, email, token, delivery.retry(reason, next_attempt_at), now, then_begin, lease)
+    return _record(engine, email, token, delivery.retry(reason, next_attempt_at), now, then_begin)
 
 
 def mark_failed(
@@ -468,15 +469,14 @@ def mark_failed(
     now: dt.datetime | None = None,
     *,
     then_begin: int | None = None,
-    lease: dt.timedelta = DEFAULT_LEASE,
 ) -> bool:
     """Given up, or refused for good: ``failed`` with the reason (it stays visible)."""
-    return _record(engine, email, token, delivery.failed(reason, counted=attempted), now, then_begin, lease)
+    return _record(engine, email, token, delivery.failed(reason, counted=attempted), now, then_begin)
 
 
 def mark_skipped(engine: Bind, email: ClaimedEmail, token: str, reason: str) -> None:
     """The e-mail no longer applies (e.g. an invite to an attendee removed before delivery)."""
-    _record(engine, email, token, delivery.skipped(reason), None, None, DEFAULT_LEASE)
+    _record(engine, email, token, delivery.skipped(reason), None, None)
 
 
 def release(

@@ -382,10 +382,10 @@ def claim_pending(
     return [dict(row._mapping) for row in rows]
 
 
-def begin_writeback(engine: sa.Engine, check_in_id: int, run_id: str, lease: dt.timedelta | None = None) -> bool:
+def begin_writeback(engine: sa.Engine, check_in_id: int, run_id: str) -> bool:
     """Commit the write-back as in flight right before its attendance POST; False: this run
-    does not hold it any more (its lease ran out and another run took it) -- do not send."""
-    return delivery.begin(engine, CHECKIN, check_in_id, run_id, lease or dt.timedelta(seconds=delivery.DEFAULT_LEASE_SECONDS))
+    does not hold it any more (its lease ran out, or another run took it) -- do not send."""
+    return delivery.begin(engine, CHECKIN, check_in_id, run_id)
 
 
 def finish_writeback(engine: sa.Engine, check_in_id: int, run_id: str, outcome: delivery.Outcome) -> bool:

@@ -108,7 +108,7 @@ def procurios_checkin_writeback(
                 db_procurios.finish_writeback(engine, row["id"], context.run_id, delivery.failed(reason, counted=False))
                 results.add("failed", reason)
                 continue
-            if not db_procurios.begin_writeback(engine, row["id"], context.run_id, lease):
+            if not db_procurios.begin_writeback(engine, row["id"], context.run_id):
                 results.add("taken_over")  # this run's lease ran out and another run has it
                 continue
             error = _send(client, event.source.meeting_id, row["source_record_id"])
