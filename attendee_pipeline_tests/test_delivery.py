@@ -228,12 +228,12 @@ def test_a_killed_delivery_is_completed_by_the_next_sensor_tick_with_nothing_sen
 
     from attendee_pipeline.defs.email.assets import email_outbox
     from attendee_pipeline.defs.email.sensors import email_outbox_sensor
-    from attendee_pipeline.defs.procurios.checkins import procurios_checkin_sensor, procurios_checkin_writeback
+    from attendee_pipeline.integrations.procurios.defs.checkins import procurios_checkin_sensor, procurios_checkin_writeback
     from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
     from attendee_pipeline.platform_db.engine import make_engine
     from attendee_pipeline.platform_db.outbox import INTERRUPTED
     from attendee_pipeline.platform_db.procurios import record_check_in
-    from attendee_pipeline.sandbox.procurios import MeetingConfig
+    from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
     from attendee_pipeline.sandbox.smtp_sink import serve_smtp_sink
     from attendee_pipeline_tests.pipeline_harness import check_evaluation, harness, materialized
 

@@ -11,9 +11,10 @@ run), commits each as in flight right before marking its registration "present" 
 and records the outcome right after: ``sent``; a failure is retried by a later run after
 ``retry_delay_seconds`` (doubling), up to ``max_attempts`` (``failed`` with the reason) -- no
 sleep in the step. A write-back in flight when its run died is retried (marking present is an
-idempotent set). The platform's check-in itself is never changed. The WARN check ``checkin_writeback_failures`` fails while the event has
-failed write-backs (counts per reason in its metadata); ``attendee-pipeline procurios checkins
-EVENT --retry-failed`` queues them again.
+idempotent set). The platform's check-in itself is never changed. The WARN check
+``checkin_writeback_failures`` fails while the event has failed write-backs (counts per reason
+in its metadata; the asset's ``results`` counts this run's outcomes and reasons);
+``attendee-pipeline procurios checkins EVENT --retry-failed`` queues them again.
 """
 
 import datetime as dt
