@@ -408,10 +408,15 @@ def due(bind: Bind, d: Destination, now: dt.datetime | None = None, where: Seque
     ctx = bind.connect() if isinstance(bind, sa.Engine) else _nullcontext(bind)
     with ctx as conn:
         n, max_id, attempts, latest = conn.execute(stmt.where(*d.where(due_clause(d, now), *where))).one()
-        expired, max_expired = conn.execute(
-            sa.select(sa.func.count(), sa.func.max(d.id)).where(*d.where(expired_clause, *where))
+        # the lease expiry tells one dead claim of the same rows from the next
+        expired, max_expired, lease_end = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(d.id), sa.func.max(d.lease_expires_at)).where(
+                *d.where(expired_clause, *where)
+            )
         ).one()
-    digest = hashlib.sha256(f"{n}:{max_id}:{attempts}:{latest}:{expired}:{max_expired}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        f"{n}:{max_id}:{attempts}:{latest}:{expired}:{max_expired}:{lease_end}".encode()
+    ).hexdigest()[:16]
     return Due(int(n), int(expired), digest)
 
 
