@@ -63,6 +63,19 @@ def test_a_claim_is_taken_again_once_its_lease_runs_out_and_never_while_it_lasts
     assert delivery.begin(engine, d, first.ids[0], "run-c", now=later)
 
 
+def test_the_same_items_left_claimed_by_a_second_dead_run_are_new_work_for_the_sensor(engine: sa.Engine):
+    # the sensors' run keys come from this digest: a second death must not look like the first
+    d = delivery.state_destination("test")
+    delivery.want(engine, d, "speaker", {"s1": "h1", "s2": "h2"})
+    now = _now()
+    delivery.claim(engine, d, "run-a", limit=None, lease=LEASE, now=now)
+    later = now + LEASE + dt.timedelta(seconds=1)
+    first = delivery.due(engine, d, later)
+    delivery.claim(engine, d, "run-b", limit=None, lease=LEASE, now=later)  # dies before sending too
+    second = delivery.due(engine, d, later + LEASE + dt.timedelta(seconds=1))
+    assert first.expired == second.expired == 2 and first.digest != second.digest
+
+
 def test_a_live_delivery_renews_its_lease(engine: sa.Engine):
     d = delivery.state_destination("test")
     delivery.want(engine, d, "speaker", {"s1": "h1"})
