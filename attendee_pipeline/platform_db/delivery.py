@@ -22,8 +22,12 @@ right after. A claim whose lease ran out belongs to a run that died: an item it 
 is simply claimable again; an item it had in flight has an unknown outcome and is handled as its
 destination says -- ``FAIL`` (e-mail: the server may have the message; never resent) or ``RETRY``
 (an idempotent write such as marking a registration present: sending it again changes nothing).
-Every write is conditional on the lease owner, so a run whose lease was taken over can no longer
-send or record anything for that item. No Dagster imports, no personal data.
+A live run keeps its lease with :class:`Lease` (renewed once half of it has passed); the
+in-flight mark is refused once the lease has run out, and every write is conditional on the
+lease owner, so a run whose lease was taken over can no longer send or record anything for that
+item. Retries are new attempts due at :func:`next_attempt` (a doubling backoff), picked up by a
+later run -- never a sleep. :class:`Results` is the per-item summary (counts by outcome,
+reasons) an asset puts in its metadata. No Dagster imports, no personal data.
 """
 
 from __future__ import annotations
