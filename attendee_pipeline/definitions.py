@@ -1,7 +1,8 @@
 """The code location: one ``Definitions`` object with every asset, check, job, schedule, sensor
 and resource of the project -- the shared domains under ``defs/`` and what each integration
-folder's ``defs`` module offers (``assets``, ``jobs``, ``schedules``, ``sensors``,
-``resources``; see :mod:`attendee_pipeline.integrations`). ``workspace.yaml`` loads this module under a pinned location name.
+folder's ``definitions`` module offers (``assets``, ``jobs``, ``schedules``, ``sensors``,
+``resources``: a mapping or a function building one; see :mod:`attendee_pipeline.integrations`).
+``workspace.yaml`` loads this module under a pinned location name.
 
 The default executor is in-process: an event's sync is one step (see
 ``defs/attendees/assets.py``) and a subprocess per step would cost more than the small steps of
@@ -18,10 +19,6 @@ from attendee_pipeline.defs.attendees.jobs import sync_jobs
 from attendee_pipeline.defs.attendees.schedules import attendee_schedules
 from attendee_pipeline.defs.catalog.assets import catalog_assets
 from attendee_pipeline.defs.catalog.sensors import catalog_sensors
-from attendee_pipeline.defs.email.assets import email_assets
-from attendee_pipeline.defs.email.jobs import email_delivery_job
-from attendee_pipeline.defs.email.resources import email_resources
-from attendee_pipeline.defs.email.sensors import email_sensors
 from attendee_pipeline.defs.resources import default_resources
 from attendee_pipeline.integrations import definition_modules
 
@@ -32,13 +29,16 @@ def _collected(name: str) -> list:
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
-    integration_resources = {k: v for m in definition_modules() for k, v in getattr(m, "resources", {}).items()}
+    integration_resources: dict = {}
+    for module in definition_modules():
+        offered = getattr(module, "resources", {})  # a mapping, or a function that builds one
+        integration_resources.update(offered() if callable(offered) else offered)
     return dg.Definitions(
-        assets=[*attendee_assets, *email_assets, *_collected("assets"), *catalog_assets],
-        jobs=[*sync_jobs, email_delivery_job, *_collected("jobs")],
+        assets=[*attendee_assets, *_collected("assets"), *catalog_assets],
+        jobs=[*sync_jobs, *_collected("jobs")],
         schedules=[*attendee_schedules, *_collected("schedules")],
-        sensors=[*catalog_sensors, *_collected("sensors"), *email_sensors],
-        resources={**default_resources(), **email_resources(), **integration_resources, **(resources or {})},
+        sensors=[*catalog_sensors, *_collected("sensors")],
+        resources={**default_resources(), **integration_resources, **(resources or {})},
         executor=dg.in_process_executor,
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from attendee_pipeline.sandbox.smtp_sink import SinkHandler, SmtpSink, serve_smtp_sink
+from attendee_pipeline.integrations.email.sandbox import SinkHandler, SmtpSink, serve_smtp_sink
 
 #: Text that appears only in e-mail bodies: it must never reach a log line.
 BODY_MARKER = "BODY-7f3a9c"
@@ -53,7 +53,7 @@ def sink() -> Iterator[SmtpSink]:
 
 def email_resource(sink: SmtpSink, **overrides: Any) -> Any:
     """The ``email`` resource pointing at ``sink`` (no retry delay)."""
-    from attendee_pipeline.defs.email.resources import EmailDeliveryResource
+    from attendee_pipeline.integrations.email.defs.resources import EmailDeliveryResource
 
     options: dict[str, Any] = {
         "smtp_host": sink.host,
@@ -67,7 +67,7 @@ def email_resource(sink: SmtpSink, **overrides: Any) -> Any:
 
 def deliver(harness: Any, sink: SmtpSink, **overrides: Any) -> Any:
     """Materialise ``email_outbox`` (one delivery) with the harness's catalog and database."""
-    from attendee_pipeline.defs.email.assets import email_outbox
+    from attendee_pipeline.integrations.email.defs.assets import email_outbox
 
     import dagster as dg
 

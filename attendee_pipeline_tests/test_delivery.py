@@ -196,7 +196,7 @@ class _SlowSink:
     killed in that wait had its e-mail taken by the server without learning so."""
 
     def __init__(self, seconds: float) -> None:
-        from attendee_pipeline.sandbox.smtp_sink import SinkHandler
+        from attendee_pipeline.integrations.email.sandbox import SinkHandler
 
         class Handler(SinkHandler):
             async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
@@ -239,15 +239,15 @@ def test_a_killed_delivery_is_completed_by_the_next_sensor_tick_with_nothing_sen
 ):
     import dagster as dg
 
-    from attendee_pipeline.defs.email.assets import email_outbox
-    from attendee_pipeline.defs.email.sensors import email_outbox_sensor
+    from attendee_pipeline.integrations.email.defs.assets import email_outbox
+    from attendee_pipeline.integrations.email.defs.sensors import email_outbox_sensor
     from attendee_pipeline.integrations.procurios.defs.checkins import procurios_checkin_sensor, procurios_checkin_writeback
     from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
     from attendee_pipeline.platform_db.engine import make_engine
     from attendee_pipeline.platform_db.outbox import INTERRUPTED
     from attendee_pipeline.platform_db.procurios import record_check_in
     from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
-    from attendee_pipeline.sandbox.smtp_sink import serve_smtp_sink
+    from attendee_pipeline.integrations.email.sandbox import serve_smtp_sink
     from attendee_pipeline_tests.pipeline_harness import check_evaluation, harness, materialized
 
     home = tmp_path / "dagster_home"

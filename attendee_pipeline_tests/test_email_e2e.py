@@ -13,7 +13,7 @@ from collections import Counter
 import dagster as dg
 import sqlalchemy as sa
 
-from attendee_pipeline.defs.email.sensors import email_outbox_sensor
+from attendee_pipeline.integrations.email.defs.sensors import email_outbox_sensor
 from attendee_pipeline.defs.resources import PlatformDatabaseResource
 from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline.platform_db import outbox

@@ -14,13 +14,13 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog import load_catalog, parse_catalog
 from attendee_pipeline.catalog.models import ApplyPolicy, EventSettings
-from attendee_pipeline.connectors.smtp import SmtpSettings
-from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
+from attendee_pipeline.integrations.email.smtp import SmtpSettings
+from attendee_pipeline.integrations.email.delivery import DeliverySettings, deliver_outbox
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.tables import attendee_statuses, email_outbox
-from attendee_pipeline.sandbox.smtp_sink import SinkHandler, serve_smtp_sink
+from attendee_pipeline.integrations.email.sandbox import SinkHandler, serve_smtp_sink
 from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.email_fixtures import (

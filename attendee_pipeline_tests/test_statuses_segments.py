@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from attendee_pipeline.catalog import parse_catalog
 from attendee_pipeline.catalog.models import ApplyPolicy, EventSettings
 from attendee_pipeline.cli.main import cli
-from attendee_pipeline.connectors.smtp import SmtpSettings
-from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
+from attendee_pipeline.integrations.email.smtp import SmtpSettings
+from attendee_pipeline.integrations.email.delivery import DeliverySettings, deliver_outbox
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine

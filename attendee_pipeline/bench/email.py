@@ -85,11 +85,11 @@ def _publish(url: str, changes: Any, settings: Any) -> tuple[float, Any]:
 
 
 class SinkProcess:
-    """``python -m attendee_pipeline.sandbox.smtp_sink`` on a free loopback port; its counts
+    """``python -m attendee_pipeline.integrations.email.sandbox`` on a free loopback port; its counts
     (messages received, distinct connections) are read from its stats file after it stops."""
 
     def __init__(self, folder: Path) -> None:
-        from attendee_pipeline.sandbox.smtp_sink import free_port
+        from attendee_pipeline.integrations.email.sandbox import free_port
 
         self.port = free_port()
         self.stats_path = folder / "smtp_sink_stats.json"
@@ -102,7 +102,7 @@ class SinkProcess:
             [
                 sys.executable,
                 "-m",
-                "attendee_pipeline.sandbox.smtp_sink",
+                "attendee_pipeline.integrations.email.sandbox",
                 "--port",
                 str(self.port),
                 "--stats",
@@ -142,8 +142,8 @@ def run_email_bench(
     db_url: str | None = None,
 ) -> None:
     from attendee_pipeline.catalog.models import EventSettings
-    from attendee_pipeline.connectors.smtp import SmtpSettings
-    from attendee_pipeline.email_delivery import DeliverySettings, deliver_outbox
+    from attendee_pipeline.integrations.email.smtp import SmtpSettings
+    from attendee_pipeline.integrations.email.delivery import DeliverySettings, deliver_outbox
     from attendee_pipeline.platform_db.engine import make_engine
 
     catalog = _event(5_000)

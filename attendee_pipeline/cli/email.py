@@ -74,7 +74,7 @@ def email_preview(event_id: str, kind: str, key: str, html: bool) -> None:
     """
     import sqlalchemy as sa
 
-    from attendee_pipeline.email_delivery import render_email
+    from attendee_pipeline.integrations.email.delivery import render_email
     from attendee_pipeline.platform_db.engine import write_transaction
     from attendee_pipeline.platform_db.outbox import ensure_link_tokens
     from attendee_pipeline.platform_db.statuses import UnknownAttendee, find_attendee
@@ -516,7 +516,7 @@ def smtp_sink_command(host: str, port: int) -> None:
     Point the pipeline at it with ATTENDEE_PIPELINE_SMTP_HOST=127.0.0.1 and
     ATTENDEE_PIPELINE_SMTP_PORT=<port>.
     """
-    from attendee_pipeline.sandbox.smtp_sink import serve_forever
+    from attendee_pipeline.integrations.email.sandbox import serve_forever
 
     try:
         serve_forever(host, port)
@@ -558,7 +558,7 @@ def dev_smtp_sink(stack: contextlib.ExitStack, port: int = 2525) -> str:
     """For ``attendee-pipeline dev``: unless ATTENDEE_PIPELINE_SMTP_HOST is set, serve a local
     SMTP sink (port 2525 when free) for the life of ``stack`` and point the settings at it (the
     Dagster processes started afterwards inherit them). Returns a line saying where e-mails go."""
-    from attendee_pipeline.sandbox.smtp_sink import SinkHandler, serve_smtp_sink
+    from attendee_pipeline.integrations.email.sandbox import SinkHandler, serve_smtp_sink
 
     if os.environ.get("ATTENDEE_PIPELINE_SMTP_HOST"):
         return f"e-mails go to the SMTP server {os.environ['ATTENDEE_PIPELINE_SMTP_HOST']} (ATTENDEE_PIPELINE_SMTP_HOST)"
@@ -573,7 +573,7 @@ def dev_smtp_sink(stack: contextlib.ExitStack, port: int = 2525) -> str:
 def demo_delivery(instance: Any) -> str:
     """Deliver the outbox to a local SMTP sink (never a real server, whatever the environment
     says) and describe what happened in one line."""
-    from attendee_pipeline.sandbox.smtp_sink import serve_smtp_sink
+    from attendee_pipeline.integrations.email.sandbox import serve_smtp_sink
 
     with (
         serve_smtp_sink() as sink,

@@ -35,7 +35,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from attendee_pipeline.connectors.http import MissingSecretError
     from attendee_pipeline.connectors.procurios import ProcuriosError
     from attendee_pipeline.connectors.rest import ExtractError
-    from attendee_pipeline.email_delivery import DeliveryConfigError
+    from attendee_pipeline.integrations.email.delivery import DeliveryConfigError
     from attendee_pipeline.instance import DagsterHomeError
     from attendee_pipeline.platform_db.engine import UnknownRevisionError, UnversionedDatabaseError
     from attendee_pipeline.platform_db.errors import DatabaseConnectError

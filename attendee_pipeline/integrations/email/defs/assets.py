@@ -24,9 +24,9 @@ import time
 import dagster as dg
 
 from attendee_pipeline.platform_db.sql import utcnow
-from attendee_pipeline.defs.email.resources import EmailDeliveryResource
+from attendee_pipeline.integrations.email.defs.resources import EmailDeliveryResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
-from attendee_pipeline.email_delivery import DeliveryConfigError, DeliveryReport, deliver_outbox
+from attendee_pipeline.integrations.email.delivery import DeliveryConfigError, DeliveryReport, deliver_outbox
 from attendee_pipeline.instance.tags import no_run_retry
 from attendee_pipeline.platform_db import outbox
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import dagster as dg
 
-from attendee_pipeline.connectors.smtp import SmtpSettings
-from attendee_pipeline.email_delivery import DeliverySettings
+from attendee_pipeline.integrations.email.smtp import SmtpSettings
+from attendee_pipeline.integrations.email.delivery import DeliverySettings
 
 #: resource field -> (environment variable, integer?)
 ENV_FIELDS: dict[str, tuple[str, bool]] = {

@@ -16,8 +16,8 @@ send the same e-mail anyway (rows are claimed), so the in-progress check only sa
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
-from attendee_pipeline.defs.email.jobs import EMAIL_DELIVERY_JOB, email_delivery_job
-from attendee_pipeline.defs.email.resources import EmailDeliveryResource
+from attendee_pipeline.integrations.email.defs.jobs import EMAIL_DELIVERY_JOB, email_delivery_job
+from attendee_pipeline.integrations.email.defs.resources import EmailDeliveryResource
 from attendee_pipeline.defs.resources import PlatformDatabaseResource
 from attendee_pipeline.platform_db.outbox import due_summary
 

@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog import Catalog, EventEntry
-from attendee_pipeline.connectors.smtp import SendFailure, SmtpConnection, SmtpSettings, SmtpUnavailable
+from attendee_pipeline.integrations.email.smtp import SendFailure, SmtpConnection, SmtpSettings, SmtpUnavailable
 from attendee_pipeline.platform_db import delivery, outbox
 from attendee_pipeline.platform_db.engine import write_connection
 from attendee_pipeline.platform_db.outbox import ClaimedEmail

@@ -8,7 +8,7 @@ to refuse chosen recipients for good (``550``) or for now (``451``) -- domains i
 in a background thread (``stop()`` / ``start()`` take the server down and bring it back on the
 same port, which is how the tests imitate an outage). ``attendee-pipeline sandbox smtp-sink``
 serves it until interrupted and prints a count per message (never addresses or bodies); ``python
--m attendee_pipeline.sandbox.smtp_sink --port N --stats FILE`` does the same in a process of its
+-m attendee_pipeline.integrations.email.sandbox --port N --stats FILE`` does the same in a process of its
 own (the bench) and writes its counts to FILE when terminated.
 """
 
@@ -176,7 +176,7 @@ def serve_forever(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attendee_pipeline.sandbox.smtp_sink")
+    parser = argparse.ArgumentParser(prog="python -m attendee_pipeline.integrations.email.sandbox")
     parser.add_argument("--host", default=LOOPBACK)
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--stats", default=None, help="write {received, connections} here when stopped")
