@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import ApplyPolicy, EventEntry
 from attendee_pipeline.connectors.procurios import ProcuriosExtractor
-from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.connectors.raw_store import iter_extract_records
 from attendee_pipeline.platform_db import procurios as db_procurios
 from attendee_pipeline.platform_db.publish import (
     PublishResult,

@@ -99,7 +99,10 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 _KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
-_UNION_TAGS = {"rest_api", "feed", "procurios", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
+_UNION_TAGS = {
+    "rest_api", "feed", "procurios", "none", "basic", "header", "query", "oauth2_client_credentials",
+    "page", "offset", "cursor", "link",
+}
 
 #: Where pydantic puts a discriminated union's tag in an error's location: right after ``source``
 #: (an entry's key), and after ``auth`` / ``pagination`` inside it. Anywhere else a name such as

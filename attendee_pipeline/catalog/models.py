@@ -140,7 +140,33 @@ class QueryAuth(_Strict):
         return {k: _env_name(e, k) for k, e in v.items()}
 
 
-Auth = Annotated[NoAuth | BasicAuth | HeaderAuth | QueryAuth, Field(discriminator="type")]
+class OAuth2ClientCredentialsAuth(_Strict):
+    """OAuth2 client credentials: an access token from ``token_url`` (``grant_type=
+    client_credentials``, the client id and secret from the named environment variables, sent
+    as HTTP Basic or as form fields), sent as ``Authorization: Bearer`` and renewed shortly
+    before it expires and once after a 401 (see connectors.auth.OAuth2ClientCredentials)."""
+
+    type: Literal["oauth2_client_credentials"]
+    #: The token endpoint (in a connection: absolute, or a path on its base_url).
+    token_url: str
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    #: How the client id and secret reach the token endpoint: HTTP Basic (the OAuth2 default)
+    #: or the form fields client_id / client_secret.
+    client_auth: Literal["basic", "form"] = "basic"
+    scope: str | None = None
+
+    _check_env = field_validator("client_id_env", "client_secret_env")(lambda v: _env_name(v))
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+Auth = Annotated[
+    NoAuth | BasicAuth | HeaderAuth | QueryAuth | OAuth2ClientCredentialsAuth, Field(discriminator="type")
+]
 
 
 # --------------------------------------------------------------------------- pagination

@@ -328,7 +328,9 @@ def _dry_run_batched(event, dest: Path, manifest: dict, engine, staging: Path): 
     from attendee_pipeline.sync.diff import ChangeSet
 
     staging.mkdir(parents=True, exist_ok=True)
-    mapped, rejects = batched.map_batches(event, dest, staging, mode=manifest.get("mode"))
+    from attendee_pipeline.connectors.raw_store import manifest_extra
+
+    mapped, rejects = batched.map_batches(event, dest, staging, mode=manifest_extra(manifest).get("mode"))
     changes = batched.diff_batches(event, mapped, engine, staging)
     frames = [frame for frame, _ in changes.batches if len(frame)]
     frame = pd.concat(frames, ignore_index=True) if frames else changes.preview.iloc[0:0]

@@ -20,6 +20,7 @@ import dagster as dg
 import pandas as pd
 
 from attendee_pipeline import batched
+from attendee_pipeline.connectors.raw_store import manifest_extra
 from attendee_pipeline.defs.attendees.checks import schema_result
 from attendee_pipeline.defs.metadata import preview
 from attendee_pipeline.platform_db.publish import last_published_position
@@ -37,13 +38,14 @@ def extract_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     """What a Procurios extract adds to ``attendee_raw_extract``'s metadata ({} for others)."""
     if manifest.get("source_kind") != "procurios":
         return {}
+    extra = manifest_extra(manifest)
     return {
-        "mode": str(manifest.get("mode") or ""),
-        "since": str(manifest.get("since") or ""),
+        "mode": str(extra.get("mode") or ""),
+        "since": str(extra.get("since") or ""),
         "next_since": str(manifest.get("source_position") or ""),
-        "sessions": int(manifest.get("sessions", 0)),
-        "token_requests": int(manifest.get("token_requests", 0)),
-        "tokens_renewed": int(manifest.get("tokens_renewed", 0)),
+        "sessions": int(extra.get("sessions", 0)),
+        "token_requests": int(extra.get("token_requests", 0)),
+        "tokens_renewed": int(extra.get("tokens_renewed", 0)),
     }
 
 
@@ -61,7 +63,7 @@ def map_batches(context: Any, event: Any, manifest: dict[str, Any]) -> MappedBat
     """Map, validate and quarantine a batched source's extract, batch by batch."""
     extract_dir = Path(manifest["path"])
     staging = batched.staging_dir(extract_dir, context.run_id)
-    mapped, rejects = batched.map_batches(event, extract_dir, staging, mode=manifest.get("mode"))
+    mapped, rejects = batched.map_batches(event, extract_dir, staging, mode=manifest_extra(manifest).get("mode"))
     metadata = {
         "records": mapped.records,
         "valid": mapped.valid,
