@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.sql import chunks, utcnow
+from attendee_pipeline.platform_db.source_state import record_held_position
 from attendee_pipeline.platform_db.tables import (
     ACTIVE,
     CHECK_IN_KINDS,
@@ -272,6 +273,7 @@ def record_read_position(
             .where(s.id == ledger_id, s.event_id == event_id)
             .values(source_position=position, input_fingerprint=fingerprint)
         )
+        record_held_position(conn, event_id, ledger_id, position)
 
 
 # --------------------------------------------------------------------------- check-ins

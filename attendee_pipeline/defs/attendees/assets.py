@@ -48,6 +48,7 @@ from attendee_pipeline.defs.resources import (
     RawExtractStore,
 )
 from attendee_pipeline.platform_db import publish as db_publish
+from attendee_pipeline.platform_db.source_state import SourceKey
 from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline.sync.fingerprint import fingerprint_config, is_unchanged, sync_fingerprint
 
@@ -277,6 +278,7 @@ def _publish(
         source_position=manifest.get("source_position"),
         email_settings=event.settings,
         published_version=version,
+        source_key=SourceKey.of(event),
     )
 
 
