@@ -221,6 +221,24 @@ Pagination = Annotated[
 # --------------------------------------------------------------------------- sources
 
 
+class RateLimit(_Strict):
+    """A provider's rate limit: at most ``requests`` requests every ``per_seconds`` seconds
+    (the connectors space their requests to keep to it)."""
+
+    requests: int = Field(ge=1, le=1_000_000)
+    per_seconds: float = Field(default=1.0, gt=0, le=86_400)
+
+    @property
+    def interval(self) -> float:
+        """The seconds between two requests."""
+        return self.per_seconds / self.requests
+
+
+#: ``source.connection``: the id of the catalog connection the source's settings come from (see
+#: catalog.connections); None for a source written inline.
+ConnectionRef = Annotated[str | None, Field(default=None)]
+
+
 def _http_url(value: str) -> str:
     """An http(s) URL without credentials in it (a password or a secret query parameter there
     would sit in the catalog file, in logs and in every error quoting the URL: credentials go
@@ -250,6 +268,7 @@ class RestApiSource(_Strict):
     """Seed 000: pull the attendee list from a customer's HTTP API."""
 
     kind: Literal["rest_api"]
+    connection: ConnectionRef = None
     url: str
     auth: Auth = Field(default_factory=NoAuth)
     pagination: Pagination = Field(default_factory=SinglePage)
@@ -261,6 +280,7 @@ class RestApiSource(_Strict):
     retry_after_max_seconds: float = Field(default=300.0, ge=0)
     #: Extra non-secret query parameters sent with every request.
     params: dict[str, str] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
 
     @field_validator("url")
     @classmethod
@@ -288,6 +308,7 @@ class FeedSource(_Strict):
     partial update (fields it does not send are kept)."""
 
     kind: Literal["feed"]
+    connection: ConnectionRef = None
 
 
 class ProcuriosWindow(_Strict):
@@ -323,6 +344,7 @@ class ProcuriosSource(_Strict):
     last publish); ``attendee-pipeline sync EVENT --full`` reads everything and overwrites."""
 
     kind: Literal["procurios"]
+    connection: ConnectionRef = None
     #: The Procurios environment, e.g. https://vereniging.example.nl
     base_url: str
     client_id_env: EnvName
@@ -336,6 +358,7 @@ class ProcuriosSource(_Strict):
     window: ProcuriosWindow = Field(default_factory=ProcuriosWindow)
     settings: ProcuriosSettings = Field(default_factory=ProcuriosSettings)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    rate_limit: RateLimit | None = None
 
     _check_env = field_validator("client_id_env", "client_secret_env")(lambda v: _env_name(v))
 

@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 from attendee_pipeline.connectors.auth import RENEW_MARGIN_SECONDS, AuthError, OAuth2ClientCredentials
-from attendee_pipeline.connectors.http import RetryStats, make_session, redact
+from attendee_pipeline.connectors.http import RequestPacer, RetryStats, make_session, pacer_for, redact
 from attendee_pipeline.connectors.raw_store import (
     PAGE_NAME,
     PART_PAGE_NAME,
@@ -130,8 +130,11 @@ class ProcuriosClient:
         backoff_factor: float = 0.5,
         backoff_max: float = 60.0,
         renew_margin: float = RENEW_MARGIN_SECONDS,
+        pacer: RequestPacer | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: Spaces this client's requests (the connection's rate limit), None: no limit.
+        self.pacer = pacer
         self.client_id_env = client_id_env
         self.client_secret_env = client_secret_env
         self.timeout = timeout
@@ -155,6 +158,7 @@ class ProcuriosClient:
     def for_source(cls, source: Any, **kwargs: Any) -> "ProcuriosClient":
         """A client for a catalog ``ProcuriosSource``."""
         kwargs.setdefault("timeout", source.timeout_seconds)
+        kwargs.setdefault("pacer", pacer_for(source.connection or source.base_url, source.rate_limit))
         return cls(source.base_url, source.client_id_env, source.client_secret_env, **kwargs)
 
     def close(self) -> None:
@@ -204,6 +208,8 @@ class ProcuriosClient:
                 sent = self.auth.apply(params or {}, None)
             except AuthError as exc:
                 raise ProcuriosError(exc.step, exc.problem, exc.status) from None
+            if self.pacer is not None:
+                self.pacer.wait()
             self.stats.requests += 1
             try:
                 response = session.request(method, url, json=json_body, timeout=self.timeout, **sent)

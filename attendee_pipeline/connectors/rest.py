@@ -57,6 +57,7 @@ from attendee_pipeline.connectors.http import (
     MissingSecretError,
     RetryStats,
     make_session,
+    pacer_for,
     redact,
 )
 
@@ -234,6 +235,7 @@ class _Run:
         self.on_page = on_page
         self.secret_params = frozenset(_secret_param_names(source))
         self.paginator = paginator_for(source.pagination)
+        self.pacer = pacer_for(source.connection or event_id, source.rate_limit)
         self.discarded = 0
         # The request for the next page runs in this thread, on a session of its own with no
         # retries: one attempt, and any answer but a success is dropped (the page is then
@@ -261,6 +263,8 @@ class _Run:
             sent = self.auth.apply(params, None)
         except AuthError:
             return None
+        if self.pacer is not None:
+            self.pacer.wait()
         self.calls += 1
         return self._ahead_pool.submit(session.get, url, timeout=self.source.timeout_seconds, **sent)
 
@@ -468,6 +472,8 @@ class _Run:
         try:
             for attempt in (1, 2):
                 sent = self.auth.apply(params, None)
+                if self.pacer is not None:
+                    self.pacer.wait()
                 self.calls += 1
                 response = self.session.get(url, timeout=self.source.timeout_seconds, **sent)
                 # a token expired or revoked on the provider's side: a new one, once

@@ -6,7 +6,8 @@ transaction of the publish that reached it (:func:`write_position`, called by
 ``publish.publish_changes``), so it never runs ahead of what is published; a batched publish
 that holds its position back until later work is done records it afterwards on its own ledger
 row (:func:`record_held_position`). An event whose source is written inline in the catalog (no
-``connection:``) has the connection id ``event:<event id>`` (:func:`connection_id_of`); a
+``connection:``) has the connection id ``event:<event id>`` (catalog.connections.
+connection_id_of); a
 connection's stream that belongs to no one event has the event id ``''``. Reads by event
 (:func:`read_position` without a connection) take the position of the event's latest publish,
 whichever connection it read through, so an event moved to a connection keeps its place.
@@ -20,24 +21,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from attendee_pipeline.catalog.connections import INLINE_PREFIX, connection_id_of, inline_connection_id  # noqa: F401
 from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.tables import source_state
 
-#: The connection id of an event's inline source: this prefix and the event id.
-INLINE_PREFIX = "event:"
 #: The stream of an event's attendee list.
 ATTENDEES = "attendees"
-
-
-def inline_connection_id(event_id: str) -> str:
-    """The connection id of an event whose source is written inline in the catalog."""
-    return f"{INLINE_PREFIX}{event_id}"
-
-
-def connection_id_of(event: Any) -> str:
-    """The id of the connection an event's source reads through: the catalog connection it
-    names (``source: {connection: ...}``), else its inline id (:func:`inline_connection_id`)."""
-    return getattr(event.source, "connection", None) or inline_connection_id(event.id)
 
 
 @dataclass(frozen=True)
