@@ -53,6 +53,7 @@ def test_events_share_a_connection_and_inline_sources_still_work(tmp_path: Path)
     assert [connection_id_of(events[e]) for e in ("congress", "summer-school", "summit", "inline")] == [
         "acme-procurios", "acme-procurios", "acme-api", "event:inline"]
     assert catalog.connection("acme-procurios").max_concurrent_runs == 2
+    assert catalog.connection("acme-api").max_concurrent_runs is None  # the instance's default
 
 
 def test_a_broken_connection_skips_only_its_events_and_names_connection_and_key(tmp_path: Path):

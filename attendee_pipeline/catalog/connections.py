@@ -32,8 +32,6 @@ from attendee_pipeline.catalog.models import (
 CONNECTION_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: The connection id of an event whose source is written inline: this prefix and the event id.
 INLINE_PREFIX = "event:"
-#: Runs that may use one connection at once unless the connection says otherwise.
-DEFAULT_MAX_CONCURRENT_RUNS = 1
 
 
 def inline_connection_id(event_id: str) -> str:
@@ -51,8 +49,10 @@ class _Connection(_Strict):
     id: str
     #: The provider's rate limit (requests per period), kept to by the connectors.
     rate_limit: RateLimit | None = None
-    #: How many runs may use this connection at once (see docs/catalog.md, "Connections").
-    max_concurrent_runs: int = Field(default=DEFAULT_MAX_CONCURRENT_RUNS, ge=1, le=100)
+    #: How many runs may use this connection at once; None: the instance's default for a
+    #: connection (its run queue's limit per ``attendee_pipeline/connection`` value; see
+    #: docs/catalog.md, "Connections").
+    max_concurrent_runs: int | None = Field(default=None, ge=1, le=100)
 
     @field_validator("id")
     @classmethod
