@@ -74,6 +74,14 @@ class Paginator:
         """Fetch every page of the list at ``url`` (``base``: the source's own parameters)."""
         raise NotImplementedError
 
+    def first_params(self, base: dict[str, str]) -> dict[str, str]:
+        """The parameters of the request for the first page (e.g. for a connection check)."""
+        pag = self.pagination
+        params = dict(base)
+        if getattr(pag, "size_param", None):
+            params[pag.size_param] = str(pag.size)
+        return params
+
 
 class SinglePaginator(Paginator):
     """All records in one answer."""
@@ -97,6 +105,9 @@ class PageNumberPaginator(Paginator):
 
         run.read_ahead(page_request, pag.size if pag.size_param is not None else None)
 
+    def first_params(self, base: dict[str, str]) -> dict[str, str]:
+        return {**super().first_params(base), self.pagination.page_param: str(self.pagination.first_page)}
+
 
 class OffsetPaginator(Paginator):
     """``offset=0, size, 2*size, ...`` with ``limit=size`` until an empty page, or a short one
@@ -114,6 +125,10 @@ class OffsetPaginator(Paginator):
             pag.size,
             check=lambda k, count: offset_request(k * pag.size + count),
         )
+
+    def first_params(self, base: dict[str, str]) -> dict[str, str]:
+        pag = self.pagination
+        return {**base, pag.offset_param: "0", pag.limit_param: str(pag.size)}
 
 
 class CursorPaginator(Paginator):

@@ -44,7 +44,7 @@ from attendee_pipeline.connectors.raw_store import (
     store_page,
     write_manifest,
 )
-from attendee_pipeline.connectors.rest import short
+from attendee_pipeline.connectors.rest import ConnectionCheck, short
 from attendee_pipeline.sync.procurios import capped_since, next_since
 
 log = logging.getLogger(__name__)
@@ -427,27 +427,26 @@ def session_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
 # --------------------------------------------------------------------------- check-connection
 
 
-@dataclass
-class ConnectionCheck:
-    step: str
-    ok: bool
-    message: str
-
-
 def check_connection(source: Any, **client_kwargs: Any) -> list[ConnectionCheck]:
     """Verify a ``ProcuriosSource``: its secrets are set, the base URL answers OAuth2, the
     credentials get a token, the meeting exists and the client may read its registrations.
-    Stops at the first failure; every failure says what to check."""
+    A source without a ``meeting_id`` (a catalog connection no event uses yet) is checked up to
+    the token. Stops at the first failure; every failure says what to check."""
     checks: list[ConnectionCheck] = []
     client_kwargs.setdefault("max_retries", 1)
     client_kwargs.setdefault("backoff_factor", 0.2)
-    with ProcuriosClient.for_source(source, **client_kwargs) as client:
+    meeting_id = getattr(source, "meeting_id", None)
+    client_kwargs.setdefault("timeout", getattr(source, "timeout_seconds", 30.0))
+    with ProcuriosClient(source.base_url, source.client_id_env, source.client_secret_env, **client_kwargs) as client:
         steps: list[tuple[str, Callable[[], str]]] = [
             ("credentials", lambda: (client._credentials(), f"{source.client_id_env} and {source.client_secret_env} are set")[1]),
             ("token", lambda: (client.token(), f"{source.base_url}{TOKEN_PATH} issued an access token")[1]),
-            ("meeting", lambda: _meeting_line(client, source.meeting_id)),
-            ("registrations", lambda: _registrations_line(client, source.meeting_id)),
         ]
+        if meeting_id is not None:
+            steps += [
+                ("meeting", lambda: _meeting_line(client, meeting_id)),
+                ("registrations", lambda: _registrations_line(client, meeting_id)),
+            ]
         for step, run in steps:
             try:
                 checks.append(ConnectionCheck(step, True, run()))

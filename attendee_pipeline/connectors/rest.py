@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -541,3 +542,78 @@ def short(text: str, limit: int = 200) -> str:
     exception's message in an error): cut first, a secret's first characters would survive."""
     text = redact(text)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- check-connection
+
+
+@dataclass
+class ConnectionCheck:
+    """One step of a connection check: its name, whether it passed, and what it found or what
+    to check."""
+
+    step: str
+    ok: bool
+    message: str
+
+
+def check_source(source: RestApiSource, *, timeout: float | None = None) -> list[ConnectionCheck]:
+    """Verify a ``RestApiSource`` without storing anything: its secrets are set, an OAuth2
+    client gets a token, and the first page answers with a record list at ``record_path``.
+    Stops at the first failure; every failure says what to check. No record is shown."""
+    checks: list[ConnectionCheck] = []
+    stats = RetryStats()
+    try:
+        auth = auth_strategy(source.auth, timeout=timeout or source.timeout_seconds, max_retries=1,
+                             backoff_factor=0.2, stats=stats)
+    except MissingSecretError as exc:
+        return [ConnectionCheck("credentials", False, str(exc))]
+    session = make_session(max_retries=1, backoff_factor=0.2, stats=stats)
+    try:
+        names = ", ".join(auth.env_names)
+        if isinstance(auth, OAuth2ClientCredentials):
+            try:
+                auth.credentials()
+                checks.append(ConnectionCheck("credentials", True, f"{names} are set"))
+                auth.token()
+            except AuthError as exc:
+                checks.append(ConnectionCheck(exc.step, False, exc.problem))
+                return checks
+            checks.append(ConnectionCheck("token", True, f"{auth.token_url} issued an access token"))
+        else:
+            checks.append(ConnectionCheck("credentials", True, f"{names} set" if names else "no auth configured"))
+        url = source.url
+        safe_url = strip_url(url, _secret_param_names(source))
+        params = paginator_for(source.pagination).first_params(dict(source.params))
+        try:
+            for attempt in (1, 2):
+                sent = auth.apply(params, None)
+                response = session.get(url, timeout=timeout or source.timeout_seconds, **sent)
+                if not (response.status_code == 401 and attempt == 1 and auth.renew_after_401(sent)):
+                    break
+        except AuthError as exc:
+            checks.append(ConnectionCheck(exc.step, False, exc.problem))
+            return checks
+        except requests.RequestException as exc:
+            checks.append(ConnectionCheck("first page", False, f"cannot reach {safe_url} ({type(exc).__name__}) -- check the URL"))
+            return checks
+        status = response.status_code
+        if status in (401, 403):
+            hint = f"check the environment variable(s) {names}" if names else "the source has no auth configured"
+            word = "authentication failed" if status == 401 else "access denied"
+            checks.append(ConnectionCheck("first page", False, f"{word} (HTTP {status}) -- {hint}"))
+        elif status == 404:
+            checks.append(ConnectionCheck("first page", False, f"HTTP 404 for {safe_url} -- check the source URL"))
+        elif not 200 <= status < 300:
+            checks.append(ConnectionCheck("first page", False, f"HTTP {status} for {safe_url}"))
+        else:
+            try:
+                count = len(records_at(json.loads(utf8_body(response)), source.record_path))
+            except ValueError as exc:
+                checks.append(ConnectionCheck("first page", False, f"{short(str(exc))} -- check record_path"))
+            else:
+                checks.append(ConnectionCheck("first page", True, f"{safe_url} answered, {count} record(s) on the first page"))
+    finally:
+        session.close()
+        auth.close()
+    return checks
