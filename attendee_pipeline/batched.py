@@ -1,31 +1,25 @@
-"""The I/O-bearing steps of a batched sync (a Procurios event): extract, map, diff and publish
-batch by batch, so a step's memory is bounded by the batch (``source.batch_size``, default 500
-registrations), not by the list.
+"""The batched processing of a stored extract: map, diff and publish ``batch_size`` records at
+a time, so a step's memory is bounded by the batch, not by the list (the ``Batches`` strategy of
+:mod:`attendee_pipeline.processing`).
 
-What belongs here, beside :mod:`attendee_pipeline.steps` (the whole-frame steps of the other
-sources): the Procurios extract (``since`` the last published position, or everything for a
-full import), and the three heavy steps over a stored extract. Mapping reads the extract
-``batch_size`` registrations at a time, maps and validates each batch with the same mapping and
-pandera schema as every source and appends the valid rows to a batch file
-(:class:`FrameBatches`: pickled frames one after another); the diff reads one mapped batch at a
-time, loads only that batch's published rows and runs the one apply engine
-(``sync.diff.compute_changes``) on it; the publish applies each batch's change set with
-``platform_db.publish.publish_changes`` -- one short transaction per batch, the extract's new
-read position and input fingerprint only on the last one, so a run that stops half-way is
-simply resumed by the next (a batch applied twice changes nothing). This works because the
-automatic sync and the full import keep attendees the extract does not mention
-(``missing: keep``): each batch can be diffed and applied on its own. Two rules need the whole
-extract and are settled first, in one cheap pass that keeps a few bytes per registration:
-several registrations of one e-mail address resolve to one (:mod:`attendee_pipeline.sync.procurios`),
-and a cancellation removes an attendee only when it cancels the registration the attendee was
-imported from. The Dagster assets call these through ``defs/procurios/batched.py``; ``sync
---dry-run`` calls them directly.
+What belongs here: the three heavy steps over a stored extract, for any source that names this
+strategy, with the source's hooks (see :class:`attendee_pipeline.integrations.base.Source`) where
+a rule needs the whole extract. Mapping reads the extract ``batch_size`` records at a time, leaves
+out the rows the source says another record wins over (``superseded_rows``: one cheap pass that
+keeps a few bytes per record), maps and validates each batch with the same mapping and pandera
+schema as every source and appends the valid rows to a batch file (:class:`FrameBatches`:
+pickled frames one after another); the diff reads one mapped batch at a time, loads only that
+batch's published rows, lets the source drop what it must (``before_diff``) and runs the one
+apply engine (``sync.diff.compute_changes``) on it; the publish applies each batch's change set
+with ``platform_db.publish.publish_changes`` -- one short transaction per batch, the extract's
+new read position and input fingerprint only on the last one, so a run that stops half-way is
+simply resumed by the next (a batch applied twice changes nothing). This works because a
+batched source's syncs keep attendees the extract does not mention (``missing: keep``): each
+batch can be diffed and applied on its own. No Dagster imports.
 """
 
 from __future__ import annotations
 
-import functools
-from array import array
 import pickle
 import shutil
 from collections.abc import Iterable, Iterator
@@ -33,33 +27,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import ApplyPolicy, EventEntry
-from attendee_pipeline.connectors.procurios import ProcuriosExtractor
 from attendee_pipeline.connectors.raw_store import iter_extract_records
-from attendee_pipeline.platform_db import procurios as db_procurios
 from attendee_pipeline.platform_db.source_state import SourceKey
 from attendee_pipeline.platform_db.publish import (
     PublishResult,
     active_count,
-    last_published_position,
     load_published,
     publish_changes,
     publish_version,
 )
-from attendee_pipeline.sync import procurios as rules
 from attendee_pipeline.sync.diff import ChangeSet, compute_changes
 from attendee_pipeline.sync.mapping import map_event_records, raw_record_json, rejects_frame
 from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.policy import COUNT_KEYS
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failing_source_rows, failure_cases, quarantine
 from attendee_pipeline.steps import _chunks
-
-#: Count of the cancellations that do not remove anyone (see :func:`drop_other_cancellations`).
-OTHER_CANCELLATIONS = "cancellations_of_other_registrations"
 
 #: Run folders of batch files kept per event (a re-executed step reads its run's files).
 KEEP_STAGING = 3
@@ -115,30 +101,6 @@ def staging_dir(extract_path: str | Path, run_id: str) -> Path:
     return folder
 
 
-# --------------------------------------------------------------------------- extract
-
-
-def extract_procurios(
-    event: EventEntry, dest: Path, *, engine: sa.Engine, pull: Any, full_import: bool = False, progress: Any = None
-) -> dict[str, Any]:
-    """Store the event's Procurios extract: the registrations modified since the position the
-    last publish reached (all of them the first time, and for a full import) and the sessions.
-    Retries follow the ``pull`` resource's settings."""
-    since = None if full_import else last_published_position(engine, event.id)
-    extractor = ProcuriosExtractor(
-        max_retries=getattr(pull, "max_retries", 5),
-        backoff_factor=getattr(pull, "backoff_factor", 0.5),
-        backoff_max=getattr(pull, "backoff_max", 60.0),
-    )
-    return extractor.extract(event.source, event.id, dest, since=since, full_import=full_import, progress=progress)
-
-
-def mode_policy(event: EventEntry, mode: str | None) -> ApplyPolicy:
-    """The apply policy of a batched sync: the event's, with ``existing: overwrite`` for a full
-    import."""
-    return rules.full_import_policy(event.sync.apply) if mode == "full_import" else event.sync.apply
-
-
 # --------------------------------------------------------------------------- map
 
 
@@ -162,45 +124,15 @@ class BatchedAttendees:
         return iter(self.batches)
 
 
-def superseded_rows(event: EventEntry, extract_dir: Path) -> frozenset[int]:
-    """Rows of registrations another registration of the same e-mail address wins over (see
-    ``sync.procurios.resolve_duplicates``). One pass over the stored extract that keeps 17
-    bytes per registration (a 64-bit hash of the address, the modification time, a flag);
-    remembered per extract, which never changes once stored, so the map step and the
-    programme step of a run share the pass."""
-    assert event.mapping is not None
-    return _superseded_rows(str(Path(extract_dir).resolve()), event.mapping.fields["email"])
-
-
-@functools.lru_cache(maxsize=4)
-def _superseded_rows(extract_dir: str, email_path: str) -> frozenset[int]:
-    hashes, modified, active = array("q"), array("q"), bytearray()
-    for record in iter_extract_records(extract_dir):
-        _, key, cancelled, when = rules.duplicate_keys([record], email_path)[0]
-        hashes.append(hash(key) if key is not None else 0)
-        moment = rules.parse_timestamp(when)
-        modified.append(int(moment.timestamp() * 1000) if moment is not None else 0)
-        active.append(0 if cancelled else 1)
-    if not hashes:
-        return frozenset()
-    h = np.frombuffer(hashes, dtype=np.int64)
-    values, counts = np.unique(h[h != 0], return_counts=True)
-    shared = values[counts > 1]
-    if not len(shared):
-        return frozenset()
-    rows = np.flatnonzero(np.isin(h, shared)).tolist()
-    keyed = [(i, str(hashes[i]), not active[i], f"{modified[i]:020d}") for i in rows]
-    return frozenset(rules.superseded_positions(rules.resolve_duplicates(keyed), keyed))
-
-
 def map_batches(
-    event: EventEntry, extract_dir: Path, staging: Path, *, mode: str | None = None
+    source: Any, event: EventEntry, extract_dir: Path, staging: Path, *, mode: str | None = None
 ) -> tuple[BatchedAttendees, pd.DataFrame]:
-    """Map and validate a stored extract ``batch_size`` registrations at a time; (the valid
-    rows as batch files, the rejects with their raw records)."""
-    assert event.mapping is not None and event.source.kind == "procurios"
-    size = event.source.batch_size
-    superseded = superseded_rows(event, extract_dir)
+    """Map and validate a stored extract ``batch_size`` records at a time, leaving out the rows
+    the ``source`` says another record wins over; (the valid rows as batch files, the rejects
+    with their raw records)."""
+    assert event.mapping is not None, "a batched source maps its records with the catalog's mapping"
+    size = source.batch_size(event)
+    superseded = source.superseded_rows(event, extract_dir)
     writer = _BatchWriter(staging / "mapped.pkl")
     rejects: list[pd.DataFrame] = []
     records = valid = flagged = 0
@@ -239,7 +171,7 @@ def map_batches(
         flagged=flagged,
         superseded=len(superseded),
         mode=mode or "initial",
-        policy=mode_policy(event, mode).model_dump(),
+        policy=source.apply_policy(event, mode).model_dump(),
         batch_size=size,
     )
     return mapped, reject_frame
@@ -303,35 +235,12 @@ class BatchedChanges:
     published_version: int | None = None  # publish.publish_version, read before the first batch
 
 
-def drop_other_cancellations(frame: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Drop cancelled (flagged) registrations of an address whose active attendee was imported
-    from another registration: a person who cancels one registration but holds another stays.
-    Returns (the rest, how many were dropped)."""
-    flagged = frame["flagged"].to_numpy(dtype=bool)
-    if not flagged.any() or published.empty:
-        return frame, 0
-    active = published[published["status"] == "active"]
-    theirs = dict(zip(active["attendee_key"], active["source_record_id"]))
-    keys = python_values(frame["attendee_key"])
-    ids = python_values(frame["source_record_id"])
-    other = np.fromiter(
-        (
-            f and k in theirs and theirs[k] is not None and i is not None and str(theirs[k]) != str(i)
-            for f, k, i in zip(flagged, keys, ids)
-        ),
-        dtype=bool,
-        count=len(frame),
-    )
-    if not other.any():
-        return frame, 0
-    return frame[~other].reset_index(drop=True), int(other.sum())
-
-
-def diff_batches(event: EventEntry, mapped: BatchedAttendees, engine: sa.Engine, staging: Path) -> BatchedChanges:
+def diff_batches(
+    source: Any, event: EventEntry, mapped: BatchedAttendees, engine: sa.Engine, staging: Path
+) -> BatchedChanges:
     """Diff each mapped batch against that batch's published rows under the sync's policy."""
     policy = ApplyPolicy(**mapped.policy)
-    counts = {k: 0 for k in COUNT_KEYS}
-    counts[OTHER_CANCELLATIONS] = 0
+    counts = {k: 0 for k in (*COUNT_KEYS, *source.before_diff_counts)}
     writer = _BatchWriter(staging / "changes.pkl")
     previews: list[pd.DataFrame] = []
     try:
@@ -341,11 +250,12 @@ def diff_batches(event: EventEntry, mapped: BatchedAttendees, engine: sa.Engine,
                 published = load_published(
                     conn, event.id, keys=python_values(frame["attendee_key"]).tolist(), also=["source_record_id"]
                 )
-                frame, other = drop_other_cancellations(frame, published)
+                frame, dropped = source.before_diff(frame, published)
                 changes = compute_changes(frame, published.drop(columns=["source_record_id"]), policy)
                 for key, value in changes.counts.items():
                     counts[key] = counts.get(key, 0) + int(value)
-                counts[OTHER_CANCELLATIONS] += other
+                for key, value in dropped.items():
+                    counts[key] += int(value)
                 writer.append((changes.frame, dict(changes.counts)), len(changes.frame))
                 if len(changes.frame) and sum(len(p) for p in previews) < 20:
                     previews.append(changes.frame[["change", "source_row", "source_record_id"]].head(20))
@@ -388,11 +298,12 @@ class HeldPosition:
 class BatchedPublish(PublishResult):
     batches: int = 0
     transactions: int = 0
-    held: HeldPosition | None = None  # to record with db_procurios.record_read_position
+    held: HeldPosition | None = None  # to record with platform_db.publish.record_read_position
 
 
 def publish_batches(
     engine: sa.Engine,
+    source_kind: str,
     event: EventEntry,
     changes: BatchedChanges,
     *,
@@ -437,7 +348,7 @@ def publish_batches(
             event.id,
             batch,
             run_id=run_id,
-            source_kind=event.source.kind,
+            source_kind=source_kind,
             rejected_count=int(rejected_count) if last else 0,
             raw_extract_path=raw_extract_path,
             started_at=started_at,
@@ -464,65 +375,3 @@ def _empty_changes(event: EventEntry) -> pd.DataFrame:
     from attendee_pipeline.sync.mapping import empty_frame
 
     return compute_changes(empty_frame(), None, event.sync.apply).frame
-
-
-# --------------------------------------------------------------------------- programmes
-
-
-@dataclass
-class ProgrammeSync:
-    """What syncing the personal programmes of an extract's registrations did."""
-
-    registrations: int = 0
-    attendees: int = 0  # attendees whose schedule was compared with their registration
-    added: int = 0
-    removed: int = 0
-    cleared_removed: int = 0  # removed attendees whose schedule was emptied
-    unknown_sessions: int = 0
-    no_attendee: int = 0  # registrations without a published attendee (rejected, superseded)
-    no_programme: int = 0  # active registrations that carry no session list
-
-
-def sync_programmes(event: EventEntry, extract_dir: Path, engine: sa.Engine) -> ProgrammeSync:
-    """Make the personal schedule of every attendee whose registration is in the extract equal
-    to the sessions that registration chose (an attendee who was removed gets an empty one),
-    ``batch_size`` registrations per transaction. Registrations superseded by another one of the
-    same address are skipped, like in the mapping."""
-    assert event.mapping is not None and event.source.kind == "procurios"
-    email_path = event.mapping.fields["email"]
-    superseded = superseded_rows(event, extract_dir)
-    known = db_procurios.session_ids(engine, event.id)
-    total = ProgrammeSync()
-    row = 0
-    for chunk in _chunks(iter(iter_extract_records(extract_dir)), event.source.batch_size):
-        chosen: dict[str, tuple[bool, list[str] | None]] = {}
-        for offset, registration in enumerate(chunk):
-            position = row + offset
-            total.registrations += 1
-            key = rules.duplicate_keys([registration], email_path)[0][1]
-            if position in superseded or key is None:
-                total.no_attendee += 1
-                continue
-            chosen[key] = (rules.is_cancelled(registration), rules.chosen_sessions(registration))
-        row += len(chunk)
-        with engine.connect() as conn:
-            state = db_procurios.attendees_by_key(conn, event.id, list(chosen))
-        wanted: dict[int, list[str]] = {}
-        for key, (cancelled, sessions) in chosen.items():
-            if key not in state:
-                total.no_attendee += 1
-                continue
-            attendee_id, status = state[key]
-            if status != "active":
-                wanted[attendee_id] = []
-                total.cleared_removed += 1
-            elif not cancelled and sessions is not None:
-                wanted[attendee_id] = sessions
-            elif sessions is None:
-                total.no_programme += 1
-        done = db_procurios.sync_schedules(engine, event.id, wanted, known)
-        total.attendees += done.attendees
-        total.added += done.added
-        total.removed += done.removed
-        total.unknown_sessions += done.unknown_sessions
-    return total

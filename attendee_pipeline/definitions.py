@@ -1,5 +1,7 @@
 """The code location: one ``Definitions`` object with every asset, check, job, schedule, sensor
-and resource of the project. ``workspace.yaml`` loads this module under a pinned location name.
+and resource of the project -- the shared domains under ``defs/`` and what each integration
+folder's ``defs`` module offers (``assets``, ``jobs``, ``schedules``, ``sensors``,
+``resources``; see :mod:`attendee_pipeline.integrations`). ``workspace.yaml`` loads this module under a pinned location name.
 
 The default executor is in-process: an event's sync is one step (see
 ``defs/attendees/assets.py``) and a subprocess per step would cost more than the small steps of
@@ -20,20 +22,23 @@ from attendee_pipeline.defs.email.assets import email_assets
 from attendee_pipeline.defs.email.jobs import email_delivery_job
 from attendee_pipeline.defs.email.resources import email_resources
 from attendee_pipeline.defs.email.sensors import email_sensors
-from attendee_pipeline.defs.feed.sensors import feed_sensors
-from attendee_pipeline.defs.procurios.checkins import checkin_assets, checkin_jobs, checkin_sensors
-from attendee_pipeline.defs.procurios.resources import procurios_resources
-from attendee_pipeline.defs.procurios.schedules import procurios_schedules
 from attendee_pipeline.defs.resources import default_resources
+from attendee_pipeline.integrations import definition_modules
+
+
+def _collected(name: str) -> list:
+    """What every integration folder's ``defs`` module offers under ``name``."""
+    return [item for module in definition_modules() for item in getattr(module, name, [])]
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    integration_resources = {k: v for m in definition_modules() for k, v in getattr(m, "resources", {}).items()}
     return dg.Definitions(
-        assets=[*attendee_assets, *email_assets, *checkin_assets, *catalog_assets],
-        jobs=[*sync_jobs, email_delivery_job, *checkin_jobs],
-        schedules=[*attendee_schedules, *procurios_schedules],
-        sensors=[*catalog_sensors, *feed_sensors, *email_sensors, *checkin_sensors],
-        resources={**default_resources(), **email_resources(), **procurios_resources, **(resources or {})},
+        assets=[*attendee_assets, *email_assets, *_collected("assets"), *catalog_assets],
+        jobs=[*sync_jobs, email_delivery_job, *_collected("jobs")],
+        schedules=[*attendee_schedules, *_collected("schedules")],
+        sensors=[*catalog_sensors, *_collected("sensors"), *email_sensors],
+        resources={**default_resources(), **email_resources(), **integration_resources, **(resources or {})},
         executor=dg.in_process_executor,
     )
 

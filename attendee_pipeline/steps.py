@@ -12,33 +12,28 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import EventEntry
-from attendee_pipeline.connectors.feed_inbox import extract_inbox
 from attendee_pipeline.connectors.rest import iter_extract_records, page_records, read_manifest, replay_extract
+from attendee_pipeline.integrations import source_of
+from attendee_pipeline.integrations.base import SCHEDULED, ExtractRequest
 from attendee_pipeline.platform_db.publish import last_published_position
-from attendee_pipeline.sync.feed import fold_pushes
 from attendee_pipeline.sync.mapping import (
     MappingReject,
     MappingResult,
     map_event_records,
-    map_platform_records,
     raw_record_json,
     rejects_frame,
 )
-from attendee_pipeline.sync.model import attendee_key
 from attendee_pipeline.sync.schemas import quarantine
 
-#: Records mapped per chunk (bounds the memory of parsed-but-unmapped records).
-MAP_CHUNK = 50_000
 
 
 @dataclass
@@ -65,12 +60,6 @@ def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
         if not chunk:
             return
         yield chunk
-
-
-class Extractor(Protocol):
-    def extract(
-        self, event: EventEntry, dest: Path, progress: Any = None, on_page: Any = None
-    ) -> dict[str, Any]: ...
 
 
 class PageMapper:
@@ -128,66 +117,43 @@ def extract_event(
     dest: Path,
     *,
     engine: sa.Engine,
-    pull: Extractor,
+    http: Any = None,
     replay_from: str | None = None,
     progress: Any = None,
     on_page: Any = None,
-    full_import: bool = False,
+    mode: str = SCHEDULED,
 ) -> dict[str, Any]:
     """Store the event's raw extract in ``dest`` and return its manifest (a dict): a replay of
-    a stored extract, the feed inbox after the last published position, or ``pull``'s fetch
-    (which hands each page to ``on_page`` as it is stored, see :class:`PageMapper`).
-    A Procurios event's extract is its registrations changed since the last publish (all of
-    them for a ``full_import``; see :mod:`attendee_pipeline.batched`)."""
+    a stored extract, or what the event's source reads from the position the event's last
+    publish reached, in ``mode`` (see :class:`attendee_pipeline.integrations.base.Source`).
+    ``http``: the retry settings of a pulled source; ``on_page`` sees each page of a source
+    that has pages as it is stored (see :class:`PageMapper`)."""
     if replay_from:
         return replay_extract(Path(replay_from), dest, event.id)
-    if event.source.kind == "procurios":
-        from attendee_pipeline.batched import extract_procurios
-
-        return extract_procurios(event, dest, engine=engine, pull=pull, full_import=full_import, progress=progress)
-    if event.source.kind == "feed":
-        after = int(last_published_position(engine, event.id) or 0)
-        return extract_inbox(engine, event.id, dest, after_id=after, progress=progress).to_dict()
-    return pull.extract(event, dest, progress=progress, on_page=on_page)
-
-
-def _mapped_chunks(event: EventEntry, extract_dir: Path) -> Iterator[tuple[MappingResult, int]]:
-    """(mapping result, records read) per chunk of the extract, by the event's source kind."""
-    records = iter(iter_extract_records(extract_dir))
-    if event.source.kind == "feed":
-        # Inbox rows in arrival order; several pushes for one attendee fold into one record
-        # (later fields win), which sits at the row of the attendee's first push.
-        rows = list(records)
-        pushes = [row.get("record") if isinstance(row, dict) else row for row in rows]
-        first_row: dict[str, int] = {}
-        for position, push in enumerate(pushes):
-            if isinstance(push, dict) and isinstance(push.get("email"), str):
-                first_row.setdefault(attendee_key(push["email"]), position)
-        folded = fold_pushes([p for p in pushes if isinstance(p, dict) and isinstance(p.get("email"), str)])
-        result = map_platform_records(folded)
-        result.frame["source_row"] = np.asarray([first_row[k] for k in result.frame["attendee_key"]], dtype="int64")
-        odd = [i for i, p in enumerate(pushes) if not (isinstance(p, dict) and isinstance(p.get("email"), str))]
-        result.rejects.extend(
-            MappingReject(i, None, "(record)", "inbox row holds no attendee record with an e-mail") for i in odd
-        )
-        yield result, len(rows)
-        return
-    assert event.mapping is not None  # the catalog requires one for a pulled source
-    total = 0
-    for chunk in _chunks(records, MAP_CHUNK):
-        yield map_event_records(chunk, event, first_row=total), len(chunk)
-        total += len(chunk)
+    request = ExtractRequest(
+        event=event,
+        dest=dest,
+        engine=engine,
+        position=last_published_position(engine, event.id),
+        mode=mode,
+        http=http,
+        progress=progress,
+        on_page=on_page,
+    )
+    return source_of(event).extract(request)
 
 
 def map_extract(
-    event: EventEntry, extract_dir: Path, premapped: list[tuple[MappingResult, int]] | None = None
+    event: EventEntry, extract_dir: Path, chunks: Iterable[tuple[MappingResult, int]] | None = None
 ) -> MappedExtract:
     """Map a stored raw extract onto the platform frame and quarantine invalid records.
-    ``premapped``: the extract's pages as a :class:`PageMapper` already mapped them."""
+    ``chunks``: the extract's (mapping result, records) -- as a :class:`PageMapper` already
+    mapped them, or as the event's source maps them (the default)."""
     frames: list[pd.DataFrame] = []
     mapping_rejects: list[MappingReject] = []
     total = 0
-    chunks = premapped if premapped is not None else _mapped_chunks(event, extract_dir)
+    if chunks is None:
+        chunks = source_of(event).mapped_chunks(event, extract_dir)
     for result, count in chunks:
         frames.append(result.frame)
         mapping_rejects.extend(result.rejects)

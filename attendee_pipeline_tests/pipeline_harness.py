@@ -14,8 +14,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.assets import attendee_assets
-from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
-from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
+from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.integrations import definition_modules
+from attendee_pipeline.integrations.procurios.defs.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import (
     EventCatalogResource,
     HttpAttendeeSource,
@@ -34,10 +35,10 @@ class Harness:
 
     def write_catalog(self, *entries: dict[str, Any]) -> None:
         write_catalog(self.catalog_path, *entries)
+        own = [m.EVENT_PARTITIONS for m in definition_modules() if getattr(m, "EVENT_PARTITIONS", None)]
         for entry in entries:
-            kinds = [events_partitions]
-            if (entry.get("source") or {}).get("kind") == "procurios":
-                kinds.append(procurios_events_partitions)
+            kind = (entry.get("source") or {}).get("kind")
+            kinds = [events_partitions, *(partitions for of_kind, partitions in own if of_kind == kind)]
             for partitions in kinds:  # as the catalog sensor adds them
                 if not self.instance.has_dynamic_partition(partitions.name, entry["id"]):
                     self.instance.add_dynamic_partitions(partitions.name, [entry["id"]])

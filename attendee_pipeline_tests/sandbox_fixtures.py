@@ -93,7 +93,7 @@ PROCURIOS_CREDENTIALS = {PROCURIOS_ID_ENV: "test-client-7d1f", PROCURIOS_SECRET_
 def procurios(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A Procurios sandbox (no meetings yet: ``procurios.sandbox.add_meeting(id, MeetingConfig(...))``)
     on a free loopback port whose client's credentials are in the TEST_PROCURIOS_* variables."""
-    from attendee_pipeline.sandbox.procurios import ProcuriosSandbox, serve_procurios
+    from attendee_pipeline.integrations.procurios.sandbox import ProcuriosSandbox, serve_procurios
 
     for name, value in PROCURIOS_CREDENTIALS.items():
         monkeypatch.setenv(name, value)

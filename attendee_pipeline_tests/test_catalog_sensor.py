@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog import CatalogError
 from attendee_pipeline.defs.catalog.sensors import event_catalog_sensor
-from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
+from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.integrations.procurios.defs.partitions import procurios_events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog import CatalogError, load_catalog
-from attendee_pipeline.defs.feed.sensors import feed_inbox_sensor
+from attendee_pipeline.integrations.feed.defs.sensors import feed_inbox_sensor
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine

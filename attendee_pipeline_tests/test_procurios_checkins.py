@@ -11,11 +11,11 @@ import dagster as dg
 import pytest
 import requests
 
-from attendee_pipeline.defs.procurios.checkins import procurios_checkin_sensor, procurios_checkin_writeback
+from attendee_pipeline.integrations.procurios.defs.checkins import procurios_checkin_sensor, procurios_checkin_writeback
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.engine import make_engine
 from attendee_pipeline.platform_db.procurios import check_ins_of
-from attendee_pipeline.sandbox.procurios import MeetingConfig
+from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline.services.feed import serve_feed_in_thread
 from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, harness, materialized
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry

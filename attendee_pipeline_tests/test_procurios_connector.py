@@ -18,7 +18,7 @@ from attendee_pipeline.cli.main import cli
 from attendee_pipeline.connectors.http import USER_AGENT
 from attendee_pipeline.connectors.procurios import ACCEPT, ProcuriosClient, ProcuriosExtractor, check_connection
 from attendee_pipeline.connectors.raw_store import ExtractError, extract_digest, iter_extract_records, replay_extract
-from attendee_pipeline.sandbox.procurios import MeetingConfig
+from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import PROCURIOS_SECRET_ENV, procurios_entry
 
@@ -65,9 +65,9 @@ def test_since_pulls_only_what_changed(procurios, tmp_path: Path):
     ids = [r["id"] for r in iter_extract_records(tmp_path / "b")]
     # inclusive: the newest registration of the last pull again, then what changed
     assert ids == ["r-0000008", "r-0000040", "r-0000041", "r-0000042", "r-0000043"]
-    assert second["extra"]["mode"] == "incremental" and second["source_position"] > first["source_position"]
+    assert second["mode"] == "incremental" and second["source_position"] > first["source_position"]
     full = _extract(source, tmp_path / "c", since=second["source_position"], full_import=True)
-    assert (full["extra"]["mode"], full["extra"]["since"], full["records"]) == ("full_import", None, 43)
+    assert (full["mode"], full["extra"]["since"], full["records"]) == ("full_import", None, 43)
 
 
 def test_the_token_is_cached_renewed_after_a_401_and_the_spine_retries(procurios):

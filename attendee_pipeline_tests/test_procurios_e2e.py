@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.procurios import schedule_of
-from attendee_pipeline.sandbox.procurios import MeetingConfig
+from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.email_fixtures import deliver, email_settings, recipients
 from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, harness, materialized
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry

@@ -14,7 +14,7 @@ from attendee_pipeline.batched import drop_other_cancellations
 from attendee_pipeline.catalog import CatalogError, parse_catalog
 from attendee_pipeline.catalog.warnings import catalog_warnings
 from attendee_pipeline.cli.main import cli
-from attendee_pipeline.sync import procurios as rules
+from attendee_pipeline.integrations.procurios import rules as rules
 from attendee_pipeline_tests.catalog_factory import write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
 from attendee_pipeline_tests.test_diff import frame, person

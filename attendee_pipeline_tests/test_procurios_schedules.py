@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from attendee_pipeline.catalog import load_catalog
-from attendee_pipeline.defs.procurios.schedules import procurios_nightly_sync, procurios_window_sync
+from attendee_pipeline.integrations.procurios.defs.schedules import procurios_nightly_sync, procurios_window_sync
 from attendee_pipeline.defs.resources import EventCatalogResource
 from attendee_pipeline.sync import windows
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog

@@ -203,10 +203,11 @@ def test_an_extract_written_with_its_sources_fields_at_the_top_level_still_repla
     }))
     manifest = read_manifest(old)
     assert manifest.parts == {"sessions": 1}
-    assert manifest.extra == {"since": None, "mode": "initial", "meeting_id": "1", "sessions": 1,
+    assert manifest.mode == "initial"
+    assert manifest.extra == {"since": None, "meeting_id": "1", "sessions": 1,
                               "token_requests": 1, "tokens_renewed": 0}
     replayed = replay_extract(old, tmp_path / "copy", "congress")
-    assert replayed["extra"]["mode"] == "initial" and replayed["source_position"] == "2026-12-01T00:00:00Z"
+    assert replayed["mode"] == "initial" and replayed["extra"]["sessions"] == 1 and replayed["source_position"] == "2026-12-01T00:00:00Z"
     assert [r["id"] for r in iter_extract_records(tmp_path / "copy")] == ["r-1", "r-2"]
     assert [r["id"] for r in iter_part_records(tmp_path / "copy", "sessions")] == ["s-1"]
     # the digest of the stored files is the one the connector computed then (session pages included)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.platform_db import source_state
 from attendee_pipeline.platform_db.engine import alembic_config, ensure_schema, make_engine
-from attendee_pipeline.platform_db.procurios import record_read_position
+from attendee_pipeline.platform_db.publish import record_read_position
 from attendee_pipeline.platform_db.publish import last_published_position
 from attendee_pipeline.platform_db.source_state import SourceKey, positions, read_position, write_position
 from attendee_pipeline.platform_db.engine import write_transaction

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from attendee_pipeline.defs.attendees.checks import NO_REJECTED
 from attendee_pipeline.platform_db.procurios import schedule_of
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig
-from attendee_pipeline.sandbox.procurios import MeetingConfig
+from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.deployment import (
     ATTENDEE_ASSETS,
     EVENT_TAG,

@@ -206,7 +206,7 @@ def run_feed_bench(
                 "start": "2027-03-01T09:00", "end": "2027-03-02T18:00", "source": {"kind": "feed"},
             })
             from attendee_pipeline.bench.common import dagster_instance
-            from attendee_pipeline.defs.feed.sensors import FEED_SENSOR_INTERVAL_SECONDS
+            from attendee_pipeline.integrations.feed.defs.sensors import FEED_SENSOR_INTERVAL_SECONDS
 
             # a first run publishes the load (thousands of pushes); the timed one, what came after
             with dagster_instance("sqlite", tmp / "feed_dagster_home") as instance:
@@ -241,7 +241,7 @@ def _published_by_daemon(
     phases of the sensor's tick, with ``dagster-daemon`` running
     the project's workspace (embedded SQLite instance, default sensor intervals, runs launched
     in their own processes as in production)."""
-    from attendee_pipeline.defs.feed.sensors import FEED_SENSOR_INTERVAL_SECONDS
+    from attendee_pipeline.integrations.feed.defs.sensors import FEED_SENSOR_INTERVAL_SECONDS
     from attendee_pipeline.defs.partitions import events_partitions
     from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
     from attendee_pipeline.processes import running_daemon

@@ -148,8 +148,8 @@ def child_main(spec_path: str) -> int:
         "published": sync.published,
         "changes": sync.changes,
         "extract": {
-            **{k: extract.get(k) for k in ("records", "pages", "requests")},
-            **{k: (extract.get("extra") or {}).get(k) for k in ("mode", "token_requests")},
+            **{k: extract.get(k) for k in ("records", "pages", "requests", "mode")},
+            "token_requests": (extract.get("extra") or {}).get("token_requests"),
         },
         "steps": sync.steps,
         "failure": sync.failure,

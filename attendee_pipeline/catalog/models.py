@@ -264,7 +264,36 @@ def _http_url(value: str) -> str:
     return value
 
 
-class RestApiSource(_Strict):
+class _SourceSettings(_Strict):
+    """A source's catalog settings (``source:``). Each kind's model owns the rules that tie its
+    settings to the rest of the event's entry: defaults it gives the entry, keys it requires or
+    forbids, times of day it holds."""
+
+    @classmethod
+    def entry_defaults(cls, entry: dict[str, Any]) -> dict[str, Any]:
+        """The raw entry with this kind's defaults (before validation)."""
+        return entry
+
+    def check_entry(self, entry: Any) -> None:
+        """Raise ValueError (naming the key) when the validated entry does not fit this kind."""
+
+    def local_times(self) -> list[tuple[str, dt.time]]:
+        """(key, time of day) of the local times among these settings."""
+        return []
+
+
+def _with_apply_defaults(entry: dict[str, Any], defaults: dict[str, str]) -> dict[str, Any]:
+    """``entry`` with ``sync.apply`` defaulting to ``defaults`` (what the entry says wins)."""
+    sync = entry.get("sync")
+    if sync is None or isinstance(sync, dict):
+        sync = dict(sync or {})
+        if sync.get("apply") is None or isinstance(sync.get("apply"), dict):
+            sync["apply"] = {**defaults, **(sync.get("apply") or {})}
+        entry = {**entry, "sync": sync}
+    return entry
+
+
+class RestApiSource(_SourceSettings):
     """Seed 000: pull the attendee list from a customer's HTTP API."""
 
     kind: Literal["rest_api"]
@@ -287,6 +316,10 @@ class RestApiSource(_Strict):
     def _url(cls, v: str) -> str:
         return _http_url(v)
 
+    def check_entry(self, entry: Any) -> None:
+        if entry.mapping is None:
+            raise ValueError("mapping: required for a rest_api source (platform field: provider field)")
+
     @field_validator("params")
     @classmethod
     def _plain_params(cls, v: dict[str, str]) -> dict[str, str]:
@@ -301,7 +334,7 @@ class RestApiSource(_Strict):
         return v
 
 
-class FeedSource(_Strict):
+class FeedSource(_SourceSettings):
     """Seed 001: the provider pushes attendees to our feed service (``attendee-pipeline
     serve-feed``), one per request, authenticated by the event's feed keys (``feed-key``). The
     records arrive in platform field names, so a feed event has no field mapping; each push is a
@@ -309,6 +342,24 @@ class FeedSource(_Strict):
 
     kind: Literal["feed"]
     connection: ConnectionRef = None
+
+    @classmethod
+    def entry_defaults(cls, entry: dict[str, Any]) -> dict[str, Any]:
+        # a feed event's records are partial: its apply policy defaults to update_provided
+        return _with_apply_defaults(entry, FEED_APPLY_DEFAULTS)
+
+    def check_entry(self, entry: Any) -> None:
+        if entry.mapping is not None:
+            raise ValueError("mapping: a feed source sends platform fields; remove the mapping")
+        if entry.delete_flag is not None:
+            raise ValueError("delete_flag: a feed source has no delete flag; remove it")
+        if entry.sync.apply.existing == "overwrite":
+            raise ValueError(
+                "sync.apply.existing: a feed sends partial records, 'overwrite' would clear every "
+                "field a push leaves out; use update_provided (the default) or keep"
+            )
+        if entry.sync.auto.interval != "off":
+            raise ValueError("sync.auto.interval: a feed event is synced when pushes arrive, not on a schedule")
 
 
 class ProcuriosWindow(_Strict):
@@ -338,7 +389,7 @@ class ProcuriosSettings(_Strict):
     registration_requires_unique_emails: bool = False
 
 
-class ProcuriosSource(_Strict):
+class ProcuriosSource(_SourceSettings):
     """Seed 002: one meeting of a Procurios environment, pulled over its OAuth2 API (client
     credentials). Only changed registrations are pulled by the automatic sync (``since`` the
     last publish); ``attendee-pipeline sync EVENT --full`` reads everything and overwrites."""
@@ -380,8 +431,47 @@ class ProcuriosSource(_Strict):
         """(environment, meeting): what may be linked to one event only."""
         return self.base_url.lower(), self.meeting_id
 
+    @classmethod
+    def entry_defaults(cls, entry: dict[str, Any]) -> dict[str, Any]:
+        # the default mapping (amended by the entry's), cancellations as the delete flag, and
+        # the automatic sync's policy unless the entry says otherwise
+        from attendee_pipeline.integrations.procurios import rules
+
+        entry = dict(entry)
+        if entry.get("mapping") is None or isinstance(entry.get("mapping"), dict):
+            entry["mapping"] = rules.merged_mapping(entry.get("mapping"))
+        if entry.get("delete_flag") is None:
+            entry["delete_flag"] = {"field": rules.STATUS_FIELD, "values": list(rules.CANCELLED_STATUSES)}
+        return _with_apply_defaults(entry, rules.AUTOMATIC_POLICY)
+
+    def check_entry(self, entry: Any) -> None:
+        apply = entry.sync.apply
+        if apply.missing != "keep":
+            raise ValueError(
+                "sync.apply.missing: must be 'keep' for a procurios source: the automatic sync pulls "
+                "only the registrations changed since the last one (a cancellation is a flag)"
+            )
+        if apply.existing not in ("keep", "overwrite"):
+            raise ValueError(
+                "sync.apply.existing: 'keep' (seed 002's automatic sync) or 'overwrite' for a procurios "
+                "source; a full import (sync --full) overwrites anyway"
+            )
+        if entry.sync.auto.interval != "off":
+            raise ValueError(
+                "sync.auto.interval: a procurios event is synced by the window schedules "
+                "(source.auto_sync, source.window), not hourly/daily"
+            )
+
+    def local_times(self) -> list[tuple[str, dt.time]]:
+        return [("source.window.nightly_at", self.window.nightly_at)]
+
 
 Source = Annotated[RestApiSource | FeedSource | ProcuriosSource, Field(discriminator="kind")]
+
+#: ``source.kind`` -> its settings model.
+SOURCE_MODELS: dict[str, type[_SourceSettings]] = {
+    model.model_fields["kind"].annotation.__args__[0]: model for model in (RestApiSource, FeedSource, ProcuriosSource)
+}
 
 #: The apply policy of a feed event unless the catalog says otherwise: partial updates.
 FEED_APPLY_DEFAULTS = {"new": "create", "existing": "update_provided", "flagged": "ignore", "missing": "keep"}
@@ -589,39 +679,12 @@ class EventEntry(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _feed_defaults(cls, data: Any) -> Any:
-        # A feed event's records are partial: default its apply policy to update_provided.
-        if isinstance(data, dict) and isinstance(data.get("source"), dict) and data["source"].get("kind") == "feed":
-            sync = data.get("sync")
-            if sync is None or isinstance(sync, dict):
-                sync = dict(sync or {})
-                if sync.get("apply") is None or isinstance(sync.get("apply"), dict):
-                    sync["apply"] = {**FEED_APPLY_DEFAULTS, **(sync.get("apply") or {})}
-                data = {**data, "sync": sync}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _procurios_defaults(cls, data: Any) -> Any:
-        # A Procurios event: the default mapping (amended by the entry's), cancellations as the
-        # delete flag, and the automatic sync's policy unless the entry says otherwise.
-        if not (isinstance(data, dict) and isinstance(data.get("source"), dict)):
-            return data
-        if data["source"].get("kind") != "procurios":
-            return data
-        from attendee_pipeline.sync import procurios as rules
-
-        data = dict(data)
-        if data.get("mapping") is None or isinstance(data.get("mapping"), dict):
-            data["mapping"] = rules.merged_mapping(data.get("mapping"))
-        if data.get("delete_flag") is None:
-            data["delete_flag"] = {"field": rules.STATUS_FIELD, "values": list(rules.CANCELLED_STATUSES)}
-        sync = data.get("sync")
-        if sync is None or isinstance(sync, dict):
-            sync = dict(sync or {})
-            if sync.get("apply") is None or isinstance(sync.get("apply"), dict):
-                sync["apply"] = {**rules.AUTOMATIC_POLICY, **(sync.get("apply") or {})}
-            data["sync"] = sync
+    def _source_defaults(cls, data: Any) -> Any:
+        # the defaults the source's kind gives the entry (e.g. a feed's partial-update policy)
+        if isinstance(data, dict) and isinstance(data.get("source"), dict):
+            model = SOURCE_MODELS.get(data["source"].get("kind"))
+            if model is not None:
+                return model.entry_defaults(data)
         return data
 
     @model_validator(mode="after")
@@ -638,9 +701,7 @@ class EventEntry(_Strict):
     @model_validator(mode="after")
     def _local_times(self) -> "EventEntry":
         # A time of day with a UTC offset would be silently read as local (the offset dropped).
-        times = [("sync.auto.daily_at", self.sync.auto.daily_at)]
-        if self.source.kind == "procurios":
-            times.append(("source.window.nightly_at", self.source.window.nightly_at))
+        times = [("sync.auto.daily_at", self.sync.auto.daily_at), *self.source.local_times()]
         for key, value in times:
             if value.tzinfo is not None:
                 plain = value.replace(tzinfo=None).isoformat("minutes")
@@ -652,37 +713,7 @@ class EventEntry(_Strict):
 
     @model_validator(mode="after")
     def _source_fits(self) -> "EventEntry":
-        if self.source.kind == "rest_api" and self.mapping is None:
-            raise ValueError("mapping: required for a rest_api source (platform field: provider field)")
-        if self.source.kind == "feed":
-            if self.mapping is not None:
-                raise ValueError("mapping: a feed source sends platform fields; remove the mapping")
-            if self.delete_flag is not None:
-                raise ValueError("delete_flag: a feed source has no delete flag; remove it")
-            if self.sync.apply.existing == "overwrite":
-                raise ValueError(
-                    "sync.apply.existing: a feed sends partial records, 'overwrite' would clear every "
-                    "field a push leaves out; use update_provided (the default) or keep"
-                )
-            if self.sync.auto.interval != "off":
-                raise ValueError("sync.auto.interval: a feed event is synced when pushes arrive, not on a schedule")
-        if self.source.kind == "procurios":
-            apply = self.sync.apply
-            if apply.missing != "keep":
-                raise ValueError(
-                    "sync.apply.missing: must be 'keep' for a procurios source: the automatic sync pulls "
-                    "only the registrations changed since the last one (a cancellation is a flag)"
-                )
-            if apply.existing not in ("keep", "overwrite"):
-                raise ValueError(
-                    "sync.apply.existing: 'keep' (seed 002's automatic sync) or 'overwrite' for a procurios "
-                    "source; a full import (sync --full) overwrites anyway"
-                )
-            if self.sync.auto.interval != "off":
-                raise ValueError(
-                    "sync.auto.interval: a procurios event is synced by the window schedules "
-                    "(source.auto_sync, source.window), not hourly/daily"
-                )
+        self.source.check_entry(self)
         return self
 
     @model_validator(mode="after")

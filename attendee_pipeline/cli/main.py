@@ -104,18 +104,15 @@ def catalog_validate(path: str | None) -> None:
 def events() -> None:
     """List the catalog's events with their source and automatic sync."""
     from attendee_pipeline.catalog import load_catalog
+    from attendee_pipeline.integrations import kind_of, source_of
 
     rows = []
     catalog = load_catalog()
     for event in catalog.events:
         auto = event.sync.auto
         schedule = "manual" if auto.interval == "off" else f"{auto.interval} until {event.auto_until:%Y-%m-%d %H:%M %Z}"
-        if event.source.kind == "procurios" and event.source.auto_sync:
-            from attendee_pipeline.sync.windows import procurios_window
-
-            first, last = procurios_window(event)
-            schedule = f"nightly, then 20 min {first:%Y-%m-%d}..{last:%Y-%m-%d}"
-        rows.append((event.id, event.source.kind, schedule, event.name))
+        schedule = source_of(event).schedule_label(event) or schedule
+        rows.append((event.id, kind_of(event), schedule, event.name))
     # columns as wide as their widest value (at least 24, 10 and 36), the name last
     widths = [max([least, *(len(row[i]) for row in rows)]) for i, least in enumerate((24, 10, 36))]
     for *columns, name in rows:
@@ -263,9 +260,10 @@ def _dry_run(  # type: ignore[no-untyped-def]
 
     from attendee_pipeline import steps
     from attendee_pipeline.defs.resources import HttpAttendeeSource
-    from attendee_pipeline.platform_db.publish import load_published
-    from attendee_pipeline.sync.diff import compute_changes
+    from attendee_pipeline.integrations import source_of
+    from attendee_pipeline.integrations.base import FULL_IMPORT, SCHEDULED
 
+    source = source_of(event)
     with tempfile.TemporaryDirectory(prefix="attendee-dry-run-") as tmp:
         dest = Path(tmp) / "extract"
 
@@ -274,18 +272,12 @@ def _dry_run(  # type: ignore[no-untyped-def]
 
         with platform_engine() as engine:
             manifest = steps.extract_event(
-                event, dest, engine=engine, pull=HttpAttendeeSource(), replay_from=replay, progress=progress,
-                full_import=full,
+                event, dest, engine=engine, http=HttpAttendeeSource(), replay_from=replay, progress=progress,
+                mode=FULL_IMPORT if full else SCHEDULED,
             )
             click.echo("", err=True)
-            if event.source.kind == "procurios":  # the batched steps of a sync, on a scratch folder
-                mapped, changes = _dry_run_batched(event, dest, manifest, engine, Path(tmp) / "batches")
-            else:
-                mapped = steps.map_extract(event, dest)
-                published = load_published(engine, event.id, with_content=event.sync.apply.existing == "update_provided")
-                changes = compute_changes(
-                    mapped.valid, published, event.sync.apply, rejected_keys=steps.rejected_keys(mapped.rejects)
-                )
+            # the steps of a sync (its source's processing), batch files on a scratch folder
+            mapped, changes = source.processing.dry_run(source, event, dest, manifest, engine, Path(tmp) / "batches")
     click.echo(f"dry run for {event.id}: {manifest.get('records', 0)} record(s) fetched, nothing published")
     for key, value in changes.counts.items():
         click.echo(f"  {key:<15} {value}")
@@ -320,24 +312,6 @@ def _dry_run(  # type: ignore[no-untyped-def]
             click.echo(f"  ... and {len(frame) - 50} more")
 
 
-def _dry_run_batched(event, dest: Path, manifest: dict, engine, staging: Path):  # type: ignore[no-untyped-def]
-    """(mapped, changes) of a batched (Procurios) dry run, shaped like the whole-frame ones."""
-    import pandas as pd
-
-    from attendee_pipeline import batched, steps
-    from attendee_pipeline.sync.diff import ChangeSet
-
-    staging.mkdir(parents=True, exist_ok=True)
-    from attendee_pipeline.connectors.raw_store import manifest_extra
-
-    mapped, rejects = batched.map_batches(event, dest, staging, mode=manifest_extra(manifest).get("mode"))
-    changes = batched.diff_batches(event, mapped, engine, staging)
-    frames = [frame for frame, _ in changes.batches if len(frame)]
-    frame = pd.concat(frames, ignore_index=True) if frames else changes.preview.iloc[0:0]
-    summary = steps.MappedExtract(valid=pd.DataFrame(), rejects=rejects, records=mapped.records)
-    return summary, ChangeSet(frame=frame, counts=dict(changes.counts), published_active=changes.published_active)
-
-
 # --------------------------------------------------------------------------- demo
 
 
@@ -358,6 +332,7 @@ def demo(port: int) -> None:
     from attendee_pipeline.cli.runs import format_summary, run_sync
     from attendee_pipeline.instance import dagster_home
     from attendee_pipeline.sandbox.attendee_api import serve_sandbox
+    from attendee_pipeline.integrations import source_of
 
     _demo_secrets()
     home = dagster_home()
@@ -369,8 +344,7 @@ def demo(port: int) -> None:
         click.echo(f"sandbox Procurios on {procurios.url}")
         click.echo(f"Dagster instance: {home}")
         for event in catalog.events:
-            if event.source.kind == "feed":
-                _demo_pushes(event.id)
+            source_of(event).prepare_demo(event, click.echo)
         summaries = []
         with dg.DagsterInstance.get() as instance:
             for event in catalog.events:
@@ -389,49 +363,11 @@ def demo(port: int) -> None:
     click.echo(email_line)
     click.echo("")
     _print_platform_state([s.event_id for s in summaries])
-    _print_procurios_state([e.id for e in catalog.events if e.source.kind == "procurios"])
+    _print_source_state(catalog.events)
     click.echo("")
     click.echo("Open the same in the Dagster UI: make dev  (then http://127.0.0.1:3000)")
     if not all(s.success for s in summaries):
         sys.exit(1)
-
-
-#: What `make demo` pushes to a feed event: seed 001's example request (key in the header),
-#: the flat form with the key in the body, and a partial update of the first attendee.
-DEMO_PUSHES: list[tuple[dict, bool]] = [
-    ({"profile": {"email": "john.doe@example.com", "firstName": "John", "lastName": "Doe"},
-      "eventInfo": {"groups": {"groupNames": ["Group1"]}}}, True),
-    ({"profile.email": "ann.lee@example.org", "profile.firstName": "Ann", "profile.lastName": "Lee",
-      "profile.company": "ACME", "profile.customFields[0].fieldName": "diet",
-      "profile.customFields[0].fieldValue": "vegan", "eventInfo.groups.groupNames.0": "Group1",
-      "eventInfo.groups.groupNames.1": "Speakers"}, False),
-    ({"profile": {"email": "john.doe@example.com", "company": "Initech"}}, True),
-]
-
-
-def _demo_pushes(event_id: str) -> None:
-    """Post the demo attendees to a feed service on a free port with a one-off key."""
-    import requests
-
-    from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
-    from attendee_pipeline.platform_db.feed import create_key, revoke_key
-    from attendee_pipeline.services.feed import serve_feed_in_thread
-
-    url = settings.db_url()
-    ensure_schema(url)
-    engine = make_engine(url)
-    key_id, key = create_key(engine, event_id)
-    try:
-        with serve_feed_in_thread(url) as feed:
-            for payload, in_header in DEMO_PUSHES:
-                body = payload if in_header else {**payload, "key": key}
-                headers = {"Api-Key": key} if in_header else {}
-                response = requests.post(f"{feed.url}/events/{event_id}/attendees", json=body, headers=headers, timeout=10)
-                response.raise_for_status()
-        click.echo(f"pushed {len(DEMO_PUSHES)} attendee record(s) to the feed service for {event_id}")
-    finally:
-        revoke_key(engine, event_id, key_id)
-        engine.dispose()
 
 
 def _print_platform_state(event_ids: list[str]) -> None:
@@ -460,34 +396,31 @@ def _print_platform_state(event_ids: list[str]) -> None:
 
 def _demo_procurios(port: int):  # type: ignore[no-untyped-def]
     """The demo's Procurios sandbox (meeting 2027) with the demo client's credentials."""
-    from attendee_pipeline.sandbox.procurios import demo_sandbox, serve_procurios
+    from attendee_pipeline.integrations.procurios.sandbox import demo_sandbox, serve_procurios
 
     sandbox = demo_sandbox(os.environ["DEMO_PROCURIOS_CLIENT_ID"], os.environ["DEMO_PROCURIOS_CLIENT_SECRET"])
     return serve_procurios(sandbox, port=_free_or_any(port))
 
 
-def _print_procurios_state(event_ids: list[str]) -> None:
-    """Sessions, personal-schedule entries and tagged attendees of the Procurios events."""
-    import sqlalchemy as sa
+def _print_source_state(events: list) -> None:
+    """What each source's own tables hold for its events (e.g. a Procurios event's sessions)."""
+    from attendee_pipeline.integrations import events_of, kinds, source
 
-    from attendee_pipeline.platform_db.engine import make_engine
+    engine = None
+    try:
+        for kind in kinds():
+            ids = [e.id for e in events_of(events, kind)]
+            if not ids:
+                continue
+            if engine is None:
+                from attendee_pipeline.platform_db.engine import make_engine
 
-    if not event_ids:
-        return
-    engine = make_engine(settings.db_url())
-    with engine.connect() as conn:
-        for event_id in event_ids:
-            sessions, schedule, tagged = conn.execute(
-                sa.text(
-                    "select (select count(*) from sessions where event_id = :e and status = 'active'), "
-                    "(select count(*) from personal_schedule where event_id = :e), "
-                    "(select count(*) from attendee_tags where event_id = :e)"
-                ),
-                {"e": event_id},
-            ).one()
-            click.echo(f"{event_id:<24} sessions={sessions} personal schedule entries={schedule} "
-                       f"attendees with the hidden event tag={tagged}")
-    engine.dispose()
+                engine = make_engine(settings.db_url())
+            for line in source(kind).state_lines(engine, ids):
+                click.echo(line)
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def _demo_datasets() -> dict:
@@ -687,10 +620,11 @@ def feed_key() -> None:
 def feed_key_create(event_id: str) -> None:
     """Create an API key for EVENT_ID (a feed event of the catalog) and print it (once)."""
     from attendee_pipeline.catalog import load_catalog
+    from attendee_pipeline.integrations import source_of
     from attendee_pipeline.platform_db.feed import create_key
 
     event = load_catalog().find(event_id)  # a broken entry: its problems
-    if event is None or event.source.kind != "feed":
+    if event is None or not source_of(event).pushed:
         raise click.UsageError(f"{event_id} is not a feed event of the catalog (source: {{kind: feed}})")
     with platform_engine() as engine:
         try:

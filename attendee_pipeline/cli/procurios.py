@@ -28,8 +28,10 @@ def _procurios_event(event_id: str):  # type: ignore[no-untyped-def]
 
 def require_procurios(event):  # type: ignore[no-untyped-def]
     """``event`` (a catalog entry) when it is a Procurios event, else a usage error."""
-    if event.source.kind != "procurios":
-        raise click.UsageError(f"{event.id} is not a Procurios event (its source kind is {event.source.kind})")
+    from attendee_pipeline.integrations import is_kind, kind_of
+
+    if not is_kind(event, "procurios"):
+        raise click.UsageError(f"{event.id} is not a Procurios event (its source kind is {kind_of(event)})")
     return event
 
 
@@ -95,7 +97,7 @@ def _send(event_id: str) -> None:
     import dagster as dg
 
     from attendee_pipeline.definitions import defs
-    from attendee_pipeline.defs.partitions import procurios_events_partitions
+    from attendee_pipeline.integrations.procurios.defs.partitions import procurios_events_partitions
     from attendee_pipeline.instance.tags import TRIGGER_TAG
     from attendee_pipeline.instance import dagster_home
 
@@ -123,7 +125,7 @@ def sandbox_procurios(host: str, port: int, registrations: int | None, token_ttl
     the same values where you run `attendee-pipeline sync`). Faults and data changes go through
     its /_control/ endpoints (see docs/cli.md, "Sandbox providers").
     """
-    from attendee_pipeline.sandbox.procurios import main
+    from attendee_pipeline.integrations.procurios.sandbox import main
 
     try:
         main(host=host, port=port, registrations=registrations, token_ttl=token_ttl, latency_ms=latency_ms)

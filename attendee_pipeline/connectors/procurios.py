@@ -45,7 +45,7 @@ from attendee_pipeline.connectors.raw_store import (
     write_manifest,
 )
 from attendee_pipeline.connectors.rest import ConnectionCheck, short
-from attendee_pipeline.sync.procurios import capped_since, next_since
+from attendee_pipeline.integrations.procurios.rules import capped_since, next_since
 
 log = logging.getLogger(__name__)
 
@@ -357,9 +357,9 @@ class ProcuriosExtractor:
                     source_position=position,
                     content_sha256=digest.hexdigest(),
                     parts={SESSIONS_PART: session_pages},
+                    mode=mode,
                     extra={
                         "since": since,
-                        "mode": mode,
                         "meeting_id": source.meeting_id,
                         "sessions": sessions,
                         "token_requests": client.stats.token_requests + sessions_client.stats.token_requests,

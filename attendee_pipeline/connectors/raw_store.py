@@ -92,6 +92,9 @@ class ExtractManifest:
     #: How far into the source this extract reaches (a feed: the last inbox id it holds; an
     #: incremental pull: its next ``since``), published with the extract's records.
     source_position: str | None = None
+    #: How the source read (e.g. ``initial``, ``incremental``, ``full_import``); None when it
+    #: reads one way only.
+    mode: str | None = None
     #: SHA-256 of each stored page's bytes, in order (lets the next sync see early whether
     #: the provider sends what it sent last time).
     page_sha256: list[str] = field(default_factory=list)

@@ -1,6 +1,7 @@
-"""Partition definitions: one dynamic partition per catalog event, and one per Procurios event
-for what only a Procurios event has (the check-in write-back). The catalog sensor keeps both
-equal to the catalog."""
+"""Partition definitions: one dynamic partition per catalog event, which the catalog sensor keeps
+equal to the catalog. An integration whose events have assets no other event has partitions them
+by its own dynamic partitions (``EVENT_PARTITIONS`` in its ``defs`` module), kept equal to its
+events of the catalog by the same sensor."""
 
 from __future__ import annotations
 
@@ -9,7 +10,3 @@ import dagster as dg
 EVENTS_PARTITION_NAME = "events"
 
 events_partitions = dg.DynamicPartitionsDefinition(name=EVENTS_PARTITION_NAME)
-
-#: The events whose source is Procurios: an asset only they have is partitioned by these, so
-#: the UI never shows it "missing" for an event that cannot have it.
-procurios_events_partitions = dg.DynamicPartitionsDefinition(name="procurios_events")

@@ -24,7 +24,6 @@ import sqlalchemy as sa
 
 from attendee_pipeline.platform_db.engine import write_transaction
 from attendee_pipeline.platform_db.sql import chunks, utcnow
-from attendee_pipeline.platform_db.source_state import record_held_position
 from attendee_pipeline.platform_db.tables import (
     ACTIVE,
     CHECK_IN_KINDS,
@@ -36,11 +35,10 @@ from attendee_pipeline.platform_db.tables import (
     events,
     personal_schedule,
     sessions,
-    sync_ledger,
     tags,
 )
 from attendee_pipeline.sync.model import attendee_key
-from attendee_pipeline.sync.procurios import parse_timestamp
+from attendee_pipeline.integrations.procurios.rules import parse_timestamp
 
 
 # --------------------------------------------------------------------------- published rows
@@ -255,25 +253,6 @@ def sync_event_tag(engine: sa.Engine, event_id: str, name: str) -> TagSync:
         deleted = conn.execute(attendee_tags.delete().where(at.tag_id == result.tag_id, at.attendee_id.in_(removed_ids)))
         result.untagged = max(deleted.rowcount or 0, 0)
     return result
-
-
-# --------------------------------------------------------------------------- read position
-
-
-def record_read_position(
-    engine: sa.Engine, event_id: str, ledger_id: int, position: str | None, fingerprint: str | None
-) -> None:
-    """Record on a publish's ledger row the read position and input fingerprint it held back
-    until its registrations' personal programmes were synced (``batched.publish_batches``):
-    from now on the event's next sync reads from there, and may find its input unchanged."""
-    s = sync_ledger.c
-    with write_transaction(engine) as conn:
-        conn.execute(
-            sync_ledger.update()
-            .where(s.id == ledger_id, s.event_id == event_id)
-            .values(source_position=position, input_fingerprint=fingerprint)
-        )
-        record_held_position(conn, event_id, ledger_id, position)
 
 
 # --------------------------------------------------------------------------- check-ins

@@ -41,7 +41,7 @@ from attendee_pipeline.platform_db.tables import (
     sync_ledger,
 )
 from attendee_pipeline.platform_db.errors import PlatformDatabaseError, describe_database_error
-from attendee_pipeline.platform_db.source_state import SourceKey, read_position, write_position
+from attendee_pipeline.platform_db.source_state import SourceKey, read_position, record_held_position, write_position
 from attendee_pipeline.sync.diff import ChangeSet, empty_published
 from attendee_pipeline.sync.model import CONTENT_COLUMNS, group_key, nfc
 
@@ -981,3 +981,19 @@ def ledger(engine: sa.Engine, event_id: str) -> list[dict[str, Any]]:
     stmt = sa.select(sync_ledger).where(sync_ledger.c.event_id == event_id).order_by(sync_ledger.c.id)
     with engine.connect() as conn:
         return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+def record_read_position(
+    engine: sa.Engine, event_id: str, ledger_id: int, position: str | None, fingerprint: str | None
+) -> None:
+    """Record on a publish's ledger row the read position and input fingerprint it held back
+    until what the sync does after the publish was done (``batched.publish_batches``):
+    from now on the event's next sync reads from there, and may find its input unchanged."""
+    s = sync_ledger.c
+    with write_transaction(engine) as conn:
+        conn.execute(
+            sync_ledger.update()
+            .where(s.id == ledger_id, s.event_id == event_id)
+            .values(source_position=position, input_fingerprint=fingerprint)
+        )
+        record_held_position(conn, event_id, ledger_id, position)

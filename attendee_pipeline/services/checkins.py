@@ -1,6 +1,6 @@
 """The platform's check-in hook (seed 002): the event platform records an attendee's check-in
 here, and on-site check-ins of a Procurios event are then written back to Procurios as
-"present" by ``procurios_checkin_sensor`` (see ``attendee_pipeline.defs.procurios.checkins``).
+"present" by ``procurios_checkin_sensor`` (see ``attendee_pipeline.integrations.procurios.defs.checkins``).
 
 Routes (mounted on the feed service by :func:`checkin_routes`)::
 

@@ -126,7 +126,9 @@ def procurios_window(event: Any) -> tuple[dt.datetime, dt.datetime]:
 
 def auto_procurios(event: Any) -> bool:
     """True for a Procurios event the schedules sync (``source.auto_sync``)."""
-    return event.source.kind == "procurios" and bool(event.source.auto_sync)
+    from attendee_pipeline.integrations import is_kind
+
+    return is_kind(event, "procurios") and bool(event.source.auto_sync)
 
 
 def in_window(event: Any, tick: dt.datetime) -> bool:

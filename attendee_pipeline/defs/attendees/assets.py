@@ -3,8 +3,11 @@ every asset of the chain.
 
 raw extract (kept, replayable) -> mapped attendees + rejected attendees (quarantine) + group
 memberships -> attendee changes (diff against what is published) -> published attendee list +
-groups (one transaction) -> the source's programme (for a Procurios event: sessions, personal
-programmes, event tag; see ``defs/procurios/assets.py``).
+groups -> what the event's integration adds after the publish (for a Procurios event: sessions,
+personal programmes, event tag; see ``defs/attendees/extensions.py``). The step never asks which
+source it runs: the event's source (``attendee_pipeline.integrations``) reads the extract, and the
+source's processing strategy (``attendee_pipeline.processing``: one frame and one transaction, or
+batches) maps, diffs and publishes it.
 
 Why one step that cannot be subset: an event's assets are one unit of work. Materialising a
 later asset alone would publish a stale mapped frame without calling the provider, and leaving
@@ -28,17 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.rest import ExtractError, extract_digest, read_manifest, source_settings
+from attendee_pipeline.connectors.rest import ExtractError, extract_digest
 from attendee_pipeline.defs.attendees import checks
 from attendee_pipeline.defs.memory import paced_step, release_memory
 from attendee_pipeline.defs.metadata import preview
+from attendee_pipeline.processing import PREVIEW_COLUMNS
 from attendee_pipeline.defs.partitions import events_partitions
-from attendee_pipeline.defs.procurios import assets as procurios_assets
-from attendee_pipeline.defs.procurios import batched as procurios_batched
+from attendee_pipeline.defs.attendees import extensions
+from attendee_pipeline.integrations import kind_of, source_of
+from attendee_pipeline.integrations.base import FULL_IMPORT, SCHEDULED
 from attendee_pipeline.instance.launcher import record_worker
 from attendee_pipeline.instance.tags import no_run_retry
 from attendee_pipeline.defs.resources import (
@@ -48,8 +52,6 @@ from attendee_pipeline.defs.resources import (
     RawExtractStore,
 )
 from attendee_pipeline.platform_db import publish as db_publish
-from attendee_pipeline.platform_db.source_state import SourceKey
-from attendee_pipeline.sync.diff import compute_changes
 from attendee_pipeline.sync.fingerprint import fingerprint_config, is_unchanged, sync_fingerprint
 
 GROUP = "attendees"
@@ -179,8 +181,11 @@ CHAIN_SPECS = [
 @dg.multi_asset(
     name=SYNC_STEP,
     partitions_def=events_partitions,
-    specs=[*CHAIN_SPECS, *procurios_assets.SPECS],
-    check_specs=[checks.MAPPED_SCHEMA, checks.NO_REJECTED, checks.MASS_REMOVAL_GUARD, procurios_assets.SETTINGS_CHECK],
+    specs=[*CHAIN_SPECS, *(spec for e in extensions.step_extensions() for spec in e.specs)],
+    check_specs=[
+        checks.MAPPED_SCHEMA, checks.NO_REJECTED, checks.MASS_REMOVAL_GUARD,
+        *(spec for e in extensions.step_extensions() for spec in e.check_specs),
+    ],
     can_subset=False,  # one unit of work: see the module docstring
     retry_policy=api_retry,
     # no backfill policy: a backfill then runs each event partition on its own, tagged
@@ -198,15 +203,17 @@ def event_sync(
     platform_db: PlatformDatabaseResource,
 ):
     """Fetch the event's records, map and validate them, diff them against the published list,
-    guard against mass removal, publish, then the source's programme. Each page is parsed once
-    and mapped while the provider sends the next one (see steps.PageMapper); the raw extract is
+    guard against mass removal, publish, then what the event's integration adds. A source with
+    pages has each page parsed once and mapped while the provider sends the next one (see
+    steps.PageMapper); the raw extract is
     stored before anything is mapped. A failed blocking check (the schema, the mass-removal
     guard) is reported and then fails the step: nothing is published. So a successful run has
     materialised every asset of the event (Dagster checks that every output was produced)."""
     record_worker(context)  # so run monitoring can tell when this process is gone
     event, engine = _settings(context, catalog, platform_db)
-    manifest, mapper = _extract(context, config, event, attendee_source, raw_store, engine)
-    yield dg.MaterializeResult(asset_key="attendee_raw_extract", metadata=_extract_metadata(event, manifest))
+    source = source_of(event)
+    manifest, mapper = _extract(context, config, event, source, attendee_source, raw_store, engine)
+    yield dg.MaterializeResult(asset_key="attendee_raw_extract", metadata=_extract_metadata(event, source, manifest))
     if manifest["unchanged_since_run"]:
         yield from _unchanged(context, event, manifest, engine)
         return
@@ -214,7 +221,7 @@ def event_sync(
     premapped = mapper.results(extract_dir) if mapper is not None else None
     del mapper
     release_memory()
-    mapped = _map(context, event, manifest, premapped, engine)
+    mapped = _map(context, event, source, manifest, premapped, engine)
     del premapped
     yield from mapped.results
     if not mapped.schema.passed:  # a blocking check: nothing is diffed or published
@@ -224,11 +231,15 @@ def event_sync(
             allow_retries=False,
         )
     release_memory()
-    changes, active_before, version, changes_metadata = _diff(context, event, mapped, engine)
-    yield dg.MaterializeResult(asset_key="attendee_changes", metadata=changes_metadata)
+    diffed = source.processing.diff(source, event, mapped.mapped, engine)
+    changes = diffed.changes
+    yield dg.MaterializeResult(
+        asset_key="attendee_changes",
+        metadata={**_json_values(diffed.metadata), "preview": preview(diffed.preview, list(PREVIEW_COLUMNS))},
+    )
     guard = event.sync.mass_removal
     result, held = checks.mass_removal_check(
-        changes.counts.get("removed", 0), active_before, guard.max_share, guard.min_count,
+        changes.counts.get("removed", 0), diffed.active_before, guard.max_share, guard.min_count,
         checks.override_requested(context.run.tags),
     )
     yield result
@@ -237,7 +248,7 @@ def event_sync(
             engine,
             event_id=event.id,
             run_id=context.run.run_id,
-            source_kind=event.source.kind,
+            source_kind=source.kind,
             status="held",
             message=held,
             counts=dict(changes.counts),
@@ -246,45 +257,28 @@ def event_sync(
         no_run_retry(context)  # the same data would be held again
         raise dg.Failure(description=f"publish held: {held}", allow_retries=False)
     try:
-        published = _publish(context, event, manifest, changes, mapped.rejected, engine, version)
+        # refused (SupersededPublishError) when the event's last publish read its source after
+        # this sync's extract began
+        published = source.processing.publish(
+            source, event, manifest, diffed, engine=engine, run_id=context.run_id, rejected=mapped.rejected
+        )
     except db_publish.SupersededPublishError as exc:
-        yield from _superseded(context, event, manifest, changes.counts, mapped.rejected, engine, exc)
+        yield from _superseded(context, event, source, manifest, changes.counts, mapped.rejected, engine, exc)
         return
-    del changes
+    del changes, diffed
+    transactions = getattr(published, "transactions", None)
+    if transactions is not None:
+        context.log.info(f"published in {transactions} transaction(s) over {published.batches} batch(es)")
     yield from _published_results(_as_counts(published), mapped.rejected)
-    yield from procurios_assets.after_publish(context, event, extract_dir, engine, published=published)
-
-
-def _publish(
-    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], changes: Any, rejected: int,
-    engine: Any, version: int | None,
-) -> Any:
-    """Apply the change set: one transaction, or one per batch for a batched source. Refused
-    (SupersededPublishError) when the event's last publish read its source after this sync's
-    extract began."""
-    started = manifest["extract_started_at"]
-    if procurios_batched.is_batched(changes):  # one transaction per batch
-        return procurios_batched.publish(context, event, manifest, changes, rejected, engine, started)
-    return db_publish.publish_changes(
-            engine,
-            event.id,
-            changes,
-        run_id=context.run_id,
-        source_kind=event.source.kind,
-        rejected_count=rejected,
-        raw_extract_path=manifest["path"],
-        started_at=started,
-        input_fingerprint=manifest.get("input_fingerprint"),
-        source_position=manifest.get("source_position"),
-        email_settings=event.settings,
-        published_version=version,
-        source_key=SourceKey.of(event),
-    )
+    yield from extensions.after_publish(context, event, extract_dir, engine)
+    held = getattr(published, "held", None)
+    if held is not None:  # the read position, once what follows the publish is done too
+        db_publish.record_read_position(engine, event.id, held.ledger_id, held.position, held.fingerprint)
 
 
 def _superseded(
-    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], counts: dict[str, int], rejected: int,
-    engine: Any, exc: Any,
+    context: dg.AssetExecutionContext, event: Any, source: Any, manifest: dict[str, Any], counts: dict[str, int],
+    rejected: int, engine: Any, exc: Any,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """A later read of the event's source is published already: this sync's extract is kept
     but not applied. The run succeeds (the event is up to date, by the newer run); the ledger and
@@ -293,7 +287,7 @@ def _superseded(
         engine,
         event_id=event.id,
         run_id=context.run_id,
-        source_kind=event.source.kind,
+        source_kind=source.kind,
         status="superseded",
         message=str(exc),
         counts=dict(counts),
@@ -305,7 +299,7 @@ def _superseded(
     skipped = {"superseded": True, "superseded_by_run": exc.newer_run_id or "", "rows_written": 0}
     yield dg.MaterializeResult(asset_key="published_attendees", metadata={**skipped, "rejected": rejected})
     yield dg.MaterializeResult(asset_key="published_groups", metadata={**skipped, "memberships_written": 0})
-    yield from procurios_assets.after_publish(
+    yield from extensions.after_publish(
         context, event, None, engine, skip_reason=f"superseded by run {exc.newer_run_id}, which read the source later"
     )
 
@@ -333,7 +327,8 @@ def _extract(
     context: dg.AssetExecutionContext,
     config: SyncRunConfig,
     event: Any,
-    attendee_source: AttendeeSource,
+    source: Any,
+    http: AttendeeSource,
     raw_store: RawExtractStore,
     engine: Any,
 ) -> tuple[dict[str, Any], steps.PageMapper | None]:
@@ -350,22 +345,18 @@ def _extract(
             context.log.info(f"fetched {pages} page(s), {records} record(s) so far")
 
     last = db_publish.last_decision(engine, event.id)
-    mapper = None
-    # a REST source's pages are mapped as they arrive (a Procurios extract is mapped in
-    # batches after the fetch, see defs/procurios/batched.py)
-    if event.source.kind == "rest_api" and not config.replay_extract:
-        previous = None if config.force else _previous_pages(last, event.source)
-        mapper = steps.PageMapper(event, previous)
+    # a source with pages has them mapped as they arrive (none for a replay: nothing arrives)
+    mapper = None if config.replay_extract else source.page_mapper(event, last, config.force)
     try:
         manifest = steps.extract_event(
             event,
             dest,
             engine=engine,
-            pull=attendee_source,
+            http=http,
             replay_from=config.replay_extract or None,
             progress=progress,
             on_page=mapper,
-            full_import=config.full_import,
+            mode=FULL_IMPORT if config.full_import else SCHEDULED,
         )
     except ExtractError as exc:
         # A 4xx (bad credentials, a page that disappeared) or a fault in the source's settings
@@ -394,25 +385,8 @@ def _extract(
     return manifest, mapper
 
 
-def _previous_pages(last: dict[str, Any] | None, source: Any) -> list[tuple[str, int]] | None:
-    """(SHA-256, records) of each page of the extract the event's last decided sync read, if
-    that extract is still kept and was read with the same URL, record path and pagination as
-    ``source`` (otherwise the same bytes may hold other records, or end the list elsewhere)."""
-    path = (last or {}).get("raw_extract_path")
-    if not path:
-        return None
-    try:
-        manifest = read_manifest(Path(path))
-    except (OSError, ValueError, TypeError):
-        return None
-    if len(manifest.page_sha256) != manifest.pages or len(manifest.page_records) != manifest.pages:
-        return None
-    if manifest.source_settings is None or manifest.source_settings != source_settings(source):
-        return None
-    return list(zip(manifest.page_sha256, manifest.page_records)) or None
-
-
-def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+def _extract_metadata(event: Any, source: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    added = _json_values(source.extract_metadata(manifest))
     return {
         "unchanged": bool(manifest["unchanged_since_run"]),
         "unchanged_since_run": manifest["unchanged_since_run"] or "",
@@ -423,24 +397,13 @@ def _extract_metadata(event: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         "requests": int(manifest.get("requests", 0)),
         "retries": int(manifest.get("retries", 0)),
         "pages_mapped_while_fetching": int(manifest["mapped_while_fetching"]),
-        "source_kind": event.source.kind,
+        "source_kind": source.kind,
         "extract_path": dg.MetadataValue.path(manifest["path"]),
         "seconds": manifest["seconds"],
         "extracts_pruned": manifest["extracts_pruned"],
         "partial_extracts_pruned": manifest["partial_extracts_pruned"],
-        **procurios_batched.extract_metadata(manifest),
-        **_ignored_fields_metadata(manifest),
+        **added,
     }
-
-
-def _ignored_fields_metadata(manifest: dict[str, Any], most: int = 100) -> dict[str, Any]:
-    """A push extract's fields the feed ignored (names only, never values): how many names, and
-    the ``most`` frequent with the number of pushes that sent each ({} for a pulled source)."""
-    ignored = manifest.get("ignored_fields")
-    if ignored is None:
-        return {}
-    top = dict(sorted(ignored.items(), key=lambda item: (-item[1], item[0]))[:most])
-    return {"ignored_field_names": len(ignored), "ignored_fields": dg.MetadataValue.json(top)}
 
 
 def _unchanged(
@@ -457,7 +420,7 @@ def _unchanged(
         engine,
         event_id=event.id,
         run_id=context.run_id,
-        source_kind=event.source.kind,
+        source_kind=kind_of(event),
         status="unchanged",
         message=f"same input as run {since}",
         counts={"unchanged": active},
@@ -487,55 +450,34 @@ def _unchanged(
         metadata={**same, "rows_written": 0, "active_attendees": active, "rejected": rejected},
     )
     yield dg.MaterializeResult(asset_key="published_groups", metadata={**same, "memberships_written": 0})
-    yield from procurios_assets.after_publish(context, event, None, engine, unchanged_since=since)
-
-
-class _Mapped:
-    """What the map phase hands on: the value the diff takes (a frame, or a batched source's
-    batch files), the rejects, and the results the phase reports."""
-
-    def __init__(self, value: Any, rejects: pd.DataFrame, results: list[Any], schema: dg.AssetCheckResult) -> None:
-        self.value = value
-        self.rejects = rejects
-        self.results = results
-        self.schema = schema
-
-    @property
-    def rejected(self) -> int:
-        return int(self.rejects["source_row"].nunique()) if len(self.rejects) else 0
+    yield from extensions.after_publish(context, event, None, engine, unchanged_since=since)
 
 
 def _map(
-    context: dg.AssetExecutionContext, event: Any, manifest: dict[str, Any], premapped: Any, engine: Any
-) -> _Mapped:
-    """Map and quarantine the stored extract; the mapped, rejected and membership results and
-    their checks (the schema check last: when it fails, nothing after it runs)."""
-    if event.source.kind == "procurios":  # mapped in batches: see defs/procurios/batched.py
-        batches = procurios_batched.map_batches(context, event, manifest)
-        value, rejects, mapped_metadata = batches.mapped, batches.rejects, batches.metadata
-        memberships = procurios_batched.group_memberships(batches.mapped)
-        schema = procurios_batched.schema_check(batches.mapped)
-    else:
-        mapped = steps.map_extract(event, Path(manifest["path"]), premapped)
-        value, rejects = mapped.valid, mapped.rejects
-        mapped_metadata = {
-            "records": mapped.records,
-            "valid": len(mapped.valid),
-            "delete_flagged": int(mapped.valid["flagged"].sum()),
-            "dagster/row_count": len(mapped.valid),
-        }
-        memberships = steps.group_memberships(mapped.valid)
-        schema = checks.schema_check(mapped.valid, partial=event.partial_records)
+    context: dg.AssetExecutionContext, event: Any, source: Any, manifest: dict[str, Any], premapped: Any, engine: Any
+) -> "_Mapped":
+    """Map and quarantine the stored extract with the source's processing strategy; the
+    mapped, rejected and membership results and their checks (the schema check last: when it
+    fails, nothing after it runs)."""
+    processing = source.processing
+    mapped = processing.map(
+        source, event, Path(manifest["path"]), run_id=context.run_id, mode=manifest.get("mode"), premapped=premapped
+    )
+    schema_found = processing.schema(event, mapped)
+    schema = checks.schema_result(schema_found.rows, schema_found.cases, schema_found.failing, **schema_found.metadata)
+    rejects, memberships = mapped.rejects, mapped.memberships
     db_publish.record_rejects(engine, event.id, context.run_id, rejects)
     if len(rejects):
         context.log.warning(f"{len(rejects)} record problem(s) quarantined; see rejected_attendees metadata")
     groups = sorted(memberships["group_name"].unique().tolist())
+    mapped.memberships = None  # reported; the publish derives them from the change set
+    mapped_metadata = _json_values(mapped.metadata)
     results: list[Any] = [
         dg.MaterializeResult(asset_key="mapped_attendees", metadata=mapped_metadata),
         dg.MaterializeResult(
             asset_key="rejected_attendees",
             metadata={
-                "rejected_records": int(rejects["source_row"].nunique()) if len(rejects) else 0,
+                "rejected_records": mapped.rejected,
                 "problems": len(rejects),
                 "by_reason": dg.MetadataValue.json(steps.reason_counts(rejects)),
                 "preview": preview(rejects, ["source_row", "source_record_id", "field", "reason"]),
@@ -554,33 +496,25 @@ def _map(
         checks.rejected_check(rejects, int(manifest.get("records", 0)), event.sync.rejects.max_share),
         schema,
     ]
-    return _Mapped(value, rejects, results, schema)
+    return _Mapped(mapped, results, schema)
 
 
-def _diff(
-    context: dg.AssetExecutionContext, event: Any, mapped: _Mapped, engine: Any
-) -> tuple[Any, int, int | None, dict[str, Any]]:
-    """(the change set, active attendees before, the publish version it was computed against,
-    the metadata of ``attendee_changes``)."""
-    if procurios_batched.is_batched(mapped.value):
-        changes, metadata = procurios_batched.diff(event, mapped.value, engine)
-        return changes, int(changes.published_active), None, metadata
-    policy = event.sync.apply
-    version = db_publish.publish_version(engine, event.id)  # before the list (see there)
-    published = db_publish.load_published(engine, event.id, with_content=policy.existing == "update_provided")
-    changes = compute_changes(
-        mapped.value, published, policy, rejected_keys=steps.rejected_keys(mapped.rejects)
-    )
-    active_before = int((published["status"] == "active").sum()) if len(published) else 0
-    del published
-    mapped.value = None  # the change set holds what the publish needs
-    metadata = {
-        **{k: int(v) for k, v in changes.counts.items()},
-        "published_before": active_before,
-        "policy": dg.MetadataValue.json(policy.model_dump()),
-        "preview": preview(changes.frame, ["change", "source_row", "source_record_id"]),
-    }
-    return changes, active_before, version, metadata
+class _Mapped:
+    """What the map phase hands on (``processing.Mapped``), with the results it reports."""
+
+    def __init__(self, mapped: Any, results: list[Any], schema: dg.AssetCheckResult) -> None:
+        self.mapped = mapped
+        self.results = results
+        self.schema = schema
+
+    @property
+    def rejected(self) -> int:
+        return self.mapped.rejected
+
+
+def _json_values(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Plain metadata with its dicts and lists as JSON metadata values."""
+    return {k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in metadata.items()}
 
 
 def _published_results(counts: dict[str, int], rejected: int) -> Iterator[dg.MaterializeResult]:

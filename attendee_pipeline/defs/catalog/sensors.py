@@ -1,5 +1,5 @@
-"""The catalog sensor: adds a dynamic ``events`` partition for each new valid catalog event (and a
-``procurios_events`` one for a Procurios event), deletes the partitions of events whose entries
+"""The catalog sensor: adds a dynamic ``events`` partition for each new valid catalog event (and one
+in an integration's own partitions, e.g. ``procurios_events``, for that integration's events), deletes the partitions of events whose entries
 left the catalog, and upserts the platform's
 ``events`` table (an event that leaves the catalog is marked, never deleted, so its history
 stays).
@@ -19,7 +19,8 @@ import dagster as dg
 
 from attendee_pipeline.catalog.warnings import catalog_warnings
 from attendee_pipeline.defs.catalog.assets import catalog_asset_events
-from attendee_pipeline.defs.partitions import events_partitions, procurios_events_partitions
+from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.integrations import definition_modules, events_of
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.publish import upsert_events
 from attendee_pipeline.platform_db.rename import apply_renames
@@ -43,17 +44,16 @@ def event_catalog_sensor(
     events = loaded.events
     requests: list = []
     valid = {e.id for e in events}
-    procurios = {e.id for e in events if e.source.kind == "procurios"}
     for partitions, wanted in (
         (events_partitions, valid),
-        (procurios_events_partitions, procurios),
+        *((own, {e.id for e in events_of(events, kind)}) for kind, own in _integration_partitions()),
     ):
         existing = set(context.instance.get_dynamic_partitions(partitions.name))
         to_add = sorted(wanted - existing)
         # a broken entry still names its event: it keeps its partitions until it is fixed
         gone = existing - loaded.entry_ids
-        if partitions is procurios_events_partitions:  # a valid entry of another source now
-            gone |= (existing & valid) - procurios
+        if partitions is not events_partitions:  # an integration's own: a valid entry of another source now
+            gone |= (existing & valid) - wanted
         to_delete = sorted(gone)
         if to_add:
             requests.append(partitions.build_add_request(to_add))
@@ -86,6 +86,11 @@ def event_catalog_sensor(
     return dg.SensorResult(
         dynamic_partitions_requests=requests, cursor=cursor, asset_events=catalog_asset_events(loaded)
     )
+
+
+def _integration_partitions() -> list[tuple[str, dg.DynamicPartitionsDefinition]]:
+    """(source kind, partitions) of each integration that partitions its own events."""
+    return [m.EVENT_PARTITIONS for m in definition_modules() if getattr(m, "EVENT_PARTITIONS", None)]
 
 
 catalog_sensors = [event_catalog_sensor]

@@ -8,7 +8,7 @@ personal-programme rules (the sessions a registration chose, as a set per attend
 registration's ``modifiedAt`` becomes the next incremental pull's ``since``. No Dagster, no
 database, no I/O.
 
-A registration looks like (see ``attendee_pipeline.sandbox.procurios``)::
+A registration looks like (see ``attendee_pipeline.integrations.procurios.sandbox``)::
 
     {"id": "r-000042", "status": "registered" | "cancelled", "registeredAt": "...",
      "modifiedAt": "2027-01-05T12:00:00.123Z",

@@ -15,6 +15,8 @@ from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.catalog.connections import connection_id_of
 from attendee_pipeline.instance.tags import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.integrations import events_of
+from attendee_pipeline.integrations.feed.source import KIND
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db.feed import inbox_heads
 from attendee_pipeline.platform_db.publish import last_published_position
@@ -40,7 +42,7 @@ def feed_inbox_sensor(
     if not heads:
         return dg.SkipReason(f"no pushes after inbox id {after}")
     loaded = catalog.load()
-    feeds = {e.id for e in loaded.events if e.source.kind == "feed"}
+    feeds = {e.id for e in events_of(loaded.events, KIND)}
     broken = {entry.event_id for entry in loaded.broken if entry.event_id} - feeds
     known = set(context.instance.get_dynamic_partitions(events_partitions.name))
     requests = []

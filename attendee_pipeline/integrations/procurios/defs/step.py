@@ -18,9 +18,11 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from attendee_pipeline import batched
 from attendee_pipeline.catalog.warnings import event_warnings
+from attendee_pipeline.defs.attendees.extensions import StepExtension
 from attendee_pipeline.connectors.procurios import session_records
+from attendee_pipeline.integrations import kind_of
+from attendee_pipeline.integrations.procurios.programmes import sync_programmes
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.platform_db import procurios as db_procurios
 
@@ -71,19 +73,21 @@ def _not_synced(reason: str, **metadata: Any) -> dict[str, Any]:
 def after_publish(
     context: Any,
     event: Any,
+    *,
+    applies: bool,
     extract_dir: Path | None,
     engine: sa.Engine,
     unchanged_since: str | None = None,
-    published: Any = None,
     skip_reason: str | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """The three assets' results (and the settings check) for a sync of ``event`` that published
-    ``extract_dir`` -- or found its input unchanged since run ``unchanged_since`` (then nothing
-    can have changed, and nothing is written), or did not publish for ``skip_reason``. Once they
-    are synced, the read position the publish (``published``) held back is recorded: a sync that
-    fails before leaves the registrations it read, and their programmes, to the next one."""
-    if event.source.kind != "procurios":
-        reason = f"a {event.source.kind} event: its source has no Procurios sessions, programmes or event tag"
+    """The three assets' results (and the settings check) for a sync of ``event`` (a Procurios
+    event when ``applies``) that published ``extract_dir`` -- or found its input unchanged since
+    run ``unchanged_since`` (then nothing can have changed, and nothing is written), or did not
+    publish for ``skip_reason``. The publish's read position is recorded only after these (see
+    ``processing.Batches.publish``): a sync that fails here leaves the registrations it read,
+    and their programmes, to the next one."""
+    if not applies:
+        reason = f"a {kind_of(event)} event: its source has no Procurios sessions, programmes or event tag"
         for key in (SESSIONS, PROGRAMMES, EVENT_TAGS):
             yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(reason))
     elif skip_reason:
@@ -95,9 +99,6 @@ def after_publish(
             yield dg.MaterializeResult(asset_key=key, metadata=_not_synced(reason, unchanged=True))
     else:
         yield from _sync(context, event, extract_dir, engine)
-        held = getattr(published, "held", None)
-        if held is not None:
-            db_procurios.record_read_position(engine, event.id, held.ledger_id, held.position, held.fingerprint)
     warnings = event_warnings(event)
     for warning in warnings:
         context.log.warning(warning)
@@ -126,7 +127,7 @@ def _sync(context: Any, event: Any, extract_dir: Path, engine: sa.Engine) -> Ite
         },
     )
     if settings.sync_personal_programme:
-        programmes = batched.sync_programmes(event, extract_dir, engine)
+        programmes = sync_programmes(event, extract_dir, engine)
         yield dg.MaterializeResult(
             asset_key=PROGRAMMES,
             metadata={
@@ -161,3 +162,7 @@ def _sync(context: Any, event: Any, extract_dir: Path, engine: sa.Engine) -> Ite
         )
     else:
         yield dg.MaterializeResult(asset_key=EVENT_TAGS, metadata=_not_synced("source.settings.event_tag is off"))
+
+
+#: What the Procurios integration adds to the sync step (see defs/attendees/extensions.py).
+STEP_EXTENSION = StepExtension("procurios", SPECS, [SETTINGS_CHECK], after_publish)

@@ -20,8 +20,10 @@ import dagster as dg
 from attendee_pipeline.connectors.procurios import ProcuriosError
 from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
 from attendee_pipeline.instance.tags import EVENT_TAG, sync_tags
-from attendee_pipeline.defs.partitions import procurios_events_partitions
-from attendee_pipeline.defs.procurios.resources import ProcuriosApiResource
+from attendee_pipeline.integrations import events_of, is_kind
+from attendee_pipeline.integrations.procurios.defs.partitions import procurios_events_partitions
+from attendee_pipeline.integrations.procurios.source import KIND
+from attendee_pipeline.integrations.procurios.defs.resources import ProcuriosApiResource
 from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatabaseResource
 from attendee_pipeline.platform_db import procurios as db_procurios
 
@@ -78,7 +80,7 @@ def procurios_checkin_writeback(
     procurios: ProcuriosApiResource,
 ):
     event = catalog.event(context.partition_key)
-    if event.source.kind != "procurios":
+    if not is_kind(event, KIND):
         raise dg.Failure(description=f"{event.id} is not a Procurios event: it has no check-in write-back")
     engine = platform_db.engine()
     claimed = db_procurios.claim_pending(engine, event.id, context.run_id)
@@ -155,7 +157,7 @@ def procurios_checkin_sensor(
     heads = db_procurios.pending_heads(platform_db.engine())
     if not heads:
         return dg.SkipReason("no pending check-in write-backs")
-    procurios_events = {e.id for e in catalog.load().events if e.source.kind == "procurios"}
+    procurios_events = {e.id for e in events_of(catalog.load().events, KIND)}
     # the catalog sensor adds a Procurios event's partition; until then its check-ins wait
     known = set(context.instance.get_dynamic_partitions(procurios_events_partitions.name))
     requests = []

@@ -1,1 +1,0 @@
-"""Dagster definitions of the push feed (seed 001): the sensor that publishes the inbox."""

@@ -1,0 +1,1 @@
+"""The feed integration's Dagster definitions: the inbox sensor (``sensors``)."""
