@@ -21,14 +21,14 @@ from attendee_pipeline.connectors.http import (
     RetryStats,
     resolve_secret,
 )
-from attendee_pipeline.connectors.rest import (
+from attendee_pipeline.connectors.raw_store import (
     ExtractError,
-    RestExtractor,
     extract_digest,
     iter_extract_records,
     read_manifest,
     replay_extract,
 )
+from attendee_pipeline.connectors.rest import RestExtractor
 from attendee_pipeline.sandbox import attendee_api
 from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle
 

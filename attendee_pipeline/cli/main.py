@@ -34,7 +34,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from attendee_pipeline.catalog import CatalogError, UnknownEventError
     from attendee_pipeline.connectors.http import MissingSecretError
     from attendee_pipeline.connectors.procurios import ProcuriosError
-    from attendee_pipeline.connectors.rest import ExtractError
+    from attendee_pipeline.connectors.raw_store import ExtractError
     from attendee_pipeline.email_delivery import DeliveryConfigError
     from attendee_pipeline.instance import DagsterHomeError
     from attendee_pipeline.platform_db.engine import UnknownRevisionError, UnversionedDatabaseError

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.connectors.raw_store import iter_extract_records
 from attendee_pipeline.integrations.base import FULL_IMPORT, ExtractRequest, Source
 from attendee_pipeline.integrations.procurios import rules
 from attendee_pipeline.processing import BATCHES
