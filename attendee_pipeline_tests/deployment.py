@@ -30,9 +30,9 @@ import sqlalchemy as sa
 import yaml
 
 from attendee_pipeline.defs.attendees import checks as sync_checks
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, SandboxHandle, serve_sandbox
 from attendee_pipeline.integrations.procurios.defs.step import SETTINGS_CHECK
 from attendee_pipeline.processes import start_logged, stop_processes
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle, serve_sandbox
 from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig, ProcuriosHandle, ProcuriosSandbox, serve_procurios
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.conftest import _create_pg_database, _drop_pg_database

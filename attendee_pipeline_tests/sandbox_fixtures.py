@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from attendee_pipeline.sandbox.attendee_api import (
+from attendee_pipeline.integrations.attendee_api.sandbox import (
     SandboxConfig,
     SandboxHandle,
     SandboxServer,

@@ -208,7 +208,7 @@ def test_replay_of_a_folder_that_is_not_an_extract_is_refused(sandbox, _isolated
 
 
 def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env: Path, monkeypatch):
-    from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+    from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 
     api = sandbox_factory({"mass": SandboxConfig(records=100, seed=8)})
     entry = event_entry("mass", api.event_url("mass"), sync={"apply": {"missing": "remove"}})
@@ -242,7 +242,7 @@ def test_dry_run_says_when_the_sync_would_be_held(sandbox_factory, _isolated_env
 
 
 def test_a_held_sync_reports_its_rejected_records(sandbox_factory, _isolated_env: Path, monkeypatch):
-    from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+    from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 
     api = sandbox_factory({"held": SandboxConfig(records=100, seed=8, bad_records={60: "invalid_email"})})
     entry = event_entry("held", api.event_url("held"), sync={"apply": {"missing": "remove"}})

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from attendee_pipeline.cli.main import cli
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 from attendee_pipeline.platform_db.feed import create_key
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.sandbox_fixtures import PROCURIOS_ID_ENV, PROCURIOS_SECRET_ENV, procurios_entry

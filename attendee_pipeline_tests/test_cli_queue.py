@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import yaml
 from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
 from attendee_pipeline.instance.coordinator import connection_limits, event_run_tags
 from attendee_pipeline.instance.tags import CONNECTION_TAG
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.deployment import REPO_ROOT, SYNC_JOB
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline_tests.deployment import REPO_ROOT, SYNC_JOB, Deployment, wait_until
 
 pytestmark = pytest.mark.postgres

@@ -15,12 +15,12 @@ import sqlalchemy as sa
 
 from attendee_pipeline.defs.email.sensors import email_outbox_sensor
 from attendee_pipeline.defs.resources import PlatformDatabaseResource
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline.platform_db import outbox
 from attendee_pipeline.platform_db.engine import make_engine
 from attendee_pipeline.platform_db.segments import list_attendees
 from attendee_pipeline.platform_db.sql import utcnow
 from attendee_pipeline.platform_db.tables import email_outbox
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.email_fixtures import BODY_MARKER, deliver, email_resource, email_settings, recipients
 from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, materialized

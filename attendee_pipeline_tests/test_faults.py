@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline.sync.model import CONTENT_COLUMNS
 from attendee_pipeline_tests.conftest import _create_pg_database, _drop_pg_database
 from attendee_pipeline_tests.deployment import Deployment, wait_until

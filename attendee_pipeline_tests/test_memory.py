@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from attendee_pipeline.defs.memory import BULK_GC_THRESHOLD, bulk_gc, paced
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.pipeline_harness import harness, materialized
 

@@ -17,7 +17,7 @@ import yaml
 
 from attendee_pipeline.defs.resources import PARTIAL_EXTRACT_MAX_AGE_SECONDS
 from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.pipeline_harness import Harness, harness, materialized
 

@@ -638,7 +638,7 @@ def test_a_batched_publish_is_refused_after_another_publish_but_not_after_its_ow
 
     def publish(stored: batched.BatchedChanges) -> batched.BatchedPublish:
         return batched.publish_batches(
-            engine, event, stored, run_id="b", rejected_count=0, raw_extract_path=None, started_at=None,
+            engine, "rest_api", event, stored, run_id="b", rejected_count=0, raw_extract_path=None, started_at=None,
             input_fingerprint="FB", source_position="p2", previous_position="p1",
         )
 

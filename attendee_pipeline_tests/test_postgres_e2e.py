@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.conftest import _create_pg_database, _drop_pg_database
 from attendee_pipeline_tests.pipeline_harness import harness, materialized

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from attendee_pipeline.batched import drop_other_cancellations
+from attendee_pipeline.integrations.procurios.source import drop_other_cancellations
 from attendee_pipeline.catalog import CatalogError, parse_catalog
 from attendee_pipeline.catalog.warnings import catalog_warnings
 from attendee_pipeline.cli.main import cli

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog import CatalogError, parse_catalog
 from attendee_pipeline.defs.partitions import events_partitions
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline.platform_db import feed as feed_store
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 from attendee_pipeline.platform_db.rename import EVENT_TABLES
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.email_fixtures import deliver, email_settings
 from attendee_pipeline_tests.pipeline_harness import Harness, harness, materialized

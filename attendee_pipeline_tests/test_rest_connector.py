@@ -29,8 +29,8 @@ from attendee_pipeline.connectors.raw_store import (
     replay_extract,
 )
 from attendee_pipeline.connectors.rest import RestExtractor
-from attendee_pipeline.sandbox import attendee_api
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, SandboxHandle
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, SandboxHandle, rendering
+from attendee_pipeline.integrations.attendee_api.sandbox import server as sandbox_server
 
 FAST = RestExtractor(max_retries=3, backoff_factor=0.01, backoff_max=0.1)
 
@@ -140,17 +140,17 @@ def test_cursor_list_ends_at_an_empty_page_that_still_has_a_cursor(
     sandbox_factory, sandbox_source, tmp_path, monkeypatch
 ):
     # an "always a next_cursor" provider: past the end it answers empty pages with a fresh cursor
-    plan_page = attendee_api._plan_page
+    plan_page = sandbox_server._plan_page
 
     def always_a_cursor(request, config, dataset, empty):
         plan = plan_page(request, config, dataset, empty)
         if plan.next_cursor is None:
             token = request.query_params.get(config.cursor_param)
-            offset = attendee_api._decode_cursor(token) if token else 0
-            plan.next_cursor = attendee_api._encode_cursor(offset + len(plan.positions) + 1)
+            offset = rendering._decode_cursor(token) if token else 0
+            plan.next_cursor = rendering._encode_cursor(offset + len(plan.positions) + 1)
         return plan
 
-    monkeypatch.setattr(attendee_api, "_plan_page", always_a_cursor)
+    monkeypatch.setattr(sandbox_server, "_plan_page", always_a_cursor)
     config = SandboxConfig(records=25, pagination="cursor", page_size=10, record_path="data.users")
     h = sandbox_factory({"ev": config})
     extractor = RestExtractor(max_retries=0, max_pages=20)  # unfixed: "more than 20 pages"
@@ -292,7 +292,7 @@ class _Elsewhere:
         from starlette.responses import JSONResponse, RedirectResponse
         from starlette.routing import Route
 
-        from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+        from attendee_pipeline.sandbox.serving import serve_app_in_thread
 
         self.seen: list[dict[str, Any]] = []
 
@@ -383,7 +383,7 @@ def test_a_404_after_a_short_last_page_ends_the_list(tmp_path):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+    from attendee_pipeline.sandbox.serving import serve_app_in_thread
 
     async def pages(request):
         if request.query_params.get("page") != "1":
@@ -409,7 +409,7 @@ def test_a_provider_that_repeats_a_full_page_stops_the_extract(tmp_path, style):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+    from attendee_pipeline.sandbox.serving import serve_app_in_thread
 
     served = []
 
@@ -436,7 +436,7 @@ def test_a_body_in_a_declared_charset_is_stored_as_utf8(tmp_path):
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from attendee_pipeline.sandbox.attendee_api import serve_app_in_thread
+    from attendee_pipeline.sandbox.serving import serve_app_in_thread
 
     body = json.dumps([{"email": "m@example.org", "first": "Jürgen", "last": "Müller"}], ensure_ascii=False)
 

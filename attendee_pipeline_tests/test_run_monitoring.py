@@ -23,8 +23,8 @@ import yaml
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.instance import EMBEDDED_DAGSTER_YAML
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline.processes import running_daemon
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from attendee_pipeline.sandbox.attendee_api import (
+from attendee_pipeline.integrations.attendee_api.sandbox import (
     DEFAULT_GROUP_POOL,
     SandboxConfig,
     SandboxHandle,

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
 from attendee_pipeline_tests.catalog_factory import event_entry
 from attendee_pipeline_tests.pipeline_harness import Harness, check_evaluation, harness, materialized

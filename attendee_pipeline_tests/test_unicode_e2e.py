@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig, serve_sandbox
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, serve_sandbox
 from attendee_pipeline.sync.mapping import UNPAIRED_SURROGATE
 from attendee_pipeline.sync.schemas import NUL_REASON
 from attendee_pipeline_tests.catalog_factory import event_entry

@@ -22,8 +22,8 @@ import requests
 import sqlalchemy as sa
 
 from attendee_pipeline.defs.attendees.checks import NO_REJECTED
+from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig
 from attendee_pipeline.platform_db.procurios import schedule_of
-from attendee_pipeline.sandbox.attendee_api import SandboxConfig
 from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.deployment import (
     ATTENDEE_ASSETS,

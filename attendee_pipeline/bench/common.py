@@ -208,12 +208,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class SandboxProcess:
-    """The sandbox attendee API served by uvicorn in a separate Python process (own GIL)."""
+    """A sandbox (the attendee API's unless ``main`` names another) served by uvicorn in a separate
+    Python process (own GIL)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, main: str = "attendee_api") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        main: str = "attendee_pipeline.integrations.attendee_api.sandbox",
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        #: The sandbox module whose ``main(host=, port=)`` serves (attendee_api, procurios).
+        #: The sandbox module whose ``main(host=, port=)`` serves (the attendee API's, Procurios').
         self.main = main
         self.url = f"http://{host}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -222,7 +228,7 @@ class SandboxProcess:
 
     def start(self, timeout: float = 30.0) -> "SandboxProcess":
         code = (
-            f"from attendee_pipeline.sandbox.{self.main} import main; "
+            f"from {self.main} import main; "
             f"main(host={self.host!r}, port={self.port})"
         )
         # stderr to a file: a pipe nobody reads could fill up and stall the server

@@ -53,7 +53,7 @@ def _event(page_size: int) -> Any:
 
 def _changes(event: Any, records: int) -> Any:
     """The change set of a first sync of ``records`` generated attendees (all added)."""
-    from attendee_pipeline.sandbox.attendee_api import Dataset, SandboxConfig
+    from attendee_pipeline.integrations.attendee_api.sandbox import Dataset, SandboxConfig
     from attendee_pipeline.sync.diff import compute_changes, empty_published
     from attendee_pipeline.sync.mapping import map_event_records
 

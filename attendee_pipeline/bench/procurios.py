@@ -210,7 +210,7 @@ def run_procurios_bench(report: Report, tmp: Path, records: int = 50_000, latenc
     os.environ.setdefault(ID_ENV, "bench-procurios-client")
     os.environ.setdefault(SECRET_ENV, "bench-procurios-" + os.urandom(8).hex())
     sizes = sorted({max(100, records // 2), records})
-    with SandboxProcess(main="procurios") as sandbox:
+    with SandboxProcess(main="attendee_pipeline.integrations.procurios.sandbox") as sandbox:
         progress(f"procurios sandbox on {sandbox.url} (pid {sandbox.proc.pid if sandbox.proc else '?'})")
         report.figure("procurios.config", {"sizes": sizes, "latency_ms": latency_ms, "page_size": 25, "batch_size": 500})
         for size in sizes:

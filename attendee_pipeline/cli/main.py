@@ -331,8 +331,8 @@ def demo(port: int) -> None:
     from attendee_pipeline.catalog import load_catalog
     from attendee_pipeline.cli.runs import format_summary, run_sync
     from attendee_pipeline.instance import dagster_home
-    from attendee_pipeline.sandbox.attendee_api import serve_sandbox
     from attendee_pipeline.integrations import source_of
+    from attendee_pipeline.integrations.attendee_api.sandbox import serve_sandbox
 
     _demo_secrets()
     home = dagster_home()
@@ -425,7 +425,7 @@ def _print_source_state(events: list) -> None:
 
 def _demo_datasets() -> dict:
     """The demo sandbox's events, with badge URLs that do not depend on the port it got."""
-    from attendee_pipeline.sandbox.attendee_api import demo_datasets
+    from attendee_pipeline.integrations.attendee_api.sandbox import demo_datasets
 
     return {slug: c.replace(badge_base_url=DEMO_BADGE_BASE) for slug, c in demo_datasets().items()}
 
@@ -466,7 +466,7 @@ def dev(sandbox_port: int, procurios_port: int, port: int, feed_port: int) -> No
 
     ensure_schema(settings.db_url())  # an unreachable database stops here, before anything starts
     from attendee_pipeline.instance import dagster_home
-    from attendee_pipeline.sandbox.attendee_api import serve_sandbox
+    from attendee_pipeline.integrations.attendee_api.sandbox import serve_sandbox
     from attendee_pipeline.services.feed import serve_feed_in_thread
 
     _demo_secrets()
@@ -712,7 +712,7 @@ def sandbox_attendee_api(
     data changes are switched on at run time through the /_control/ endpoints listed in
     docs/cli.md ("Sandbox providers").
     """
-    from attendee_pipeline.sandbox.attendee_api import main as sandbox_main
+    from attendee_pipeline.integrations.attendee_api.sandbox import main as sandbox_main
 
     try:
         sandbox_main(

@@ -1,9 +1,10 @@
-"""Local HTTP servers that behave like the registration providers, for the demo, tests and
-benchmarks.
+"""What the sandboxes share: local servers that behave like the providers, for the demo, tests
+and benchmarks.
 
-Each module here is one provider sandbox, serving deterministic generated data on 127.0.0.1 only,
-with state that tests can change (records, delete flags, field edits) and faults on demand
-(429 with Retry-After, 5xx, slow or malformed responses, disappearing pages). Nothing in this
-package logs attendee e-mail addresses or names. :mod:`.attendee_api` is seed 000's "pull from
-a customer's attendee API".
+Each integration's sandbox lives in its folder (``integrations/attendee_api/sandbox``,
+``integrations/procurios/sandbox``) and serves deterministic generated data on 127.0.0.1 only,
+with state tests can change and faults on demand; nothing in a sandbox logs attendee e-mail
+addresses or names. This package holds only what they share: serving an app in a thread
+(:mod:`.serving`), the made-up people their records draw from (:mod:`.people`), and the SMTP
+sink the e-mail tests and benchmarks deliver to (:mod:`.smtp_sink`).
 """

@@ -87,14 +87,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from attendee_pipeline.sandbox.attendee_api import (
-    _COMPANIES,
-    _FIRST,
-    _JOBS,
-    _LAST,
-    _mix,
-    serve_app_in_thread,
-)
+from attendee_pipeline.sandbox.people import COMPANIES, FIRST_NAMES, JOB_TITLES, LAST_NAMES, mix
+from attendee_pipeline.sandbox.serving import serve_app_in_thread
 from attendee_pipeline.services.listen import check_loopback, cli_listen
 
 MEDIA_TYPE = "application/vnd.procurios.meeting2+json"
@@ -213,7 +207,7 @@ class Meeting:
         self.meeting_id = meeting_id
         self.config = config
         self._lock = threading.RLock()
-        self.key = _mix(config.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03)
+        self.key = mix(config.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03)
         self.faults = Faults()
         self._reset_state()
 
@@ -250,7 +244,7 @@ class Meeting:
 
     def _generated_person(self, i: int, h: int) -> dict[str, Any]:
         c = self.config
-        first, last = _FIRST[h % len(_FIRST)], _LAST[(h >> 8) % len(_LAST)]
+        first, last = FIRST_NAMES[h % len(FIRST_NAMES)], LAST_NAMES[(h >> 8) % len(LAST_NAMES)]
         infix = _INFIXES[(h >> 16) % len(_INFIXES)]
         email: str | None = f"{first.lower()}.{last.lower().replace(' ', '')}.{i}@{c.email_domain}"
         bad = c.bad_records.get(i)
@@ -264,8 +258,8 @@ class Meeting:
             "firstName": first,
             "nameInfix": infix,
             "lastName": last,
-            "company": _COMPANIES[(h >> 24) % len(_COMPANIES)],
-            "jobTitle": _JOBS[(h >> 32) % len(_JOBS)],
+            "company": COMPANIES[(h >> 24) % len(COMPANIES)],
+            "jobTitle": JOB_TITLES[(h >> 32) % len(JOB_TITLES)],
             "mobilePhone": f"+316{(h >> 20) % 100_000_000:08d}",
             "customFields": {"dietary": _DIETS[(h >> 40) % len(_DIETS)], "membershipNumber": f"M{(h >> 12) % 1_000_000:06d}"},
         }
@@ -274,14 +268,14 @@ class Meeting:
         ids = self.session_ids()
         if not ids or self.config.max_sessions == 0:
             return []
-        k = _mix(h ^ 0x2545F4914F6CDD1D)
+        k = mix(h ^ 0x2545F4914F6CDD1D)
         n = k % (self.config.max_sessions + 1)
         return sorted({ids[(k >> (8 * (j + 1))) % len(ids)] for j in range(n)})
 
     def registration(self, i: int) -> dict[str, Any]:
         """Registration ``i`` as the API serves it."""
         with self._lock:
-            h = _mix(self.key ^ i)
+            h = mix(self.key ^ i)
             person = self._generated_person(i, h)
             person.update(self.person.get(i, {}))
             cancelled = self.cancelled.get(i)
