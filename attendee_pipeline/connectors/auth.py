@@ -124,7 +124,8 @@ class TokenStats:
         return self.renewed_before_expiry + self.renewed_after_401
 
 
-def _error_code(response: requests.Response) -> str:
+def error_code(response: requests.Response) -> str:
+    """The OAuth2-style ``error`` of a JSON answer (e.g. ``invalid_client``), or ""."""
     try:
         body = response.json()
     except ValueError:
@@ -240,7 +241,7 @@ class OAuth2ClientCredentials(AuthStrategy):
         except requests.RequestException as exc:
             raise AuthError("token", f"cannot reach {url} ({type(exc).__name__}) -- check the {self.url_setting}") from None
         status = response.status_code
-        code = _error_code(response)
+        code = error_code(response)
         if status in (400, 401) and code in ("invalid_client", "unauthorized_client", "invalid_grant", ""):
             raise AuthError(
                 "token",

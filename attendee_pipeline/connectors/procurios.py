@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-from attendee_pipeline.connectors.auth import RENEW_MARGIN_SECONDS, AuthError, OAuth2ClientCredentials
+from attendee_pipeline.connectors.auth import RENEW_MARGIN_SECONDS, AuthError, OAuth2ClientCredentials, error_code
 from attendee_pipeline.connectors.http import RequestPacer, RetryStats, make_session, pacer_for, redact
 from attendee_pipeline.connectors.raw_store import (
     PAGE_NAME,
@@ -79,14 +79,6 @@ def _server_time(response: requests.Response) -> dt.datetime | None:
     except (TypeError, ValueError):
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
-
-
-def _error_code(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
 @dataclass
@@ -237,7 +229,7 @@ class ProcuriosClient:
         return self._fail(step, response)
 
     def _fail(self, step: str, response: requests.Response) -> requests.Response:
-        code = _error_code(response)
+        code = error_code(response)
         raise ProcuriosError(step, f"HTTP {response.status_code}{' ' + code if code else ''}", response.status_code)
 
     def pages(self, path: str, *, step: str, params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, list[Any]]]:
