@@ -31,7 +31,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import ApplyPolicy, EventEntry
-from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.connectors.raw_store import iter_extract_records
+from attendee_pipeline.platform_db.source_state import SourceKey
 from attendee_pipeline.platform_db.publish import (
     PublishResult,
     active_count,
@@ -355,6 +356,7 @@ def publish_batches(
             source_position=source_position if last and not hold_position else previous_position,
             email_settings=event.settings,
             published_version=version,
+            source_key=SourceKey.of(event),
         )
         version = result.ledger_id if version is not None else None
         total.transactions += 1

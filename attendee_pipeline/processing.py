@@ -118,6 +118,7 @@ class WholeList:
     def publish(self, source: Source, event: Any, manifest: dict[str, Any], diffed: Diffed, *,
                 engine: sa.Engine, run_id: str, rejected: int) -> Any:
         from attendee_pipeline.platform_db import publish as db_publish
+        from attendee_pipeline.platform_db.source_state import SourceKey
 
         return db_publish.publish_changes(
             engine,
@@ -132,6 +133,7 @@ class WholeList:
             source_position=manifest.get("source_position"),
             email_settings=event.settings,
             published_version=diffed.version,
+            source_key=SourceKey.of(event),
         )
 
     def dry_run(self, source: Source, event: Any, extract_dir: Path, manifest: dict[str, Any],

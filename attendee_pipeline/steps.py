@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import EventEntry
-from attendee_pipeline.connectors.rest import iter_extract_records, page_records, read_manifest, replay_extract
+from attendee_pipeline.connectors.raw_store import iter_extract_records, page_records, read_manifest, replay_extract
 from attendee_pipeline.integrations import source_of
 from attendee_pipeline.integrations.base import SCHEDULED, ExtractRequest
 from attendee_pipeline.platform_db.publish import last_published_position

@@ -118,8 +118,15 @@ class Deployment:
     logs: dict[str, Path]
     processes: dict[str, subprocess.Popen]
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- events
+
+    def add_connections(self, *connections: dict[str, Any]) -> None:
+        """Put ``connections`` in the catalog's ``connections:`` list (events follow)."""
+        for connection in connections:
+            self.connections[connection["id"]] = connection
+        self.add_events()
 
     def add_events(self, *entries: dict[str, Any]) -> list[str]:
         """Put ``entries`` in the catalog and add their partitions (as the catalog sensor would)."""
@@ -127,6 +134,10 @@ class Deployment:
             self.entries[entry["id"]] = entry
         staged = self.catalog_path.with_suffix(".tmp")
         write_catalog(staged, *self.entries.values())
+        if self.connections:
+            data = yaml.safe_load(staged.read_text(encoding="utf-8"))
+            staged.write_text(yaml.safe_dump({"connections": list(self.connections.values()), **data},
+                                             sort_keys=False), encoding="utf-8")
         staged.replace(self.catalog_path)  # a run reading the catalog never sees half a file
         for entry in entries:
             self.ui.add_partition(entry["id"])

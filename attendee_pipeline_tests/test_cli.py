@@ -156,7 +156,7 @@ def test_a_failed_sync_says_why_not_that_retries_ran_out():
     from dagster._utils.error import serializable_error_info_from_exc_info
 
     from attendee_pipeline.cli.runs import failure_text
-    from attendee_pipeline.connectors.rest import ExtractError
+    from attendee_pipeline.connectors.raw_store import ExtractError
 
     try:
         try:

@@ -34,15 +34,22 @@ def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_the_tags_every_origin_of_an_event_run_gets(catalog: Path):
     assert event_run_tags({"dagster/partition": "summit"}) == {
-        "attendee_pipeline/event": "summit", "attendee_pipeline/source_kind": "rest_api"
+        "attendee_pipeline/event": "summit", "attendee_pipeline/source_kind": "rest_api",
+        "attendee_pipeline/connection": "event:summit",
     }
     ranged = {"dagster/asset_partition_range_start": "congress", "dagster/asset_partition_range_end": "congress"}
     assert event_run_tags(ranged) == {
-        "attendee_pipeline/event": "congress", "attendee_pipeline/source_kind": "procurios"
+        "attendee_pipeline/event": "congress", "attendee_pipeline/source_kind": "procurios",
+        "attendee_pipeline/connection": "event:congress",
     }
     # already tagged (a schedule's run): nothing to add
     assert event_run_tags({"dagster/partition": "summit", "attendee_pipeline/event": "summit",
-                           "attendee_pipeline/source_kind": "rest_api"}) == {}
+                           "attendee_pipeline/source_kind": "rest_api",
+                           "attendee_pipeline/connection": "event:summit"}) == {}
+    # tagged before runs carried their connection (a run queued then): the connection is added
+    assert event_run_tags({"dagster/partition": "summit", "attendee_pipeline/event": "summit",
+                           "attendee_pipeline/source_kind": "rest_api"}) == {
+        "attendee_pipeline/connection": "event:summit"}
     # no single event: nothing; an event the catalog cannot tell: still limited as that event
     assert event_run_tags({}) == {}
     assert event_run_tags({**ranged, "dagster/asset_partition_range_end": "summit"}) == {}
@@ -68,6 +75,7 @@ def test_a_submitted_run_is_tagged_before_it_is_queued(catalog: Path):
     assert queued.status == dg.DagsterRunStatus.QUEUED
     assert queued.tags["attendee_pipeline/source_kind"] == "rest_api"
     assert queued.tags["attendee_pipeline/event"] == "summit"
+    assert queued.tags["attendee_pipeline/connection"] == "event:summit"
 
 
 def _python_origin():  # type: ignore[no-untyped-def]

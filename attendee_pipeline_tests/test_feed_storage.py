@@ -103,7 +103,7 @@ def test_an_inbox_extract_carries_the_digest_of_its_pages(engine: sa.Engine, tmp
     """The digest the sync fingerprints is computed while the pages are written (no second read),
     and equals a digest recomputed from the stored pages."""
     from attendee_pipeline.connectors import feed_inbox
-    from attendee_pipeline.connectors.rest import extract_digest
+    from attendee_pipeline.connectors.raw_store import extract_digest
 
     monkeypatch.setattr(feed_inbox, "PAGE_ROWS", 2)  # three pages
     ids = feed.append_inbox(engine, "summit", [{"email": f"p{i}@x.org", "city": "Zürich"} for i in range(5)])
@@ -168,7 +168,7 @@ def test_a_read_behind_a_push_that_hangs_fails_after_the_lock_timeout(postgres_u
 
 def test_the_inbox_keeps_the_names_of_ignored_fields_and_an_extract_counts_them(engine: sa.Engine, tmp_path):
     from attendee_pipeline.connectors.feed_inbox import extract_inbox
-    from attendee_pipeline.connectors.rest import PAGE_NAME, replay_extract
+    from attendee_pipeline.connectors.raw_store import PAGE_NAME, replay_extract
 
     ids = feed.append_inbox(
         engine,

@@ -17,7 +17,7 @@ from attendee_pipeline.catalog import parse_catalog
 from attendee_pipeline.cli.main import cli
 from attendee_pipeline.connectors.http import USER_AGENT
 from attendee_pipeline.connectors.procurios import ACCEPT, ProcuriosClient, ProcuriosExtractor, check_connection
-from attendee_pipeline.connectors.rest import ExtractError, extract_digest, iter_extract_records, replay_extract
+from attendee_pipeline.connectors.raw_store import ExtractError, extract_digest, iter_extract_records, replay_extract
 from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import PROCURIOS_SECRET_ENV, procurios_entry
@@ -35,7 +35,7 @@ def test_extract_pages_until_empty_and_stores_a_replayable_extract(procurios, tm
     procurios.sandbox.add_meeting("1001", MeetingConfig(registrations=60, sessions=30, seed=1))
     manifest = _extract(_source(procurios.url), tmp_path / "a")
     assert (manifest["pages"], manifest["page_records"], manifest["records"]) == (4, [25, 25, 10, 0], 60)
-    assert (manifest["session_pages"], manifest["sessions"], manifest["token_requests"]) == (3, 30, 1)
+    assert (manifest["parts"]["sessions"], manifest["extra"]["sessions"], manifest["extra"]["token_requests"]) == (3, 30, 1)
     records = list(iter_extract_records(tmp_path / "a"))
     assert [r["id"] for r in records] == [f"r-{i:07d}" for i in range(1, 61)]
     assert "secret" not in json.dumps(manifest).lower() and "test-client" not in json.dumps(manifest)
@@ -45,7 +45,7 @@ def test_extract_pages_until_empty_and_stores_a_replayable_extract(procurios, tm
     # one computed while fetching: session pages included
     assert extract_digest(tmp_path / "a", recompute=True) == manifest["content_sha256"]
     # a replay reports what the fetch stored (mode, sessions: what its sync goes by)
-    assert {k: replayed[k] for k in ("mode", "sessions", "pages")} == {k: manifest[k] for k in ("mode", "sessions", "pages")}
+    assert (replayed["extra"], replayed["pages"]) == (manifest["extra"], manifest["pages"])
     # the digest covers the session pages: a changed programme is a changed input
     procurios.sandbox.meeting("1001").config.sessions = 31
     assert _extract(_source(procurios.url), tmp_path / "b")["content_sha256"] != manifest["content_sha256"]
@@ -67,7 +67,7 @@ def test_since_pulls_only_what_changed(procurios, tmp_path: Path):
     assert ids == ["r-0000008", "r-0000040", "r-0000041", "r-0000042", "r-0000043"]
     assert second["mode"] == "incremental" and second["source_position"] > first["source_position"]
     full = _extract(source, tmp_path / "c", since=second["source_position"], full_import=True)
-    assert (full["mode"], full["since"], full["records"]) == ("full_import", None, 43)
+    assert (full["mode"], full["extra"]["since"], full["records"]) == ("full_import", None, 43)
 
 
 def test_the_token_is_cached_renewed_after_a_401_and_the_spine_retries(procurios):

@@ -21,14 +21,14 @@ from attendee_pipeline.connectors.http import (
     RetryStats,
     resolve_secret,
 )
-from attendee_pipeline.connectors.rest import (
+from attendee_pipeline.connectors.raw_store import (
     ExtractError,
-    RestExtractor,
     extract_digest,
     iter_extract_records,
     read_manifest,
     replay_extract,
 )
+from attendee_pipeline.connectors.rest import RestExtractor
 from attendee_pipeline.integrations.attendee_api.sandbox import SandboxConfig, SandboxHandle, rendering
 from attendee_pipeline.integrations.attendee_api.sandbox import server as sandbox_server
 

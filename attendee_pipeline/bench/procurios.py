@@ -147,7 +147,10 @@ def child_main(spec_path: str) -> int:
         "seconds": sync.seconds,
         "published": sync.published,
         "changes": sync.changes,
-        "extract": {k: extract.get(k) for k in ("records", "pages", "requests", "mode", "token_requests")},
+        "extract": {
+            **{k: extract.get(k) for k in ("records", "pages", "requests", "mode")},
+            "token_requests": (extract.get("extra") or {}).get("token_requests"),
+        },
         "steps": sync.steps,
         "failure": sync.failure,
         "step_rss_mib": steps_rss,

@@ -4,7 +4,10 @@
 name the event and the key.
 
 A broken entry does not break the catalog: :class:`Catalog` holds the valid events and the
-problems of each broken entry, which is skipped. Only a file that is no catalog at all (not
+problems of each broken entry, which is skipped. The top-level ``connections:`` list is
+validated the same way (see :mod:`attendee_pipeline.catalog.connections`): an event whose
+source names a connection gets that connection's settings before it is validated, and an event
+naming a broken or unknown connection is broken itself. Only a file that is no catalog at all (not
 found, not valid YAML, empty, not a mapping with an ``events`` list) raises
 :class:`CatalogError` on load. Each entry is validated when first needed -- getting one event
 validates that entry alone -- and its outcome is kept in this process by the entry's content
@@ -23,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from attendee_pipeline.catalog import yaml_file
+from attendee_pipeline.catalog.connections import Connection, resolve_source
 from attendee_pipeline.catalog.models import EventEntry, UnknownEventError
 
 _VAR_RE = yaml_file.VARIABLE_RE
@@ -99,7 +103,10 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 _KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
-_UNION_TAGS = {"rest_api", "feed", "procurios", "none", "basic", "header", "query", "page", "offset", "cursor", "link"}
+_UNION_TAGS = {
+    "rest_api", "feed", "procurios", "none", "basic", "header", "query", "oauth2_client_credentials",
+    "page", "offset", "cursor", "link",
+}
 
 #: Where pydantic puts a discriminated union's tag in an error's location: right after ``source``
 #: (an entry's key), and after ``auth`` / ``pagination`` inside it. Anywhere else a name such as
@@ -115,6 +122,17 @@ def _drop_union_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     if kept[:2] == ("mapping", "fields"):  # the mapping is written flat in YAML
         kept = ("mapping",) + kept[2:]
     return kept
+
+
+def _connection_problem(err: Any) -> str:
+    """A validation error of one connection as ``key: message`` (its kind's tag, and the auth
+    type's, dropped from the location)."""
+    loc = list(err["loc"])
+    if loc and loc[0] in _UNION_TAGS:
+        loc = loc[1:]
+    if loc[:1] == ["auth"] and len(loc) > 1 and loc[1] in _UNION_TAGS:
+        loc = loc[:1] + loc[2:]
+    return f"{_loc_text(tuple(loc)) or '(entry)'}: {_msg(err)}"
 
 
 def _msg(err: Any) -> str:
@@ -208,6 +226,34 @@ def _meeting_ref(raw: Any) -> tuple[str, str] | None:
     return base.rstrip("/").lower(), str(meeting).strip()
 
 
+# --------------------------------------------------------------------------- connections
+
+_CONNECTION = TypeAdapter(Connection)
+
+
+def _connection_label(raw: Any, index: int) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+        return f"connection {raw['id']!r}"
+    return f"connection #{index + 1}"
+
+
+def _check_connection(raw: Any) -> tuple[Any, list[str]]:
+    """A connection entry validated: (model or None, problems without its label)."""
+    problems: list[str] = []
+    expanded = _expand(raw, problems, set())
+    try:
+        connection = _CONNECTION.validate_python(expanded)
+    except ValidationError as exc:
+        return None, problems + [_connection_problem(err) for err in exc.errors()]
+    return (None, problems) if problems else (connection, [])
+
+
+def _source_connection(raw: Any) -> Any:
+    """The ``connection`` an entry's source names (as written), or None."""
+    source = raw.get("source") if isinstance(raw, dict) else None
+    return source.get("connection") if isinstance(source, dict) else None
+
+
 # --------------------------------------------------------------------------- the catalog
 
 
@@ -237,8 +283,13 @@ class Catalog:
         source: str = "<catalog>",
         keys: Sequence[str] | None = None,
         fingerprint: str = "",
+        connections: Sequence[Any] = (),
     ) -> None:
         self.source = source
+        self._raw_connections = list(connections)
+        self._connections: dict[str, Any] | None = None
+        self._connection_problems: list[str] = []
+        self._resolved: dict[int, tuple[Any, str | None, tuple[str, ...]]] = {}
         #: Changes whenever the file's content or a variable it uses changes ("" for data).
         self.fingerprint = fingerprint
         self._raw = list(entries)
@@ -258,7 +309,83 @@ class Catalog:
     def _check(self, index: int) -> _Checked:
         result = self._checks.get(index)
         if result is None:
-            result = self._checks[index] = _checked(self._raw[index], self._keys[index], self._digests)
+            raw, key, problems = self._resolve(index)
+            if problems:
+                result = _Checked(None, problems, (), "")
+            else:
+                result = _checked(raw, key, self._digests)
+            self._checks[index] = result
+        return result
+
+    # -------------------------------------------------------------- connections
+
+    def _valid_connections(self) -> dict[str, Any]:
+        """The valid connections by id (validates every connection once)."""
+        if self._connections is None:
+            valid: dict[str, Any] = {}
+            seen: set[str] = set()
+            problems: list[str] = []
+            for index, raw in enumerate(self._raw_connections):
+                label = _connection_label(raw, index)
+                connection, found = _check_connection(raw)
+                if connection is not None and connection.id in seen:
+                    found = ["id: duplicate connection id"]
+                if connection is not None:
+                    seen.add(connection.id)
+                if found:
+                    problems.extend(f"{label}: {problem}" for problem in found)
+                else:
+                    valid[connection.id] = connection
+            self._connections, self._connection_problems = valid, problems
+        return self._connections
+
+    @property
+    def connections(self) -> list[Any]:
+        """The valid connections, in the file's order."""
+        return list(self._valid_connections().values())
+
+    def connection(self, connection_id: str) -> Any | None:
+        """The valid connection ``connection_id``, or None."""
+        return self._valid_connections().get(connection_id)
+
+    @property
+    def connection_problems(self) -> list[str]:
+        """Every problem of every broken connection (each starting with its label)."""
+        self._valid_connections()
+        return list(self._connection_problems)
+
+    def _resolve(self, index: int) -> tuple[Any, str | None, tuple[str, ...]]:
+        """Entry ``index`` as validated: (raw entry, cache key, problems). An entry whose source
+        names a connection gets its settings (see connections.resolve_source), and a key that
+        changes with the connection."""
+        known = self._resolved.get(index)
+        if known is not None:
+            return known
+        raw, key = self._raw[index], self._keys[index]
+        name = _source_connection(raw)
+        result: tuple[Any, str | None, tuple[str, ...]] = (raw, key, ())
+        if name is not None:
+            name = _plain_text(name)
+            connection = self.connection(name) if isinstance(name, str) else None
+            if connection is None:
+                ids = sorted(self._valid_connections())
+                broken = [p for p in self._connection_problems if p.startswith(f"connection {name!r}:")]
+                if broken:
+                    problem = f"source.connection: connection {name!r} is broken ({broken[0].split(': ', 1)[1]})"
+                else:
+                    problem = (
+                        f"source.connection: no connection {name!r} in the catalog's connections "
+                        f"(known: {', '.join(ids) if ids else 'none'})"
+                    )
+                result = (raw, key, (problem,))
+            else:
+                source, problems = resolve_source(raw["source"], connection)
+                if problems:
+                    result = (raw, key, tuple(problems))
+                else:
+                    digest = hashlib.sha256(connection.model_dump_json().encode("utf-8")).hexdigest()
+                    result = ({**raw, "source": source}, f"{key}\0{digest}" if key is not None else None, ())
+        self._resolved[index] = result
         return result
 
     def _entry_ids(self) -> list[str | None]:
@@ -282,8 +409,8 @@ class Catalog:
     def _meeting_owners(self) -> dict[tuple[str, str], int]:
         if self._meetings is None:
             owners: dict[tuple[str, str], int] = {}
-            for index, raw in enumerate(self._raw):
-                ref = _meeting_ref(raw)
+            for index in range(len(self._raw)):
+                ref = _meeting_ref(self._resolve(index)[0])
                 if ref is not None:
                     owners.setdefault(ref, index)
             self._meetings = owners
@@ -354,8 +481,10 @@ class Catalog:
 
     @property
     def problems(self) -> list[str]:
-        """Every problem of every broken entry, in the file's order."""
-        return [problem for i in range(len(self._raw)) for problem in self._entry_problems(i)]
+        """Every problem of every broken connection and every broken entry, in the file's order."""
+        return self.connection_problems + [
+            problem for i in range(len(self._raw)) for problem in self._entry_problems(i)
+        ]
 
     @property
     def broken(self) -> list[BrokenEntry]:
@@ -416,6 +545,7 @@ class _CatalogFile(BaseModel):
     """The top level of a catalog file (its entries are validated one by one)."""
 
     model_config = ConfigDict(extra="forbid")
+    connections: list[Any] = []
     events: list[Any] = []
 
 
@@ -433,7 +563,7 @@ def _catalog(data: Any, source: str, keys: Sequence[str] | None = None, fingerpr
         raise CatalogError(
             source, [f"{_loc_text(tuple(err['loc'])[:1]) or '(top level)'}: {_msg(err)}" for err in exc.errors()]
         ) from None
-    return Catalog(data.get("events") or [], source, keys, fingerprint)
+    return Catalog(data.get("events") or [], source, keys, fingerprint, connections=data.get("connections") or [])
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:

@@ -140,7 +140,33 @@ class QueryAuth(_Strict):
         return {k: _env_name(e, k) for k, e in v.items()}
 
 
-Auth = Annotated[NoAuth | BasicAuth | HeaderAuth | QueryAuth, Field(discriminator="type")]
+class OAuth2ClientCredentialsAuth(_Strict):
+    """OAuth2 client credentials: an access token from ``token_url`` (``grant_type=
+    client_credentials``, the client id and secret from the named environment variables, sent
+    as HTTP Basic or as form fields), sent as ``Authorization: Bearer`` and renewed shortly
+    before it expires and once after a 401 (see connectors.auth.OAuth2ClientCredentials)."""
+
+    type: Literal["oauth2_client_credentials"]
+    #: The token endpoint (in a connection: absolute, or a path on its base_url).
+    token_url: str
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    #: How the client id and secret reach the token endpoint: HTTP Basic (the OAuth2 default)
+    #: or the form fields client_id / client_secret.
+    client_auth: Literal["basic", "form"] = "basic"
+    scope: str | None = None
+
+    _check_env = field_validator("client_id_env", "client_secret_env")(lambda v: _env_name(v))
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+Auth = Annotated[
+    NoAuth | BasicAuth | HeaderAuth | QueryAuth | OAuth2ClientCredentialsAuth, Field(discriminator="type")
+]
 
 
 # --------------------------------------------------------------------------- pagination
@@ -193,6 +219,24 @@ Pagination = Annotated[
 
 
 # --------------------------------------------------------------------------- sources
+
+
+class RateLimit(_Strict):
+    """A provider's rate limit: at most ``requests`` requests every ``per_seconds`` seconds
+    (the connectors space their requests to keep to it)."""
+
+    requests: int = Field(ge=1, le=1_000_000)
+    per_seconds: float = Field(default=1.0, gt=0, le=86_400)
+
+    @property
+    def interval(self) -> float:
+        """The seconds between two requests."""
+        return self.per_seconds / self.requests
+
+
+#: ``source.connection``: the id of the catalog connection the source's settings come from (see
+#: catalog.connections); None for a source written inline.
+ConnectionRef = Annotated[str | None, Field(default=None)]
 
 
 def _http_url(value: str) -> str:
@@ -253,6 +297,7 @@ class RestApiSource(_SourceSettings):
     """Seed 000: pull the attendee list from a customer's HTTP API."""
 
     kind: Literal["rest_api"]
+    connection: ConnectionRef = None
     url: str
     auth: Auth = Field(default_factory=NoAuth)
     pagination: Pagination = Field(default_factory=SinglePage)
@@ -264,6 +309,7 @@ class RestApiSource(_SourceSettings):
     retry_after_max_seconds: float = Field(default=300.0, ge=0)
     #: Extra non-secret query parameters sent with every request.
     params: dict[str, str] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
 
     @field_validator("url")
     @classmethod
@@ -295,6 +341,7 @@ class FeedSource(_SourceSettings):
     partial update (fields it does not send are kept)."""
 
     kind: Literal["feed"]
+    connection: ConnectionRef = None
 
     @classmethod
     def entry_defaults(cls, entry: dict[str, Any]) -> dict[str, Any]:
@@ -348,6 +395,7 @@ class ProcuriosSource(_SourceSettings):
     last publish); ``attendee-pipeline sync EVENT --full`` reads everything and overwrites."""
 
     kind: Literal["procurios"]
+    connection: ConnectionRef = None
     #: The Procurios environment, e.g. https://vereniging.example.nl
     base_url: str
     client_id_env: EnvName
@@ -361,6 +409,7 @@ class ProcuriosSource(_SourceSettings):
     window: ProcuriosWindow = Field(default_factory=ProcuriosWindow)
     settings: ProcuriosSettings = Field(default_factory=ProcuriosSettings)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    rate_limit: RateLimit | None = None
 
     _check_env = field_validator("client_id_env", "client_secret_env")(lambda v: _env_name(v))
 

@@ -34,7 +34,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from attendee_pipeline.catalog import CatalogError, UnknownEventError
     from attendee_pipeline.connectors.http import MissingSecretError
     from attendee_pipeline.connectors.procurios import ProcuriosError
-    from attendee_pipeline.connectors.rest import ExtractError
+    from attendee_pipeline.connectors.raw_store import ExtractError
     from attendee_pipeline.integrations.email.delivery import DeliveryConfigError
     from attendee_pipeline.instance import DagsterHomeError
     from attendee_pipeline.platform_db.engine import UnknownRevisionError, UnversionedDatabaseError
@@ -733,8 +733,9 @@ register_email_commands(cli)  # email preview, invite, attendees, record-status,
 # --------------------------------------------------------------------------- Procurios (seed 002)
 
 from attendee_pipeline.cli import procurios as procurios_cli  # noqa: E402
+from attendee_pipeline.cli.connections import check_connection  # noqa: E402
 
-cli.add_command(procurios_cli.check_connection)
+cli.add_command(check_connection)
 cli.add_command(procurios_cli.checkin)
 cli.add_command(procurios_cli.checkins)
 sandbox.add_command(procurios_cli.sandbox_procurios)

@@ -1,5 +1,5 @@
-"""The Procurios commands of ``attendee-pipeline`` (seed 002): verify an event's connection,
-record check-ins and follow their write-back, and serve the Procurios sandbox.
+"""The Procurios commands of ``attendee-pipeline`` (seed 002): record check-ins and follow their
+write-back, and serve the Procurios sandbox (``check-connection`` is in cli/connections.py).
 
 ``cli/main.py`` registers each command with one line. Nothing here prints credentials, e-mail
 addresses or names.
@@ -8,7 +8,6 @@ addresses or names.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 
 import click
 
@@ -34,27 +33,6 @@ def require_procurios(event):  # type: ignore[no-untyped-def]
     if not is_kind(event, "procurios"):
         raise click.UsageError(f"{event.id} is not a Procurios event (its source kind is {kind_of(event)})")
     return event
-
-
-@click.command("check-connection")
-@click.argument("event_id")
-def check_connection(event_id: str) -> None:
-    """Verify a Procurios event's connection: credentials, base URL, meeting and permission.
-
-    Prints one line per step and stops at the first failure with what to check; exits 1 when
-    a step failed.
-    """
-    from attendee_pipeline.connectors.procurios import check_connection as check
-
-    event = _procurios_event(event_id)
-    source = event.source
-    click.echo(f"checking {event_id}: Procurios {source.base_url}, meeting {source.meeting_id}")
-    results = check(source)
-    for result in results:
-        click.echo(f"  {'ok    ' if result.ok else 'FAILED'} {result.step:<14} {result.message}")
-    if not all(r.ok for r in results):
-        sys.exit(1)
-    click.echo("connection OK")
 
 
 @click.command("checkin")

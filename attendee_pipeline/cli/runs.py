@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from attendee_pipeline.catalog.connections import connection_id_of
 from attendee_pipeline.instance.tags import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG, environment_digest
@@ -190,7 +191,7 @@ def sync_run(
     event = EventCatalogResource(path=catalog_path).event(event_id)
     if not instance.has_dynamic_partition(events_partitions.name, event_id):
         instance.add_dynamic_partitions(events_partitions.name, [event_id])
-    tags = {**sync_tags(event_id, event.source.kind, trigger), "dagster/partition": event_id}
+    tags = {**sync_tags(event_id, event.source.kind, trigger, connection_id_of(event)), "dagster/partition": event_id}
     if allow_mass_removal:
         tags[ALLOW_MASS_REMOVAL_TAG] = "true"
     job = dg.build_reconstructable_job(

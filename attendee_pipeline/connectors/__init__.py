@@ -1,8 +1,12 @@
-"""Clients for registration providers: the declarative REST connector and its HTTP plumbing.
+"""Clients for registration providers: the declarative REST connector, its strategies and the
+raw-extract store.
 
 This package holds plain-Python connectors (no Dagster imports) that fetch a provider's attendee
 records and store them as a raw, replayable extract. :mod:`.http` builds the shared
 ``requests`` session (retries, Retry-After, backoff, secrets from the environment, log
-redaction); :mod:`.rest` walks a catalog ``RestApiSource`` (auth, pagination, record path) and
-writes/reads the raw extract folder. Dagster resources wrap these in ``defs.resources``.
+redaction, rate-limit pacing); :mod:`.auth` and :mod:`.paginators` are the auth types
+(OAuth2 client credentials among them) and pagination styles of the declarative connector
+:mod:`.rest`, which walks a catalog ``RestApiSource``; :mod:`.raw_store` owns the raw extract
+folder of every source (pages, manifest, replay). Dagster resources wrap these in
+``defs.resources``.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from attendee_pipeline.connectors.rest import (
+from attendee_pipeline.connectors.raw_store import (
     PAGE_NAME,
     ExtractManifest,
     content_digest,

@@ -294,3 +294,41 @@ def make_session(
     session.mount("https://", adapter)
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
     return session
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+class RequestPacer:
+    """Keeps requests at least ``interval`` seconds apart (a provider's rate limit), for every
+    thread of this process that uses the same pacer (see :func:`pacer_for`)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Sleep until the next request may go out, and book its slot."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+_PACERS: dict[tuple[str, float], RequestPacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def pacer_for(key: str, rate_limit: Any) -> RequestPacer | None:
+    """The pacer of a connection (``key``) with a catalog ``RateLimit`` (None: no limit); one
+    per connection and limit in this process, so its extracts keep to the limit together."""
+    if rate_limit is None:
+        return None
+    with _PACERS_LOCK:
+        pacer = _PACERS.get((key, rate_limit.interval))
+        if pacer is None:
+            pacer = _PACERS[(key, rate_limit.interval)] = RequestPacer(rate_limit.interval)
+        return pacer

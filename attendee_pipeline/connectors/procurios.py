@@ -1,15 +1,16 @@
 """The Procurios connector (seed 002): an OAuth2 client of a Procurios environment's meeting API
 and the extract of one meeting's registrations as a raw, replayable extract.
 
-What belongs here: :class:`ProcuriosClient` -- client credentials from environment variables
-(read when a request is made, registered for redaction, never logged), the access token cached
-and renewed shortly before it expires and once on a 401, the ``application/vnd.procurios.
-meeting2+json`` accept header, GETs retried as in the spine (429 with Retry-After, 5xx,
-connection errors; see :mod:`.http`), pagination until an empty page -- and
-:class:`ProcuriosExtractor`, which stores the registration pages (``since`` a position, or all
-of them for a full import) and the meeting's session pages exactly as received in the raw
-extract format of :mod:`.rest` (``page-000001.json`` ... + ``sessions-000001.json`` ... +
-``manifest.json``), so replay, the input fingerprint and the mapping work unchanged.
+What belongs here: :class:`ProcuriosClient` -- OAuth2 client credentials through the shared
+auth strategy (:class:`~.auth.OAuth2ClientCredentials`: the client id and secret from
+environment variables as form fields, the token cached and renewed shortly before it expires
+and once on a 401), the ``application/vnd.procurios.meeting2+json`` accept header, GETs
+retried as in the spine (429 with Retry-After, 5xx, connection errors; see :mod:`.http`),
+pagination until an empty page -- and :class:`ProcuriosExtractor`, which stores the
+registration pages (``since`` a position, or all of them for a full import) and the meeting's
+session pages (the part ``sessions``) exactly as received through the raw-extract store
+(:mod:`.raw_store`), with what only this source reads (its mode, ``since``, token requests)
+under the manifest's ``extra``.
 :func:`check_connection` verifies credentials and meeting with one clear message per failure.
 Plain Python, no Dagster imports, no attendee data in log lines.
 """
@@ -29,26 +30,21 @@ from typing import Any
 
 import requests
 
-from attendee_pipeline.connectors.http import (
-    MissingSecretError,
-    RetryStats,
-    make_session,
-    redact,
-    resolve_secret,
-)
-from attendee_pipeline.connectors.rest import (
-    MANIFEST_NAME,
+from attendee_pipeline.connectors.auth import RENEW_MARGIN_SECONDS, AuthError, OAuth2ClientCredentials, error_code
+from attendee_pipeline.connectors.http import RequestPacer, RetryStats, make_session, pacer_for, redact
+from attendee_pipeline.connectors.raw_store import (
     PAGE_NAME,
-    SESSION_PAGE_NAME,
-    SESSIONS_MARKER,
+    PART_PAGE_NAME,
     ExtractError,
     ExtractManifest,
     content_digest,
+    part_marker,
     read_manifest,
-    short,
     staged_extract,
     store_page,
+    write_manifest,
 )
+from attendee_pipeline.connectors.rest import ConnectionCheck, short
 from attendee_pipeline.integrations.procurios.rules import capped_since, next_since
 
 log = logging.getLogger(__name__)
@@ -58,8 +54,8 @@ API_PREFIX = "/l/meeting2_api"
 TOKEN_PATH = "/l/oauth2/token"
 RECORD_PATH = "data"
 
-#: Renew a token this long before it expires (at most a tenth of its lifetime).
-RENEW_MARGIN_SECONDS = 60.0
+#: The part of an extract holding the meeting's session list.
+SESSIONS_PART = "sessions"
 
 #: Stop paginating after this many pages (a provider that never sends an empty page).
 MAX_PAGES = 1_000_000
@@ -85,23 +81,26 @@ def _server_time(response: requests.Response) -> dt.datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _error_code(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("error", "")) if isinstance(body, dict) else ""
-
-
 @dataclass
 class ClientStats:
-    """What a client did (for the manifest and metadata)."""
+    """What a client did (for the manifest and metadata); the token counters are its auth
+    strategy's."""
 
     requests: int = 0
-    token_requests: int = 0
-    renewed_before_expiry: int = 0
-    renewed_after_401: int = 0
     retry: RetryStats = field(default_factory=RetryStats)
+    auth: OAuth2ClientCredentials | None = field(default=None, repr=False)
+
+    @property
+    def token_requests(self) -> int:
+        return self.auth.stats.token_requests if self.auth else 0
+
+    @property
+    def renewed_before_expiry(self) -> int:
+        return self.auth.stats.renewed_before_expiry if self.auth else 0
+
+    @property
+    def renewed_after_401(self) -> int:
+        return self.auth.stats.renewed_after_401 if self.auth else 0
 
 
 class ProcuriosClient:
@@ -123,8 +122,11 @@ class ProcuriosClient:
         backoff_factor: float = 0.5,
         backoff_max: float = 60.0,
         renew_margin: float = RENEW_MARGIN_SECONDS,
+        pacer: RequestPacer | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: Spaces this client's requests (the connection's rate limit), None: no limit.
+        self.pacer = pacer
         self.client_id_env = client_id_env
         self.client_secret_env = client_secret_env
         self.timeout = timeout
@@ -133,14 +135,14 @@ class ProcuriosClient:
         retry_kw = dict(max_retries=max_retries, backoff_factor=backoff_factor, backoff_max=backoff_max)
         self.session = make_session(**retry_kw, stats=self.stats.retry)
         self.session.headers["Accept"] = ACCEPT
-        # the token POST is safe to repeat: retried like a GET
-        self._token_session = make_session(
-            **retry_kw, stats=self.stats.retry, pool_maxsize=1, methods=frozenset({"POST"})
+        self.auth = OAuth2ClientCredentials(
+            self.base_url + TOKEN_PATH, client_id_env, client_secret_env,
+            client_auth="form", timeout=timeout, renew_margin=renew_margin, stats=self.stats.retry,
+            url_setting="base URL", **retry_kw,
         )
+        self.stats.auth = self.auth
         self._once = make_session(max_retries=0, backoff_factor=0)
         self._once.headers["Accept"] = ACCEPT
-        self._token: str | None = None
-        self._expires_at = 0.0
         #: The provider's time (``Date`` header) of the first page of the last :meth:`pages`.
         self.listed_at: dt.datetime | None = None
 
@@ -148,11 +150,13 @@ class ProcuriosClient:
     def for_source(cls, source: Any, **kwargs: Any) -> "ProcuriosClient":
         """A client for a catalog ``ProcuriosSource``."""
         kwargs.setdefault("timeout", source.timeout_seconds)
+        kwargs.setdefault("pacer", pacer_for(source.connection or source.base_url, source.rate_limit))
         return cls(source.base_url, source.client_id_env, source.client_secret_env, **kwargs)
 
     def close(self) -> None:
-        for session in (self.session, self._token_session, self._once):
+        for session in (self.session, self._once):
             session.close()
+        self.auth.close()
 
     def __enter__(self) -> "ProcuriosClient":
         return self
@@ -164,60 +168,24 @@ class ProcuriosClient:
 
     def _credentials(self) -> tuple[str, str]:
         try:
-            return resolve_secret(self.client_id_env), resolve_secret(self.client_secret_env)
-        except MissingSecretError as exc:
-            raise ProcuriosError("credentials", str(exc)) from None
-
-    def _new_token(self) -> str:
-        client_id, secret = self._credentials()
-        url = self.base_url + TOKEN_PATH
-        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-        self.stats.token_requests += 1
-        try:
-            response = self._token_session.post(url, data=data, headers={"Accept": "application/json"}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise ProcuriosError(
-                "token", f"cannot reach {url} ({type(exc).__name__}) -- check the base URL"
-            ) from None
-        status = response.status_code
-        if status in (400, 401) and _error_code(response) in ("invalid_client", "unauthorized_client", "invalid_grant", ""):
-            raise ProcuriosError(
-                "token",
-                f"the client credentials were refused (HTTP {status} {_error_code(response) or 'error'}) -- check "
-                f"the environment variables {self.client_id_env} and {self.client_secret_env}",
-                status,
-            )
-        if status == 404:
-            raise ProcuriosError("token", f"no OAuth2 token endpoint at {url} (HTTP 404) -- check the base URL", status)
-        if not 200 <= status < 300:
-            raise ProcuriosError("token", f"the token request failed with HTTP {status}", status)
-        try:
-            body = response.json()
-            token = str(body["access_token"])
-        except (ValueError, KeyError, TypeError):
-            raise ProcuriosError(
-                "token", f"{url} did not answer with an OAuth2 access token -- is the base URL a Procurios environment?"
-            ) from None
-        try:
-            lifetime = float(body.get("expires_in", 3600))
-        except (TypeError, ValueError):
-            lifetime = 3600.0
-        margin = min(self.renew_margin, lifetime / 10)
-        self._token, self._expires_at = token, time.monotonic() + lifetime - margin
-        return token
+            return self.auth.credentials()
+        except AuthError as exc:
+            raise ProcuriosError(exc.step, exc.problem) from None
 
     def share_token(self, other: "ProcuriosClient") -> None:
         """Start with ``other``'s current token (obtained first if need be): a second client of
         the same credentials then needs no token request of its own until it expires."""
-        self._token, self._expires_at = other.token(), other._expires_at
+        try:
+            self.auth.share(other.auth)
+        except AuthError as exc:
+            raise ProcuriosError(exc.step, exc.problem, exc.status) from None
 
     def token(self) -> str:
         """The cached access token, renewed when it is about to expire."""
-        if self._token is not None and time.monotonic() < self._expires_at:
-            return self._token
-        if self._token is not None:
-            self.stats.renewed_before_expiry += 1
-        return self._new_token()
+        try:
+            return self.auth.token()
+        except AuthError as exc:
+            raise ProcuriosError(exc.step, exc.problem, exc.status) from None
 
     # ----------------------------------------------------------------- requests
 
@@ -228,18 +196,20 @@ class ProcuriosClient:
         url = self.base_url + API_PREFIX + path
         session = self.session if retry and method == "GET" else self._once
         for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self.token()}"}
+            try:
+                sent = self.auth.apply(params or {}, None)
+            except AuthError as exc:
+                raise ProcuriosError(exc.step, exc.problem, exc.status) from None
+            if self.pacer is not None:
+                self.pacer.wait()
             self.stats.requests += 1
             try:
-                response = session.request(method, url, params=params, json=json_body, headers=headers, timeout=self.timeout)
+                response = session.request(method, url, json=json_body, timeout=self.timeout, **sent)
             except requests.RequestException as exc:
                 raise ProcuriosError(step, f"request failed: {type(exc).__name__}: {short(str(exc))}") from None
-            if response.status_code == 401 and attempt == 1:
-                # the token expired or was revoked on the server's side: a new one, once
-                self.stats.renewed_after_401 += 1
-                self._token = None
-                continue
-            break
+            # the token expired or was revoked on the server's side: a new one, once
+            if not (response.status_code == 401 and attempt == 1 and self.auth.renew_after_401(sent)):
+                break
         status = response.status_code
         if 200 <= status < 300:
             return response
@@ -259,7 +229,7 @@ class ProcuriosClient:
         return self._fail(step, response)
 
     def _fail(self, step: str, response: requests.Response) -> requests.Response:
-        code = _error_code(response)
+        code = error_code(response)
         raise ProcuriosError(step, f"HTTP {response.status_code}{' ' + code if code else ''}", response.status_code)
 
     def pages(self, path: str, *, step: str, params: dict[str, Any] | None = None) -> Iterator[tuple[int, bytes, list[Any]]]:
@@ -323,8 +293,9 @@ class ProcuriosExtractor:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Fetch into ``dest_dir`` (created; must not hold files yet); returns the manifest as a
-        dict: the :class:`ExtractManifest` fields plus ``since``, ``mode``, ``session_pages``,
-        ``sessions``, ``token_requests`` and ``content_sha256``."""
+        dict (:class:`ExtractManifest`'s fields): the session pages are the part ``sessions``,
+        and ``extra`` holds ``since``, ``mode``, ``meeting_id``, ``sessions`` (their count),
+        ``token_requests`` and ``tokens_renewed`` (see :func:`extract_extra`)."""
         started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         started = time.monotonic()
         since = None if full_import else since
@@ -356,9 +327,9 @@ class ProcuriosExtractor:
                 # not past the provider's time of the first page: what changed while the later
                 # pages were read is listed by the next pull (see sync.procurios.capped_since)
                 position = capped_since(position, client.listed_at)
-                digest.update(SESSIONS_MARKER)
+                digest.update(part_marker(SESSIONS_PART))
                 for number, content, records in reader.result():
-                    store_page(tmp / SESSION_PAGE_NAME.format(number), content, digest)
+                    store_page(tmp / PART_PAGE_NAME.format(SESSIONS_PART, number), content, digest)
                     sessions += len(records)
                     session_pages = number
                 manifest = ExtractManifest(
@@ -377,19 +348,19 @@ class ProcuriosExtractor:
                     page_records=page_records,
                     source_position=position,
                     content_sha256=digest.hexdigest(),
-                    session_pages=session_pages,
-                ).to_dict()
-                manifest.update(
-                    since=since,
+                    parts={SESSIONS_PART: session_pages},
                     mode=mode,
-                    meeting_id=source.meeting_id,
-                    sessions=sessions,
-                    token_requests=client.stats.token_requests + sessions_client.stats.token_requests,
-                    tokens_renewed=sum(
-                        c.stats.renewed_before_expiry + c.stats.renewed_after_401 for c in (client, sessions_client)
-                    ),
+                    extra={
+                        "since": since,
+                        "meeting_id": source.meeting_id,
+                        "sessions": sessions,
+                        "token_requests": client.stats.token_requests + sessions_client.stats.token_requests,
+                        "tokens_renewed": sum(
+                            c.stats.renewed_before_expiry + c.stats.renewed_after_401 for c in (client, sessions_client)
+                        ),
+                    },
                 )
-                (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+                write_manifest(tmp, manifest)
         except ProcuriosError as exc:
             # credentials that are not set cannot appear within the step's retries
             permanent = exc.step == "credentials"
@@ -401,10 +372,10 @@ class ProcuriosExtractor:
             sessions_client.close()
         log.info(
             "extract %s: %d registration(s) in %d page(s), %d session(s), %d request(s), %d token request(s), %.2fs",
-            event_id, manifest["records"], manifest["pages"], sessions, manifest["requests"],
-            manifest["token_requests"], manifest["duration_seconds"],
+            event_id, manifest.records, manifest.pages, sessions, manifest.requests,
+            manifest.extra["token_requests"], manifest.duration_seconds,
         )
-        return manifest
+        return manifest.to_dict()
 
 
 def _requests(client: "ProcuriosClient") -> int:
@@ -440,7 +411,7 @@ class _SessionReader:
 def session_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
     """The meeting's sessions stored with a Procurios extract, in order."""
     extract_dir = Path(extract_dir)
-    for name in read_manifest(extract_dir).session_page_files():
+    for name in read_manifest(extract_dir).part_files(SESSIONS_PART):
         body = json.loads((extract_dir / name).read_bytes())
         yield from (r for r in body.get(RECORD_PATH, []) if isinstance(r, dict))
 
@@ -448,27 +419,26 @@ def session_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
 # --------------------------------------------------------------------------- check-connection
 
 
-@dataclass
-class ConnectionCheck:
-    step: str
-    ok: bool
-    message: str
-
-
 def check_connection(source: Any, **client_kwargs: Any) -> list[ConnectionCheck]:
     """Verify a ``ProcuriosSource``: its secrets are set, the base URL answers OAuth2, the
     credentials get a token, the meeting exists and the client may read its registrations.
-    Stops at the first failure; every failure says what to check."""
+    A source without a ``meeting_id`` (a catalog connection no event uses yet) is checked up to
+    the token. Stops at the first failure; every failure says what to check."""
     checks: list[ConnectionCheck] = []
     client_kwargs.setdefault("max_retries", 1)
     client_kwargs.setdefault("backoff_factor", 0.2)
-    with ProcuriosClient.for_source(source, **client_kwargs) as client:
+    meeting_id = getattr(source, "meeting_id", None)
+    client_kwargs.setdefault("timeout", getattr(source, "timeout_seconds", 30.0))
+    with ProcuriosClient(source.base_url, source.client_id_env, source.client_secret_env, **client_kwargs) as client:
         steps: list[tuple[str, Callable[[], str]]] = [
             ("credentials", lambda: (client._credentials(), f"{source.client_id_env} and {source.client_secret_env} are set")[1]),
             ("token", lambda: (client.token(), f"{source.base_url}{TOKEN_PATH} issued an access token")[1]),
-            ("meeting", lambda: _meeting_line(client, source.meeting_id)),
-            ("registrations", lambda: _registrations_line(client, source.meeting_id)),
         ]
+        if meeting_id is not None:
+            steps += [
+                ("meeting", lambda: _meeting_line(client, meeting_id)),
+                ("registrations", lambda: _registrations_line(client, meeting_id)),
+            ]
         for step, run in steps:
             try:
                 checks.append(ConnectionCheck(step, True, run()))

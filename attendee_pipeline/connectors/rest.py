@@ -1,13 +1,13 @@
 """The declarative REST connector (seed 000): pull an event's attendee list from a provider API
 described by a catalog ``RestApiSource`` and store it as a raw, replayable extract.
 
-What belongs here: applying the source's auth (basic, headers, query parameters -- values from
-environment variables), walking its pagination (none, page number, offset, cursor, Link header),
-taking the records at ``record_path``, and the on-disk format of a raw extract: the exact response
-bytes of every page (``page-000001.json``, ...) plus ``manifest.json``, written to a temporary
-folder and renamed into place only when complete. :func:`iter_extract_records` and
-:func:`read_manifest` replay a stored extract without the network. Plain Python, no Dagster
-imports; secrets never reach logs, error messages or the manifest, and no attendee data is logged.
+What belongs here: the walk of one extract -- requests with the source's auth (strategies of
+:mod:`.auth`), pages in the order of its pagination (strategies of :mod:`.paginators`), reading
+the next page ahead while the current one is stored, the records at ``record_path``, errors
+that name the page and what to check -- written through the raw-extract store
+(:mod:`.raw_store`, which owns the extract's format, its manifest and replay). Plain Python, no
+Dagster imports; secrets never reach logs, error messages or the manifest, and no attendee data
+is logged.
 """
 
 from __future__ import annotations
@@ -17,226 +17,58 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from typing import Any
 
 import requests
 
-from attendee_pipeline.catalog.models import (
-    BasicAuth,
-    CursorPagination,
-    HeaderAuth,
-    LinkHeaderPagination,
-    NoAuth,
-    OffsetPagination,
-    PageNumberPagination,
-    QueryAuth,
-    RestApiSource,
-    SinglePage,
+from attendee_pipeline.catalog.models import RestApiSource
+from attendee_pipeline.connectors.auth import AuthError, AuthStrategy, OAuth2ClientCredentials, auth_strategy
+from attendee_pipeline.connectors.raw_store import (
+    PAGE_NAME,
+    ExtractError,
+    ExtractManifest,
+    PageSink,
+    Progress,
+    content_digest,
+    records_at,
+    staged_extract,
+    store_page,
+    write_manifest,
 )
+from attendee_pipeline.connectors.paginators import paginator_for, strip_url
 from attendee_pipeline.connectors.http import (
     RETRY_STATUSES,
     CrossSiteRedirect,
     MissingSecretError,
     RetryStats,
     make_session,
+    pacer_for,
     redact,
-    resolve_secret,
-    same_site,
 )
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-PAGE_NAME = "page-{:06d}.json"
-#: A Procurios extract's session list, stored after its registration pages.
-SESSION_PAGE_NAME = "sessions-{:06d}.json"
-#: Folded into the content digest between the pages and the session pages.
-SESSIONS_MARKER = b"sessions\0"
-EXTRACT_FORMAT = "rest_pages/1"
-
-#: Called after every stored page with (pages so far, records so far).
-Progress = Callable[[int, int], None]
-
-class PageSink(Protocol):
-    """Sees the pages of an extract as they are stored (e.g. to map their records while the
-    next page is on its way)."""
-
-    def known_count(self, page: int, sha256: str) -> int | None:
-        """The number of records of a page whose bytes have this SHA-256, when the sink knows
-        the page already and does not need it parsed; None to have it parsed (and passed to
-        the sink). Only asked where the pagination does not need the page's body."""
-
-    def __call__(self, page: int, content: bytes, records: list[Any], first_row: int) -> None:
-        """A parsed page: its number, bytes, records and the index of its first record."""
-
-
-class ExtractError(RuntimeError):
-    """An extract failed; the message names the event, the page and the problem. ``permanent``:
-    the source's settings are at fault (a missing secret, a page cap below the catalog's size, a
-    link or redirect to another host), which no retry within minutes will fix."""
-
-    def __init__(
-        self, event_id: str, page: int | None, problem: str, *, status: int | None = None, permanent: bool = False
-    ) -> None:
-        self.event_id = event_id
-        self.page = page
-        self.problem = problem
-        self.status = status
-        self.permanent = permanent
-        where = f" at page {page}" if page is not None else ""
-        super().__init__(f"extract of event {event_id!r} failed{where}: {problem}")
-
-
-@dataclass
-class ExtractManifest:
-    """What an extract fetched; stored as ``manifest.json`` beside the pages. No secrets."""
-
-    event_id: str
-    source_kind: str
-    url: str
-    pagination: str
-    record_path: str
-    pages: int
-    records: int
-    requests: int
-    retries: int
-    started_at: str
-    finished_at: str
-    duration_seconds: float
-    #: Records in each stored page, in order (lets a reader skip pages).
-    page_records: list[int] = field(default_factory=list)
-    format: str = EXTRACT_FORMAT
-    #: How far into the source this extract reaches (a feed: the last inbox id it holds).
-    source_position: str | None = None
-    #: SHA-256 of each stored page's bytes, in order (lets the next sync see early whether
-    #: the provider sends what it sent last time).
-    page_sha256: list[str] = field(default_factory=list)
-    #: :func:`extract_digest` of this extract, computed while it was stored (a Procurios
-    #: extract's digest covers its session pages too).
-    content_sha256: str | None = None
-    #: Pages of a Procurios extract's session list (``SESSION_PAGE_NAME``); 0 for other sources.
-    session_pages: int = 0
-    #: Requests sent for the page after the current one while the current one was stored and
-    #: whose answer was not used (the list ended, or the answer was not a success).
-    prefetch_discarded: int = 0
-    #: :func:`source_settings` of the source this extract was read with (None: an extract made
-    #: before they were kept, or not from a REST source).
-    source_settings: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExtractManifest":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def page_files(self) -> list[str]:
-        return [PAGE_NAME.format(n) for n in range(1, self.pages + 1)]
-
-    def session_page_files(self) -> list[str]:
-        return [SESSION_PAGE_NAME.format(n) for n in range(1, self.session_pages + 1)]
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _at_path(body: Any, path: str) -> Any:
-    """The value at a dotted path (list indices allowed); raises KeyError naming the missing part."""
-    if not path:
-        return body
-    value = body
-    for part in path.split("."):
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            raise KeyError(part)
-    return value
-
-
-def _records_at(body: Any, path: str) -> list[Any]:
-    """The record list at ``path``; raises ValueError with a clear description otherwise."""
-    try:
-        value = _at_path(body, path)
-    except KeyError as exc:
-        raise ValueError(f"record path {path!r} not found in the response (no {exc.args[0]!r})") from None
-    if not isinstance(value, list):
-        where = f"record path {path!r}" if path else "the response body (record_path is empty)"
-        raise ValueError(f"{where} is a JSON {_json_kind(value)}, not a list")
-    return value
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "null" if value is None else type(value).__name__
-
-
-def _strip_url(url: str, drop_params: set[str]) -> str:
-    """``url`` without user info and without the query parameters named in ``drop_params``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in drop_params]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+def _auth_extra(auth: AuthStrategy) -> dict[str, Any]:
+    """What the manifest keeps of an extract's auth: an OAuth2 client's token requests."""
+    if isinstance(auth, OAuth2ClientCredentials):
+        return {"token_requests": auth.stats.token_requests, "tokens_renewed": auth.stats.renewed}
+    return {}
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-@dataclass
-class _Auth:
-    """Resolved credentials for one extract (never logged, never stored)."""
-
-    headers: dict[str, str] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)
-    basic: tuple[str, str] | None = None
-    env_names: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:  # never show values
-        return f"_Auth(env_names={self.env_names!r})"
-
-
-def _resolve_auth(auth: Any) -> _Auth:
-    if isinstance(auth, NoAuth):
-        return _Auth()
-    if isinstance(auth, BasicAuth):
-        names = [n for n in (auth.username_env, auth.password_env) if n]
-        username = auth.username if auth.username is not None else resolve_secret(auth.username_env or "")
-        return _Auth(basic=(username, resolve_secret(auth.password_env)), env_names=names)
-    if isinstance(auth, HeaderAuth):
-        return _Auth(
-            headers={h: resolve_secret(env) for h, env in auth.headers.items()},
-            env_names=list(auth.headers.values()),
-        )
-    if isinstance(auth, QueryAuth):
-        return _Auth(
-            params={p: resolve_secret(env) for p, env in auth.params.items()},
-            env_names=list(auth.params.values()),
-        )
-    raise TypeError(f"unsupported auth {type(auth).__name__}")
-
-
 def _secret_param_names(source: RestApiSource) -> set[str]:
-    return set(source.auth.params) if isinstance(source.auth, QueryAuth) else set()
+    return set(source.auth.params) if source.auth.type == "query" else set()
 
 
 def source_settings(source: RestApiSource) -> dict[str, Any]:
@@ -244,7 +76,7 @@ def source_settings(source: RestApiSource) -> dict[str, Any]:
     URL (without secrets), the record path and the pagination. Two extracts made with the same
     settings count the same bytes as the same records."""
     return {
-        "url": _strip_url(source.url, _secret_param_names(source)),
+        "url": strip_url(source.url, _secret_param_names(source)),
         "record_path": source.record_path,
         "pagination": source.pagination.model_dump(mode="json"),
     }
@@ -292,14 +124,21 @@ class RestExtractor:
         for the next page goes out while the current one is parsed and stored; see
         :meth:`_Run.walk`."""
         dest_dir = Path(dest_dir)
+        stats = RetryStats()
         try:
-            auth = _resolve_auth(source.auth)
+            auth = auth_strategy(
+                source.auth,
+                timeout=source.timeout_seconds,
+                max_retries=self.max_retries,
+                backoff_factor=self.backoff_factor,
+                backoff_max=self.backoff_max,
+                stats=stats,
+            )
         except MissingSecretError as exc:
             raise ExtractError(event_id, None, str(exc), permanent=True) from None
 
         secret_params = _secret_param_names(source)
-        safe_url = _strip_url(source.url, secret_params)
-        stats = RetryStats()
+        safe_url = strip_url(source.url, secret_params)
         session = make_session(
             max_retries=self.max_retries,
             backoff_factor=self.backoff_factor,
@@ -334,10 +173,12 @@ class RestExtractor:
                     content_sha256=run.digest.hexdigest(),
                     prefetch_discarded=run.discarded,
                     source_settings=source_settings(source),
+                    extra=_auth_extra(auth),
                 )
                 write_manifest(tmp, manifest)
         finally:
             session.close()
+            auth.close()
         log.info(
             "extract %s: %d record(s) in %d page(s), %d request(s), %d retr%s, %.2fs",
             event_id,
@@ -359,7 +200,7 @@ class _Run:
         extractor: RestExtractor,
         source: RestApiSource,
         event_id: str,
-        auth: _Auth,
+        auth: AuthStrategy,
         session: requests.Session,
         stats: RetryStats,
         folder: Path,
@@ -382,7 +223,9 @@ class _Run:
         self.page_sha256: list[str] = []
         self.digest = content_digest(source.record_path)
         self.on_page = on_page
-        self.secret_params = _secret_param_names(source)
+        self.secret_params = frozenset(_secret_param_names(source))
+        self.paginator = paginator_for(source.pagination)
+        self.pacer = pacer_for(source.connection or event_id, source.rate_limit)
         self.discarded = 0
         # The request for the next page runs in this thread, on a session of its own with no
         # retries: one attempt, and any answer but a success is dropped (the page is then
@@ -398,23 +241,22 @@ class _Run:
 
     # ----------------------------------------------------------------- reading ahead
 
-    def ahead(self, url: str, params: dict[str, str]) -> Future[requests.Response]:
-        """Send the request for a page in the background (one attempt, no retries)."""
+    def ahead(self, url: str, params: dict[str, str]) -> Future[requests.Response] | None:
+        """Send the request for a page in the background (one attempt, no retries); None when
+        the credentials cannot be had now (the page's ordinary request then says why)."""
         if self._ahead_pool is None:
             self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-ahead")
             self._ahead_session = make_session(max_retries=0, backoff_factor=0)
         session = self._ahead_session
         assert session is not None
-        all_params = {**params, **self.auth.params}
+        try:
+            sent = self.auth.apply(params, None)
+        except AuthError:
+            return None
+        if self.pacer is not None:
+            self.pacer.wait()
         self.calls += 1
-        return self._ahead_pool.submit(
-            session.get,
-            url,
-            params=all_params or None,
-            headers=self.auth.headers or None,
-            auth=self.auth.basic,
-            timeout=self.source.timeout_seconds,
-        )
+        return self._ahead_pool.submit(session.get, url, timeout=self.source.timeout_seconds, **sent)
 
     def take(self, future: Future[requests.Response] | None) -> requests.Response | None:
         """The answer of a read-ahead request if it is a success, else None (and it counts as
@@ -462,93 +304,8 @@ class _Run:
     # ----------------------------------------------------------------- walk
 
     def walk(self) -> None:
-        pag = self.source.pagination
-        base = dict(self.source.params)
-        url = self.source.url
-        if isinstance(pag, SinglePage):
-            self.fetch(url, base)
-        elif isinstance(pag, PageNumberPagination):
-            sized = pag.size_param is not None
-
-            def page_request(k: int) -> tuple[str, dict[str, str]]:
-                params = {**base, pag.page_param: str(pag.first_page + k)}
-                if pag.size_param:
-                    params[pag.size_param] = str(pag.size)
-                return url, params
-
-            self.read_ahead(page_request, pag.size if sized else None)
-        elif isinstance(pag, OffsetPagination):
-
-            def offset_request(start: int) -> tuple[str, dict[str, str]]:
-                return url, {**base, pag.offset_param: str(start), pag.limit_param: str(pag.size)}
-
-            # pages continue only when full, so page k starts at k * size; a short page is
-            # confirmed as the last by asking for the records right after it
-            self.read_ahead(
-                lambda k: offset_request(k * pag.size),
-                pag.size,
-                check=lambda k, count: offset_request(k * pag.size + count),
-            )
-        elif isinstance(pag, CursorPagination):
-            cursor: str | None = None
-            seen: set[str] = set()
-            while True:
-                params = dict(base)
-                if pag.size_param:
-                    params[pag.size_param] = str(pag.size)
-                if cursor is not None:
-                    params[pag.cursor_param] = cursor
-                count, body, _ = self.fetch(url, params)
-                if count == 0:  # some providers hand out a next cursor with an empty page
-                    break
-                try:
-                    value = _at_path(body, pag.cursor_path)
-                except KeyError:
-                    value = None
-                if value is None or value == "" or value is False:
-                    break
-                if isinstance(value, (dict, list)):
-                    kind = _json_kind(value)
-                    raise self.error(self.pages, f"cursor at {pag.cursor_path!r} is a JSON {kind}")
-                cursor = str(value)
-                if cursor in seen:
-                    raise self.error(self.pages, "the provider returned a cursor it returned before (loop)")
-                seen.add(cursor)
-        elif isinstance(pag, LinkHeaderPagination):
-            params = dict(base)
-            if pag.size_param:
-                params[pag.size_param] = str(pag.size)
-            next_url: str = url
-            visited: set[str] = set()
-            response: requests.Response | None = None
-            while True:
-                if response is None:
-                    response = self.get(self.pages + 1, next_url, params)
-                link = response.links.get("next", {}).get("url")
-                following: str | None = None
-                if link:
-                    # Follow the link as given, minus any secret parameters (we add our own),
-                    # and only on the provider's own site: our credentials go with it.
-                    following = _strip_url(urljoin(response.url, link), self.secret_params)
-                    if not same_site(url, following):
-                        raise self.error(
-                            self.pages + 1,
-                            "the Link header points to another host; not followed (the source's "
-                            "credentials would be sent there)",
-                            permanent=True,
-                        )
-                    if following in visited:
-                        raise self.error(self.pages + 1, "the Link header points back to a page already fetched")
-                    visited.add(following)
-                # the next page's address is in this page's headers: ask for it before parsing
-                pending = self.ahead(following, {}) if following else None
-                self.fetch(next_url, params, first=response)
-                if following is None:
-                    break
-                next_url, params = following, {}
-                response = self.take(pending)
-        else:  # pragma: no cover - the catalog schema admits nothing else
-            raise TypeError(f"unsupported pagination {type(pag).__name__}")
+        """Every page of the source, in the order of its pagination strategy."""
+        self.paginator.walk(self, self.source.url, dict(self.source.params))
 
     def read_ahead(
         self,
@@ -617,7 +374,7 @@ class _Run:
             return
         try:
             # only counted, never stored
-            more = len(_records_at(json.loads(utf8_body(following)), self.source.record_path))
+            more = len(records_at(json.loads(utf8_body(following)), self.source.record_path))
         except ValueError as exc:
             problem = f"the page after page {page - 1} (which held {count} of {size} records) cannot be read"
             raise self.error(page, f"{problem}: {short(str(exc))}") from None
@@ -670,7 +427,7 @@ class _Run:
             break
         if records is None and known is None:
             try:
-                records = _records_at(body, self.source.record_path)
+                records = records_at(body, self.source.record_path)
             except ValueError as exc:
                 raise self.error(page, str(exc)) from None
         count = known if known is not None else len(records)
@@ -689,7 +446,7 @@ class _Run:
 
     def known_count(self, page: int, sha256: str) -> int | None:
         # a cursor lives in the body: those pages are always parsed
-        if self.on_page is None or isinstance(self.source.pagination, CursorPagination):
+        if self.on_page is None or self.paginator.parses_body:
             return None
         return self.on_page.known_count(page, sha256)
 
@@ -701,17 +458,19 @@ class _Run:
         return delay
 
     def get(self, page: int, url: str, params: dict[str, str]) -> requests.Response:
-        all_params = {**params, **self.auth.params}
         before = self.stats.retries
         try:
-            self.calls += 1
-            response = self.session.get(
-                url,
-                params=all_params or None,
-                headers=self.auth.headers or None,
-                auth=self.auth.basic,
-                timeout=self.source.timeout_seconds,
-            )
+            for attempt in (1, 2):
+                sent = self.auth.apply(params, None)
+                if self.pacer is not None:
+                    self.pacer.wait()
+                self.calls += 1
+                response = self.session.get(url, timeout=self.source.timeout_seconds, **sent)
+                # a token expired or revoked on the provider's side: a new one, once
+                if not (response.status_code == 401 and attempt == 1 and self.auth.renew_after_401(sent)):
+                    break
+        except AuthError as exc:
+            raise self.error(page, f"{exc.step}: {exc.problem}", status=exc.status, permanent=exc.permanent) from None
         except requests.RequestException as exc:
             retried = self.stats.retries - before
             raise self.error(
@@ -774,131 +533,76 @@ def short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# --------------------------------------------------------------------------- replay
+# --------------------------------------------------------------------------- check-connection
 
 
-#: What names the hidden folder an extract is written into (see :func:`staged_extract`).
-PARTIAL_MARK = ".partial-"
+@dataclass
+class ConnectionCheck:
+    """One step of a connection check: its name, whether it passed, and what it found or what
+    to check."""
+
+    step: str
+    ok: bool
+    message: str
 
 
-def is_partial_extract(path: Path) -> bool:
-    """Whether ``path`` is the hidden folder of an extract being written, or of one whose
-    process died while writing it (a SIGKILL skips :func:`staged_extract`'s cleanup)."""
-    return path.name.startswith(".") and PARTIAL_MARK in path.name and path.is_dir()
-
-
-@contextmanager
-def staged_extract(dest_dir: Path, event_id: str) -> Iterator[Path]:
-    """A hidden folder beside ``dest_dir`` to write an extract into; it becomes ``dest_dir``
-    when the block ends without an error and is deleted otherwise, so a half-written extract
-    never looks complete. ``dest_dir`` must not exist yet or be empty."""
-    dest_dir = Path(dest_dir)
-    if dest_dir.exists() and (not dest_dir.is_dir() or any(dest_dir.iterdir())):
-        raise ExtractError(event_id, None, f"destination {dest_dir} already exists and is not empty")
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir.parent / f".{dest_dir.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+def check_source(source: RestApiSource, *, timeout: float | None = None) -> list[ConnectionCheck]:
+    """Verify a ``RestApiSource`` without storing anything: its secrets are set, an OAuth2
+    client gets a token, and the first page answers with a record list at ``record_path``.
+    Stops at the first failure; every failure says what to check. No record is shown."""
+    checks: list[ConnectionCheck] = []
+    stats = RetryStats()
     try:
-        yield tmp
-        if dest_dir.exists():
-            dest_dir.rmdir()  # empty (checked above)
-        os.replace(tmp, dest_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_manifest(folder: Path, manifest: ExtractManifest) -> None:
-    (Path(folder) / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
-
-
-def read_manifest(extract_dir: Path) -> ExtractManifest:
-    """The manifest of a complete extract; raises FileNotFoundError when there is none."""
-    path = Path(extract_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{extract_dir} is not a complete raw extract (no {MANIFEST_NAME})")
-    return ExtractManifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def content_digest(record_path: str) -> Any:
-    """The running SHA-256 of :func:`extract_digest`, before the first page."""
-    return hashlib.sha256(f"{EXTRACT_FORMAT}\0{record_path}\0".encode())
-
-
-def store_page(path: Path, content: bytes, digest: Any) -> None:
-    """Write one page of an extract and fold it into the extract's running :func:`content_digest`
-    the way :func:`extract_digest` reads it back (the page's bytes, then a NUL)."""
-    path.write_bytes(content)
-    digest.update(content)
-    digest.update(b"\0")
-
-
-def extract_digest(extract_dir: Path, chunk_size: int = 1 << 20, recompute: bool = False) -> str:
-    """A hex SHA-256 of a stored extract's content: its record path and every page's bytes, in
-    order. Two extracts with the same digest hold the same records (the manifest's timings and
-    counters are not part of it). Reads the pages again unless the extractor already computed
-    it while storing them (``content_sha256`` in the manifest) and ``recompute`` is false."""
-    extract_dir = Path(extract_dir)
-    manifest = read_manifest(extract_dir)
-    if manifest.content_sha256 and not recompute:
-        return manifest.content_sha256
-    digest = content_digest(manifest.record_path)
-
-    def fold(names: list[str]) -> None:
-        for name in names:
-            with (extract_dir / name).open("rb") as page:
-                while block := page.read(chunk_size):
-                    digest.update(block)
-            digest.update(b"\0")
-
-    fold(manifest.page_files())
-    if manifest.source_kind == "procurios":  # then its session list, as the extractor stored it
-        digest.update(SESSIONS_MARKER)
-        fold(manifest.session_page_files())
-    return digest.hexdigest()
-
-
-def replay_extract(source_dir: Path, dest_dir: Path, event_id: str) -> dict[str, Any]:
-    """Copy a stored extract of ``event_id`` to ``dest_dir`` (a replay: no network); its
-    manifest as a dict, with ``replayed_from``. A folder that is not a stored extract (e.g. the
-    event's folder of extracts), or another event's extract (it would publish, and invite, that
-    event's attendees), is a permanent ExtractError."""
-    dest_dir = Path(dest_dir)
-    source_manifest = Path(source_dir) / MANIFEST_NAME
-    if not source_manifest.is_file():
-        raise ExtractError(
-            event_id, None, f"{source_dir} is not a stored raw extract (no {MANIFEST_NAME})", permanent=True
-        )
-    # every key the extractor stored (a Procurios extract's mode, since, sessions...), on top
-    # of the manifest's known fields with their defaults
-    stored = json.loads(source_manifest.read_text(encoding="utf-8"))
-    known = ExtractManifest.from_dict(stored)
-    if known.event_id != event_id:
-        raise ExtractError(
-            event_id, None, f"{source_dir} is an extract of event {known.event_id!r}, not of this event",
-            permanent=True,
-        )
-    # staged: a copy that fails half-way (a full disk, a source pruned meanwhile) must not
-    # leave a folder that holds manifest.json and looks complete
-    with staged_extract(dest_dir, event_id) as tmp:
-        shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
-    manifest = {**known.to_dict(), **stored}
-    manifest["replayed_from"] = os.fspath(source_dir)
-    return manifest
-
-
-def page_records(extract_dir: Path, manifest: ExtractManifest, page: int) -> list[Any]:
-    """The records of one stored page (1-based) of an extract."""
-    body = json.loads((Path(extract_dir) / PAGE_NAME.format(page)).read_bytes())
+        auth = auth_strategy(source.auth, timeout=timeout or source.timeout_seconds, max_retries=1,
+                             backoff_factor=0.2, stats=stats)
+    except MissingSecretError as exc:
+        return [ConnectionCheck("credentials", False, str(exc))]
+    session = make_session(max_retries=1, backoff_factor=0.2, stats=stats)
     try:
-        return _records_at(body, manifest.record_path)
-    except ValueError as exc:
-        raise ExtractError(manifest.event_id, page, f"stored page {PAGE_NAME.format(page)}: {exc}") from None
-
-
-def iter_extract_records(extract_dir: Path) -> Iterator[dict[str, Any]]:
-    """Yield the records of a stored extract in order, page by page (no network)."""
-    extract_dir = Path(extract_dir)
-    manifest = read_manifest(extract_dir)
-    for number in range(1, manifest.pages + 1):
-        yield from page_records(extract_dir, manifest, number)
+        names = ", ".join(auth.env_names)
+        if isinstance(auth, OAuth2ClientCredentials):
+            try:
+                auth.credentials()
+                checks.append(ConnectionCheck("credentials", True, f"{names} are set"))
+                auth.token()
+            except AuthError as exc:
+                checks.append(ConnectionCheck(exc.step, False, exc.problem))
+                return checks
+            checks.append(ConnectionCheck("token", True, f"{auth.token_url} issued an access token"))
+        else:
+            checks.append(ConnectionCheck("credentials", True, f"{names} set" if names else "no auth configured"))
+        url = source.url
+        safe_url = strip_url(url, _secret_param_names(source))
+        params = paginator_for(source.pagination).first_params(dict(source.params))
+        try:
+            for attempt in (1, 2):
+                sent = auth.apply(params, None)
+                response = session.get(url, timeout=timeout or source.timeout_seconds, **sent)
+                if not (response.status_code == 401 and attempt == 1 and auth.renew_after_401(sent)):
+                    break
+        except AuthError as exc:
+            checks.append(ConnectionCheck(exc.step, False, exc.problem))
+            return checks
+        except requests.RequestException as exc:
+            checks.append(ConnectionCheck("first page", False, f"cannot reach {safe_url} ({type(exc).__name__}) -- check the URL"))
+            return checks
+        status = response.status_code
+        if status in (401, 403):
+            hint = f"check the environment variable(s) {names}" if names else "the source has no auth configured"
+            word = "authentication failed" if status == 401 else "access denied"
+            checks.append(ConnectionCheck("first page", False, f"{word} (HTTP {status}) -- {hint}"))
+        elif status == 404:
+            checks.append(ConnectionCheck("first page", False, f"HTTP 404 for {safe_url} -- check the source URL"))
+        elif not 200 <= status < 300:
+            checks.append(ConnectionCheck("first page", False, f"HTTP {status} for {safe_url}"))
+        else:
+            try:
+                count = len(records_at(json.loads(utf8_body(response)), source.record_path))
+            except ValueError as exc:
+                checks.append(ConnectionCheck("first page", False, f"{short(str(exc))} -- check record_path"))
+            else:
+                checks.append(ConnectionCheck("first page", True, f"{safe_url} answered, {count} record(s) on the first page"))
+    finally:
+        session.close()
+        auth.close()
+    return checks

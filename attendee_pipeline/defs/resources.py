@@ -26,7 +26,7 @@ from pydantic import PrivateAttr
 
 from attendee_pipeline import settings
 from attendee_pipeline.catalog import Catalog, EventEntry, load_catalog
-from attendee_pipeline.connectors.rest import PageSink, is_partial_extract
+from attendee_pipeline.connectors.raw_store import PageSink, is_partial_extract
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 
 
@@ -184,7 +184,7 @@ class ReplayAttendeeSource(AttendeeSource):
         progress: Progress | None = None,
         on_page: PageSink | None = None,
     ) -> dict[str, Any]:
-        from attendee_pipeline.connectors.rest import replay_extract
+        from attendee_pipeline.connectors.raw_store import replay_extract
 
         return replay_extract(Path(self.extract_dir), dest, event.id)
 

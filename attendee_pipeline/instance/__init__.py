@@ -14,10 +14,15 @@ EMBEDDED_DAGSTER_YAML = """\
 # kept as it is; delete it to get the current default).
 run_coordinator:
   # Dagster's QueuedRunCoordinator that also tags every run of an event with its source kind
+  # and its connection, and limits the runs of each catalog connection (max_concurrent_runs)
   module: attendee_pipeline.instance.coordinator
   class: SyncRunCoordinator
   config:
     max_concurrent_runs: 1
+    tag_concurrency_limits:
+      - key: attendee_pipeline/connection
+        value: {applyLimitPerUniqueValue: true}
+        limit: 1
 # Dagster's default launcher that also tells run monitoring when a run's process is gone
 run_launcher:
   module: attendee_pipeline.instance.launcher
@@ -45,6 +50,7 @@ _EARLIER_EMBEDDED = frozenset({
     "ba79c89c4f3f093a809f225cb30aec1b752faa9d6181a9fca1c2751f854af433",
     "5c00da402591c21270803f9c43b4b5fbc8eec430d2e2754af42093b9c4816a09",
     "7bd5f33e26cc12f36b10314191bb0c7165c0dd2ba703671f91e3b1c76b05e320",
+    "77f439fa2ecd004f75a040e9d2848b94c6e6c75620dc6e0aee55cfcec303db47",
 })
 
 

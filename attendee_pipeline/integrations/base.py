@@ -83,7 +83,7 @@ class Source(ABC):
     def mapped_chunks(self, event: Any, extract_dir: Path) -> Iterator[tuple[MappingResult, int]]:
         """(mapping result, records read) per chunk of a stored extract, mapped with the
         event's catalog mapping."""
-        from attendee_pipeline.connectors.rest import iter_extract_records
+        from attendee_pipeline.connectors.raw_store import iter_extract_records
         from attendee_pipeline.sync.mapping import map_event_records
 
         assert event.mapping is not None, f"a {self.kind} event maps its records with the catalog's mapping"

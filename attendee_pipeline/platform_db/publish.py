@@ -41,6 +41,7 @@ from attendee_pipeline.platform_db.tables import (
     sync_ledger,
 )
 from attendee_pipeline.platform_db.errors import PlatformDatabaseError, describe_database_error
+from attendee_pipeline.platform_db.source_state import SourceKey, read_position, record_held_position, write_position
 from attendee_pipeline.sync.diff import ChangeSet, empty_published
 from attendee_pipeline.sync.model import CONTENT_COLUMNS, group_key, nfc
 
@@ -659,6 +660,7 @@ def publish_changes(
     source_position: str | None = None,
     email_settings: Any = None,
     published_version: int | None = None,
+    source_key: SourceKey | None = None,
 ) -> PublishResult:
     """Apply ``changeset`` to the event's published list in one transaction.
 
@@ -672,7 +674,9 @@ def publish_changes(
     ``started_at`` (when the sync's extract began), raises SupersededPublishError (and writes
     nothing) when the event's last publish read its source later. With ``email_settings`` (the event's
     catalog settings) the invite / cancellation e-mails it asks for are queued in the same
-    transaction (see platform_db.outbox).
+    transaction (see platform_db.outbox). ``source_position`` becomes the event's read position
+    under ``source_key`` (default: its inline connection; see platform_db.source_state) in the
+    same transaction.
     """
     clock = time.monotonic()
     now = utcnow()
@@ -796,6 +800,7 @@ def publish_changes(
             input_fingerprint=input_fingerprint,
             source_position=source_position,
         )
+        write_position(conn, event_id, source_position, ledger_id=result.ledger_id, key=source_key, now=now)
         result.active = _active_count(conn, event_id)
 
     result.added = len(added_rows)
@@ -914,17 +919,11 @@ def active_count(engine: sa.Engine, event_id: str) -> int:
         return _active_count(conn, event_id)
 
 
-def last_published_position(engine: sa.Engine, event_id: str) -> str | None:
-    """How far into its source the event's last publish got (``source_position`` of the
-    latest ``published`` ledger row; a feed: the last inbox id), or None."""
-    stmt = (
-        sa.select(sync_ledger.c.source_position)
-        .where(sync_ledger.c.event_id == event_id, sync_ledger.c.status == "published")
-        .order_by(sync_ledger.c.id.desc())
-        .limit(1)
-    )
-    with engine.connect() as conn:
-        return conn.execute(stmt).scalar_one_or_none()
+def last_published_position(engine: sa.Engine, event_id: str, *, connection_id: str | None = None) -> str | None:
+    """How far into its source the event's last publish got (a feed: the last inbox id; a
+    Procurios meeting: the next ``since``), or None: its ``source_state`` (see
+    platform_db.source_state; ``connection_id``: through that connection only)."""
+    return read_position(engine, event_id, connection_id=connection_id)
 
 
 def last_decision(engine: sa.Engine, event_id: str) -> dict[str, Any] | None:
@@ -997,3 +996,4 @@ def record_read_position(
             .where(s.id == ledger_id, s.event_id == event_id)
             .values(source_position=position, input_fingerprint=fingerprint)
         )
+        record_held_position(conn, event_id, ledger_id, position)

@@ -462,3 +462,24 @@ delivery_dependencies = sa.Table(
     sa.Column("on_entity", sa.Text, primary_key=True),
     sa.Column("on_key", sa.Text, primary_key=True),
 )
+
+# --------------------------------------------------------------------------- source state
+#
+# ``source_state``: how far each source has been read, per (connection, stream, event): a pull's
+# next ``since``, a feed's last inbox id. Written in the transaction of the publish that reached
+# it (``ledger_id``), so a position never runs ahead of what is published; an inline source's
+# connection is ``event:<event id>`` (see attendee_pipeline.platform_db.source_state). The
+# ledger's ``source_position`` keeps each publish's position as history.
+
+source_state = sa.Table(
+    "source_state",
+    metadata,
+    sa.Column("connection_id", sa.Text, primary_key=True),
+    sa.Column("stream", sa.Text, primary_key=True),
+    # '' for a stream of the connection that belongs to no one event
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("position", sa.Text, nullable=True),
+    sa.Column("ledger_id", sa.Integer, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "event_id"),
+)

@@ -41,9 +41,10 @@ def sync_fingerprint(extract_digest: str, event_config: dict[str, Any], package_
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-#: Catalog keys that say WHEN an event is synced, not what a sync makes of its input: changing
-#: them cannot change a publish, so they are left out of the fingerprint.
-SCHEDULE_KEYS = {"sync": {"auto"}, "source": {"auto_sync", "window"}}
+#: Catalog keys that say WHEN or HOW FAST an event is synced, or through which connection, not
+#: what a sync makes of its input: changing them cannot change a publish, so they are left out
+#: of the fingerprint.
+SCHEDULE_KEYS = {"sync": {"auto"}, "source": {"auto_sync", "window", "connection", "rate_limit"}}
 
 
 #: Catalog keys that name the event rather than say what a sync makes of its input: a renamed

@@ -34,7 +34,7 @@ import dagster as dg
 from pydantic import Field
 
 from attendee_pipeline import __version__, steps
-from attendee_pipeline.connectors.rest import ExtractError, extract_digest
+from attendee_pipeline.connectors.raw_store import ExtractError, extract_digest
 from attendee_pipeline.defs.attendees import checks
 from attendee_pipeline.defs.memory import paced_step, release_memory
 from attendee_pipeline.defs.metadata import preview

@@ -17,6 +17,7 @@ import dagster as dg
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
+from attendee_pipeline.catalog.connections import connection_id_of
 from attendee_pipeline.instance.tags import PARTITION_TAG, sync_tags
 from attendee_pipeline.sync import windows
 
@@ -39,7 +40,8 @@ def scheduled_tick(context: dg.ScheduleEvaluationContext):  # type: ignore[no-un
 
 def event_request(event: Any, run_key: str, trigger: str) -> dg.RunRequest:
     """The run request of a scheduled sync of ``event`` (a catalog EventEntry)."""
-    return dg.RunRequest(run_key=run_key, partition_key=event.id, tags=sync_tags(event.id, event.source.kind, trigger))
+    tags = sync_tags(event.id, event.source.kind, trigger, connection_id_of(event))
+    return dg.RunRequest(run_key=run_key, partition_key=event.id, tags=tags)
 
 
 def with_partitions(

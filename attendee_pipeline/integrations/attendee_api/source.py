@@ -44,7 +44,8 @@ def previous_pages(last: dict[str, Any] | None, source: Any) -> list[tuple[str, 
     """(SHA-256, records) of each page of the extract the event's last decided sync read, if
     that extract is still kept and was read with the same URL, record path and pagination as
     ``source`` (otherwise the same bytes may hold other records, or end the list elsewhere)."""
-    from attendee_pipeline.connectors.rest import read_manifest, source_settings
+    from attendee_pipeline.connectors.rest import source_settings
+    from attendee_pipeline.connectors.raw_store import read_manifest
 
     path = (last or {}).get("raw_extract_path")
     if not path:

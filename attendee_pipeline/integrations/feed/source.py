@@ -40,7 +40,7 @@ class Feed(Source):
         """The inbox rows in arrival order, folded per attendee, as one chunk."""
         import numpy as np
 
-        from attendee_pipeline.connectors.rest import iter_extract_records
+        from attendee_pipeline.connectors.raw_store import iter_extract_records
         from attendee_pipeline.sync.feed import fold_pushes
         from attendee_pipeline.sync.mapping import MappingReject, map_platform_records
         from attendee_pipeline.sync.model import attendee_key

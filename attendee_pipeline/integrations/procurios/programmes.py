@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from attendee_pipeline.catalog.models import EventEntry
-from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.connectors.raw_store import iter_extract_records
 from attendee_pipeline.integrations.procurios import rules
 from attendee_pipeline.integrations.procurios.source import SOURCE
 from attendee_pipeline.platform_db import procurios as db_procurios

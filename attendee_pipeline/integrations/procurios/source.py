@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attendee_pipeline.connectors.rest import iter_extract_records
+from attendee_pipeline.connectors.raw_store import iter_extract_records
 from attendee_pipeline.integrations.base import FULL_IMPORT, ExtractRequest, Source
 from attendee_pipeline.integrations.procurios import rules
 from attendee_pipeline.processing import BATCHES
@@ -62,13 +62,16 @@ class Procurios(Source):
         return rules.full_import_policy(event.sync.apply) if mode == FULL_IMPORT else event.sync.apply
 
     def extract_metadata(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        from attendee_pipeline.connectors.raw_store import manifest_extra
+
+        extra = manifest_extra(manifest)  # what this source keeps in the manifest
         return {
             "mode": str(manifest.get("mode") or ""),
-            "since": str(manifest.get("since") or ""),
+            "since": str(extra.get("since") or ""),
             "next_since": str(manifest.get("source_position") or ""),
-            "sessions": int(manifest.get("sessions", 0)),
-            "token_requests": int(manifest.get("token_requests", 0)),
-            "tokens_renewed": int(manifest.get("tokens_renewed", 0)),
+            "sessions": int(extra.get("sessions", 0)),
+            "token_requests": int(extra.get("token_requests", 0)),
+            "tokens_renewed": int(extra.get("tokens_renewed", 0)),
         }
 
     def catalog_warnings(self, event: Any) -> list[str]:

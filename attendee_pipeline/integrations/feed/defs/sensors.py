@@ -12,6 +12,7 @@ pushes of an event whose catalog entry is broken wait (the cursor stays) until i
 import dagster as dg
 
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
+from attendee_pipeline.catalog.connections import connection_id_of
 from attendee_pipeline.instance.tags import sync_tags
 from attendee_pipeline.defs.partitions import events_partitions
 from attendee_pipeline.integrations import events_of
@@ -62,7 +63,7 @@ def feed_inbox_sensor(
             dg.RunRequest(
                 run_key=f"feed:{event_id}:{head}",
                 partition_key=event_id,
-                tags=sync_tags(event_id, "feed", "sensor:feed_inbox"),
+                tags=sync_tags(event_id, "feed", "sensor:feed_inbox", connection_id_of(loaded.get(event_id))),
             )
         )
     # Keep the cursor while an event waits for its partition or for its entry to be fixed: the
