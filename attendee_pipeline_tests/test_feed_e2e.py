@@ -19,7 +19,7 @@ from attendee_pipeline.defs.resources import EventCatalogResource, PlatformDatab
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 from attendee_pipeline.platform_db.feed import append_inbox
-from attendee_pipeline.sync.feed import parse_payload
+from attendee_pipeline.integrations.feed.payload import parse_payload
 from attendee_pipeline_tests.catalog_factory import write_catalog
 from attendee_pipeline_tests.pipeline_harness import Harness, harness, materialized
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attendee_pipeline.sync.feed import (
+from attendee_pipeline.integrations.feed.payload import (
     MAX_CUSTOM_FIELDS,
     MAX_DEPTH,
     MAX_GROUPS,

@@ -21,7 +21,7 @@ from attendee_pipeline.platform_db import feed as store
 from attendee_pipeline.platform_db import publish as db
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 from attendee_pipeline.services.feed import FeedServer, serve_feed_in_thread
-from attendee_pipeline.sync.feed import FeedDecodeError, decode_json, parse_payload
+from attendee_pipeline.integrations.feed.payload import FeedDecodeError, decode_json, parse_payload
 from attendee_pipeline_tests.pipeline_harness import Harness, harness, materialized
 from attendee_pipeline_tests.test_feed_e2e import feed_entry
 

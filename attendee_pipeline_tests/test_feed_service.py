@@ -34,7 +34,7 @@ from attendee_pipeline.services.feed import (
     run_feed_in_thread,
     serve_feed_in_thread,
 )
-from attendee_pipeline.sync.feed import MAX_BODY_BYTES
+from attendee_pipeline.integrations.feed.payload import MAX_BODY_BYTES
 from attendee_pipeline_tests.pipeline_harness import harness, materialized
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.test_feed_e2e import feed_entry

@@ -167,7 +167,7 @@ def test_a_read_behind_a_push_that_hangs_fails_after_the_lock_timeout(postgres_u
 
 
 def test_the_inbox_keeps_the_names_of_ignored_fields_and_an_extract_counts_them(engine: sa.Engine, tmp_path):
-    from attendee_pipeline.connectors.feed_inbox import extract_inbox
+    from attendee_pipeline.integrations.feed.inbox import extract_inbox
     from attendee_pipeline.connectors.raw_store import PAGE_NAME, replay_extract
 
     ids = feed.append_inbox(

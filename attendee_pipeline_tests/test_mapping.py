@@ -357,7 +357,7 @@ def test_the_batched_schema_check_finds_the_same_failures_whatever_rows_it_valid
 @pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", " "])
 def test_an_address_with_any_space_inside_is_invalid_as_on_the_feed(space):
     # the pull validates on Arrow text (RE2, whose \s is ASCII only): a no-break space passed
-    from attendee_pipeline.sync.feed import _EMAIL
+    from attendee_pipeline.integrations.feed.payload import _EMAIL
 
     result = map_records([rec(1, contact={"email": f"john{space}doe@example.org"}), rec(2)], MAPPING, FLAG)
     checked = quarantine(result.frame)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from attendee_pipeline.catalog import parse_catalog
 from attendee_pipeline.cli.main import cli
 from attendee_pipeline.connectors.http import USER_AGENT
-from attendee_pipeline.connectors.procurios import ACCEPT, ProcuriosClient, ProcuriosExtractor, check_connection
+from attendee_pipeline.integrations.procurios.client import ACCEPT, ProcuriosClient, ProcuriosExtractor, check_connection
 from attendee_pipeline.connectors.raw_store import ExtractError, extract_digest, iter_extract_records, replay_extract
 from attendee_pipeline.integrations.procurios.sandbox import MeetingConfig
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog

@@ -50,7 +50,7 @@ def _check_pulled(kind: str, settings: Any, events: list[Any], one_event: bool =
     """A rest_api or procurios connection: the connection alone when no event uses it, else
     each event's source."""
     if kind == "procurios":
-        from attendee_pipeline.connectors.procurios import check_connection as check
+        from attendee_pipeline.integrations.procurios.client import check_connection as check
     else:
         from attendee_pipeline.connectors.rest import check_source as check
     if not events:

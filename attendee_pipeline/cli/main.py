@@ -33,7 +33,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     Imported when one is raised, so ``--help`` stays fast."""
     from attendee_pipeline.catalog import CatalogError, UnknownEventError
     from attendee_pipeline.connectors.http import MissingSecretError
-    from attendee_pipeline.connectors.procurios import ProcuriosError
+    from attendee_pipeline.integrations.procurios.client import ProcuriosError
     from attendee_pipeline.connectors.raw_store import ExtractError
     from attendee_pipeline.integrations.email.delivery import DeliveryConfigError
     from attendee_pipeline.instance import DagsterHomeError

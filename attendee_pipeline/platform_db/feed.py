@@ -241,7 +241,7 @@ def append_inbox(
 ) -> list[int] | Replay | None:
     """Store accepted records of ``event_id`` in one transaction; their inbox ids, in order.
     ``ignored`` holds, per record, the names of the fields its push sent that the seed does not
-    list (:attr:`attendee_pipeline.sync.feed.FeedPayload.ignored`).
+    list (:attr:`attendee_pipeline.integrations.feed.payload.FeedPayload.ignored`).
 
     With ``check_key`` the transaction first verifies ``key`` as :func:`verify_key` does and
     stores nothing (returns None) when it is not an active key -- one round of work for the

@@ -15,7 +15,7 @@ see :mod:`attendee_pipeline.services.platform_auth`): ``503`` when no key is con
 for a missing or wrong one. Then: ``201`` {"status": "recorded", "check_in": {...}}; ``200``
 {"status": "already recorded", ...} when the platform sends a check-in ``id`` it sent before
 (retries are safe); ``400`` {"error": "invalid JSON", "problems": [...]} for a body that is not
-strict JSON (:func:`~attendee_pipeline.sync.feed.decode_json`: UTF-8, no duplicate keys, nested
+strict JSON (:func:`~attendee_pipeline.integrations.feed.payload.decode_json`: UTF-8, no duplicate keys, nested
 at most 16 deep, as the feed and the status hooks); ``422`` {"error": "invalid check-in",
 "problems": [{"field", "reason"}, ...]}; ``404`` for an unknown event or attendee. The answer
 names the check-in's write-back state (``pending``, or ``skipped`` with the reason -- online and
@@ -38,7 +38,7 @@ from attendee_pipeline.platform_db import procurios as db_procurios
 from attendee_pipeline.platform_db.tables import CHECK_IN_KINDS
 from attendee_pipeline.services.bodies import BodyTooLarge, read_capped
 from attendee_pipeline.services.platform_auth import check_platform_key
-from attendee_pipeline.sync.feed import FeedDecodeError, decode_json
+from attendee_pipeline.integrations.feed.payload import FeedDecodeError, decode_json
 
 
 #: Largest check-in body accepted.

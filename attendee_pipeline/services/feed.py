@@ -44,7 +44,7 @@ Order of checks for both POST routes, and the answers:
   keys, e-mail addresses or names; uvicorn's access log (method, path, status) is off unless
   asked for, and SQL parameters are kept out of database exception messages.
 
-What a payload may hold (``attendee_pipeline.sync.feed.parse_payload``), as real senders send it:
+What a payload may hold (``attendee_pipeline.integrations.feed.payload.parse_payload``), as real senders send it:
 
 * a JSON number for any text field (an id, a phone number, a custom field's name or value, a
   group name) is stored as its plain decimal text: 12345 -> "12345", 1.50 -> "1.5", 1e3 ->
@@ -56,7 +56,7 @@ What a payload may hold (``attendee_pipeline.sync.feed.parse_payload``), as real
   unknown object is one name, its own path; more than 200 of them, or a name over 200
   characters, is a 422). The names -- never the values -- are stored with the push and counted
   per sync in the raw extract manifest's ``ignored_fields``
-  (``attendee_pipeline.connectors.feed_inbox``). A flat key that is no path (``profile..x``, a
+  (``attendee_pipeline.integrations.feed.inbox``). A flat key that is no path (``profile..x``, a
   bad index) is still a 422.
 
 :func:`create_app` builds the app for a database URL (migrating it to head first),
@@ -101,7 +101,7 @@ from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
 from attendee_pipeline.services.checkins import checkin_routes
 from attendee_pipeline.services.listen import check_feed_host, listen_socket
-from attendee_pipeline.sync.feed import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
+from attendee_pipeline.integrations.feed.payload import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from attendee_pipeline.platform_db.statuses import (
 )
 from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_auth import check_platform_key
-from attendee_pipeline.sync.feed import FeedDecodeError, decode_json
+from attendee_pipeline.integrations.feed.payload import FeedDecodeError, decode_json
 
 #: Largest hook body accepted.
 MAX_HOOK_BYTES = 16 * 1024

@@ -389,7 +389,7 @@ def _unencodable_field(record: dict[str, Any]) -> str | None:
 
 def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingResult:
     """Map records that already use the platform's field names (a feed's normalized pushes, see
-    :mod:`attendee_pipeline.sync.feed`) onto an attendee frame.
+    :mod:`attendee_pipeline.integrations.feed.payload`) onto an attendee frame.
 
     A field a record leaves out stays null (under ``update_provided``: keep the published
     value); an empty string is kept as the "clear this field" marker the apply engine resolves;

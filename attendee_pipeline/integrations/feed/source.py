@@ -2,7 +2,7 @@
 
 What belongs here: how a ``feed`` event is read -- its inbox rows after the position (the last
 inbox id) its last publish reached, copied into a raw extract of the usual format
-(:func:`~attendee_pipeline.connectors.feed_inbox.extract_inbox`) -- how those rows are mapped
+(:func:`~attendee_pipeline.integrations.feed.inbox.extract_inbox`) -- how those rows are mapped
 (several pushes for one attendee fold into one record, later fields winning, at the row of the
 attendee's first push; the platform's own field names, no catalog mapping), what ``make demo``
 pushes, and the ignored field names the extract reports. No Dagster imports.
@@ -29,7 +29,7 @@ class Feed(Source):
     pushed = True
 
     def extract(self, request: ExtractRequest) -> dict[str, Any]:
-        from attendee_pipeline.connectors.feed_inbox import extract_inbox
+        from attendee_pipeline.integrations.feed.inbox import extract_inbox
 
         after = int(request.position or 0)
         return extract_inbox(
@@ -41,7 +41,7 @@ class Feed(Source):
         import numpy as np
 
         from attendee_pipeline.connectors.raw_store import iter_extract_records
-        from attendee_pipeline.sync.feed import fold_pushes
+        from attendee_pipeline.integrations.feed.payload import fold_pushes
         from attendee_pipeline.sync.mapping import MappingReject, map_platform_records
         from attendee_pipeline.sync.model import attendee_key
 

@@ -3,7 +3,7 @@ registrations, processed in batches.
 
 What belongs here: how a Procurios event is read -- the registrations modified since the
 position its last publish reached (``since``; all of them the first time and for a full import)
-plus the meeting's session list, through :class:`~attendee_pipeline.connectors.procurios.ProcuriosExtractor`
+plus the meeting's session list, through :class:`~attendee_pipeline.integrations.procurios.client.ProcuriosExtractor`
 -- and the Procurios rules the shared batched processing asks for through the source's hooks:
 several registrations of one e-mail address resolve to one (:func:`superseded_rows`, one cheap
 pass over the extract that keeps a few bytes per registration), a cancellation removes an
@@ -40,7 +40,7 @@ class Procurios(Source):
     before_diff_counts = (OTHER_CANCELLATIONS,)
 
     def extract(self, request: ExtractRequest) -> dict[str, Any]:
-        from attendee_pipeline.connectors.procurios import ProcuriosExtractor
+        from attendee_pipeline.integrations.procurios.client import ProcuriosExtractor
 
         full = request.mode == FULL_IMPORT
         event = request.event

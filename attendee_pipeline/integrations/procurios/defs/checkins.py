@@ -22,7 +22,7 @@ from typing import Any
 
 import dagster as dg
 
-from attendee_pipeline.connectors.procurios import ProcuriosError
+from attendee_pipeline.integrations.procurios.client import ProcuriosError
 from attendee_pipeline.defs.attendees.schedules import IN_PROGRESS_STATUSES
 from attendee_pipeline.instance.tags import EVENT_TAG, sync_tags
 from attendee_pipeline.integrations import events_of, is_kind

@@ -8,11 +8,11 @@ from typing import Any
 
 import dagster as dg
 
-from attendee_pipeline.connectors.procurios import ProcuriosClient
+from attendee_pipeline.integrations.procurios.client import ProcuriosClient
 
 
 class ProcuriosApiResource(dg.ConfigurableResource):
-    """Builds a :class:`~attendee_pipeline.connectors.procurios.ProcuriosClient` for an event's
+    """Builds a :class:`~attendee_pipeline.integrations.procurios.client.ProcuriosClient` for an event's
     ``source`` (base URL and the env var names of its client id and secret)."""
 
     max_retries: int = 5

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from attendee_pipeline.catalog.warnings import event_warnings
 from attendee_pipeline.defs.attendees.extensions import StepExtension
-from attendee_pipeline.connectors.procurios import session_records
+from attendee_pipeline.integrations.procurios.client import session_records
 from attendee_pipeline.integrations import kind_of
 from attendee_pipeline.integrations.procurios.programmes import sync_programmes
 from attendee_pipeline.defs.partitions import events_partitions
