@@ -1,12 +1,11 @@
 """Dagster resources: the event catalog, the platform database, raw-extract storage and the
-attendee source connectors.
+HTTP settings of the pulled sources.
 
-Connectors follow the shape of dagster's ``project_fully_featured`` example: an abstract
-:class:`AttendeeSource` resource with one method, a real implementation that talks HTTP
-(:class:`HttpAttendeeSource`) and one that replays a stored raw extract without the network
-(:class:`ReplayAttendeeSource`). Per-event connection settings (URL, auth, pagination) come from
-the catalog entry; secrets are read from the environment variables the catalog names, only at
-the moment a request is made.
+The sources themselves are not resources: each integration's source
+(``attendee_pipeline.integrations``) reads its events, with the connection settings (URL, auth,
+pagination, rate limit) of the event's catalog entry or catalog connection; secrets are read
+from the environment variables the catalog names, only at the moment a request is made. A
+replay of a stored extract is run config (``replay_extract``), not another resource.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import datetime as dt
 import shutil
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from pydantic import PrivateAttr
 
 from attendee_pipeline import settings
 from attendee_pipeline.catalog import Catalog, EventEntry, load_catalog
-from attendee_pipeline.connectors.raw_store import PageSink, is_partial_extract
+from attendee_pipeline.connectors.raw_store import is_partial_extract
 from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
 
 
@@ -131,74 +129,22 @@ class RawExtractStore(dg.ConfigurableResource):
         return removed
 
 
-Progress = Callable[[int, int], None]
 
 
-class AttendeeSource(dg.ConfigurableResource, ABC):
-    """Fetches one event's attendee records into a raw extract folder."""
-
-    @abstractmethod
-    def extract(
-        self,
-        event: EventEntry,
-        dest: Path,
-        progress: Progress | None = None,
-        on_page: PageSink | None = None,
-    ) -> dict[str, Any]:
-        """Write the raw extract of ``event`` to ``dest`` and return its manifest; show each
-        page to ``on_page`` as it is stored (see connectors.rest.PageSink)."""
-
-
-class HttpAttendeeSource(AttendeeSource):
-    """Pulls from the provider's HTTP API as described by the event's catalog ``source``."""
+class AttendeeSource(dg.ConfigurableResource):
+    """The HTTP settings of every pulled source's requests: retries with exponential backoff (a
+    ``Retry-After`` is honoured up to the catalog's ``retry_after_max_seconds``). Which source
+    reads an event, and how, is its integration's (``attendee_pipeline.integrations``): the sync
+    step hands these settings to the event's source."""
 
     max_retries: int = 5
     backoff_factor: float = 0.5
     backoff_max: float = 60.0
 
-    def extract(
-        self,
-        event: EventEntry,
-        dest: Path,
-        progress: Progress | None = None,
-        on_page: PageSink | None = None,
-    ) -> dict[str, Any]:
-        from attendee_pipeline.connectors.rest import RestExtractor
 
-        extractor = RestExtractor(
-            max_retries=self.max_retries, backoff_factor=self.backoff_factor, backoff_max=self.backoff_max
-        )
-        manifest = extractor.extract(event.source, event.id, dest, progress=progress, on_page=on_page)
-        return _as_dict(manifest)
-
-
-class ReplayAttendeeSource(AttendeeSource):
-    """Replays a stored raw extract (a folder written by an earlier extract) -- no network."""
-
-    extract_dir: str
-
-    def extract(
-        self,
-        event: EventEntry,
-        dest: Path,
-        progress: Progress | None = None,
-        on_page: PageSink | None = None,
-    ) -> dict[str, Any]:
-        from attendee_pipeline.connectors.raw_store import replay_extract
-
-        return replay_extract(Path(self.extract_dir), dest, event.id)
-
-
-def _as_dict(manifest: Any) -> dict[str, Any]:
-    if isinstance(manifest, dict):
-        return dict(manifest)
-    if hasattr(manifest, "to_dict"):
-        return manifest.to_dict()
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(manifest):
-        return asdict(manifest)
-    raise TypeError(f"cannot read extract manifest of type {type(manifest).__name__}")
+class HttpAttendeeSource(AttendeeSource):
+    """The code location's ``attendee_source``: the defaults above, or what the run's resource
+    config sets."""
 
 
 def platform_db_url_config() -> Any:
