@@ -14,7 +14,7 @@ import datetime as dt
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,6 @@ class RawExtractStore(dg.ConfigurableResource):
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
-
-
 
 
 class AttendeeSource(dg.ConfigurableResource):
