@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from attendee_pipeline.catalog.models import (
+from attendee_pipeline.catalog.fields import (
     Auth,
     EnvName,
     NoAuth,

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
-from attendee_pipeline.catalog.models import (
+from attendee_pipeline.catalog.fields import (
     CursorPagination,
     LinkHeaderPagination,
     OffsetPagination,

@@ -1,8 +1,9 @@
 """The integrations, one folder each, and the registry that maps a source kind to its folder.
 
 What belongs here: the registry only -- which source kinds exist and where each one's
-implementation lives (``<folder>.source``, a :class:`~attendee_pipeline.integrations.base.Source`),
-and the few questions the shared machinery asks about an event's kind. Everything an
+implementation lives (``<folder>.source``, a :class:`~attendee_pipeline.integrations.base.Source`;
+``<folder>.settings``, its catalog settings model), and the few questions the shared machinery
+asks about an event's kind. Everything an
 integration owns (its source, its own Dagster definitions, its sandbox, its rules) lives in its
 folder: ``attendee_api`` (kind ``rest_api``, the customer attendee API), ``feed`` (kind ``feed``,
 pushed records), ``procurios`` (kind ``procurios``), ``email`` (the outbound e-mail, not a
@@ -74,6 +75,16 @@ def is_kind(event: Any, kind: str) -> bool:
 def events_of(events: Iterable[Any], kind: str) -> list[Any]:
     """The events of ``events`` whose source is of ``kind``."""
     return [event for event in events if kind_of(event) == kind]
+
+
+def settings_models() -> dict[str, Any]:
+    """Source kind -> its catalog settings model (``<folder>.settings``, a pydantic model whose
+    ``kind`` is that literal), for the catalog's ``source:`` union."""
+    models = {}
+    for kind, folder in SOURCE_FOLDERS.items():
+        module = importlib.import_module(f"attendee_pipeline.integrations.{folder}.settings")
+        models[kind] = module.SETTINGS
+    return models
 
 
 def definition_modules() -> list[Any]:
