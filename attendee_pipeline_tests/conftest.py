@@ -42,6 +42,21 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data
 
 
+@pytest.fixture(autouse=True)
+def _no_stale_defs_state_storage() -> Iterator[None]:
+    """Dagster keeps the definitions state storage of the last instance it entered in a context
+    variable; a test that leaves an instance without exiting it (a schedule or sensor context
+    built on one) leaves that storage behind, and a later test that loads definitions in the
+    same process fails on its dead instance ("undefined DagsterInstance weakref"). Clear it."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    storage = _current_storage.get()
+    ref = getattr(storage, "_instance_weakref", None) if storage is not None else None
+    if storage is not None and (ref is None or ref() is None):
+        _current_storage.set(None)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'platform.sqlite3'}"

@@ -14,6 +14,7 @@ import pytest
 from attendee_pipeline.catalog import load_catalog
 from attendee_pipeline.integrations.procurios.defs.schedules import procurios_nightly_sync, procurios_window_sync
 from attendee_pipeline.defs.resources import EventCatalogResource
+from attendee_pipeline.integrations.procurios import windows as procurios_windows
 from attendee_pipeline.sync import windows
 from attendee_pipeline_tests.catalog_factory import event_entry, write_catalog
 from attendee_pipeline_tests.sandbox_fixtures import procurios_entry
@@ -70,8 +71,8 @@ def test_the_window_ends_one_week_after_the_end_and_then_nothing_runs(catalog, i
     # ... and at no tick of either schedule in the months after it
     events = load_catalog(catalog.path).events
     after = (at("2027-06-18T15:20"), at("2027-10-01T00:00"))
-    assert not [t for t in cron_ticks(procurios_window_sync, *after) if "june" in {e.id for e in windows.window_due(events, t)}]
-    assert not [t for t in cron_ticks(procurios_nightly_sync, *after) if "june" in {e.id for e, _ in windows.nightly_due(events, t)}]
+    assert not [t for t in cron_ticks(procurios_window_sync, *after) if "june" in {e.id for e in procurios_windows.window_due(events, t)}]
+    assert not [t for t in cron_ticks(procurios_nightly_sync, *after) if "june" in {e.id for e, _ in procurios_windows.nightly_due(events, t)}]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,7 @@ def test_nightly_runs_once_per_local_night_across_dst_changes(catalog, instance,
     keys, ticks = [], []
     for hour in range(3 * 24 + 3):  # every hourly tick of the three local days
         tick = first + dt.timedelta(hours=hour)
-        for event, day in windows.nightly_due(events, tick):
+        for event, day in procurios_windows.nightly_due(events, tick):
             if event.id == "late":
                 keys.append(windows.day_run_key("nightly", event.id, day))
                 ticks.append(tick.strftime("%Y-%m-%dT%H:%M"))
@@ -109,17 +110,17 @@ def test_a_half_hour_timezone_gets_its_nightly_sync_on_the_next_tick(catalog, in
 def test_never_two_runs_for_an_event_around_the_window_edges(catalog, instance):
     events = load_catalog(catalog.path).events
     june = next(e for e in events if e.id == "june")
-    first, last = windows.procurios_window(june)
+    first, last = procurios_windows.procurios_window(june)
     for edge in (first, last):
         start = edge.astimezone(UTC).replace(minute=0) - dt.timedelta(days=2)
         nights: list[str] = []
         for step in range(4 * 24 * 3):
             tick = start + dt.timedelta(minutes=20 * step)
-            window = {e.id for e in windows.window_due(events, tick)}
-            nightly = {e.id for e, _ in windows.nightly_due(events, tick)} if tick.minute == 0 else set()
+            window = {e.id for e in procurios_windows.window_due(events, tick)}
+            nightly = {e.id for e, _ in procurios_windows.nightly_due(events, tick)} if tick.minute == 0 else set()
             assert not window & nightly, tick
             assert ("june" in window) == (first <= tick <= last)
-            nights += [windows.day_run_key("nightly", e.id, d) for e, d in windows.nightly_due(events, tick) if e.id == "june" and tick.minute == 0]
+            nights += [windows.day_run_key("nightly", e.id, d) for e, d in procurios_windows.nightly_due(events, tick) if e.id == "june" and tick.minute == 0]
         assert len(nights) == len(set(nights))
 
 

@@ -1,8 +1,8 @@
 """Event windows: which events an automatic sync tick must sync, and the tick's stable run key.
 
-Seed 000's automatic sync runs "every hour or every day" until an end date for the final sync;
-seed 002's Procurios sync every 20 minutes in a window around the event and once a night before
-it. Everything here is a pure function of the catalog entries and the tick's time. Run keys are
+Seed 000's automatic sync runs "every hour or every day" until an end date for the final sync
+(an integration with its own windows builds them from the helpers here: Procurios's, in
+``integrations/procurios/windows.py``). Everything here is a pure function of the catalog entries and the tick's time. Run keys are
 stable: the same event and slot always give the same run key, whatever process evaluates the
 tick.
 """
@@ -104,54 +104,3 @@ def daily_due(events: Iterable[Any], tick: dt.datetime, every: dt.timedelta = HO
         for event, day, instant in once_a_local_day(daily, tick, lambda e: e.sync.auto.daily_at, every)
         if in_auto_period(event, instant)
     ]
-
-
-# --------------------------------------------------------------------------- Procurios (seed 002)
-#
-# A Procurios event is synced every 20 minutes from 14 weeks before its start until 1 week after
-# its end (``source.window``; wall-clock time in the event's timezone, so a DST change between
-# the two does not shift the edge by an hour), once a night at ``source.window.nightly_at``
-# local time before that window, and not at all after it (the event is over). Both schedules
-# decide at the tick's own time, so at any tick only one of them is responsible for an event and
-# it is never synced twice at the window's first edge.
-
-
-def procurios_window(event: Any) -> tuple[dt.datetime, dt.datetime]:
-    """(first, last) instant of the event's 20-minute window, both inclusive."""
-    window = event.source.window
-    first = _wall(event, event.start_at) - dt.timedelta(weeks=window.weeks_before_start)
-    last = _wall(event, event.end_at) + dt.timedelta(weeks=window.weeks_after_end)
-    return first.replace(tzinfo=event.tz), last.replace(tzinfo=event.tz)
-
-
-def auto_procurios(event: Any) -> bool:
-    """True for a Procurios event the schedules sync (``source.auto_sync``)."""
-    from attendee_pipeline.integrations import is_kind
-
-    return is_kind(event, "procurios") and bool(event.source.auto_sync)
-
-
-def in_window(event: Any, tick: dt.datetime) -> bool:
-    first, last = procurios_window(event)
-    return _utc(first) <= _utc(tick) <= _utc(last)
-
-
-def before_window(event: Any, tick: dt.datetime) -> bool:
-    return _utc(tick) < _utc(procurios_window(event)[0])
-
-
-def window_due(events: Iterable[Any], tick: dt.datetime) -> list[Any]:
-    """The Procurios events the 20-minute schedule syncs at ``tick``."""
-    return [e for e in events if auto_procurios(e) and in_window(e, tick)]
-
-
-def window_run_key(event_id: str, tick: dt.datetime) -> str:
-    """``window:<event>:<UTC tick to the minute>``."""
-    return f"window:{event_id}:{_utc(tick).strftime('%Y-%m-%dT%H:%M')}"
-
-
-def nightly_due(events: Iterable[Any], tick: dt.datetime, every: dt.timedelta = HOURLY_TICK) -> list[tuple[Any, dt.date]]:
-    """(event, local date) for each Procurios event still before its window whose nightly sync
-    of that date the tick picks."""
-    ahead = [e for e in events if auto_procurios(e) and before_window(e, tick)]
-    return [(event, day) for event, day, _ in once_a_local_day(ahead, tick, lambda e: e.source.window.nightly_at, every)]

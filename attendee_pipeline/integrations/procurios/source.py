@@ -80,7 +80,7 @@ class Procurios(Source):
     def schedule_label(self, event: Any) -> str | None:
         if not event.source.auto_sync:
             return None
-        from attendee_pipeline.sync.windows import procurios_window
+        from attendee_pipeline.integrations.procurios.windows import procurios_window
 
         first, last = procurios_window(event)
         return f"nightly, then 20 min {first:%Y-%m-%d}..{last:%Y-%m-%d}"

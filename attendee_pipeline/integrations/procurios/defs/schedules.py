@@ -15,6 +15,7 @@ import dagster as dg
 from attendee_pipeline.defs.attendees.jobs import attendee_sync_job
 from attendee_pipeline.defs.attendees.schedules import event_request, scheduled_tick, with_partitions
 from attendee_pipeline.defs.resources import EventCatalogResource
+from attendee_pipeline.integrations.procurios import windows as procurios_windows
 from attendee_pipeline.sync import windows
 
 
@@ -28,8 +29,8 @@ from attendee_pipeline.sync import windows
 def procurios_window_sync(context: dg.ScheduleEvaluationContext, catalog: EventCatalogResource):
     tick = scheduled_tick(context)
     requests = [
-        event_request(e, windows.window_run_key(e.id, tick), "schedule:procurios_window")
-        for e in windows.window_due(catalog.load().events, tick)
+        event_request(e, procurios_windows.window_run_key(e.id, tick), "schedule:procurios_window")
+        for e in procurios_windows.window_due(catalog.load().events, tick)
     ]
     return with_partitions(context, requests, f"no Procurios event is inside its sync window at {tick.isoformat()}")
 
@@ -48,7 +49,7 @@ def procurios_nightly_sync(context: dg.ScheduleEvaluationContext, catalog: Event
     tick = scheduled_tick(context)
     requests = [
         event_request(e, windows.day_run_key("nightly", e.id, day), "schedule:procurios_nightly")
-        for e, day in windows.nightly_due(catalog.load().events, tick)
+        for e, day in procurios_windows.nightly_due(catalog.load().events, tick)
     ]
     return with_partitions(context, requests, f"no Procurios event has its nightly sync at {tick.isoformat()}")
 
