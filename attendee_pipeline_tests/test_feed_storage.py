@@ -102,7 +102,7 @@ def test_inbox_appends_in_order_and_reads_by_position(engine: sa.Engine):
 def test_an_inbox_extract_carries_the_digest_of_its_pages(engine: sa.Engine, tmp_path, monkeypatch):
     """The digest the sync fingerprints is computed while the pages are written (no second read),
     and equals a digest recomputed from the stored pages."""
-    from attendee_pipeline.connectors import feed_inbox
+    from attendee_pipeline.integrations.feed import inbox as feed_inbox
     from attendee_pipeline.connectors.raw_store import extract_digest
 
     monkeypatch.setattr(feed_inbox, "PAGE_ROWS", 2)  # three pages
