@@ -45,7 +45,7 @@ from attendee_pipeline.sync.mapping import map_event_records, raw_record_json, r
 from attendee_pipeline.sync.model import python_values
 from attendee_pipeline.sync.policy import COUNT_KEYS
 from attendee_pipeline.sync.schemas import REJECT_COLUMNS, failing_source_rows, failure_cases, quarantine
-from attendee_pipeline.steps import _chunks
+from attendee_pipeline.steps import chunked
 
 #: Run folders of batch files kept per event (a re-executed step reads its run's files).
 KEEP_STAGING = 3
@@ -137,7 +137,7 @@ def map_batches(
     rejects: list[pd.DataFrame] = []
     records = valid = flagged = 0
     try:
-        for chunk in _chunks(iter(iter_extract_records(extract_dir)), size):
+        for chunk in chunked(iter(iter_extract_records(extract_dir)), size):
             first = records
             records += len(chunk)
             result = map_event_records(chunk, event, first_row=first)

@@ -73,8 +73,6 @@ PREVIEW_COLUMNS = ["change", "source_row", "source_record_id"]
 class WholeList:
     """The extract as one frame; the diff against the whole published list; one transaction."""
 
-    name = "whole_list"
-
     def map(self, source: Source, event: Any, extract_dir: Path, *, run_id: str, mode: str | None = None,
             premapped: list[Any] | None = None) -> Mapped:
         from attendee_pipeline import steps
@@ -147,8 +145,6 @@ class Batches:
     """The extract ``batch_size`` records at a time: mapped into batch files, each batch diffed
     against its own published rows, one transaction per batch (see :mod:`attendee_pipeline.batched`).
     For sources whose syncs keep attendees the extract does not mention (``missing: keep``)."""
-
-    name = "batches"
 
     def map(self, source: Source, event: Any, extract_dir: Path, *, run_id: str, mode: str | None = None,
             premapped: list[Any] | None = None, staging: Path | None = None) -> Mapped:

@@ -54,7 +54,8 @@ def reason_counts(rejects: pd.DataFrame) -> dict[str, int]:
     return {f"{field}: {reason}": int(n) for (field, reason), n in counts.items()}
 
 
-def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
+def chunked(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most ``size`` items of ``records``."""
     while True:
         chunk = list(itertools.islice(records, size))
         if not chunk:

@@ -292,7 +292,7 @@ class _Elsewhere:
         from starlette.responses import JSONResponse, RedirectResponse
         from starlette.routing import Route
 
-        from attendee_pipeline.sandbox.serving import serve_app_in_thread
+        from attendee_pipeline.services.listen import serve_app_in_thread
 
         self.seen: list[dict[str, Any]] = []
 
@@ -383,7 +383,7 @@ def test_a_404_after_a_short_last_page_ends_the_list(tmp_path):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from attendee_pipeline.sandbox.serving import serve_app_in_thread
+    from attendee_pipeline.services.listen import serve_app_in_thread
 
     async def pages(request):
         if request.query_params.get("page") != "1":
@@ -409,7 +409,7 @@ def test_a_provider_that_repeats_a_full_page_stops_the_extract(tmp_path, style):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from attendee_pipeline.sandbox.serving import serve_app_in_thread
+    from attendee_pipeline.services.listen import serve_app_in_thread
 
     served = []
 
@@ -436,7 +436,7 @@ def test_a_body_in_a_declared_charset_is_stored_as_utf8(tmp_path):
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from attendee_pipeline.sandbox.serving import serve_app_in_thread
+    from attendee_pipeline.services.listen import serve_app_in_thread
 
     body = json.dumps([{"email": "m@example.org", "first": "Jürgen", "last": "Müller"}], ensure_ascii=False)
 

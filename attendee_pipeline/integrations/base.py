@@ -15,7 +15,6 @@ integration's Dagster definitions live in its folder's ``defs`` module.
 
 from __future__ import annotations
 
-import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -84,12 +83,12 @@ class Source(ABC):
         """(mapping result, records read) per chunk of a stored extract, mapped with the
         event's catalog mapping."""
         from attendee_pipeline.connectors.raw_store import iter_extract_records
+        from attendee_pipeline.steps import chunked
         from attendee_pipeline.sync.mapping import map_event_records
 
         assert event.mapping is not None, f"a {self.kind} event maps its records with the catalog's mapping"
-        records = iter(iter_extract_records(extract_dir))
         total = 0
-        while chunk := list(itertools.islice(records, MAP_CHUNK)):
+        for chunk in chunked(iter(iter_extract_records(extract_dir)), MAP_CHUNK):
             yield map_event_records(chunk, event, first_row=total), len(chunk)
             total += len(chunk)
 

@@ -32,6 +32,7 @@ reasons) an asset puts in its metadata. No Dagster imports, no personal data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -409,7 +410,7 @@ def due(bind: Bind, d: Destination, now: dt.datetime | None = None, where: Seque
         sa.func.coalesce(sa.func.sum(d.attempts), 0),
         sa.func.max(d.next_attempt_at),
     )
-    ctx = bind.connect() if isinstance(bind, sa.Engine) else _nullcontext(bind)
+    ctx = bind.connect() if isinstance(bind, sa.Engine) else contextlib.nullcontext(bind)
     with ctx as conn:
         n, max_id, attempts, latest = conn.execute(stmt.where(*d.where(due_clause(d, now), *where))).one()
         # the lease expiry tells one dead claim of the same rows from the next
@@ -422,17 +423,6 @@ def due(bind: Bind, d: Destination, now: dt.datetime | None = None, where: Seque
         f"{n}:{max_id}:{attempts}:{latest}:{expired}:{max_expired}:{lease_end}".encode()
     ).hexdigest()[:16]
     return Due(int(n), int(expired), digest)
-
-
-class _nullcontext:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __enter__(self) -> Any:
-        return self.value
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def tombstone(bind: Bind, d: Destination, *where: Any, reason: str = "deleted at the destination") -> int:
@@ -554,7 +544,7 @@ def claim_entity(
     claimed rows (id, key, wanted_hash, external_id, attempts)."""
     result = claim(bind, d, owner, limit=limit, lease=lease, now=now, where=[ready_clause(d, entity)])
     c = delivery_state.c
-    ctx = bind.connect() if isinstance(bind, sa.Engine) else _nullcontext(bind)
+    ctx = bind.connect() if isinstance(bind, sa.Engine) else contextlib.nullcontext(bind)
     with ctx as conn:
         rows = [
             dict(r._mapping)
@@ -569,7 +559,7 @@ def claim_entity(
 def state_of(bind: Bind, d: Destination, entity: str) -> dict[str, dict[str, Any]]:
     """key -> its delivery state (status, attempts, last error, external id, hashes, tombstone)."""
     c = delivery_state.c
-    ctx = bind.connect() if isinstance(bind, sa.Engine) else _nullcontext(bind)
+    ctx = bind.connect() if isinstance(bind, sa.Engine) else contextlib.nullcontext(bind)
     with ctx as conn:
         rows = conn.execute(
             sa.select(c.key, c.status, c.attempts, c.last_error, c.external_id, c.delivered_hash, c.wanted_hash,

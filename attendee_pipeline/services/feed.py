@@ -70,8 +70,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -100,7 +98,7 @@ from attendee_pipeline.platform_db.feed import (
 from attendee_pipeline.services.bodies import JSON_MEDIA_TYPE, BodyTooLarge, is_json, read_capped
 from attendee_pipeline.services.platform_hooks import platform_hook_routes
 from attendee_pipeline.services.checkins import checkin_routes
-from attendee_pipeline.services.listen import check_feed_host, listen_socket
+from attendee_pipeline.services.listen import check_feed_host, serve_app_in_thread
 from attendee_pipeline.integrations.feed.payload import MAX_BODY_BYTES, FeedDecodeError, decode_json, parse_payload
 
 log = logging.getLogger(__name__)
@@ -456,50 +454,12 @@ def run_feed_in_thread(
     log_level: str = "warning",
 ) -> FeedServer:
     """Start the feed service for ``db_url`` in a daemon thread (port 0: a free port)."""
-    import uvicorn
-
     check_host(host)
     app = create_app(db_url)
-    sock = listen_socket(host, port)
-    bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=bound_port,
-        log_config=None,
-        log_level=log_level,
-        access_log=access_log,
-        server_header=False,
-        timeout_graceful_shutdown=2,
-        timeout_keep_alive=5,
+    bound_port, stop = serve_app_in_thread(
+        app, host=host, port=port, name="feed service", startup_timeout=startup_timeout,
+        access_log=access_log, log_level=log_level, lifespan="auto", server_header=False,
     )
-    server = uvicorn.Server(config)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            server.run(sockets=[sock])
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name=f"feed-service-{bound_port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + startup_timeout
-    while not server.started:
-        if errors or not thread.is_alive():
-            sock.close()
-            raise RuntimeError(f"the feed service failed to start: {errors[0] if errors else 'thread exited'}")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"the feed service did not start within {startup_timeout}s")
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
     url_host = host if ":" not in host else f"[{host}]"
     return FeedServer(host, bound_port, f"http://{url_host}:{bound_port}", app, stop)
 

@@ -1,11 +1,17 @@
 """Loopback-only listening sockets for every HTTP server of the project: the push feed service
 and the sandbox providers. What belongs here: refusing a host that is not a loopback address,
-and binding the socket uvicorn then serves on (so a banner can name the port really bound)."""
+binding the socket uvicorn then serves on (so a banner can name the port really bound), and
+serving an ASGI app on it in a daemon thread (the sandboxes, the feed service in the demo and
+tests)."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 
 def check_loopback(host: str, server: str = "the sandbox", hint: str = "") -> None:
@@ -50,3 +56,64 @@ def cli_listen(host: str, port: int) -> tuple[socket.socket, str]:
         raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = sock.getsockname()[1]
     return sock, f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+
+
+def serve_app_in_thread(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    name: str = "sandbox",
+    startup_timeout: float = 10.0,
+    access_log: bool = False,
+    log_level: str = "warning",
+    lifespan: str = "off",
+    server_header: bool = True,
+) -> tuple[int, Callable[[], None]]:
+    """Serve an ASGI app with uvicorn in a daemon thread on a loopback ``host:port`` (port 0: a
+    free one) once it has started; (the bound port, a function that stops it). Used by every
+    sandbox and by the feed service's in-thread server (the demo, tests)."""
+    import uvicorn
+
+    sock = listen_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=bound_port,
+        log_config=None,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan=lifespan,
+        server_header=server_header,
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=5,
+    )
+    uv = uvicorn.Server(config)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            uv.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"{name}-{bound_port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not uv.started:
+        if errors or not thread.is_alive():
+            sock.close()
+            raise RuntimeError(f"the {name} failed to start: {errors[0] if errors else 'thread exited'}")
+        if time.monotonic() > deadline:
+            uv.should_exit = True
+            sock.close()
+            raise RuntimeError(f"the {name} did not start within {startup_timeout}s")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    return bound_port, stop

@@ -16,9 +16,6 @@ from typing import Any
 #: Time between the ticks of the hourly, daily and nightly schedules (their cron: ``0 * * * *``).
 HOURLY_TICK = dt.timedelta(hours=1)
 
-#: Minutes between the ticks of the Procurios window schedule (its cron: ``*/20 * * * *``).
-WINDOW_MINUTES = 20
-
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     if moment.tzinfo is None:

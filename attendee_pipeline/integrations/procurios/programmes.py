@@ -18,7 +18,7 @@ from attendee_pipeline.connectors.raw_store import iter_extract_records
 from attendee_pipeline.integrations.procurios import rules
 from attendee_pipeline.integrations.procurios.source import SOURCE
 from attendee_pipeline.platform_db import procurios as db_procurios
-from attendee_pipeline.steps import _chunks
+from attendee_pipeline.steps import chunked
 
 
 @dataclass
@@ -46,7 +46,7 @@ def sync_programmes(event: EventEntry, extract_dir: Path, engine: sa.Engine) -> 
     known = db_procurios.session_ids(engine, event.id)
     total = ProgrammeSync()
     row = 0
-    for chunk in _chunks(iter(iter_extract_records(extract_dir)), event.source.batch_size):
+    for chunk in chunked(iter(iter_extract_records(extract_dir)), event.source.batch_size):
         chosen: dict[str, tuple[bool, list[str] | None]] = {}
         for offset, registration in enumerate(chunk):
             position = row + offset

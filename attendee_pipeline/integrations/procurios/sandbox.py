@@ -88,7 +88,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from attendee_pipeline.sandbox.people import COMPANIES, FIRST_NAMES, JOB_TITLES, LAST_NAMES, mix
-from attendee_pipeline.sandbox.serving import serve_app_in_thread
+from attendee_pipeline.services.listen import serve_app_in_thread
 from attendee_pipeline.services.listen import check_loopback, cli_listen
 
 MEDIA_TYPE = "application/vnd.procurios.meeting2+json"

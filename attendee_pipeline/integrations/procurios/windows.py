@@ -15,6 +15,9 @@ from attendee_pipeline.sync.windows import HOURLY_TICK, _utc, _wall, once_a_loca
 
 KIND = "procurios"
 
+#: Minutes between the window schedule's ticks.
+WINDOW_MINUTES = 20
+
 #
 # A Procurios event is synced every 20 minutes from 14 weeks before its start until 1 week after
 # its end (``source.window``; wall-clock time in the event's timezone, so a DST change between

@@ -4,7 +4,7 @@ What belongs here: :class:`SandboxHandle` (a running sandbox's URL and its state
 test), :func:`run_in_thread` and :func:`serve_sandbox` (serve on a free loopback port while a
 block runs), and :func:`catalog_source` (the catalog ``source`` that reads a dataset correctly,
 with the environment variables its auth names). Starting uvicorn in a thread is shared by every
-sandbox: :mod:`attendee_pipeline.sandbox.serving`.
+sandbox: :func:`attendee_pipeline.services.listen.serve_app_in_thread`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from attendee_pipeline.integrations.attendee_api.sandbox.config import SandboxCo
 from attendee_pipeline.integrations.attendee_api.sandbox.dataset import Dataset
 from attendee_pipeline.integrations.attendee_api.sandbox.request_log import RequestLog, RequestRecord
 from attendee_pipeline.integrations.attendee_api.sandbox.server import SandboxServer
-from attendee_pipeline.sandbox.serving import serve_app_in_thread
+from attendee_pipeline.services.listen import serve_app_in_thread
 
 
 class SandboxHandle:

@@ -21,7 +21,7 @@ from attendee_pipeline.sync import windows
 
 @dg.schedule(
     job=attendee_sync_job,
-    cron_schedule=f"*/{windows.WINDOW_MINUTES} * * * *",
+    cron_schedule=f"*/{procurios_windows.WINDOW_MINUTES} * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every 20 minutes: sync each Procurios event inside its window (14 weeks before start .. 1 week after end).",
