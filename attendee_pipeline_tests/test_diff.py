@@ -18,6 +18,8 @@ from attendee_pipeline.catalog.models import ApplyPolicy
 from attendee_pipeline.settings import ALLOW_MASS_REMOVAL_TAG
 from attendee_pipeline.sync.diff import CHANGE_COLUMNS, ChangeSet, compute_changes, empty_published, row_hash
 from attendee_pipeline.sync.model import (
+    canonical_relations,
+    canonical_tags,
     CONTENT_COLUMNS,
     FRAME_COLUMNS,
     TEXT_DTYPE,
@@ -138,6 +140,21 @@ def test_row_hash_is_content_only_and_null_safe():
 
     assert row_hash(base).dtype == np.int64
     assert row_hash(frame()).empty
+
+
+def test_tags_and_relations_change_the_hash_only_where_a_guest_has_them():
+    """A source without tags and relations hashes its rows as it did before the columns
+    existed (an upgrade does not turn every published attendee into an update), while a
+    guest's new tag or companion is a change the diff sees."""
+    base = frame(person("a@x.org", company="ACME"))
+    h = int(row_hash(base).iloc[0])
+    assert int(row_hash(base.drop(columns=["tags", "relations"])).iloc[0]) == h
+    tagged = base.assign(tags=canonical_tags(["VIP"]))
+    linked = base.assign(relations=canonical_relations({"companion_of": "g2"}))
+    hashes = {h, int(row_hash(tagged).iloc[0]), int(row_hash(linked).iloc[0])}
+    assert len(hashes) == 3
+    # an empty list is a value (all tags cleared), unlike "not provided"
+    assert int(row_hash(base.assign(tags=canonical_tags([]))).iloc[0]) != h
 
 
 def test_row_hash_is_stable_across_processes_and_sync_imports_no_io_libraries():

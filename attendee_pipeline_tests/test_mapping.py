@@ -77,6 +77,25 @@ def test_groups_as_delimited_string_and_objects():
     assert frame["groups"].tolist() == ['["x","y"]', '["z"]', "[]"]
 
 
+def test_tags_and_relations_are_mapped_like_groups_and_custom_fields():
+    mapping = FieldMapping.model_validate(
+        {"email": "e", "first_name": "f", "last_name": "l", "tags": "t", "relations": {"companion_of": "with"}}
+    )
+    rows = [
+        {"e": "a@b.org", "f": "A", "l": "B", "t": ["VIP", "vip", "Press"], "with": 17},
+        {"e": "c@b.org", "f": "C", "l": "D", "t": [["nested"]]},
+        {"e": "d@b.org", "f": "C", "l": "D"},
+    ]
+    result = map_records(rows, mapping)
+    assert result.frame["tags"].tolist() == ['["Press","VIP"]', "[]"]
+    assert result.frame["relations"].tolist() == ['{"companion_of":"17"}', "{}"]
+    [reject] = result.rejects
+    assert (reject.source_row, reject.field) == (1, "tags")
+    # a partial record (update_provided) that names neither leaves both as "not provided"
+    partial = map_records(rows[2:], mapping, provided_only=True).frame
+    assert partial["tags"].isna().all() and partial["relations"].isna().all()
+
+
 def test_impossible_shapes_are_rejected_with_record_and_field():
     result = map_records([rec(1), "oops", rec(3, first={"a": 1}), rec(4, groups=[["nested"]])], MAPPING, FLAG)
     assert len(result.frame) == 1

@@ -47,11 +47,14 @@ class FieldMapping(_Strict):
 
     ``email``, ``first_name`` and ``last_name`` are required. ``groups`` may point at a list of
     names, a list of objects (``groups_name_key``) or a delimited string (``groups_separator``).
-    ``custom_fields`` maps a platform custom-field name to a provider field.
+    ``custom_fields`` maps a platform custom-field name to a provider field. ``tags`` (a field)
+    is read like ``groups``; ``relations`` maps a relation kind (``companion_of``) to the provider
+    field holding the related guest's id.
     """
 
     fields: dict[str, str]
     custom_fields: dict[str, str] = Field(default_factory=dict)
+    relations: dict[str, str] = Field(default_factory=dict)
     groups_separator: str = ","
     groups_name_key: str = "name"
 
@@ -60,7 +63,7 @@ class FieldMapping(_Strict):
     def _split(cls, data: Any) -> Any:
         # YAML writes the mapping flat: platform_field: provider_field, plus the options above.
         if isinstance(data, dict) and "fields" not in data:
-            options = {"custom_fields", "groups_separator", "groups_name_key"}
+            options = {"custom_fields", "relations", "groups_separator", "groups_name_key"}
             fields = {k: v for k, v in data.items() if k not in options}
             rest = {k: v for k, v in data.items() if k in options}
             return {"fields": fields, **rest}

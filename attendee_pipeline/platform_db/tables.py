@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-from attendee_pipeline.sync.model import PROFILE_FIELDS
+from attendee_pipeline.sync.model import CONTENT_COLUMNS, PROFILE_FIELDS
 
 #: Deterministic constraint names on every backend (alembic needs names to alter constraints).
 NAMING_CONVENTION = {
@@ -107,6 +107,9 @@ attendees = sa.Table(
     sa.Column("last_changed_at", UTCDateTime, nullable=False),
     sa.Column("removed_at", UTCDateTime, nullable=True),
     sa.Column("last_run_id", sa.Text, nullable=True),
+    # a guest's tags and relations (sync.model: canonical JSON), for the sources that have them
+    sa.Column("tags", sa.Text, nullable=True),
+    sa.Column("relations", sa.Text, nullable=True),
     sa.UniqueConstraint("event_id", "attendee_key"),
     sa.CheckConstraint("status IN ('active', 'removed')", name="status"),
     sa.Index(None, "event_id", "status"),
@@ -230,7 +233,7 @@ feed_idempotency = sa.Table(
 )
 
 #: Attendee columns a publish writes from a change set (besides bookkeeping columns).
-ATTENDEE_CONTENT_COLUMNS: tuple[str, ...] = (*PROFILE_FIELDS, "custom_fields", "groups", "source_record_id")
+ATTENDEE_CONTENT_COLUMNS: tuple[str, ...] = CONTENT_COLUMNS
 
 
 # --------------------------------------------------------------------------- e-mail (migration 0003)

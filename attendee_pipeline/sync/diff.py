@@ -23,6 +23,7 @@ from pandas.util import hash_array
 from attendee_pipeline.sync.model import (
     CONTENT_COLUMNS,
     FRAME_COLUMNS,
+    OPTIONAL_CONTENT_COLUMNS,
     arrow_text,
     as_text,
     null_text_array,
@@ -99,6 +100,18 @@ def _arrow_hash(array: pa.Array) -> np.ndarray:
     return hash_array(distinct, categorize=False)[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
+def _mix_where_present(h: np.ndarray, column: pd.Series) -> np.ndarray:
+    """``h`` with the column's value hash mixed in on the rows that have one (an optional
+    content column: a null leaves the row's hash as it was)."""
+    values = column.to_numpy(dtype=object)
+    present = ~pd.isna(values)
+    if not present.any():
+        return h
+    h = h.copy()
+    h[present] = (h[present] ^ _column_hash(values[present])) * _FNV_PRIME
+    return h
+
+
 def row_hash(frame: pd.DataFrame) -> pd.Series:
     """A stable signed 64-bit hash of each row's :data:`CONTENT_COLUMNS` (same index as ``frame``).
 
@@ -112,6 +125,10 @@ def row_hash(frame: pd.DataFrame) -> pd.Series:
     nulls = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for bit, column in enumerate(CONTENT_COLUMNS):
+            if column in OPTIONAL_CONTENT_COLUMNS:
+                if column in frame.columns:
+                    h = _mix_where_present(h, frame[column])
+                continue
             arrow = arrow_text(frame[column]) if n else None
             if arrow is not None:
                 if arrow.null_count:
@@ -203,10 +220,13 @@ def empty_published(with_content: bool = False) -> pd.DataFrame:
 
 
 def _check_incoming(incoming: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in FRAME_COLUMNS if c not in incoming.columns]
+    missing = [c for c in FRAME_COLUMNS if c not in incoming.columns and c not in OPTIONAL_CONTENT_COLUMNS]
     if missing:
         raise ValueError(f"incoming is not an attendee frame: missing column(s) {', '.join(missing)}")
     frame = incoming.reset_index(drop=True)
+    for column in OPTIONAL_CONTENT_COLUMNS:  # a source that fills neither may leave them out
+        if column not in frame.columns:
+            frame[column] = null_text_array(len(frame))
     keys = frame["attendee_key"]
     if keys.isna().any():
         raise ValueError(f"{int(keys.isna().sum())} incoming record(s) have no attendee_key")

@@ -29,6 +29,8 @@ from attendee_pipeline.sync.model import (
     attendee_key,
     canonical_custom_fields,
     canonical_groups,
+    canonical_relations,
+    canonical_tags,
     email_key,
     nfc,
     null_text_array,
@@ -292,6 +294,26 @@ def map_records(
                 cache[cache_key] = text
             groups.append(text)
 
+    tags: list[Any] | None = None
+    if "tags" in fields:
+        absent = None if provided_only else canonical_tags([])
+        tags = []
+        for i, v in enumerate(values_of(fields["tags"])):
+            try:
+                tags.append(_groups(v, mapping.groups_separator, mapping.groups_name_key, absent))
+            except _BadValue as exc:
+                tags.append(None)
+                bad.setdefault(positions[i], MappingReject(rows[positions[i]], None, "tags", exc.reason.replace("group", "tag")))
+
+    relations: list[Any] | None = None
+    if mapping.relations:
+        kinds = list(mapping.relations)
+        related = [texts(mapping.relations[k], f"relations.{k}") for k in kinds]
+        relations = [
+            None if provided_only and all(v is None for v in vals) else canonical_relations(dict(zip(kinds, vals)))
+            for vals in zip(*related)
+        ]
+
     custom: list[Any] | None = None
     if mapping.custom_fields:
         names = list(mapping.custom_fields)
@@ -347,6 +369,8 @@ def map_records(
         data[name] = text(columns.get(name), name)
     data["custom_fields"] = text(custom, "custom_fields")
     data["groups"] = text(groups, "groups")
+    data["tags"] = text(tags, "tags")
+    data["relations"] = text(relations, "relations")
     data["flagged"] = np.asarray(flagged, dtype=bool)
     frame = pd.DataFrame(data, columns=list(FRAME_COLUMNS))
     if bad:
@@ -393,7 +417,8 @@ def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingR
 
     A field a record leaves out stays null (under ``update_provided``: keep the published
     value); an empty string is kept as the "clear this field" marker the apply engine resolves;
-    ``groups`` (a list) and ``custom_fields`` (a dict) become their canonical JSON when present.
+    ``groups`` and ``tags`` (lists), ``custom_fields`` and ``relations`` (dicts) become their
+    canonical JSON when present.
     """
     all_records = list(records)
     rows = range(first_row, first_row + len(all_records))
@@ -429,6 +454,10 @@ def map_platform_records(records: Iterable[Any], first_row: int = 0) -> MappingR
     )
     data["groups"] = text_array(
         [canonical_groups(r["groups"]) if isinstance(r.get("groups"), list) else None for r in recs]
+    )
+    data["tags"] = text_array([canonical_tags(r["tags"]) if isinstance(r.get("tags"), list) else None for r in recs])
+    data["relations"] = text_array(
+        [canonical_relations(r["relations"]) if isinstance(r.get("relations"), dict) else None for r in recs]
     )
     data["flagged"] = np.zeros(n, dtype=bool)
     return MappingResult(frame=pd.DataFrame(data, columns=list(FRAME_COLUMNS)), rejects=rejects)

@@ -11,6 +11,11 @@ An *attendee frame* is the pandas DataFrame every source is mapped into and ever
 * ``custom_fields`` -- canonical JSON object text (sorted keys) or None.
 * ``groups`` -- canonical JSON array text (sorted names in NFC, one per :func:`group_key`) or
   None when not provided.
+* ``tags`` -- the guest's tags, canonical JSON array text like ``groups`` (:func:`canonical_tags`)
+  or None.
+* ``relations`` -- the guest's links to other guests of the event, canonical JSON object text
+  from a relation kind (``companion_of``, ``plus_one_of``) to the related guest's
+  ``source_record_id`` (:func:`canonical_relations`), or None.
 * ``flagged`` -- bool, the provider's delete flag is set on the record.
 
 Every text column has :data:`TEXT_DTYPE`, pandas' Arrow-backed string type: the values live in
@@ -67,8 +72,13 @@ PROFILE_FIELDS: tuple[str, ...] = (
     "badge_url",
 )
 
+#: Content columns that only some sources fill (a guest's tags and relations): a row's hash mixes
+#: them in only where they hold a value, so the hash of a row without them is the hash it had
+#: before they existed (see attendee_pipeline.sync.diff.row_hash).
+OPTIONAL_CONTENT_COLUMNS: tuple[str, ...] = ("tags", "relations")
+
 #: Columns whose values make up an attendee's published content (what the diff compares).
-CONTENT_COLUMNS: tuple[str, ...] = PROFILE_FIELDS + ("custom_fields", "groups", "source_record_id")
+CONTENT_COLUMNS: tuple[str, ...] = PROFILE_FIELDS + ("custom_fields", "groups", "source_record_id") + OPTIONAL_CONTENT_COLUMNS
 
 #: All columns of an attendee frame, in order.
 FRAME_COLUMNS: tuple[str, ...] = (
@@ -78,6 +88,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     *PROFILE_FIELDS,
     "custom_fields",
     "groups",
+    *OPTIONAL_CONTENT_COLUMNS,
     "flagged",
 )
 
@@ -136,7 +147,7 @@ def python_values(column: pd.Series) -> np.ndarray:
 
 
 #: Fields a field mapping may name (everything but the derived key).
-MAPPABLE_FIELDS: tuple[str, ...] = PROFILE_FIELDS + ("groups", "custom_fields", "source_record_id")
+MAPPABLE_FIELDS: tuple[str, ...] = PROFILE_FIELDS + ("groups", "tags", "custom_fields", "source_record_id")
 
 #: File extensions a digital badge URL may point at (seed 000: JPG, PNG or PDF).
 BADGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".pdf")
@@ -185,6 +196,21 @@ def canonical_groups(names: Iterable[Any] | None) -> str | None:
     return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
 
 
+def canonical_tags(names: Iterable[Any] | None) -> str | None:
+    """Canonical JSON text for a tag list: the rules of :func:`canonical_groups` (one tag per
+    name in any case and normalisation, sorted); None stays None."""
+    return canonical_groups(names)
+
+
+def canonical_relations(values: dict[str, Any] | None) -> str | None:
+    """Canonical JSON text for a guest's relations (kind -> the related guest's source record
+    id, as text; kinds without a value are left out); None stays None."""
+    if values is None:
+        return None
+    cleaned = {str(k): str(v).strip() for k, v in values.items() if v is not None and str(v).strip()}
+    return json.dumps(cleaned, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def canonical_custom_fields(values: dict[str, Any] | None) -> str | None:
     """Canonical JSON text for custom fields (sorted keys, values as text); None stays None."""
     if values is None:
@@ -195,6 +221,14 @@ def canonical_custom_fields(values: dict[str, Any] | None) -> str | None:
 
 def parse_groups(text: str | None) -> list[str]:
     return [] if not text else json.loads(text)
+
+
+def parse_tags(text: str | None) -> list[str]:
+    return [] if not text else json.loads(text)
+
+
+def parse_relations(text: str | None) -> dict[str, str]:
+    return {} if not text else json.loads(text)
 
 
 def parse_custom_fields(text: str | None) -> dict[str, Any]:
