@@ -44,6 +44,9 @@ def event_entry(event_id: str, url: str = "http://127.0.0.1:9/none", **overrides
     return entry
 
 
-def write_catalog(path: Path, *entries: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump({"events": list(entries)}, sort_keys=False), encoding="utf-8")
+def write_catalog(path: Path, *entries: dict[str, Any], audiences: list[dict[str, Any]] | None = None) -> Path:
+    data: dict[str, Any] = {"events": list(entries)}
+    if audiences:
+        data["audiences"] = audiences
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

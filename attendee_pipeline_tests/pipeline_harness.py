@@ -33,8 +33,8 @@ class Harness:
     db_url: str
     raw_root: Path
 
-    def write_catalog(self, *entries: dict[str, Any]) -> None:
-        write_catalog(self.catalog_path, *entries)
+    def write_catalog(self, *entries: dict[str, Any], audiences: list[dict[str, Any]] | None = None) -> None:
+        write_catalog(self.catalog_path, *entries, audiences=audiences)
         own = [m.EVENT_PARTITIONS for m in definition_modules() if getattr(m, "EVENT_PARTITIONS", None)]
         for entry in entries:
             kind = (entry.get("source") or {}).get("kind")
@@ -61,6 +61,19 @@ class Harness:
             tags=tags,
             raise_on_error=False,
             **kwargs,
+        )
+
+    def audience(self, event_id: str, **config: Any) -> dg.ExecuteInProcessResult:
+        """Materialise the event's partition of ``audience_contacts`` (config: AudienceRunConfig)."""
+        from attendee_pipeline.integrations.audience.defs.assets import audience_contacts
+
+        return dg.materialize(
+            [audience_contacts],
+            partition_key=event_id,
+            instance=self.instance,
+            resources=self.resources(),
+            run_config={"ops": {"audience_contacts": {"config": config}}} if config else None,
+            raise_on_error=False,
         )
 
     # ----------------------------------------------------------------- reading back

@@ -284,8 +284,12 @@ class Catalog:
         keys: Sequence[str] | None = None,
         fingerprint: str = "",
         connections: Sequence[Any] = (),
+        audiences: Sequence[Any] = (),
     ) -> None:
         self.source = source
+        self._raw_audiences = list(audiences)
+        self._audiences: dict[str, Any] | None = None
+        self._audience_problems: list[str] = []
         self._raw_connections = list(connections)
         self._connections: dict[str, Any] | None = None
         self._connection_problems: list[str] = []
@@ -353,6 +357,60 @@ class Catalog:
         """Every problem of every broken connection (each starting with its label)."""
         self._valid_connections()
         return list(self._connection_problems)
+
+    # -------------------------------------------------------------- audiences
+
+    def _valid_audiences(self) -> dict[str, Any]:
+        """The valid audiences by id (validates every audience once; see
+        integrations.audience.settings). A problem names the audience and the key."""
+        if self._audiences is None:
+            from attendee_pipeline.integrations.audience.settings import Audience
+
+            valid: dict[str, Any] = {}
+            problems: list[str] = []
+            for index, raw in enumerate(self._raw_audiences):
+                label = (
+                    f"audience {raw['id']!r}" if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]
+                    else f"audience #{index + 1}"
+                )
+                found: list[str] = []
+                expanded = _expand(raw, found, set())
+                audience = None
+                try:
+                    audience = Audience.model_validate(expanded)
+                except ValidationError as exc:
+                    found += [_entry_problem(err) for err in exc.errors()]
+                if audience is not None and audience.id in valid:
+                    found.append("id: duplicate audience id")
+                if audience is not None and not found:
+                    connection = getattr(audience.events, "connection", None)
+                    if connection is not None and connection not in self._valid_connections():
+                        found.append(f"events.connection: no connection {connection!r} in the catalog's connections")
+                if found:
+                    problems.extend(f"{label}: {problem}" for problem in found)
+                else:
+                    valid[audience.id] = audience
+            self._audiences, self._audience_problems = valid, problems
+        return self._audiences
+
+    @property
+    def audiences(self) -> list[Any]:
+        """The valid audiences, in the file's order."""
+        return list(self._valid_audiences().values())
+
+    def audience(self, audience_id: str) -> Any | None:
+        """The valid audience ``audience_id``, or None."""
+        return self._valid_audiences().get(audience_id)
+
+    @property
+    def audience_problems(self) -> list[str]:
+        """Every problem of every broken audience (each starting with its label)."""
+        self._valid_audiences()
+        return list(self._audience_problems)
+
+    def audiences_of(self, event: Any) -> list[Any]:
+        """The enabled audiences ``event`` feeds."""
+        return [a for a in self.audiences if a.enabled and a.feeds(event)]
 
     def _resolve(self, index: int) -> tuple[Any, str | None, tuple[str, ...]]:
         """Entry ``index`` as validated: (raw entry, cache key, problems). An entry whose source
@@ -481,10 +539,11 @@ class Catalog:
 
     @property
     def problems(self) -> list[str]:
-        """Every problem of every broken connection and every broken entry, in the file's order."""
+        """Every problem of every broken connection, every broken entry and every broken audience,
+        in the file's order."""
         return self.connection_problems + [
             problem for i in range(len(self._raw)) for problem in self._entry_problems(i)
-        ]
+        ] + self.audience_problems
 
     @property
     def broken(self) -> list[BrokenEntry]:
@@ -547,6 +606,7 @@ class _CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     connections: list[Any] = []
     events: list[Any] = []
+    audiences: list[Any] = []
 
 
 def _catalog(data: Any, source: str, keys: Sequence[str] | None = None, fingerprint: str = "") -> Catalog:
@@ -563,7 +623,10 @@ def _catalog(data: Any, source: str, keys: Sequence[str] | None = None, fingerpr
         raise CatalogError(
             source, [f"{_loc_text(tuple(err['loc'])[:1]) or '(top level)'}: {_msg(err)}" for err in exc.errors()]
         ) from None
-    return Catalog(data.get("events") or [], source, keys, fingerprint, connections=data.get("connections") or [])
+    return Catalog(
+        data.get("events") or [], source, keys, fingerprint,
+        connections=data.get("connections") or [], audiences=data.get("audiences") or [],
+    )
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:

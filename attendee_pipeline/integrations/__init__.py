@@ -34,7 +34,7 @@ SOURCE_FOLDERS: dict[str, str] = {
 #: ``sensors``, ``resources``, ``EVENT_PARTITIONS``), and ``<folder>.defs.step``, when there is
 #: one, the assets the folder adds to the sync step (``STEP_EXTENSION``; it may not import the
 #: sync job, which is built from it).
-DEFINITION_FOLDERS: tuple[str, ...] = ("email", "feed", "procurios")
+DEFINITION_FOLDERS: tuple[str, ...] = ("email", "feed", "procurios", "audience")
 
 
 def kinds() -> list[str]:

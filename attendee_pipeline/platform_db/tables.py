@@ -113,6 +113,8 @@ attendees = sa.Table(
     sa.UniqueConstraint("event_id", "attendee_key"),
     sa.CheckConstraint("status IN ('active', 'removed')", name="status"),
     sa.Index(None, "event_id", "status"),
+    # what a publish changed, for the audiences (migration 0013)
+    sa.Index(None, "event_id", "last_run_id"),
 )
 
 groups = sa.Table(
@@ -485,4 +487,80 @@ source_state = sa.Table(
     sa.Column("ledger_id", sa.Integer, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index(None, "event_id"),
+)
+
+
+# --------------------------------------------------------------------------- Audience (seed 003)
+#
+# One contact database per audience, fed by the published guest lists of the events it listens
+# to (see attendee_pipeline.platform_db.audiences). ``audience_contacts``: one row per person,
+# matched on the audience's unique identifier (``uid_key``: the UID as matched; NULL for a
+# blank-UID contact, which nothing ever matches); ``audience_fields``: the audience's custom
+# field definitions; ``audience_history``: one row per (audience, event, guest) -- the guest
+# lists, the status, first and last seen, removed from the list at; ``audience_relationships``:
+# companion / plus-one links between contacts. Nothing here is ever deleted automatically.
+
+#: audience_history.status values.
+HISTORY_STATUSES = ("registered", "checked_in", "cancelled")
+
+audience_contacts = sa.Table(
+    "audience_contacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audience_id", sa.Text, nullable=False),
+    # the UID as the guest had it, and as matched (e-mail: its attendee key; other fields:
+    # stripped, NFC, case-folded)
+    sa.Column("uid", sa.Text, nullable=True),
+    sa.Column("uid_key", sa.Text, nullable=True),
+    *(sa.Column(name, sa.Text, nullable=True) for name in PROFILE_FIELDS),
+    sa.Column("custom_fields", sa.Text, nullable=True),
+    sa.Column("tags", sa.Text, nullable=True),
+    sa.Column("content_hash", sa.BigInteger, nullable=False),
+    sa.Column("created_from_event", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("audience_id", "uid_key"),
+)
+
+audience_fields = sa.Table(
+    "audience_fields",
+    metadata,
+    sa.Column("audience_id", sa.Text, primary_key=True),
+    sa.Column("label", sa.Text, primary_key=True),
+    sa.Column("created_from_event", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+audience_history = sa.Table(
+    "audience_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audience_id", sa.Text, nullable=False),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("audience_contacts.id"), nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("attendee_key", sa.Text, nullable=False),
+    # attendees.id (no foreign key: the history outlives whatever happens to the list)
+    sa.Column("attendee_id", sa.Integer, nullable=True),
+    sa.Column("source_record_id", sa.Text, nullable=True),
+    sa.Column("guest_lists", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("source_hash", sa.BigInteger, nullable=True),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("removed_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("audience_id", "event_id", "attendee_key"),
+    sa.CheckConstraint("status IN ('registered', 'checked_in', 'cancelled')", name="status"),
+    sa.Index(None, "contact_id"),
+)
+
+audience_relationships = sa.Table(
+    "audience_relationships",
+    metadata,
+    sa.Column("audience_id", sa.Text, nullable=False),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("audience_contacts.id"), primary_key=True),
+    sa.Column("related_contact_id", sa.Integer, sa.ForeignKey("audience_contacts.id"), primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "related_contact_id"),
 )
