@@ -734,8 +734,10 @@ register_email_commands(cli)  # email preview, invite, attendees, record-status,
 
 from attendee_pipeline.cli import procurios as procurios_cli  # noqa: E402
 from attendee_pipeline.cli.connections import check_connection  # noqa: E402
+from attendee_pipeline.cli import audience as audience_cli  # noqa: E402
 
 cli.add_command(check_connection)
+cli.add_command(audience_cli.audience)
 cli.add_command(procurios_cli.checkin)
 cli.add_command(procurios_cli.checkins)
 sandbox.add_command(procurios_cli.sandbox_procurios)
