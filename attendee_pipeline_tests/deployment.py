@@ -119,6 +119,7 @@ class Deployment:
     processes: dict[str, subprocess.Popen]
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audiences: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- events
 
@@ -128,12 +129,18 @@ class Deployment:
             self.connections[connection["id"]] = connection
         self.add_events()
 
+    def add_audiences(self, *audiences: dict[str, Any]) -> None:
+        """Put ``audiences`` in the catalog's ``audiences:`` list (replacing one of the same id)."""
+        for audience in audiences:
+            self.audiences[audience["id"]] = audience
+        self.add_events()
+
     def add_events(self, *entries: dict[str, Any]) -> list[str]:
         """Put ``entries`` in the catalog and add their partitions (as the catalog sensor would)."""
         for entry in entries:
             self.entries[entry["id"]] = entry
         staged = self.catalog_path.with_suffix(".tmp")
-        write_catalog(staged, *self.entries.values())
+        write_catalog(staged, *self.entries.values(), audiences=list(self.audiences.values()))
         if self.connections:
             data = yaml.safe_load(staged.read_text(encoding="utf-8"))
             staged.write_text(yaml.safe_dump({"connections": list(self.connections.values()), **data},

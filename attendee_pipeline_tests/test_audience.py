@@ -364,3 +364,35 @@ def test_migrations_create_the_audience_tables(tmp_path: Path):
     ensure_schema(url)
     names = set(sa.inspect(make_engine(url)).get_table_names())
     assert {"audience_contacts", "audience_fields", "audience_history", "audience_relationships"} <= names
+
+
+def test_the_sensor_requests_one_run_per_unread_publish(w: World):
+    import dagster as dg
+
+    from attendee_pipeline.integrations.audience.defs.sensors import audience_sensor
+
+    def tick() -> list[dg.RunRequest]:
+        resources = {k: v for k, v in w.h.resources().items() if k in ("catalog", "platform_db")}
+        with dg.build_sensor_context(instance=w.h.instance, resources=resources) as context:
+            result = audience_sensor(context)
+        return [] if isinstance(result, dg.SkipReason) else list(result.run_requests or [])
+
+    w._write()
+    assert tick() == []  # no audience yet
+    w.audience(events=["a", "b"])
+    w.event("a", guest(1))
+    w.event("b", guest(2))
+    w.event("c", guest(3))  # feeds no audience
+    for ev in ("a", "b", "c"):
+        assert w.h.sync(ev).success
+    requests = tick()
+    assert sorted(r.partition_key for r in requests) == ["a", "b"]
+    assert len({r.run_key for r in requests}) == 2
+    w.apply("a")
+    [left] = tick()
+    assert left.partition_key == "b"
+    w.apply("b")
+    assert tick() == []
+    # an unchanged sync adds no publish and launches nothing
+    assert w.h.sync("a").success
+    assert tick() == []
