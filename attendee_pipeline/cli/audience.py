@@ -163,8 +163,9 @@ def audience_import(
         sys.exit(1)
 
 
-def follow_import(instance, backfill_id: str, events: int, poll_seconds: float = 1.0):  # type: ignore[no-untyped-def]
-    """Print the import's progress line until every event's run has finished; the last progress."""
+def follow_import(instance, backfill_id: str, events: int, poll_seconds: float = 1.0, until: float | None = None):  # type: ignore[no-untyped-def]
+    """Print the import's progress line until every event's run has finished (or the monotonic
+    time ``until`` has come); the last progress."""
     from attendee_pipeline.integrations.audience.imports import import_progress
 
     tty = sys.stdout.isatty()
@@ -178,8 +179,66 @@ def follow_import(instance, backfill_id: str, events: int, poll_seconds: float =
             else:
                 click.echo(line)
             last = line
-        if progress.done:
+        if progress.done or (until is not None and time.monotonic() > until):
             if tty:
                 click.echo("")
             return progress
         time.sleep(poll_seconds)
+
+
+def demo_audiences(instance, catalog, echo, timeout: float = 240.0) -> list[str]:  # type: ignore[no-untyped-def]
+    """The demo's audiences: the live sync of every event that feeds one (the runs the audience
+    sensor would launch, in this process), then the import of the events that have ended into
+    every enabled audience, as a backfill run by a ``dagster-daemon`` started for it; the summary
+    lines (see :func:`audience_lines`)."""
+    import datetime as dt
+    from pathlib import Path
+
+    import dagster as dg
+
+    from attendee_pipeline import settings
+    from attendee_pipeline.integrations.audience.imports import (
+        import_config,
+        launch_import,
+        run_audience_in_process,
+        run_metadata,
+    )
+    from attendee_pipeline.processes import running_daemon
+
+    audiences = [a for a in catalog.audiences if a.enabled]
+    if not audiences:
+        return []
+    now = dt.datetime.now(dt.timezone.utc)
+    totals: dict[str, dict[str, int]] = {}
+    for event in catalog.events:
+        if any(a.feeds(event) for a in audiences):
+            echo(f"audiences: live sync of {event.id} ...")
+            ok, metadata = run_audience_in_process(instance, event.id, trigger="demo")
+            if not ok:
+                raise click.ClickException(f"the audience run of {event.id} failed (see the Dagster UI)")
+            add_run_counts(totals, metadata)
+    past = [e.id for e in catalog.events if e.end.astimezone(dt.timezone.utc) < now]
+    if past:
+        config = import_config(audiences=[a.id for a in audiences], tags=["Imported"])
+        backfill_id = launch_import(instance, past, config, title="demo: import of past events")
+        echo(f"audiences: import of {', '.join(past)} as backfill {backfill_id}; starting dagster-daemon to run it ...")
+        checkout = Path(__file__).resolve().parents[2]
+        log = settings.data_dir() / "demo-daemon.log"
+        with running_daemon(dict(__import__("os").environ), checkout, log):
+            deadline = time.monotonic() + timeout
+            progress = None
+            while progress is None or not progress.done:
+                if time.monotonic() > deadline:
+                    raise click.ClickException(f"the import backfill did not finish in {timeout:.0f}s (see {log})")
+                progress = follow_import(instance, backfill_id, len(past), poll_seconds=1.0, until=deadline)
+        if progress.failed:
+            raise click.ClickException(f"the import of {', '.join(progress.failed)} failed (see the Dagster UI)")
+        for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id})):
+            add_run_counts(totals, run_metadata(instance, record.dagster_run.run_id))
+    from attendee_pipeline.platform_db.engine import make_engine
+
+    engine = make_engine(settings.db_url())
+    try:
+        return audience_lines(engine, catalog.audiences, totals)
+    finally:
+        engine.dispose()
