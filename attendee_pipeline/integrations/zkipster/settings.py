@@ -32,7 +32,12 @@ DEFAULT_MAPPING: dict[str, str] = {
     "job_title": "job_title",
     "phone": "phone",
     "groups": "guest_lists",
+    "tags": "tags",
 }
+
+#: The guest's relationships the mapping reads unless ``import_relations`` is off: relation
+#: kind -> the guest field holding the related guest's id.
+DEFAULT_RELATIONS: dict[str, str] = {"companion_of": "companion_of"}
 
 #: The apply policy of a zkipster event unless its entry says otherwise: a full pull (the first,
 #: a full import, the periodic reconciliation) creates, overwrites and removes the guests that
@@ -63,7 +68,8 @@ class ZkipsterSource(_SourceSettings):
     #: Every custom field of a guest, under its label. Off: only those the entry's
     #: ``mapping.custom_fields`` names (``label: custom_fields.<zkipster label>``).
     import_custom_fields: bool = True
-    #: The guest's relationships (its companion link) as the attendee's ``relations``.
+    #: The guest's relationships (its companion link) as the attendee's ``relations``; off: none
+    #: (unless the entry's ``mapping.relations`` names some).
     import_relations: bool = True
     #: Records asked for per page (the API allows 1..500).
     page_size: int = Field(default=100, ge=1, le=500)
@@ -99,8 +105,10 @@ class ZkipsterSource(_SourceSettings):
     def entry_defaults(cls, entry: dict[str, Any]) -> dict[str, Any]:
         entry = dict(entry)
         mapping = entry.get("mapping")
+        source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
+        relations = {} if source.get("import_relations") is False else dict(DEFAULT_RELATIONS)
         if mapping is None or isinstance(mapping, dict):
-            entry["mapping"] = {**DEFAULT_MAPPING, **(mapping or {})}
+            entry["mapping"] = {**DEFAULT_MAPPING, "relations": relations, **(mapping or {})}
         return _with_apply_defaults(entry, DEFAULT_POLICY)
 
     def check_entry(self, entry: Any) -> None:
