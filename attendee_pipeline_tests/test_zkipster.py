@@ -339,3 +339,34 @@ def test_check_connection_says_what_failed(zk, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "wrong")
     last = check_connection(source)[-1]
     assert (last.step, last.ok) == ("token", False) and "HTTP 401" in last.message
+
+
+def test_cli_check_connection_checks_each_event_of_the_account(zk, h, monkeypatch):
+    from click.testing import CliRunner
+
+    from attendee_pipeline.cli.main import cli
+
+    zk.sandbox.add_event("3001", EventConfig(guests=3))
+    write_zkipster_catalog(h, zk.url, zkipster_entry("gala", "3001"), zkipster_entry("gone", "3999"))
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(h.catalog_path))
+    result = CliRunner().invoke(cli, ["check-connection", CONNECTION])
+    assert result.exit_code == 1, result.output
+    assert " gala: event 3001" in result.output and "ok     guests" in result.output
+    assert " gone: event 3999" in result.output
+    assert "FAILED event          event 3999 does not exist" in result.output
+    assert TOKEN not in result.output
+
+
+def test_cli_dry_run_of_a_full_import(zk, h, monkeypatch):
+    from click.testing import CliRunner
+
+    from attendee_pipeline.cli.main import cli
+
+    zk.sandbox.add_event("3001", EventConfig(guests=6, seed=22, empty_emails=[1]))
+    write_zkipster_catalog(h, zk.url, zkipster_entry("gala", "3001"))
+    monkeypatch.setenv("ATTENDEE_PIPELINE_CATALOG", str(h.catalog_path))
+    result = CliRunner().invoke(cli, ["sync", "gala", "--dry-run", "--full"])
+    assert result.exit_code == 0, result.output
+    assert "dry run for gala: 6 record(s) fetched, nothing published" in result.output
+    assert "added           5" in result.output and "1 x email: e-mail address is missing" in result.output
+    assert zk.sandbox.count("guests") == 1

@@ -286,9 +286,9 @@ class Zkipster(Source):
 
     def prepare_demo(self, event: Any, echo: Callable[[str], None]) -> None:
         """Serve the demo account (once per process, for every zkipster event of the demo)."""
-        url = _demo_sandbox()
-        if url is not None:
-            echo(f"sandbox zkipster on {url} (events 3001, 3002; token in DEMO_ZKIPSTER_TOKEN)")
+        url, started = serve_demo()
+        if started:
+            echo(f"sandbox zkipster on {url} (the demo account's events 3001 and 3002)")
 
     def state_lines(self, engine: Any, event_ids: list[str]) -> list[str]:
         """Tagged attendees, attendees with a companion link and with custom fields, per event."""
@@ -317,17 +317,18 @@ _DEMO_LOCK = threading.Lock()
 _DEMO: list[Any] = []
 
 
-def _demo_sandbox() -> str | None:
-    """Start the demo account's sandbox in this process (its port from DEMO_URL_ENV's default
-    when free, else any) and point the catalog at it; the URL when started now, None when it
-    runs already."""
+def serve_demo() -> tuple[str, bool]:
+    """Serve the demo account's sandbox in this process, once (on its usual port when free,
+    else any), and point the demo catalog's connection at it (``ATTENDEE_PIPELINE_ZKIPSTER_URL``;
+    the token in ``DEMO_ZKIPSTER_TOKEN``, random unless set): (its URL, whether it started now).
+    It runs until the process ends (``make demo``, ``make dev``)."""
     import secrets
 
     from attendee_pipeline.integrations.zkipster.sandbox import DEMO_PORT, DEMO_TOKEN_ENV, demo_sandbox, run_in_thread
 
     with _DEMO_LOCK:
         if _DEMO:
-            return None
+            return _DEMO[0].url, False
         os.environ.setdefault(DEMO_TOKEN_ENV, "demo-" + secrets.token_urlsafe(12))
         try:
             handle = run_in_thread(demo_sandbox(os.environ[DEMO_TOKEN_ENV]), port=DEMO_PORT)
@@ -335,5 +336,4 @@ def _demo_sandbox() -> str | None:
             handle = run_in_thread(demo_sandbox(os.environ[DEMO_TOKEN_ENV]), port=0)
         _DEMO.append(handle)
         os.environ[DEMO_URL_ENV] = handle.url
-        return handle.url
-
+        return handle.url, True
