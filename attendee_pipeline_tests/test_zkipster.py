@@ -86,10 +86,54 @@ def _active(h: Harness, event_id: str) -> dict[str, dict[str, Any]]:
     return {k: r for k, r in _rows(h, event_id).items() if r["status"] == "active"}
 
 
-def _gala(zk: Any, h: Harness, config: EventConfig, connection: dict[str, Any] | None = None, **source: Any) -> Any:
+def _gala(zk: Any, h: Harness, config: EventConfig, **source: Any) -> Any:
+    """Zkipster event 3001 of the sandbox as the catalog event ``gala``."""
     event = zk.sandbox.add_event("3001", config)
-    write_zkipster_catalog(h, zk.url, zkipster_entry("gala", "3001", **source), **(connection or {}))
+    write_zkipster_catalog(h, zk.url, zkipster_entry("gala", "3001", **source))
     return event
+
+
+# --------------------------------------------------------------------------- the sandbox
+
+
+def test_the_sandbox_api_and_its_control_endpoints(zk):
+    import requests
+
+    zk.sandbox.add_event("3001", EventConfig(guests=7, seed=3))
+    zk.sandbox.add_event("4001", EventConfig(guests=2))
+    zk.sandbox.tokens["only-3001"] = ["3001"]
+    api, ctl = f"{zk.url}/api/v1/events", f"{zk.url}/_control/events"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert requests.get(f"{api}/3001/guests", timeout=10).status_code == 401
+    other = requests.get(f"{api}/4001/guests", headers={"Authorization": "Bearer only-3001"}, timeout=10)
+    assert other.status_code == 403
+    assert requests.get(f"{api}/9999/guests", headers=auth, timeout=10).status_code == 404
+    bad = requests.get(f"{api}/3001/guests", params={"changed_since": "yesterday"}, headers=auth, timeout=10)
+    assert bad.status_code == 400 and "changed_since" in bad.json()["message"]
+
+    # cursor pagination: the next links list every guest once
+    seen, url, params = [], f"{api}/3001/guests", {"limit": 3}
+    while url:
+        body = requests.get(url, params=params, headers=auth, timeout=10).json()
+        seen += [g["id"] for g in body["data"]]
+        url, params = body["links"]["next"], None
+    assert seen == [f"g3001-{n}" for n in range(1, 8)]
+
+    first = requests.get(f"{api}/3001/guests", headers=auth, timeout=10).headers["X-Server-Time"]
+    assert requests.patch(f"{ctl}/3001/guests/g3001-2", json={"company": "Changed AG", "companion_of": "g3001-1"},
+                          timeout=10).status_code == 200
+    added = requests.post(f"{ctl}/3001/guests", json={"count": 1, "tags": ["VIP"]}, timeout=10)
+    assert added.json() == {"ids": ["g3001-8"]}
+    assert requests.delete(f"{ctl}/3001/guests/g3001-5", timeout=10).status_code == 200
+    since = {"changed_since": first}
+    changed = requests.get(f"{api}/3001/guests", params=since, headers=auth, timeout=10).json()["data"]
+    assert [(g["id"], g["company"] if g["id"] == "g3001-2" else g["tags"]) for g in changed] == [
+        ("g3001-2", "Changed AG"), ("g3001-8", ["VIP"])]
+    assert changed[0]["companion_of"] == "g3001-1"
+    deleted = requests.get(f"{api}/3001/guests/deleted", params={"since": first}, headers=auth, timeout=10).json()
+    assert [d["id"] for d in deleted["data"]] == ["g3001-5"]
+    assert requests.patch(f"{ctl}/3001/guests/g3001-2", json={"shoe_size": 44}, timeout=10).status_code == 400
+    assert zk.sandbox.count("guests", status=401) == 1 and zk.sandbox.count("deleted") == 1
 
 
 # --------------------------------------------------------------------------- full pull

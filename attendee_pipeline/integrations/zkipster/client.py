@@ -279,7 +279,9 @@ class ZkipsterClient:
                 time.sleep(min(self.backoff_max, self.backoff_factor * 2**attempt))
         raise ZkipsterError(step, f"{problem} after {self.max_retries} retries")
 
-    def pages(self, path: str, *, step: str, params: dict[str, str] | None = None) -> Iterator[tuple[int, bytes, list[Any], requests.Response]]:
+    def pages(
+        self, path: str, *, step: str, params: dict[str, str] | None = None
+    ) -> Iterator[tuple[int, bytes, list[Any], requests.Response]]:
         """(page number, body bytes, records, response) of a listing's pages: the first, then
         each page's ``links.next`` until there is none. A page without a ``data`` list, or a
         next link to another host or back to a page already read, is an error naming the page."""
@@ -357,7 +359,8 @@ class ZkipsterExtractor:
         try:
             with staged_extract(dest_dir, event_id) as tmp:
                 params = {**limit, **({"changed_since": since} if since else {})}
-                for number, content, records, response in client.pages(f"{event_path}/guests", step="guests", params=params):
+                guest_pages = client.pages(f"{event_path}/guests", step="guests", params=params)
+                for number, content, records, response in guest_pages:
                     if number == 1:  # the next pull starts where this one started
                         pulled_at = _server_time(response)
                     store_page(tmp / PAGE_NAME.format(number), content, digest)
@@ -366,15 +369,17 @@ class ZkipsterExtractor:
                         progress(number, sum(page_records))
                 lists = [(GUEST_LISTS_PART, f"{event_path}/guest-lists", limit)]
                 if incremental:
-                    lists.append((DELETED_PART, f"{event_path}/guests/deleted", {**limit, "since": since or ""}))
+                    lists.append((DELETED_PART, f"{event_path}/guests/deleted", {**limit, "since": str(since)}))
                 for part, path, part_params in lists:
                     digest.update(part_marker(part))
-                    for number, content, records, _ in client.pages(path, step=part.replace("_", " "), params=part_params):
+                    for number, content, records, _ in client.pages(path, step=part.replace("_", " "),
+                                                                    params=part_params):
                         store_page(tmp / PART_PAGE_NAME.format(part, number), content, digest)
                         counts[part] += len(records)
                         parts[part] = number
                 if pulled_at is None:
-                    raise ZkipsterError("guests page 1", f"the answer has neither an {SERVER_TIME_HEADER} nor a Date header")
+                    raise ZkipsterError("guests page 1",
+                                        f"the answer has neither an {SERVER_TIME_HEADER} nor a Date header")
                 full_at = pulled_at if mode in FULL_MODES or position is None else position.full_pull_at
                 after = Position(pulled_at, full_at)
                 manifest = ExtractManifest(
@@ -476,7 +481,8 @@ def check_connection(source: Any, **client_kwargs: Any) -> list[ConnectionCheck]
             except ZkipsterError as exc:
                 message = exc.problem
                 if step == "event" and exc.status == 404:
-                    message = f"event {event_id} does not exist in {source.base_url} (HTTP 404) -- check source.zkipster_event_id"
+                    message = (f"event {event_id} does not exist in {source.base_url} (HTTP 404) -- check "
+                               "source.zkipster_event_id")
                 elif step == "event" and exc.status == 403:
                     message = f"the token in {source.token_env} may not read event {event_id} (HTTP 403)"
                 checks.append(ConnectionCheck(step, False, message))

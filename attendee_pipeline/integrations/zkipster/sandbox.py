@@ -278,9 +278,11 @@ class Event:
         lists = [ids[h % len(ids)]]
         if len(ids) > 1 and (h >> 8) % 6 == 0:
             lists.append(ids[(h >> 12) % len(ids)])
-        tags: list[str] = []
+        tags: set[str] = set()
         if _fraction(h >> 16) < c.tagged_fraction:
-            tags = sorted({TAG_POOL[(h >> 20) % len(TAG_POOL)], *([TAG_POOL[(h >> 26) % len(TAG_POOL)]] if (h >> 30) % 3 == 0 else [])})
+            tags.add(TAG_POOL[(h >> 20) % len(TAG_POOL)])
+            if (h >> 30) % 3 == 0:
+                tags.add(TAG_POOL[(h >> 26) % len(TAG_POOL)])
         companion = self.guest_id(i - 1) if i > 0 and _fraction(h >> 32) < c.companion_fraction else None
         custom: dict[str, Any] = {}
         if _fraction(h >> 40) < c.custom_fields_fraction:
@@ -297,7 +299,7 @@ class Event:
             "job_title": person["job_title"],
             "phone": f"+4179{(h >> 8) % 10_000_000:07d}",
             "custom_fields": custom,
-            "tags": tags,
+            "tags": sorted(tags),
             "guest_list_ids": sorted(set(lists)),
             "companion_of": companion,
         }
@@ -518,7 +520,9 @@ class ZkipsterSandbox:
     def set_rate_limit(self, requests: int | None, per_seconds: float = 1.0) -> None:
         self.rate_limiter = RateLimiter(requests, per_seconds) if requests else None
 
-    def requests(self, endpoint: str | None = None, *, event: str | None = None, status: int | None = None) -> list[RequestRecord]:
+    def requests(
+        self, endpoint: str | None = None, *, event: str | None = None, status: int | None = None
+    ) -> list[RequestRecord]:
         """The API requests served so far (oldest first), narrowed by endpoint, event, status."""
         with self._lock:
             return [
@@ -570,7 +574,8 @@ class ZkipsterSandbox:
             if kind == "slow":
                 await asyncio.sleep(float(fault.get("seconds", 1.0)))
             elif kind == "rate_limit":
-                return _error(429, "rate_limited", "too many requests", {"Retry-After": str(fault.get("retry_after", 1))})
+                retry_after = {"Retry-After": str(fault.get("retry_after", 1))}
+                return _error(429, "rate_limited", "too many requests", retry_after)
             elif kind == "server_error":
                 return _error(int(fault.get("status", 500)), "server_error", "sandbox fault")
             elif kind == "unauthorized":
@@ -589,7 +594,8 @@ class ZkipsterSandbox:
         limiter = self.rate_limiter
         wait = limiter.admit() if limiter is not None else None
         if wait is not None:
-            return None, _error(429, "rate_limited", "rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))})
+            retry_after = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return None, _error(429, "rate_limited", "rate limit exceeded", retry_after)
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         allowed = None
@@ -615,7 +621,9 @@ class ZkipsterSandbox:
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
         return Response(body, media_type="application/json", headers=headers)
 
-    def _listing(self, request: Request, items: list[Any], more: bool, last: int, limit: int, server_time: int) -> Response:
+    def _listing(
+        self, request: Request, items: list[Any], more: bool, last: int, limit: int, server_time: int
+    ) -> Response:
         next_cursor = _cursor(last) if more else None
         next_link = str(request.url.include_query_params(cursor=next_cursor)) if next_cursor else None
         body = {"data": items, "meta": {"count": len(items), "limit": limit, "next_cursor": next_cursor},
@@ -664,7 +672,8 @@ class ZkipsterSandbox:
             chosen = [(n, item) for n, item in lists if n > after][: limit + 1]
             page = chosen[:limit]
             items = [{"id": list_id, "name": name} for _, (list_id, name) in page]
-            return self._listing(request, items, len(chosen) > limit, page[-1][0] if page else after, limit, server_time)
+            last = page[-1][0] if page else after
+            return self._listing(request, items, len(chosen) > limit, last, limit, server_time)
 
         return await self._answer(request, "guest_lists", build)
 
@@ -786,7 +795,8 @@ def _event_body(event: Event) -> dict[str, Any]:
     c = event.config
     with event._lock:
         guests = event.size - len(event.deleted)
-    return {"id": event.event_id, "name": c.name, "start": c.start, "end": c.end, "timezone": c.timezone, "guests": guests}
+    return {"id": event.event_id, "name": c.name, "start": c.start, "end": c.end, "timezone": c.timezone,
+            "guests": guests}
 
 
 # --------------------------------------------------------------------------- serving
@@ -823,7 +833,9 @@ def run_in_thread(sandbox: ZkipsterSandbox, *, host: str = "127.0.0.1", port: in
 
 
 @contextlib.contextmanager
-def serve_zkipster(sandbox: ZkipsterSandbox, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[ZkipsterHandle]:
+def serve_zkipster(
+    sandbox: ZkipsterSandbox, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[ZkipsterHandle]:
     """Serve ``sandbox`` on ``host:port`` (0: free) while the block runs."""
     handle = run_in_thread(sandbox, host=host, port=port)
     try:

@@ -133,23 +133,26 @@ def _key(value: Any) -> str | None:
 # --------------------------------------------------------------------------- deletions
 
 
-def with_deletions(frame: pd.DataFrame, published: pd.DataFrame, deleted_ids: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+def with_deletions(
+    frame: pd.DataFrame, published: pd.DataFrame, deleted_ids: list[str]
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """``frame`` plus a flagged row for every published, active attendee whose guest the API
     listed as deleted, and for every attendee whose guest now has another e-mail address (the
     old address's attendee goes, the new one comes); a key the frame holds already stays as the
     frame has it. ``published`` carries ``source_record_id``. Returns (the frame, counts)."""
     from attendee_pipeline.sync.model import python_values, text_array
 
-    counts = {"deleted_guests": len(deleted_ids), "deleted_guests_not_published": 0, "guests_with_a_new_email": 0}
+    counts = {"deleted_guests": len(deleted_ids), "deleted_guests_without_an_attendee": 0,
+              "guests_with_a_new_email": 0}
     active = published[published["status"] == "active"]
-    by_guest = {str(g): str(k) for g, k in zip(python_values(active["source_record_id"]), python_values(active["attendee_key"]))
-                if g is not None}
+    guest_ids, keys = python_values(active["source_record_id"]), python_values(active["attendee_key"])
+    by_guest = {str(g): str(k) for g, k in zip(guest_ids, keys) if g is not None}
     in_frame = set(python_values(frame["attendee_key"]))
     gone: dict[str, str] = {}  # attendee key -> guest id
     for guest in dict.fromkeys(deleted_ids):
         key = by_guest.get(guest)
         if key is None:
-            counts["deleted_guests_not_published"] += 1
+            counts["deleted_guests_without_an_attendee"] += 1
         elif key not in in_frame:
             gone[key] = guest
     for guest, key in zip(python_values(frame["source_record_id"]), python_values(frame["attendee_key"])):
@@ -304,7 +307,9 @@ class Zkipster(Source):
         with engine.connect() as conn:
             for event_id in event_ids:
                 tagged, related, custom = conn.execute(sql, {"e": event_id}).one()
-                lines.append(f"{event_id:<24} tagged={tagged} with a companion link={related} with custom fields={custom}")
+                lines.append(
+                    f"{event_id:<24} tagged={tagged} with a companion link={related} with custom fields={custom}"
+                )
         return lines
 
 
