@@ -52,7 +52,9 @@ def _problems(data) -> list[str]:
 
 def test_demo_catalog_loads():
     catalog = load_catalog()
-    assert {e.id for e in catalog.events} == {"demo-summit", "demo-meetup", "demo-expo", "demo-congress"}
+    assert {e.id for e in catalog.events} == {
+        "demo-summit", "demo-meetup", "demo-expo", "demo-congress", "demo-gala", "demo-partner-summit"}
+    assert {catalog.get(e).source.connection for e in ("demo-gala", "demo-partner-summit")} == {"demo-zkipster"}
     assert catalog.get("demo-expo").source.kind == "feed"
     assert catalog.get("demo-congress").source.kind == "procurios"
     summit = catalog.get("demo-summit")

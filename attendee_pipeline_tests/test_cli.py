@@ -92,13 +92,17 @@ def test_demo_twice_second_run_changes_nothing(_isolated_env: Path, monkeypatch)
     assert "e-mail: 58 invite(s) and 0 cancellation(s) delivered to a local SMTP sink (58 message(s) over 1 connection(s))" in first.output
     assert "demo-congress            published added=141 " in first.output
     assert "demo-congress            sessions=12 personal schedule entries=" in first.output
+    # two events of one zkipster account: three gala guests have no e-mail address
+    assert "demo-gala                published added=117 " in first.output and "rejected=3" in first.output
+    assert "demo-partner-summit      published added=80 " in first.output
+    assert "demo-gala                tagged=" in first.output
     second = runner.invoke(cli, ["demo", "--port", port])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
-    assert len(lines) == 4
+    assert len(lines) == 6
     for line in lines:
         assert "added=0" in line and "updated=0" in line and "removed=0" in line and "restored=0" in line
-        if not line.startswith(("demo-expo", "demo-congress")):
+        if not line.startswith(("demo-expo", "demo-congress", "demo-gala", "demo-partner-summit")):
             # same extract and catalog entry as the last publish: nothing mapped, nothing written
             assert " unchanged " in line
     # the feed event got the same pushes again: new inbox rows, the same attendees, nothing written;
@@ -118,7 +122,7 @@ def test_demo_on_a_new_sandbox_port_remaps_and_still_writes_nothing(_isolated_en
     second = runner.invoke(cli, ["demo", "--port", "0"])
     assert second.exit_code == 0, second.output
     lines = [line for line in second.output.splitlines() if line.startswith("demo-") and " added=" in line]
-    assert len(lines) == 4 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
+    assert len(lines) == 6 and all(" published added=0 restored=0 updated=0 removed=0 " in line for line in lines)
     assert "e-mail: 0 invite(s) and 0 cancellation(s)" in second.output
 
 
@@ -176,7 +180,8 @@ def test_events_lists_each_event_with_its_schedule_in_aligned_columns(_isolated_
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     names = {"demo-summit": "Demo Summit 2027", "demo-congress": "Demo Association Congress 2027"}
-    assert [line.split()[0] for line in lines] == ["demo-summit", "demo-meetup", "demo-expo", "demo-congress"]
+    assert [line.split()[0] for line in lines] == [
+        "demo-summit", "demo-meetup", "demo-expo", "demo-congress", "demo-gala", "demo-partner-summit"]
     starts = {line.split()[0]: line.index(names[line.split()[0]]) for line in lines if line.split()[0] in names}
     assert len(set(starts.values())) == 1  # the Procurios window is wider than the others
     # nightly before the window, nothing after it

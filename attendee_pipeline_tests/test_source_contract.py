@@ -7,8 +7,9 @@ What belongs here: one driver per source kind (how to serve ten attendees, chang
 one, break the source) and the tests, parametrised over the registry
 (:func:`attendee_pipeline.integrations.kinds`): a kind that is registered without a driver fails
 :func:`test_every_registered_source_kind_has_a_driver`. What a removal means is the source's:
-a pulled whole list loses the attendee, a Procurios cancellation removes the attendee, a push
-source never removes (seed 001: a record not pushed again stays).
+a pulled whole list loses the attendee, a Procurios cancellation removes the attendee, a zkipster
+guest deleted is listed as deleted by the next incremental pull and removed, a push source never
+removes (seed 001: a record not pushed again stays).
 """
 
 from __future__ import annotations
@@ -164,7 +165,35 @@ class ProcuriosDriver(Driver):
         return self.server.sandbox.count()
 
 
-DRIVERS: dict[str, type[Driver]] = {d.kind: d for d in (AttendeeApiDriver, FeedDriver, ProcuriosDriver)}
+class ZkipsterDriver(Driver):
+    kind = "zkipster"
+
+    def start(self) -> None:
+        from attendee_pipeline.integrations.zkipster.sandbox import EventConfig, ZkipsterSandbox, serve_zkipster
+        from attendee_pipeline_tests.test_zkipster import TOKEN, TOKEN_ENV, write_zkipster_catalog, zkipster_entry
+
+        self.monkeypatch.setenv(TOKEN_ENV, TOKEN)
+        self.server = self.stack.enter_context(serve_zkipster(ZkipsterSandbox(tokens={TOKEN: "*"})))
+        self.event = self.server.sandbox.add_event("5001", EventConfig(guests=RECORDS, seed=47))
+        # the first sync is a full pull; the next ones list what changed and what was deleted
+        write_zkipster_catalog(self.h, self.server.url, zkipster_entry(EVENT, "5001", page_size=4))
+
+    def change(self) -> str:
+        return self.event.update(2, company=NEW_COMPANY)
+
+    def remove(self) -> str:
+        return self.event.delete(3)[0]
+
+    def break_source(self) -> None:
+        self.server.sandbox.faults.add("unauthorized", endpoint="guests", count=None)
+
+    def requests(self) -> int:
+        return self.server.sandbox.count()
+
+
+DRIVERS: dict[str, type[Driver]] = {
+    d.kind: d for d in (AttendeeApiDriver, FeedDriver, ProcuriosDriver, ZkipsterDriver)
+}
 
 
 def test_every_registered_source_kind_has_a_driver():

@@ -127,6 +127,25 @@ class ProcuriosConnection(_Connection):
         return {"base_url": self.base_url, "client_id_env": self.client_id_env, "client_secret_env": self.client_secret_env}
 
 
+class ZkipsterConnection(_Connection):
+    """A zkipster account (seed 003): its API and the token of the account; each event names
+    its zkipster event (``zkipster_event_id``)."""
+
+    kind: Literal["zkipster"]
+    base_url: str
+    token_env: EnvName
+
+    _check_env = field_validator("token_env")(lambda v: _env_name(v))
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        return _http_url(v).rstrip("/")
+
+    def source_fields(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "token_env": self.token_env}
+
+
 class FeedConnection(_Connection):
     """The push feed (push-only: the provider calls us; nothing is read from it). A connection
     of this kind groups feed events, e.g. to limit their runs together."""
@@ -137,7 +156,9 @@ class FeedConnection(_Connection):
         return {}
 
 
-Connection = Annotated[RestApiConnection | ProcuriosConnection | FeedConnection, Field(discriminator="kind")]
+Connection = Annotated[
+    RestApiConnection | ProcuriosConnection | ZkipsterConnection | FeedConnection, Field(discriminator="kind")
+]
 
 
 def _joined(base_url: str, path: str) -> str:

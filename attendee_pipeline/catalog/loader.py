@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from attendee_pipeline.catalog import yaml_file
 from attendee_pipeline.catalog.connections import Connection, resolve_source
 from attendee_pipeline.catalog.models import EventEntry, UnknownEventError
+from attendee_pipeline.integrations import kinds
 
 _VAR_RE = yaml_file.VARIABLE_RE
 
@@ -104,7 +105,7 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 _KEYED_MESSAGE = re.compile(r"^[a-z_]+(\.[a-z_]+)*: ")
 
 _UNION_TAGS = {
-    "rest_api", "feed", "procurios", "none", "basic", "header", "query", "oauth2_client_credentials",
+    *kinds(), "none", "basic", "header", "query", "oauth2_client_credentials",
     "page", "offset", "cursor", "link",
 }
 

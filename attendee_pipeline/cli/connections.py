@@ -1,9 +1,9 @@
 """``attendee-pipeline check-connection CONNECTION_OR_EVENT``: verify a catalog connection, or the
 connection of one event, for every connection kind.
 
-A pulled source (``rest_api``, ``procurios``) is checked step by step as a sync would meet it:
-its credentials are set, an OAuth2 client gets a token, and each event's list (or meeting)
-answers -- through the connectors' own checks. A push source (``feed``) has nothing to call: the
+A pulled source (``rest_api``, ``procurios``, ``zkipster``) is checked step by step as a sync
+would meet it: its credentials are set, an OAuth2 client gets a token, and each event's list
+(or meeting) answers -- through the connectors' own checks. A push source (``feed``) has nothing to call: the
 check says so and looks at what the feed service writes to, the platform database (reachable
 and migrated, the inbox and keys of each event). One line per step; a failed step says what to
 check; exit status 1 when a step failed. Nothing here prints credentials, e-mail addresses or
@@ -47,14 +47,16 @@ def _print(checks: list[Any]) -> bool:
 
 
 def _check_pulled(kind: str, settings: Any, events: list[Any], one_event: bool = False) -> bool:
-    """A rest_api or procurios connection: the connection alone when no event uses it, else
-    each event's source."""
+    """A rest_api, procurios or zkipster connection: the connection alone when no event uses it,
+    else each event's source."""
     if kind == "procurios":
         from attendee_pipeline.integrations.procurios.client import check_connection as check
+    elif kind == "zkipster":
+        from attendee_pipeline.integrations.zkipster.client import check_connection as check
     else:
         from attendee_pipeline.connectors.rest import check_source as check
     if not events:
-        if kind != "procurios":  # a REST connection's check needs an event's URL
+        if kind not in ("procurios", "zkipster"):  # a REST connection's check needs an event's URL
             click.echo("  no event uses this connection: its credentials are checked with the first event's list")
             return _check_rest_credentials(settings)
         return _print(check(settings))
@@ -62,7 +64,8 @@ def _check_pulled(kind: str, settings: Any, events: list[Any], one_event: bool =
     for event in events:
         source = event.source
         if not one_event:
-            where = f"meeting {source.meeting_id}" if kind == "procurios" else "its list"
+            where = {"procurios": f"meeting {getattr(source, 'meeting_id', '')}",
+                     "zkipster": f"event {getattr(source, 'zkipster_event_id', '')}"}.get(kind, "its list")
             click.echo(f" {event.id}: {where}")
         ok = _print(check(source)) and ok
     return ok

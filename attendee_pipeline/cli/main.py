@@ -174,7 +174,8 @@ def db_stamp() -> None:
     is_flag=True,
     help="Map, diff and publish even when the extract and catalog entry equal the last publish's.",
 )
-@click.option("--full", is_flag=True, help="Procurios: full import -- read every registration, overwrite every attendee.")
+@click.option("--full", is_flag=True, help="Procurios, zkipster: full import -- read every registration (guest), "
+              "overwrite every attendee.")
 @click.option(
     "--in-process",
     is_flag=True,
@@ -201,7 +202,7 @@ def sync(
 
         # the run opens the same database: say now, not after the run's retries, that it cannot
         ensure_schema(settings.db_url())
-    if full:
+    if full and event.source.kind != "zkipster":  # a zkipster full import: a full pull that overwrites
         from attendee_pipeline.cli.procurios import require_procurios
 
         require_procurios(event)  # a usage error for any other event
@@ -318,7 +319,7 @@ def _dry_run(  # type: ignore[no-untyped-def]
 def _demo_secrets() -> None:
     """The demo sandbox's credentials: random per process unless already set in the env."""
     for name in ("DEMO_SUMMIT_API_KEY", "DEMO_MEETUP_USERNAME", "DEMO_MEETUP_SECRET",
-                 "DEMO_PROCURIOS_CLIENT_ID", "DEMO_PROCURIOS_CLIENT_SECRET"):
+                 "DEMO_PROCURIOS_CLIENT_ID", "DEMO_PROCURIOS_CLIENT_SECRET", "DEMO_ZKIPSTER_TOKEN"):
         os.environ.setdefault(name, "demo-" + secrets.token_urlsafe(12))
 
 
@@ -484,6 +485,9 @@ def dev(sandbox_port: int, procurios_port: int, port: int, feed_port: int) -> No
                 click.echo(f"sandbox Procurios on {procurios.url} "
                            f"(check-ins: POST {feed.url}/events/demo-congress/check-ins)")
                 click.echo(f"push feed service on {feed.url} (keys: attendee-pipeline feed-key create demo-expo)")
+                from attendee_pipeline.integrations.zkipster.source import serve_demo
+
+                click.echo(f"sandbox zkipster on {serve_demo()[0]} (the demo account: demo-gala, demo-partner-summit)")
                 from attendee_pipeline.cli.email import dev_smtp_sink
 
                 click.echo(dev_smtp_sink(stack))  # e-mails go to a local sink unless an SMTP server is set

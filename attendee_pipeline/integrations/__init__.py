@@ -6,7 +6,8 @@ implementation lives (``<folder>.source``, a :class:`~attendee_pipeline.integrat
 asks about an event's kind. Everything an
 integration owns (its source, its own Dagster definitions, its sandbox, its rules) lives in its
 folder: ``attendee_api`` (kind ``rest_api``, the customer attendee API), ``feed`` (kind ``feed``,
-pushed records), ``procurios`` (kind ``procurios``), ``email`` (the outbound e-mail, not a
+pushed records), ``procurios`` (kind ``procurios``), ``zkipster`` (kind
+``zkipster``, a zkipster-like events platform's guests), ``email`` (the outbound e-mail, not a
 source). The catalog loader, the sync steps, the assets, the jobs and the CLI ask the registry
 and the source it returns; none of them tests a kind by name. Importing this module is cheap:
 an integration's code is imported when its source is first asked for.
@@ -27,6 +28,7 @@ SOURCE_FOLDERS: dict[str, str] = {
     "rest_api": "attendee_api",
     "feed": "feed",
     "procurios": "procurios",
+    "zkipster": "zkipster",
 }
 
 #: Integration folders that add Dagster definitions of their own, in the order the code location
