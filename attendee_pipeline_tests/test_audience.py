@@ -274,6 +274,15 @@ def test_an_unchanged_publish_writes_no_contact_row(w: World):
     assert one_changed["rows_written"] == 2  # the contact and its history row
 
 
+def test_a_contact_updated_by_a_second_event_is_not_rewritten_by_the_same_input_again(w: World):
+    w.audience()
+    w.sync(w.event("a", guest(1, company="From A")))
+    assert w.sync(w.event("b", guest(1, company="From B", tags=["B"])))["people/updated"] == 1
+    # the same publish read again (an import of b) finds the contact as it left it
+    again = w.apply("b", import_guests=True)
+    assert again["people/unchanged"] == 1 and again["rows_written"] == 0
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

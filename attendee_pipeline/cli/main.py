@@ -357,6 +357,9 @@ def demo(port: int) -> None:
             from attendee_pipeline.cli.email import demo_delivery
 
             email_line = demo_delivery(instance)  # the invites the syncs queued, to a local SMTP sink
+            from attendee_pipeline.cli.audience import demo_audiences
+
+            audience_lines = demo_audiences(instance, catalog, click.echo)
     click.echo("")
     click.echo(f"{'event':<24} {'status':<9} counts")
     for summary in summaries:
@@ -365,6 +368,9 @@ def demo(port: int) -> None:
     click.echo("")
     _print_platform_state([s.event_id for s in summaries])
     _print_source_state(catalog.events)
+    click.echo("")
+    for line in audience_lines:
+        click.echo(line)
     click.echo("")
     click.echo("Open the same in the Dagster UI: make dev  (then http://127.0.0.1:3000)")
     if not all(s.success for s in summaries):

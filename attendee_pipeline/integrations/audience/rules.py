@@ -316,6 +316,7 @@ def plan(
     contact_rows = contacts.set_index("contact_id") if len(contacts) else None
     merged = pd.DataFrame(index=g.index, columns=list(CONTACT_COLUMNS), dtype=object)
     same = np.zeros(len(g), dtype=bool)
+    merged_hashes = np.zeros(len(g), dtype=np.int64)  # int64 throughout: a float loses bits
     has = match.notna().to_numpy()
     if has.any():
         ids = match[has].astype("int64").to_numpy()
@@ -326,7 +327,7 @@ def plan(
         merged.loc[has, "tags"] = [_union_tags(a, b) for a, b in zip(theirs["tags"].tolist(), mine["tags"].tolist())]
         merged_hash = content_hash(merged.loc[has])
         same[has] = merged_hash.to_numpy() == contact_rows.loc[ids, "content_hash"].to_numpy()
-        merged.loc[has, "content_hash"] = merged_hash.to_numpy()
+        merged_hashes[has] = merged_hash.to_numpy()
 
     outcome = np.empty(len(g), dtype=object)
     for name in set(policy_name.tolist()):
@@ -364,6 +365,7 @@ def plan(
     counts["blank_uid_created"] = int(new_contacts["uid_key"].isna().sum()) if len(new_contacts) else 0
 
     updates = merged[update].copy()
+    updates["content_hash"] = merged_hashes[update]
     updates["contact_id"] = match[update].astype("int64")
     # two guests of this batch updating one contact: the later one's values (merged onto the
     # same stored contact) win; the history of both is kept
