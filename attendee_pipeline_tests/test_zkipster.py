@@ -414,3 +414,50 @@ def test_cli_dry_run_of_a_full_import(zk, h, monkeypatch):
     assert "dry run for gala: 6 record(s) fetched, nothing published" in result.output
     assert "added           5" in result.output and "1 x email: e-mail address is missing" in result.output
     assert zk.sandbox.count("guests") == 1
+
+
+# --------------------------------------------------------------------------- into an audience
+
+
+def test_the_audience_follows_the_incremental_pull_tags_relations_and_deletions(zk, h_any):
+    """The zkipster guests' tags and companion links reach an audience fed by the account's
+    events ({connection: ...}); an incremental pull's change, deletion and new companion reach
+    it through the live sync, which reads only the published changes."""
+    from attendee_pipeline.platform_db import audiences as db
+    from attendee_pipeline.platform_db.engine import make_engine
+
+    h = h_any
+    event = _gala(zk, h, EventConfig(guests=40, seed=5, companion_fraction=0.0))
+    data = yaml.safe_load(h.catalog_path.read_text(encoding="utf-8"))
+    data["audiences"] = [{"id": "zk-people", "events": {"connection": CONNECTION}, "create_custom_fields": True}]
+    h.catalog_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert _published(h.sync("gala"))["added"] > 0
+
+    def applied() -> dict[str, Any]:
+        result = h.audience("gala")
+        assert result.success
+        return materialized(result, "audience_contacts")
+
+    first = applied()
+    active = len(_active(h, "gala"))
+    assert first["zk-people/created"] == active
+    engine = make_engine(h.db_url)
+    assert db.relationships(engine, "zk-people") == []
+
+    event.update(3, tags=["Sponsor"])
+    deleted = event.delete(4)[0]
+    event.set_companion(7, of=6)
+    _published(h.sync("gala"))
+    second = applied()
+    # the tagged guest's contact is updated; the new companion's contact has nothing new but the link
+    assert (second["zk-people/guests"], second["zk-people/updated"], second["zk-people/removals_recorded"]) == (3, 1, 1)
+    assert second["zk-people/relationships_created"] == 1
+    contacts = db.contacts(engine, "zk-people").set_index("id")
+    [(contact, related, kind)] = db.relationships(engine, "zk-people")
+    history = db.history(engine, "zk-people").set_index("source_record_id")
+    assert (history.loc["g3001-8", "contact_id"], history.loc["g3001-7", "contact_id"]) == (contact, related)
+    assert kind == "companion_of"
+    assert "Sponsor" in json.loads(contacts.loc[history.loc["g3001-4", "contact_id"], "tags"])
+    assert history.loc[deleted, "removed_at"] is not None
+    assert len(contacts) == active  # the deleted guest's contact stays
+    assert applied()["rows_written"] == 0  # nothing new published
