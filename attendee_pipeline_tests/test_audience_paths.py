@@ -98,6 +98,31 @@ def test_cli_import_of_past_events_is_a_backfill_and_a_second_import_writes_noth
     assert (created, updated, rows) == (0, 0, 0)
 
 
+def test_cli_import_of_one_event_with_guest_lists_uid_and_field_matching(deployment: Deployment):
+    """The one-event options of seed 003's import: only some guest lists, another UID, a field
+    matched explicitly onto a custom field chosen by name, relationships on."""
+    d = deployment
+    ev = d.rest_event("aud-one", SandboxConfig(records=30, seed=80), start="2025-05-01T09:00", end="2025-05-01T18:00")
+    _synced(d, ev)
+    d.add_audiences({"id": "one", "events": [], "create_custom_fields": False})
+    out = d.cli("audience", "import", ev, "--audience", "one", "--guest-list", "speakers", "--uid", "last_name",
+                "--match", "company=custom_fields.Organisation", "--custom-field", "Organisation", "--relationships")
+    assert out.returncode == 0, out.stdout + out.stderr
+    speakers = {
+        r[0] for r in d.query(
+            "select last_name from attendees where event_id = :e and status = 'active' and groups like '%Speakers%'", e=ev
+        )
+    }
+    rows = d.query("select uid, company, custom_fields from audience_contacts where audience_id = 'one'")
+    assert speakers and {r[0] for r in rows} == speakers  # one contact per speaker's last name
+    assert all(r[1] is None and set(json.loads(r[2])) == {"Organisation"} for r in rows if r[2])
+    assert any(r[2] for r in rows)
+    again = d.cli("audience", "import", ev, "--audience", "one", "--guest-list", "speakers", "--uid", "last_name",
+                  "--match", "company=custom_fields.Organisation", "--custom-field", "Organisation", "--relationships")
+    line = next(x for x in again.stdout.splitlines() if x.startswith("one "))
+    assert line.split()[-1] == "0"  # rows written
+
+
 def test_cli_import_refuses_what_it_cannot_do(deployment: Deployment):
     d = deployment
     out = d.cli("audience", "import", "no-such-event")
