@@ -283,6 +283,26 @@ def test_a_contact_updated_by_a_second_event_is_not_rewritten_by_the_same_input_
     assert again["people/unchanged"] == 1 and again["rows_written"] == 0
 
 
+def test_importing_two_events_that_disagree_about_a_person_again_writes_nothing(w: World):
+    """Two events know one person with different companies: whichever was applied last holds,
+    and importing both again (in either order) rewrites nothing -- a guest that has not changed
+    since it was applied does not overwrite the contact again; new tags still land."""
+    w.audience()
+    w.sync(w.event("a", guest(1, company="From A")))
+    w.sync(w.event("b", guest(1, company="From B")))
+    assert by_email(w.contacts())["person1@example.org"]["company"] == "From B"
+    for ev in ("a", "b", "a"):
+        assert w.apply(ev, import_guests=True)["rows_written"] == 0
+    assert by_email(w.contacts())["person1@example.org"]["company"] == "From B"
+    tagged = w.apply("a", import_guests=True, tags=["Imported"])
+    assert tagged["people/updated"] == 1
+    contact = by_email(w.contacts())["person1@example.org"]
+    assert contact["company"] == "From B" and "Imported" in json.loads(contact["tags"])
+    # a guest that did change is applied again
+    w.sync(w.event("a", guest(1, company="New A")))
+    assert by_email(w.contacts())["person1@example.org"]["company"] == "New A"
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
