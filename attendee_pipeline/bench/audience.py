@@ -2,31 +2,31 @@
 audience that already holds a million contacts, and the import of past events as one Dagster
 backfill run by a real ``dagster-daemon``.
 
-* **Live sync** (``audience.live.*``): an audience fed by one event of ``--audience-records``
-  (100,000) guests already holds ``--audience-contacts`` (1,000,000) contacts, seeded in bulk
-  (PostgreSQL: COPY) before the clock starts. ``--audience-overlap`` (10 %) of them carry the
-  e-mail of one of the event's guests (every tenth guest) with an older company, so those guests
-  match and update a contact; the other 90 % of the guests are new contacts, and the rest of the
-  contacts are people the event does not know. The event's first publish (the real sync job, as
-  the main sync is timed) is followed by the audience's live sync (the ``audience_contacts``
-  asset of that partition, materialised in this process); target: audience run / the event's
-  own sync run <= 1.5. Beside it, ``apply_event`` alone against the ``published_attendees``
-  step. Then 1 % of the guests change (``company``): the re-sync's audience run writes about 1 %
-  of the contacts' rows (contacts + history rows written are reported); then a forced unchanged
-  re-sync (a publish that changed nothing): its audience run writes no row (target 0).
-* **Import** (``audience.import.*``): ``--import-events`` (50) past events of
-  ``--import-records`` (20,000) guests, published first through the same sync job (their run
-  times summed), then imported into a fresh audience as ONE asset backfill of
-  ``audience_contacts`` over their partitions with the run config ``import_guests: true``,
-  submitted to a PostgreSQL Dagster instance (the repository's dagster.yaml: queued runs, its
-  concurrency limits, the run launcher) and executed by ``dagster-daemon run``, each run in its
-  own process. Events come in pairs sharing their guests (an event and its next edition), so
-  half the imports create contacts and half match the contacts of the edition before. Reported:
-  the backfill's wall time (submitted to its last run finished), the peak RSS of each run's
-  process (its ``VmHWM``, sampled from /proc; target: the largest <= 1 GiB), and the wall time /
-  the sum of the events' own sync run times.
+* **Live sync** (``audience.live.*`` on PostgreSQL, ``audience.live_sqlite.*`` on SQLite): an
+  audience fed by one event of ``--audience-records`` (100,000) guests already holds
+  ``--audience-contacts`` (1,000,000) contacts, seeded in bulk (PostgreSQL: one COPY, then
+  VACUUM ANALYZE) before the clock starts. 10 % of the guests (every tenth) have a contact with
+  their e-mail and an older company, so they match and update it; the other 90 % become new
+  contacts, and the rest of the contacts are people the event does not know. The event's first
+  publish (the real sync job, timed as the main syncs) is followed by the audience's live sync
+  (the ``audience_contacts`` partition, materialised in this process); target: audience run /
+  the event's own sync run <= 1.5 (their steps' ratio beside it). Then 1 % of the guests change
+  (``company``): the re-sync's audience run writes a contact and a history row per changed
+  guest; then a forced re-sync that changed nothing: its audience run writes no row (target 0).
+* **Import** (``audience.import.*``): ``--audience-import-events`` (50) past events of
+  ``--audience-import-records`` (20,000) guests, published first through the same sync job (their
+  run times summed), then imported into a fresh audience as ONE asset backfill of
+  ``audience_contacts`` over their partitions (``import_guests: true``, launched as
+  ``attendee-pipeline audience import`` launches it) on a PostgreSQL Dagster instance with the
+  repository's dagster.yaml (queued runs, its limits, the run launcher), executed by
+  ``dagster-daemon run``, each run in its own process. Events come in pairs sharing their guests
+  (an event and its next edition), so half the imports create contacts and half match the
+  contacts of the edition before. Reported: the backfill's wall time (submitted to its last run
+  finished), the sum of the runs' step times, the peak RSS of each run's process (its ``VmHWM``,
+  sampled from /proc; target: the largest <= 1 GiB), and the wall time / the sum of the events'
+  own sync run times.
 
-``python -m attendee_pipeline.bench.audience`` runs this part alone (``--db-url postgres``).
+``python -m attendee_pipeline.bench.audience`` runs this part alone.
 """
 
 from __future__ import annotations
@@ -312,44 +312,13 @@ def _message(entry: Any) -> str:
     return (event.message if event is not None else None) or entry.user_message or ""
 
 
-def _asset_graph() -> Any:
-    from attendee_pipeline.definitions import defs
-
-    return defs.resolve_asset_graph()
-
-
-def launch_import_backfill(instance: Any, event_ids: list[str], config: dict[str, Any]) -> str:
-    """Submit ONE asset backfill of ``audience_contacts`` over ``event_ids`` with the run config
-    of an import; the daemon executes it. Returns the backfill id."""
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
-    import dagster as dg
-    from attendee_pipeline.integrations.audience.defs.assets import ASSET
-
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(),
-        asset_graph=_asset_graph(),
-        partition_names=event_ids,
-        asset_selection=[dg.AssetKey(ASSET)],
-        backfill_timestamp=time.time(),
-        tags={},
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title="bench audience import",
-        description=None,
-        run_config={"ops": {ASSET: {"config": config}}},
-    )
-    instance.add_backfill(backfill)
-    return backfill.backfill_id
-
-
 def run_import(report: Report, tmp: Path, events: int, records: int, page_size: int = 5_000) -> None:
     """The import figures (see the module docstring): publish ``events`` events of ``records``
     guests, then import them all as one backfill run by ``dagster-daemon``."""
     import dagster as dg
 
     from attendee_pipeline.defs.partitions import events_partitions
+    from attendee_pipeline.integrations.audience.imports import import_config, launch_import
     from attendee_pipeline.platform_db.audiences import audience_summary
     from attendee_pipeline.platform_db.engine import ensure_schema, make_engine
     from attendee_pipeline.processes import start_logged, stop_process
@@ -419,7 +388,8 @@ def run_import(report: Report, tmp: Path, events: int, records: int, page_size: 
         time.sleep(5)  # the daemon's first iteration: its code location loaded
         progress(f"audience import: one backfill of {events} partitions of audience_contacts (dagster-daemon pid {daemon.pid})")
         submitted = time.time()
-        backfill_id = launch_import_backfill(instance, event_ids, {"import_guests": True})
+        # as ``attendee-pipeline audience import`` launches it
+        backfill_id = launch_import(instance, event_ids, import_config(), title="bench audience import")
         peaks: dict[int, float] = {}
         runs: list[Any] = []
         deadline = time.monotonic() + 3600
@@ -444,12 +414,14 @@ def run_import(report: Report, tmp: Path, events: int, records: int, page_size: 
         if failed:
             raise RuntimeError(f"{len(failed)} run(s) of the import backfill failed, e.g. {failed[0]} (see the instance)")
         wall = max(r.end_time for r in runs if r.end_time) - submitted
-        run_peaks = []
+        run_peaks, step_seconds = [], []
         for record in runs:
-            pid = next((int(m.group(1)) for entry in instance.all_logs(record.dagster_run.run_id)
-                        if (m := _RUN_PID.search(_message(entry)))), None)
+            logs = instance.all_logs(record.dagster_run.run_id)
+            pid = next((int(m.group(1)) for entry in logs if (m := _RUN_PID.search(_message(entry)))), None)
             if pid is not None and pid in peaks:
                 run_peaks.append(peaks[pid])
+            step_seconds += [entry.dagster_event.event_specific_data.duration_ms / 1000 for entry in logs
+                             if entry.dagster_event is not None and entry.dagster_event.event_type_value == "STEP_SUCCESS"]
         durations = [r.end_time - r.start_time for r in runs if r.end_time and r.start_time]
         engine = make_engine(db.url)
         try:
@@ -462,6 +434,10 @@ def run_import(report: Report, tmp: Path, events: int, records: int, page_size: 
                       daemon_loop_seconds=DAEMON_LOOP_SECONDS)
         report.figure("audience.import.run_seconds_mean", sum(durations) / len(durations) if durations else None,
                       max=round(max(durations), 2) if durations else None)
+        # the step alone (the apply, waiting for the audience's lock while another run applies, and
+        # the summary); the rest of a run is its process starting and loading the code location
+        report.figure("audience.import.step_seconds_sum", sum(step_seconds), steps=len(step_seconds),
+                      mean=round(sum(step_seconds) / len(step_seconds), 2) if step_seconds else None)
         report.figure("audience.import.run_peak_rss_mib", round(max(run_peaks), 1) if run_peaks else None,
                       measured_runs=len(run_peaks), median_mib=round(sorted(run_peaks)[len(run_peaks) // 2], 1)
                       if run_peaks else None)
