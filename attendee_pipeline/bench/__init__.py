@@ -15,6 +15,8 @@ the command, a crash does. ``python -m attendee_pipeline.bench.profile`` profile
 with cProfile. :mod:`.procurios` adds a Procurios event (seed 002) of 50,000 registrations: fetch
 floors, the initial and the full import, and incremental syncs, with peak memory at two list
 sizes. :mod:`.catalog` measures the catalog sensor's and the schedules' ticks and the
-catalog's share of a CLI sync with a catalog of 5,000 events. Bench code never imports the test
-suite.
+catalog's share of a CLI sync with a catalog of 5,000 events. :mod:`.audience` measures the
+Audience (seed 003): the live sync of a 100,000-guest event's publishes into an audience of a
+million contacts against the event's own sync, and the import of 50 past events as one
+backfill run by ``dagster-daemon``. Bench code never imports the test suite.
 """

@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--procurios-latency-ms", type=float, default=100.0, help="API latency of its remote incremental")
     parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog benchmark (bench/catalog.py)")
     parser.add_argument("--catalog-events", type=int, default=5_000, help="events of the catalog benchmark (5000)")
+    parser.add_argument("--skip-audience", action="store_true", help="skip the Audience benchmark (bench/audience.py)")
+    parser.add_argument("--audience-records", type=int, default=100_000, help="guests of the Audience's live event")
+    parser.add_argument("--audience-contacts", type=int, default=1_000_000, help="contacts the audience holds before it")
+    parser.add_argument("--audience-import-events", type=int, default=50, help="past events of the Audience import (50)")
+    parser.add_argument("--audience-import-records", type=int, default=20_000, help="guests of each past event (20000)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON lines to this file")
     parser.add_argument(
         "--instance",
@@ -297,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             from attendee_pipeline.bench.catalog import run_catalog_bench
 
             run_catalog_bench(report, tmp, args.catalog_events)
+        if not (args.skip_audience or args.only_feed):
+            from attendee_pipeline.bench.audience import run_audience_bench
+
+            run_audience_bench(report, tmp, db_url=args.db_url, records=args.audience_records,
+                               contacts=args.audience_contacts, import_events=args.audience_import_events,
+                               import_records=args.audience_import_records)
     except BaseException as exc:  # noqa: BLE001 - report, still print the targets, exit non-zero
         if isinstance(exc, KeyboardInterrupt):
             progress("interrupted")
@@ -310,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             from attendee_pipeline.bench.email import report_email_targets
 
             report_email_targets(report)
+        from attendee_pipeline.bench.audience import report_audience_targets
         from attendee_pipeline.bench.catalog import report_catalog_targets
         from attendee_pipeline.bench.feed import report_feed_targets
         from attendee_pipeline.bench.procurios import report_procurios_targets
@@ -317,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         report_feed_targets(report)
         report_procurios_targets(report)
         report_catalog_targets(report)
+        report_audience_targets(report)
     finally:
         report.close()
         if args.keep:

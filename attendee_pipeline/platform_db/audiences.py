@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
 
 from attendee_pipeline.integrations.audience import rules
 from attendee_pipeline.platform_db.engine import write_transaction
@@ -88,20 +90,25 @@ def _finished_at(conn: sa.Connection, ledger_id: int) -> Any:
     return conn.execute(sa.select(sync_ledger.c.finished_at).where(sync_ledger.c.id == ledger_id)).scalar_one_or_none()
 
 
-_GUEST_COLUMNS = ("id", "attendee_key", "status", "row_hash", "first_seen_at", *CONTENT_COLUMNS)
+_GUEST_COLUMNS = ("id", "attendee_key", "status", "row_hash", *CONTENT_COLUMNS)
 
 
-def _guests(conn: sa.Connection, event_id: str, run_ids: list[str] | None) -> pd.DataFrame:
+def _guests(conn: sa.Connection, event_id: str, run_ids: list[str] | None, created_after: Any = None) -> pd.DataFrame:
     """The event's attendee rows (all, or those the runs ``run_ids`` last wrote), with whether
-    each has checked in."""
+    each has checked in and, when ``created_after`` is given, whether it was first seen after
+    that moment (``first_seen_after``: compared in SQL, so no timestamp is read per row)."""
     a = attendees.c
     checked = sa.exists().where(check_ins.c.attendee_id == a.id)
-    stmt = sa.select(*(a[name] for name in _GUEST_COLUMNS), checked.label("checked_in")).where(a.event_id == event_id)
+    extra = [checked.label("checked_in")]
+    if created_after is not None:
+        extra.append((a.first_seen_at > created_after).label("first_seen_after"))
+    stmt = sa.select(*(a[name] for name in _GUEST_COLUMNS), *extra).where(a.event_id == event_id)
     if run_ids is None:
         rows = conn.execute(stmt).all()
     else:
         rows = [row for part in chunks(run_ids, 500) for row in conn.execute(stmt.where(a.last_run_id.in_(part)))]
-    frame = pd.DataFrame.from_records(rows, columns=[*_GUEST_COLUMNS, "checked_in"], coerce_float=False)
+    names = [*_GUEST_COLUMNS, *(column.name for column in extra)]
+    frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
     return frame.rename(columns={"id": "attendee_id"})
 
 
@@ -121,15 +128,27 @@ def _history(conn: sa.Connection, audience_id: str, event_id: str, keys: list[st
 _CONTACT_SELECT = ("id", "uid_key", *rules.CONTACT_COLUMNS, "content_hash")
 
 
+def _any(conn: sa.Connection, column: sa.ColumnElement, values: list[Any], item: Any) -> Iterator[sa.ColumnElement]:
+    """``column`` is one of ``values``: on PostgreSQL one ``= ANY(array)`` (one bound parameter,
+    however many values), elsewhere IN (...) in chunks; one condition per statement to run."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == sa.func.any(sa.bindparam(None, list(values), type_=pg_dialect.ARRAY(item)))
+        return
+    for part in chunks(values):
+        yield column.in_(part)
+
+
 def _contacts(conn: sa.Connection, audience_id: str, uid_keys: list[str], ids: list[int]) -> pd.DataFrame:
     c = audience_contacts.c
     stmt = sa.select(*(c[name] for name in _CONTACT_SELECT))
     rows = []
-    for part in chunks(sorted(set(uid_keys))):
-        rows += conn.execute(stmt.where(c.audience_id == audience_id, c.uid_key.in_(part))).all()
+    for matches in _any(conn, c.uid_key, sorted(set(uid_keys)), sa.Text):
+        rows += conn.execute(stmt.where(c.audience_id == audience_id, matches)).all()
     seen = {r.id for r in rows}
-    for part in chunks(sorted(set(ids) - seen)):
-        rows += conn.execute(stmt.where(c.id.in_(part))).all()
+    for matches in _any(conn, c.id, sorted(set(ids) - seen), sa.Integer):
+        rows += conn.execute(stmt.where(matches)).all()
     frame = pd.DataFrame.from_records(rows, columns=list(_CONTACT_SELECT), coerce_float=False)
     return frame.rename(columns={"id": "contact_id"})
 
@@ -169,7 +188,9 @@ def apply_event(
             result.counts = dict.fromkeys(rules.COUNTS, 0)
             result.seconds = round(time.monotonic() - clock, 3)
             return result
-        guests = _guests(conn, event_id, None if whole else run_ids)
+        # live: a guest first seen after the publish the audience last read was "created"
+        created_after = None if whole and mode == "import" or position is None else _finished_at(conn, after)
+        guests = _guests(conn, event_id, None if whole else run_ids, created_after)
         keys = guests["attendee_key"].tolist()
         history = _history(conn, audience.id, event_id, keys, all_rows=whole)
         uid_values, uid_keys = rules.uid_keys(guests, options.uid) if len(guests) else (pd.Series(), pd.Series())
@@ -178,8 +199,6 @@ def apply_event(
             [int(i) for i in history["contact_id"].tolist()] if len(history) else [],
         )
         fields = known_fields(conn, audience.id) | set(getattr(audience, "custom_fields", []) or [])
-        # live: a guest first seen after the publish the audience last read was "created"
-        created_after = None if whole and mode == "import" or position is None else _finished_at(conn, after)
         plan = rules.plan(guests, history, contacts, fields, options, created_after=created_after)
         result.counts = plan.counts
         result.rows_written = _write(conn, audience.id, event_id, plan, now)
@@ -247,8 +266,7 @@ def _write(conn: sa.Connection, audience_id: str, event_id: str, plan: rules.Pla
             written += _bulk_insert(
                 conn,
                 audience_history,
-                {
-                    "id": _reserve_ids(conn, audience_history, len(fresh)),
+                {  # no id: nothing refers to a history row it creates, so the database numbers them
                     **{c: _column_values(fresh, c, integer=c in ("contact_id", "attendee_id")) for c in columns},
                     "source_hash": _column_values(fresh, "source_hash", integer=True),
                 },
@@ -281,13 +299,11 @@ def _relate(conn: sa.Connection, audience_id: str, event_id: str, relations: lis
     related = sorted({rid for _, _, rid in relations})
     by_key: dict[str, int] = {}
     by_record: dict[str, int] = {}
-    for part in chunks(keys):
-        stmt = sa.select(h.attendee_key, h.contact_id).where(h.audience_id == audience_id, h.event_id == event_id, h.attendee_key.in_(part))
+    for matches in _any(conn, h.attendee_key, keys, sa.Text):
+        stmt = sa.select(h.attendee_key, h.contact_id).where(h.audience_id == audience_id, h.event_id == event_id, matches)
         by_key.update({r.attendee_key: r.contact_id for r in conn.execute(stmt)})
-    for part in chunks(related):
-        stmt = sa.select(h.source_record_id, h.contact_id).where(
-            h.audience_id == audience_id, h.event_id == event_id, h.source_record_id.in_(part)
-        )
+    for matches in _any(conn, h.source_record_id, related, sa.Text):
+        stmt = sa.select(h.source_record_id, h.contact_id).where(h.audience_id == audience_id, h.event_id == event_id, matches)
         by_record.update({r.source_record_id: r.contact_id for r in conn.execute(stmt)})
     rows = {
         (by_key[key], by_record[rid], kind)
@@ -299,10 +315,10 @@ def _relate(conn: sa.Connection, audience_id: str, event_id: str, relations: lis
     r = audience_relationships.c
     existing = set()
     ids = sorted({a for a, _, _ in rows})
-    for part in chunks(ids):
+    for matches in _any(conn, r.contact_id, ids, sa.Integer):
         existing |= {
             (x.contact_id, x.related_contact_id, x.kind)
-            for x in conn.execute(sa.select(r.contact_id, r.related_contact_id, r.kind).where(r.contact_id.in_(part)))
+            for x in conn.execute(sa.select(r.contact_id, r.related_contact_id, r.kind).where(matches))
         }
     new = sorted(rows - existing)
     for part in chunks(new, 1000):

@@ -136,11 +136,12 @@ def uid_keys(guests: pd.DataFrame, uid: str) -> tuple[pd.Series, pd.Series]:
         raw = guests["custom_fields"].map(lambda text: parse_custom_fields(text).get(label) if isinstance(text, str) else None)
     else:
         raw = guests[uid].astype(object)
-    values = [str(v).strip() or None if v is not None and not pd.isna(v) else None for v in raw.tolist()]
-    if uid == "email":
-        keys = [None if v is None else email_key(v) for v in values]
-    else:
-        keys = [None if v is None else nfc(v).casefold() for v in values]
+    values = [
+        (v.strip() or None) if isinstance(v, str) else None if v is None or pd.isna(v) else (str(v).strip() or None)
+        for v in raw.tolist()
+    ]
+    key_of = email_key if uid == "email" else (lambda v: nfc(v).casefold())
+    keys = [None if v is None else key_of(v) for v in values]
     return pd.Series(values, index=guests.index, dtype=object), pd.Series(keys, index=guests.index, dtype=object)
 
 
@@ -245,6 +246,29 @@ def _status(guests: pd.DataFrame) -> pd.Series:
     return pd.Series(status, index=guests.index)
 
 
+def _taken(values: Any, at: np.ndarray, default: Any) -> np.ndarray:
+    """``values[at]`` as an object array, ``default`` where ``at`` is -1 (no such row) or the
+    value is null."""
+    out = np.full(len(at), default, dtype=object)
+    hit = at >= 0
+    if hit.any():
+        out[hit] = np.asarray(values, dtype=object)[at[hit]]
+        nulls = pd.isna(out)
+        if nulls.any():
+            out[nulls] = default
+    return out
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """An object array with None for every kind of null."""
+    out = np.asarray(values, dtype=object)
+    nulls = pd.isna(out)
+    if nulls.any():
+        out = out.copy()
+        out[nulls] = None
+    return out
+
+
 def plan(
     guests: pd.DataFrame,
     history: pd.DataFrame,
@@ -254,28 +278,31 @@ def plan(
     created_after: Any = None,
 ) -> Plan:
     """What ``guests`` (one event's changed guests: attendee columns plus ``attendee_id``,
-    ``status``, ``row_hash``, ``checked_in``, ``first_seen_at``) do to an audience, given the audience's
+    ``status``, ``row_hash``, ``checked_in``, and ``first_seen_after`` -- first seen after
+    ``created_after`` -- or ``first_seen_at``) do to an audience, given the audience's
     ``history`` of these guests (``attendee_key``, ``history_id``, ``contact_id``,
     ``source_hash``, ``removed``, ``status``, ``guest_lists``) and the ``contacts`` their UIDs or
-    history point at (``contact_id``, ``uid_key``, CONTACT_COLUMNS, ``content_hash``)."""
+    history point at (``contact_id``, ``uid_key``, CONTACT_COLUMNS, ``content_hash``).
+
+    Decided column-wise over numpy arrays (positions of ``guests``), as a publish of 100,000
+    guests into an audience of a million contacts must be: no per-row pandas indexing."""
     counts = dict.fromkeys(COUNTS, 0)
     counts["guests"] = len(guests)
     guests = guests.reset_index(drop=True)
-    hist = history.set_index("attendee_key") if len(history) else None
+    keys_all = guests["attendee_key"].to_numpy(dtype=object)
+    # the guest's history row, by position in ``history`` (-1: none yet)
+    at = (
+        pd.Index(history["attendee_key"]).get_indexer(keys_all)
+        if len(history) else np.full(len(guests), -1, dtype=np.intp)
+    )
+    history_id = _taken(history["history_id"] if len(history) else [], at, None)
+    linked = _taken(history["contact_id"] if len(history) else [], at, None)
+    was_removed = _taken(history["removed"] if len(history) else [], at, False).astype(bool)
+    known_guest = at >= 0
 
-    def hist_col(name: str, default: Any) -> pd.Series:
-        if hist is None:
-            return pd.Series([default] * len(guests), index=guests.index, dtype=object)
-        return guests["attendee_key"].map(hist[name]).astype(object).where(lambda s: s.notna(), default)
-
-    history_id = hist_col("history_id", None)
-    linked = hist_col("contact_id", None)
-    was_removed = hist_col("removed", False).astype(bool)
-    known_guest = history_id.notna()
-
-    removed = (guests["status"] == "removed").to_numpy()
+    removed = guests["status"].to_numpy(dtype=object) == "removed"
     # a removal only writes history: the guest's history row (if any) records it
-    removals = [int(h) for h, gone, r in zip(history_id, removed, was_removed) if gone and h is not None and not r]
+    removals = [int(h) for h in history_id[removed & known_guest & ~was_removed]]
     counts["removals_recorded"] = len(removals)
 
     active = ~removed
@@ -283,56 +310,71 @@ def plan(
         listed = _in_lists(guests["groups"], options.guest_lists)
         counts["not_in_guest_lists"] = int((active & ~listed).sum())
         active &= listed
-    g = guests[active].copy()
-    if g.empty:
+    idx = np.flatnonzero(active)
+    if not len(idx):
         return Plan(_empty_contacts(), _empty_updates(), _empty_history(), removals, [], [], counts)
+    g = guests if len(idx) == len(guests) else guests.iloc[idx].reset_index(drop=True)
+    at, history_id, linked, was_removed = at[idx], history_id[idx], linked[idx], was_removed[idx]
+    n = len(g)
 
-    uid_values, keys = uid_keys(g, options.uid)
-    g["uid"], g["uid_key"] = uid_values, keys
+    uid_series, key_series = uid_keys(g, options.uid)
+    uid_values, keys = uid_series.to_numpy(dtype=object), key_series.to_numpy(dtype=object)
+    attendee_keys = g["attendee_key"].to_numpy(dtype=object)
     # "guest created": added to the list since the audience last read it (``created_after``:
     # when that was; None: everything is new to it), or back on the list after a removal; any
     # other change is "guest updated"
-    new_to_audience = ~known_guest[g.index].to_numpy()
-    if created_after is not None and "first_seen_at" in g.columns:
+    new_to_audience = at < 0
+    if created_after is not None and "first_seen_after" in g.columns:  # compared by the database
+        new_to_audience &= g["first_seen_after"].fillna(False).to_numpy(dtype=bool)
+    elif created_after is not None and "first_seen_at" in g.columns:
         new_to_audience &= (pd.to_datetime(g["first_seen_at"], utc=True) > pd.Timestamp(created_after)).to_numpy()
-    created = new_to_audience | was_removed[g.index].to_numpy()
+    created = new_to_audience | was_removed
     policy_name = np.where(created, options.guest_created, options.guest_updated)
 
+    # the contact content each guest gives: its fields as matched, the custom fields it syncs, its tags
     mapped = _matched_fields(g, options)
-    mapped["custom_fields"], new_fields, counts["custom_values_not_synced"] = _synced_custom(
-        mapped["custom_fields"], known_fields, options
-    )
-    mapped["tags"] = [_union_tags(t, extra=options.tags) for t in mapped["tags"].tolist()]
+    custom, new_fields, counts["custom_values_not_synced"] = _synced_custom(mapped["custom_fields"], known_fields, options)
+    mine = {column: _text(mapped[column].to_numpy(dtype=object)) for column in PROFILE_FIELDS}
+    mine["custom_fields"] = custom.to_numpy(dtype=object)
+    mine["tags"] = _guest_tags(mapped["tags"].to_numpy(dtype=object), options.tags)
 
     # match: the contact the UID names; a blank UID only its own contact (the one it created)
-    by_key = contacts.dropna(subset=["uid_key"]).set_index("uid_key")["contact_id"] if len(contacts) else pd.Series(dtype=object)
-    match = g["uid_key"].map(by_key).astype(object)
-    blank = g["uid_key"].isna().to_numpy()
-    match[blank] = linked[g.index][blank]
-    match = match.where(match.notna(), None)
-    state = np.where(match.notna().to_numpy(), STATE_ACTIVE, STATE_NEW)
+    blank = pd.isna(keys)
+    if len(contacts):
+        keyed = contacts["uid_key"].notna().to_numpy()
+        found = pd.Index(contacts["uid_key"].to_numpy(dtype=object)[keyed]).get_indexer(keys)
+        match = _taken(contacts["contact_id"].to_numpy(dtype=object)[keyed], found, None)
+    else:
+        match = np.full(n, None, dtype=object)
+    match[blank] = linked[blank]
+    has = ~pd.isna(match)
+    match[~has] = None
+    state = np.where(has, STATE_ACTIVE, STATE_NEW)
 
     # the merged content of matched contacts, and whether it differs
-    contact_rows = contacts.set_index("contact_id") if len(contacts) else None
-    merged = pd.DataFrame(index=g.index, columns=list(CONTACT_COLUMNS), dtype=object)
-    same = np.zeros(len(g), dtype=bool)
-    merged_hashes = np.zeros(len(g), dtype=np.int64)  # int64 throughout: a float loses bits
-    has = match.notna().to_numpy()
-    if has.any():
-        ids = match[has].astype("int64").to_numpy()
-        theirs = contact_rows.loc[ids, list(CONTACT_COLUMNS)].set_axis(g.index[has])
-        mine = mapped.loc[has, list(CONTACT_COLUMNS)]
+    hi = np.flatnonzero(has)
+    same = np.zeros(n, dtype=bool)
+    merged: dict[str, np.ndarray] = {}
+    merged_hash = np.zeros(0, dtype=np.int64)
+    if len(hi):
+        match_ids = match[hi].astype(np.int64)
+        rows = pd.Index(contacts["contact_id"].to_numpy(dtype=np.int64)).get_indexer(match_ids)
+        if (rows < 0).any():
+            raise KeyError(f"contacts not read: {sorted(set(match_ids[rows < 0].tolist()))[:5]}")
         for column in PROFILE_FIELDS + ("custom_fields",):
-            merged.loc[has, column] = merge_provided(mine[column].astype(object), theirs[column].astype(object), column)
-        merged.loc[has, "tags"] = [_union_tags(a, b) for a, b in zip(theirs["tags"].tolist(), mine["tags"].tolist())]
-        merged_hash = content_hash(merged.loc[has])
-        same[has] = merged_hash.to_numpy() == contact_rows.loc[ids, "content_hash"].to_numpy()
-        merged_hashes[has] = merged_hash.to_numpy()
+            theirs = pd.Series(contacts[column].to_numpy(dtype=object)[rows], dtype=object)
+            merged[column] = merge_provided(pd.Series(mine[column][hi], dtype=object), theirs, column).to_numpy(dtype=object)
+        merged["tags"] = np.array(
+            [_union_tags(a, b) for a, b in zip(contacts["tags"].to_numpy(dtype=object)[rows].tolist(), mine["tags"][hi].tolist())],
+            dtype=object,
+        )
+        merged_hash = content_hash(pd.DataFrame(merged)).to_numpy(dtype=np.int64)
+        same[hi] = merged_hash == contacts["content_hash"].to_numpy()[rows]
 
-    outcome = np.empty(len(g), dtype=object)
+    outcome = np.empty(n, dtype=object)
     for name in set(policy_name.tolist()):
-        rows = policy_name == name
-        outcome[rows] = decide(np.zeros(rows.sum(), bool), state[rows], same[rows], ENGINE_POLICIES[name])
+        rows_of = policy_name == name
+        outcome[rows_of] = decide(np.zeros(rows_of.sum(), bool), state[rows_of], same[rows_of], ENGINE_POLICIES[name])
     no_action = policy_name == "no_action"
 
     # blank UIDs: off -> no contact; on -> a contact of its own (never matched by another guest)
@@ -350,73 +392,113 @@ def plan(
 
     # new contacts: one per UID key (guests of one event sharing a UID make one contact; the
     # first provided value of each field wins); each blank-UID guest makes its own
-    new = mapped[create].copy()
-    new["group"] = [_group_of(k, a) for k, a in zip(new["uid_key"].tolist(), new["attendee_key"].tolist())]
-    firsts = new.groupby("group", sort=False)[["uid", "uid_key", *CONTACT_COLUMNS]].first()
-    new_contacts = firsts.reset_index(drop=True)
-    if len(new_contacts):
-        new_contacts["tags"] = [
-            _union_tags(*new.loc[new["group"] == grp, "tags"].tolist()) if n > 1 else t
-            for grp, n, t in zip(firsts.index, new.groupby("group", sort=False).size().reindex(firsts.index), new_contacts["tags"])
-        ]
-        new_contacts["content_hash"] = content_hash(new_contacts).to_numpy()
-    position = pd.Series(range(len(firsts)), index=firsts.index)
+    ci = np.flatnonzero(create)
+    groups = [_group_of(k, a) for k, a in zip(keys[ci].tolist(), attendee_keys[ci].tolist())]
+    new_contacts, position = _new_contacts(
+        groups, {"uid": uid_values[ci], "uid_key": keys[ci], **{c: mine[c][ci] for c in CONTACT_COLUMNS}}
+    )
     counts["created"] = len(new_contacts)
     counts["blank_uid_created"] = int(new_contacts["uid_key"].isna().sum()) if len(new_contacts) else 0
 
-    updates = merged[update].copy()
-    updates["content_hash"] = merged_hashes[update]
-    updates["contact_id"] = match[update].astype("int64")
     # two guests of this batch updating one contact: the later one's values (merged onto the
     # same stored contact) win; the history of both is kept
+    chosen = update[hi]
+    updates = pd.DataFrame(
+        {**{c: merged[c][chosen] for c in CONTACT_COLUMNS}, "content_hash": merged_hash[chosen],
+         "contact_id": match[hi][chosen].astype(np.int64)}
+    ) if chosen.any() else _empty_updates()
     updates = updates.drop_duplicates("contact_id", keep="last").reset_index(drop=True)
     counts["updated"] = len(updates)
 
     # history: every guest that has a contact, whatever the policy did to the contact's profile
     # (no_action and skipped guests leave none)
     linked_now = (create | (has & ~no_action & (outcome != "skipped_new"))) & (outcome != "blank_uid_skipped")
-    h = g[linked_now]
+    li = np.flatnonzero(linked_now)
+    created_li = create[li]
+    status = _status(g).to_numpy(dtype=object)[li]
+    source_hash = g["row_hash"].to_numpy()[li]
+    contact_id = np.where(created_li, None, match[li])
     hist_rows = pd.DataFrame(
         {
-            "attendee_key": h["attendee_key"].to_numpy(dtype=object),
-            "attendee_id": h["attendee_id"].to_numpy(),
-            "source_record_id": h["source_record_id"].astype(object).where(h["source_record_id"].notna(), None).to_numpy(),
-            "guest_lists": h["groups"].astype(object).where(h["groups"].notna(), None).to_numpy(),
-            "status": _status(h).to_numpy(),
-            "source_hash": h["row_hash"].to_numpy(),
-            "contact_id": [None if c else m for c, m in zip(create[linked_now], match[linked_now])],
+            "attendee_key": attendee_keys[li],
+            "attendee_id": g["attendee_id"].to_numpy()[li],
+            "source_record_id": _text(g["source_record_id"].to_numpy(dtype=object)[li]),
+            "guest_lists": _text(g["groups"].to_numpy(dtype=object)[li]),
+            "status": status,
+            "source_hash": source_hash,
+            "contact_id": contact_id,
             "new_contact": [
-                int(position[_group_of(k, a)]) if c else None
-                for c, k, a in zip(create[linked_now], h["uid_key"], h["attendee_key"])
+                position[groups[rank]] if c else None for c, rank in zip(created_li.tolist(), (np.cumsum(create) - 1)[li].tolist())
             ],
-            "history_id": history_id[h.index].to_numpy(),
+            "history_id": history_id[li],
         }
     )
-    if hist is not None and len(hist_rows):
+    if len(history) and len(hist_rows):
         # a known guest whose history already says all this writes nothing
-        old = hist.reindex(hist_rows["attendee_key"])
+        old = at[li]
+        present = old >= 0
         unchanged = (
-            hist_rows["history_id"].notna().to_numpy()
-            & (old["source_hash"].to_numpy() == hist_rows["source_hash"].to_numpy())
-            & (old["status"].to_numpy() == hist_rows["status"].to_numpy())
-            & ~old["removed"].astype(bool).to_numpy()
-            & (old["contact_id"].to_numpy() == hist_rows["contact_id"].to_numpy())
+            present
+            & (_taken(history["source_hash"], old, None) == source_hash)
+            & (_taken(history["status"], old, None) == status)
+            & ~_taken(history["removed"], old, True).astype(bool)
+            & (_taken(history["contact_id"], old, None) == contact_id)
         )
         hist_rows = hist_rows[~unchanged].reset_index(drop=True)
     counts["history_written"] = len(hist_rows)
 
     relations: list[tuple[str, str, str]] = []
     if options.relationships and "relations" in g.columns:
-        for key, text in zip(g.loc[linked_now, "attendee_key"], g.loc[linked_now, "relations"]):
+        for key, text in zip(attendee_keys[li].tolist(), g["relations"].to_numpy(dtype=object)[li].tolist()):
             if isinstance(text, str) and text != "{}":
                 relations.extend((key, kind, str(related)) for kind, related in json.loads(text).items())
 
-    used_new = set()
-    for text in new_contacts["custom_fields"].tolist() + updates["custom_fields"].tolist() if len(new_contacts) or len(updates) else []:
-        used_new.update(label for label in parse_custom_fields(text) if label not in known_fields)
-    created_fields = [label for label in new_fields if label in used_new]
+    created_fields: list[str] = []
+    if new_fields:
+        used_new = set()
+        for text in [*new_contacts["custom_fields"].tolist(), *updates["custom_fields"].tolist()]:
+            if isinstance(text, str):
+                used_new.update(label for label in parse_custom_fields(text) if label not in known_fields)
+        created_fields = [label for label in new_fields if label in used_new]
     counts["custom_fields_created"] = len(created_fields)
     return Plan(new_contacts, updates, hist_rows, removals, created_fields, relations, counts)
+
+
+def _guest_tags(texts: np.ndarray, extra: tuple[str, ...]) -> np.ndarray:
+    """Each guest's tags with the audience's (or an import's) tags added; one parse per distinct text."""
+    cache: dict[Any, str | None] = {}
+    out = np.empty(len(texts), dtype=object)
+    for i, text in enumerate(texts.tolist()):
+        key = text if isinstance(text, str) else None
+        if key not in cache:
+            cache[key] = _union_tags(key, extra=extra)
+        out[i] = cache[key]
+    return out
+
+
+def _new_contacts(groups: list[str], columns: dict[str, np.ndarray]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The contacts the created guests make (``columns``: their uid, uid_key and CONTACT_COLUMNS,
+    ``groups``: :func:`_group_of` of each), one per group in order of first appearance, the first
+    provided value of each field winning and the tags of a group's guests united; and each
+    group's position among them."""
+    if not groups:
+        return _empty_contacts(), {}
+    position = {grp: i for i, grp in enumerate(dict.fromkeys(groups))}
+    if len(position) == len(groups):  # every created guest makes its own contact
+        new = pd.DataFrame(columns)
+    else:
+        rows = pd.DataFrame({**columns, "group": groups})
+        grouped = rows.groupby("group", sort=False)
+        firsts = grouped[["uid", "uid_key", *CONTACT_COLUMNS]].first()
+        sizes = grouped.size().reindex(firsts.index)
+        tags_of = grouped["tags"].agg(list) if (sizes > 1).any() else None
+        new = firsts.reset_index(drop=True)
+        new["tags"] = [
+            _union_tags(*tags_of[grp]) if size > 1 else tags
+            for grp, size, tags in zip(firsts.index, sizes.tolist(), new["tags"].tolist())
+        ]
+    new["content_hash"] = content_hash(new).to_numpy()
+    return new, position
 
 
 def _group_of(uid_key: Any, attendee_key: str) -> str:
