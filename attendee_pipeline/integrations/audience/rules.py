@@ -351,6 +351,18 @@ def plan(
     match[~has] = None
     state = np.where(has, STATE_ACTIVE, STATE_NEW)
 
+    # a guest applied to this contact before and not changed since gives it nothing but tags: a
+    # re-import does not overwrite what a later event wrote (nor do two imports flip-flop)
+    if len(history):
+        applied = (
+            (at >= 0) & ~was_removed & has
+            & (_taken(history["source_hash"], at, None) == g["row_hash"].to_numpy())
+            & (linked == match)
+        )
+        if applied.any():
+            for column in (*PROFILE_FIELDS, "custom_fields"):
+                mine[column] = np.where(applied, None, mine[column])
+
     # the merged content of matched contacts, and whether it differs
     hi = np.flatnonzero(has)
     same = np.zeros(n, dtype=bool)
