@@ -8,7 +8,7 @@ integration owns (its source, its own Dagster definitions, its sandbox, its rule
 folder: ``attendee_api`` (kind ``rest_api``, the customer attendee API), ``feed`` (kind ``feed``,
 pushed records), ``procurios`` (kind ``procurios``), ``zkipster`` (kind
 ``zkipster``, a zkipster-like events platform's guests), ``email`` (the outbound e-mail, not a
-source). The catalog loader, the sync steps, the assets, the jobs and the CLI ask the registry
+source), ``audience`` (the contact databases every publish feeds, not a source). The catalog loader, the sync steps, the assets, the jobs and the CLI ask the registry
 and the source it returns; none of them tests a kind by name. Importing this module is cheap:
 an integration's code is imported when its source is first asked for.
 """
