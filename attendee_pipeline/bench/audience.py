@@ -156,12 +156,11 @@ def seed_contacts(db_url: str, audience_id: str, total: int, matching_emails: li
                     cur.copy_expert(f"COPY audience_contacts ({', '.join(columns)}) FROM STDIN", buffer)
                     cur.execute("SELECT setval(pg_get_serial_sequence('audience_contacts', 'id'), %s)", (total,))
                 raw.commit()
-                # as autovacuum leaves a table that has held its contacts for a while
-                raw.autocommit = True
-                with raw.cursor() as cur:
-                    cur.execute("VACUUM ANALYZE audience_contacts")
             finally:
                 raw.close()
+            # as autovacuum leaves a table that has held its contacts for a while
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE audience_contacts")
         else:
             with engine.begin() as conn:
                 conn.exec_driver_sql(
