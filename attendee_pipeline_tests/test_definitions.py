@@ -35,6 +35,8 @@ def test_assets_checks_schedules_sensors():
         "procurios_checkin_writeback",
         # the catalog file, observed by the catalog sensor (external)
         "event_catalog",
+        # the audiences (seed 003): after the publish, in runs of their own
+        "audience_contacts",
     }
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {
@@ -66,6 +68,7 @@ def test_assets_checks_schedules_sensors():
         "feed_inbox_sensor",
         "email_outbox_sensor",
         "procurios_checkin_sensor",
+        "audience_sensor",
     }
     job = defs.resolve_job_def("attendee_sync_job")
     assert job.partitions_def.name == "events"
@@ -75,7 +78,7 @@ def test_assets_checks_schedules_sensors():
     # one job syncs every kind of event: the attendee chain and the source's programme, which is
     # one step that cannot be subset (see defs/attendees/assets.py); not the write-back
     synced = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert synced == keys - {"email_outbox", "procurios_checkin_writeback", "event_catalog"}
+    assert synced == keys - {"email_outbox", "procurios_checkin_writeback", "event_catalog", "audience_contacts"}
     (sync_step,) = {graph.get(k).assets_def for k in job.asset_layer.selected_asset_keys}
     assert not sync_step.can_subset
     # a backfill runs each event on its own, tagged dagster/partition like any other run of it
@@ -85,8 +88,12 @@ def test_assets_checks_schedules_sensors():
         "emails_flowing", "no_failed_emails", "checkin_writeback_failures", "catalog_entries_valid"
     }
     assert {j.name for j in defs.jobs if not j.name.startswith("__")} == {
-        "attendee_sync_job", "email_delivery_job", "procurios_checkin_job"
+        "attendee_sync_job", "email_delivery_job", "procurios_checkin_job", "audience_sync_job"
     }
+    audience = defs.resolve_job_def("audience_sync_job")
+    assert audience.partitions_def.name == "events"
+    assert {k.to_user_string() for k in audience.asset_layer.selected_asset_keys} == {"audience_contacts"}
+    assert graph.get(dg.AssetKey("audience_contacts")).parent_keys == {dg.AssetKey("published_attendees")}
     for schedule in defs.schedules:
         assert schedule.job_name == "attendee_sync_job"
     assert defs.resolve_job_def("procurios_checkin_job").partitions_def.name == "procurios_events"
