@@ -386,6 +386,12 @@ def test_catalog_audience_errors_name_the_audience_and_the_key(tmp_path: Path):
     assert any(p.startswith("audience 'vip': guest_updated:") for p in problems)
     assert any(p.startswith("audience 'x': uid:") and "shoe_size" in p for p in problems)
     assert catalog.audiences == []
+    # the catalog's check in the UI lists them beside broken events
+    from attendee_pipeline.defs.catalog.assets import entries_report
+
+    report = entries_report(catalog)
+    assert not report.passed and "audience 'vip'" in report.description
+    assert "guest_updated" in report.metadata["problems"].value
 
 
 def test_migrations_create_the_audience_tables(tmp_path: Path):

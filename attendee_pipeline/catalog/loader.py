@@ -409,6 +409,14 @@ class Catalog:
         self._valid_audiences()
         return list(self._audience_problems)
 
+    @property
+    def broken_audiences(self) -> list[BrokenEntry]:
+        """The audiences that are skipped, each with its problems (no event id)."""
+        by_label: dict[str, list[str]] = {}
+        for problem in self.audience_problems:
+            by_label.setdefault(problem.split(": ", 1)[0], []).append(problem)
+        return [BrokenEntry(label, None, tuple(problems)) for label, problems in by_label.items()]
+
     def audiences_of(self, event: Any) -> list[Any]:
         """The enabled audiences ``event`` feeds."""
         return [a for a in self.audiences if a.enabled and a.feeds(event)]

@@ -43,7 +43,7 @@ class EntriesReport:
 def entries_report(catalog: Catalog) -> EntriesReport:
     """The check's outcome: passed when every entry is valid, else the broken entries (each
     with its problems) in a table."""
-    broken = catalog.broken
+    broken = catalog.broken + catalog.broken_audiences  # a broken audience is skipped too
     metadata: dict[str, Any] = {"entries": catalog.entry_count, "broken_entries": len(broken)}
     if not broken:
         return EntriesReport(True, f"all {catalog.entry_count} entries are valid", metadata)
