@@ -49,7 +49,7 @@ def test_catalog_validate_names_event_and_key(tmp_path: Path, monkeypatch):
     assert result.exit_code != 0
     assert "event 'broken-event': mapping: required field(s) not mapped: last_name" in result.output
     ok = CliRunner().invoke(cli, ["catalog", "validate"])
-    assert ok.exit_code == 0 and "4 event(s)" in ok.output
+    assert ok.exit_code == 0 and "6 event(s), 1 audience(s)" in ok.output
 
 
 def test_a_broken_entry_fails_validate_and_its_own_sync_and_is_left_out_of_events(tmp_path: Path, monkeypatch):

@@ -95,7 +95,8 @@ def catalog_validate(path: str | None) -> None:
         loaded = load_catalog(path).require_valid()
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"catalog OK: {len(loaded.events)} event(s)")
+    audiences = f", {len(loaded.audiences)} audience(s)" if loaded.audiences else ""
+    click.echo(f"catalog OK: {len(loaded.events)} event(s){audiences}")
     for warning in catalog_warnings(loaded):
         click.echo(f"warning: {warning}")
 
