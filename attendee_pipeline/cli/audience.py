@@ -111,7 +111,7 @@ def audience_import(
     from attendee_pipeline.catalog import load_catalog
     from attendee_pipeline.cli import runs
     from attendee_pipeline.instance import dagster_home
-    from attendee_pipeline.integrations.audience.imports import import_config, launch_import, run_metadata
+    from attendee_pipeline.integrations.audience.imports import import_config, import_metadata, launch_import
     from attendee_pipeline.integrations.audience.settings import check_field
 
     if guest_lists and len(event_ids) > 1:
@@ -152,9 +152,8 @@ def audience_import(
             return
         progress = follow_import(instance, backfill_id, len(event_ids))
         totals: dict[str, dict[str, int]] = {}
-        for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id})):
-            if record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
-                add_run_counts(totals, run_metadata(instance, record.dagster_run.run_id))
+        for metadata in import_metadata(instance, backfill_id):
+            add_run_counts(totals, metadata)
     with platform_engine() as engine:
         for line in audience_lines(engine, targets, totals):
             click.echo(line)
@@ -192,16 +191,15 @@ def demo_audiences(instance, catalog, echo, timeout: float = 240.0) -> list[str]
     every enabled audience, as a backfill run by a ``dagster-daemon`` started for it; the summary
     lines (see :func:`audience_lines`)."""
     import datetime as dt
+    import os
     from pathlib import Path
-
-    import dagster as dg
 
     from attendee_pipeline import settings
     from attendee_pipeline.integrations.audience.imports import (
         import_config,
+        import_metadata,
         launch_import,
         run_audience_in_process,
-        run_metadata,
     )
     from attendee_pipeline.processes import running_daemon
 
@@ -224,17 +222,14 @@ def demo_audiences(instance, catalog, echo, timeout: float = 240.0) -> list[str]
         echo(f"audiences: import of {', '.join(past)} as backfill {backfill_id}; starting dagster-daemon to run it ...")
         checkout = Path(__file__).resolve().parents[2]
         log = settings.data_dir() / "demo-daemon.log"
-        with running_daemon(dict(__import__("os").environ), checkout, log):
-            deadline = time.monotonic() + timeout
-            progress = None
-            while progress is None or not progress.done:
-                if time.monotonic() > deadline:
-                    raise click.ClickException(f"the import backfill did not finish in {timeout:.0f}s (see {log})")
-                progress = follow_import(instance, backfill_id, len(past), poll_seconds=1.0, until=deadline)
+        with running_daemon(dict(os.environ), checkout, log):
+            progress = follow_import(instance, backfill_id, len(past), until=time.monotonic() + timeout)
+        if not progress.done:
+            raise click.ClickException(f"the import backfill did not finish in {timeout:.0f}s (see {log})")
         if progress.failed:
             raise click.ClickException(f"the import of {', '.join(progress.failed)} failed (see the Dagster UI)")
-        for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id})):
-            add_run_counts(totals, run_metadata(instance, record.dagster_run.run_id))
+        for metadata in import_metadata(instance, backfill_id):
+            add_run_counts(totals, metadata)
     from attendee_pipeline.platform_db.engine import make_engine
 
     engine = make_engine(settings.db_url())

@@ -189,17 +189,17 @@ def apply_event(
             result.seconds = round(time.monotonic() - clock, 3)
             return result
         # live: a guest first seen after the publish the audience last read was "created"
-        created_after = None if whole and mode == "import" or position is None else _finished_at(conn, after)
+        created_after = None if whole else _finished_at(conn, after)
         guests = _guests(conn, event_id, None if whole else run_ids, created_after)
         keys = guests["attendee_key"].tolist()
         history = _history(conn, audience.id, event_id, keys, all_rows=whole)
-        uid_values, uid_keys = rules.uid_keys(guests, options.uid) if len(guests) else (pd.Series(), pd.Series())
+        uids = rules.uid_keys(guests, options.uid)
         contacts = _contacts(
-            conn, audience.id, [k for k in uid_keys.tolist() if k is not None],
+            conn, audience.id, [k for k in uids[1].tolist() if k is not None],
             [int(i) for i in history["contact_id"].tolist()] if len(history) else [],
         )
-        fields = known_fields(conn, audience.id) | set(getattr(audience, "custom_fields", []) or [])
-        plan = rules.plan(guests, history, contacts, fields, options, created_after=created_after)
+        fields = known_fields(conn, audience.id) | set(audience.custom_fields)
+        plan = rules.plan(guests, history, contacts, fields, options, created_after=created_after, uids=uids)
         result.counts = plan.counts
         result.rows_written = _write(conn, audience.id, event_id, plan, now)
         if options.relationships and plan.relations:

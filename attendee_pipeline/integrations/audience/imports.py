@@ -121,11 +121,14 @@ def import_progress(instance: dg.DagsterInstance, backfill_id: str, events: int)
     return progress
 
 
-def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
-    """The ``audience_contacts`` materialisation metadata of a run ({} when none)."""
+def import_metadata(instance: dg.DagsterInstance, backfill_id: str) -> list[dict[str, Any]]:
+    """The ``audience_contacts`` materialisation metadata of each successful run of an import."""
     from attendee_pipeline.cli.runs import RunEvents, materialization_metadata
 
-    return materialization_metadata(RunEvents.of_run(instance, run_id), ASSET)
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={"dagster/backfill": backfill_id}, statuses=[dg.DagsterRunStatus.SUCCESS])
+    )
+    return [materialization_metadata(RunEvents.of_run(instance, r.dagster_run.run_id), ASSET) for r in records]
 
 
 def run_audience_in_process(
@@ -133,7 +136,7 @@ def run_audience_in_process(
 ) -> tuple[bool, dict[str, Any]]:
     """Run one event's partition of ``audience_sync_job`` in this process (as the sensor's run
     would): (success, the asset's metadata)."""
-    from attendee_pipeline.cli.runs import RunEvents, materialization_metadata
+    from attendee_pipeline.cli.runs import materialization_metadata
     from attendee_pipeline.defs.partitions import events_partitions
     from attendee_pipeline.integrations.audience.defs.jobs import AUDIENCE_JOB
     from attendee_pipeline.settings import environment_digest
@@ -148,4 +151,4 @@ def run_audience_in_process(
     config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = {"dagster/partition": event_id, "attendee_pipeline/trigger": trigger}
     with dg.execute_job(job, instance=instance, run_config=config, tags=tags, raise_on_error=False) as result:
-        return result.success, materialization_metadata(RunEvents.of_run(instance, result.run_id), ASSET)
+        return result.success, materialization_metadata(result, ASSET)

@@ -276,6 +276,7 @@ def plan(
     known_fields: set[str],
     options: ApplyOptions,
     created_after: Any = None,
+    uids: tuple[pd.Series, pd.Series] | None = None,
 ) -> Plan:
     """What ``guests`` (one event's changed guests: attendee columns plus ``attendee_id``,
     ``status``, ``row_hash``, ``checked_in``, and ``first_seen_after`` -- first seen after
@@ -317,8 +318,10 @@ def plan(
     at, history_id, linked, was_removed = at[idx], history_id[idx], linked[idx], was_removed[idx]
     n = len(g)
 
-    uid_series, key_series = uid_keys(g, options.uid)
-    uid_values, keys = uid_series.to_numpy(dtype=object), key_series.to_numpy(dtype=object)
+    # the caller's ``uid_keys(guests, options.uid)`` when it has them (it read the contacts by them)
+    uid_series, key_series = uids if uids is not None else uid_keys(guests, options.uid)
+    uid_values = uid_series.to_numpy(dtype=object)[idx]
+    keys = key_series.to_numpy(dtype=object)[idx]
     attendee_keys = g["attendee_key"].to_numpy(dtype=object)
     # "guest created": added to the list since the audience last read it (``created_after``:
     # when that was; None: everything is new to it), or back on the list after a removal; any
